@@ -1,0 +1,56 @@
+# The two commands of README.md: `make demo` and `make test`. Both build or refresh .venv when
+# needed and are fast when nothing changed. Everything a fresh machine needs is installed here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check --quiet
+STAMP := $(VENV)/.edgeopt-installed
+# Strict editable installs link files, not folders: a new module is only visible after a reinstall,
+# so the list of package files is part of what the install depends on.
+TREE := $(VENV)/.edgeopt-tree
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint typecheck unit demo proto bench clean FORCE
+
+venv: $(STAMP)
+
+$(TREE): FORCE
+	@mkdir -p $(VENV)
+	@find agent host proto device_profiles -type f \( -name '*.py' -o -name '*.pyi' -o -name '*.toml' \
+	    -o -name '*.proto' -o -name py.typed \) | LC_ALL=C sort > $@.new
+	@cmp -s $@.new $@ || mv $@.new $@; rm -f $@.new
+
+$(STAMP): pyproject.toml constraints.txt $(TREE)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing edgeopt and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@{ $(PIP) install --upgrade 'pip>=25.1' && \
+	   $(PIP) install -c constraints.txt -e '.[host,dev]' --config-settings editable_mode=strict; \
+	 } > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+demo: venv
+	@bash scripts/demo.sh
+
+proto: venv
+	$(PY) scripts/gen_proto.py
+
+bench: venv
+	$(PY) benchmarks/agent_startup.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+
+FORCE:

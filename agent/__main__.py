@@ -1,0 +1,7 @@
+"""`python -m edgeopt.agent` is `edgeopt-agent`."""
+
+import sys
+
+from edgeopt.agent.cli import main
+
+sys.exit(main())

@@ -1,0 +1,154 @@
+"""`edgeopt-agent`: the on-device agent's command line (argparse: the board has no click).
+
+    edgeopt-agent serve --listen 127.0.0.1:50051 --store DIR [--token-file F] [--ready-file F]
+    edgeopt-agent capabilities [--json] [--procfs DIR] [--sysfs DIR] [--rootfs DIR]
+
+Exit status: 0 on success, 2 for a usage or configuration error (the message says which option
+and what to do), 1 when the server fails at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgeopt.agent.capabilities import Sources, agent_version, collect
+from edgeopt.proto import auth
+from edgeopt.proto.capabilities import format_summary, to_dict
+
+
+def default_store() -> Path:
+    """$XDG_DATA_HOME/edgeopt-agent, i.e. ~/.local/share/edgeopt-agent by default."""
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "edgeopt-agent"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeopt-agent", description="The edgeopt on-device agent."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {agent_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the edgeopt.v1.Agent gRPC service")
+    serve.add_argument(
+        "--listen",
+        default="127.0.0.1:50051",
+        help="HOST:PORT to listen on; port 0 picks a free one (default: %(default)s)",
+    )
+    serve.add_argument("--store", type=Path, default=None, help="model store directory")
+    serve.add_argument("--token-file", type=Path, help="file whose first line is the bearer token")
+    serve.add_argument("--ready-file", type=Path, help="write HOST:PORT here once serving")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening beyond loopback without a token (trusted networks only)",
+    )
+    serve.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
+    serve.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
+
+    caps = sub.add_parser("capabilities", help="print what this board (or a captured tree) is")
+    caps.add_argument("--json", action="store_true", help="machine-readable output")
+    caps.add_argument("--procfs", type=Path, help="read /proc from this directory")
+    caps.add_argument("--sysfs", type=Path, help="read /sys from this directory")
+    caps.add_argument("--rootfs", type=Path, help="a captured root holding proc/ sys/ etc/ dev/")
+    caps.add_argument("--store", type=Path, default=None, help="report free space here")
+    caps.add_argument(
+        "--no-runtime", action="store_true", help="skip measuring ONNX Runtime (faster)"
+    )
+    cap = sub.add_parser(
+        "capture", help="copy the /proc, /sys and /etc files the probes read into DIR"
+    )
+    cap.add_argument("dest", type=Path, help="directory to create (must not exist)")
+    return parser
+
+
+def _capture(args: argparse.Namespace) -> int:
+    from edgeopt.agent.capabilities import capture  # noqa: PLC0415
+
+    if args.dest.exists():
+        print(f"edgeopt-agent: {args.dest} already exists", file=sys.stderr)
+        return 2
+    written = capture(Sources.live_system(), args.dest)
+    print(
+        f"captured {len(written)} files into {args.dest}; read it back with "
+        f"`edgeopt-agent capabilities --rootfs {args.dest}`"
+    )
+    return 0
+
+
+def _capabilities(args: argparse.Namespace) -> int:
+    from edgeopt.agent.probes.runtime import probe_in_process  # noqa: PLC0415
+
+    captured = any(x is not None for x in (args.procfs, args.sysfs, args.rootfs))
+    sources = (
+        Sources.captured(procfs=args.procfs, sysfs=args.sysfs, rootfs=args.rootfs)
+        if captured
+        else Sources.live_system()
+    )
+    for name in ("procfs", "sysfs", "rootfs"):
+        value = getattr(args, name)
+        if value is not None and not value.is_dir():
+            print(f"edgeopt-agent: --{name} {value}: not a directory", file=sys.stderr)
+            return 2
+    runtime = None if captured or args.no_runtime else probe_in_process()
+    caps = collect(sources, args.store or default_store(), runtime)
+    if args.json:
+        json.dump(to_dict(caps), sys.stdout, indent=2)
+        print()
+    else:
+        print(format_summary(caps))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from edgeopt.agent.server import (  # noqa: PLC0415  (grpc only when serving)
+        ServerConfig,
+        check_exposure,
+        parse_listen,
+        serve,
+    )
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        host, port = parse_listen(args.listen)
+        token = auth.read_token_file(str(args.token_file)) if args.token_file else None
+        check_exposure(host, token, args.insecure)
+    except (ValueError, OSError) as exc:
+        reason = exc if not isinstance(exc, OSError) else f"--token-file: {exc}"
+        print(f"edgeopt-agent: {reason}", file=sys.stderr)
+        return 2
+    if args.token_file and args.token_file.stat().st_mode & 0o077:
+        print(
+            f"edgeopt-agent: warning: {args.token_file} is readable by other users; chmod 600 it",
+            file=sys.stderr,
+        )
+    config = ServerConfig(
+        host=host,
+        port=port,
+        store=args.store or default_store(),
+        token=token,
+        ready_file=args.ready_file,
+        grace=args.grace,
+    )
+    try:
+        serve(config)
+    except OSError as exc:
+        print(f"edgeopt-agent: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "capture":
+        return _capture(args)
+    return _capabilities(args)

@@ -1,0 +1,239 @@
+"""The agent's gRPC server: the `edgeopt.v1.Agent` service, health, reflection and token auth.
+
+`serve(config)` blocks until SIGTERM or SIGINT, then reports NOT_SERVING on the health service,
+lets running calls finish (up to `grace` seconds) and returns. The bound address is printed as
+`edgeopt-agent listening on HOST:PORT` and, when asked, written atomically to a ready file once
+the health service says SERVING, so a supervisor or test can wait for the file instead of polling.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from edgeopt.agent.capabilities import Sources, collect
+from edgeopt.agent.probes.runtime import probe_in_subprocess
+from edgeopt.proto import auth
+from edgeopt.proto.capabilities import OnnxRuntimeInfo, to_message
+from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger("edgeopt.agent")
+
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How to run the agent's server."""
+
+    host: str
+    """Address to listen on ("127.0.0.1", "0.0.0.0", "::")."""
+    port: int
+    """Port to listen on; 0 picks a free one."""
+    store: Path
+    """Directory of the model store (created if missing)."""
+    token: str | None = None
+    """Bearer token every Agent call must carry; None disables auth (loopback or --insecure)."""
+    ready_file: Path | None = None
+    """Where to write "HOST:PORT" once serving."""
+    grace: float = 5.0
+    """Seconds running calls get to finish on shutdown."""
+    max_workers: int = 8
+    """Threads serving calls concurrently."""
+
+
+class ConfigurationRefused(ValueError):
+    """The server refuses to start as configured (the message says why and what to do)."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split "HOST:PORT" ("[::1]:50051" for IPv6) into host and port.
+
+    Raises:
+        ValueError: not of that form, or the port is outside 0..65535.
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--listen wants HOST:PORT (port 0 picks a free one), got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def check_exposure(host: str, token: str | None, insecure: bool) -> None:
+    """Refuse to serve an unauthenticated agent beyond loopback unless explicitly insecure.
+
+    Raises:
+        ConfigurationRefused: `host` is not loopback, there is no token and not `insecure`.
+    """
+    if token is None and not insecure and not is_loopback(host):
+        raise ConfigurationRefused(
+            f"refusing to listen on {host} without authentication: anyone who can reach this "
+            "board could push and run models. Give --token-file FILE, listen on 127.0.0.1, "
+            "or pass --insecure if the network is trusted."
+        )
+
+
+class TokenAuthInterceptor(grpc.ServerInterceptor):
+    """Reject calls without the right bearer token, except health and reflection."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = token.encode()
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Pass the call on when its token matches; else answer UNAUTHENTICATED."""
+        method = str(details.method)
+        if method.startswith(auth.UNAUTHENTICATED_PATHS):
+            return continuation(details)
+        presented = None
+        for key, value in details.invocation_metadata or ():
+            if key == auth.METADATA_KEY:
+                presented = auth.token_from_header(str(value))
+        handler = continuation(details)
+        if handler is None:
+            return None
+        if presented is not None and hmac.compare_digest(presented.encode(), self._expected):
+            return handler
+        message = (
+            "missing bearer token: send metadata 'authorization: Bearer <token>'"
+            if presented is None
+            else "wrong token: check the device's token_file in the inventory"
+        )
+        return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, message)
+
+
+def _refusal(
+    handler: grpc.RpcMethodHandler[Any, Any], code: grpc.StatusCode, message: str
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same streaming shape as `handler` that aborts with `code`."""
+
+    def abort(_request: Any, context: grpc.ServicerContext) -> None:
+        context.abort(code, message)
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(abort, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(abort, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(abort, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(abort, **kwargs)
+
+
+class AgentService(agent_pb2_grpc.AgentServicer):
+    """The `edgeopt.v1.Agent` service."""
+
+    def __init__(self, store: Path) -> None:
+        self._store = store
+        self._runtime: OnnxRuntimeInfo | None = None
+        self._runtime_lock = threading.Lock()
+
+    def runtime(self, refresh: bool = False) -> OnnxRuntimeInfo:
+        """ONNX Runtime facts, measured once (in a child process) and then cached."""
+        with self._runtime_lock:
+            if self._runtime is None or refresh:
+                self._runtime = probe_in_subprocess()
+            return self._runtime
+
+    def GetCapabilities(
+        self, request: agent_pb2.GetCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.Capabilities:
+        """Report the board; see agent.proto."""
+        caps = collect(Sources.live_system(), self._store, self.runtime(request.refresh))
+        return to_message(caps)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_server(config: ServerConfig) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """Create (not start) the server with every service, and bind it.
+
+    Returns:
+        The server, the bound port, and its health servicer (still NOT_SERVING).
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    interceptors: list[grpc.ServerInterceptor] = (
+        [TokenAuthInterceptor(config.token)] if config.token else []
+    )
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+        interceptors=interceptors,
+        options=[("grpc.so_reuseport", 0)],
+    )
+    service = AgentService(config.store)
+    # The generated gRPC module has no annotations (grpcio-tools writes none for it).
+    agent_pb2_grpc.add_AgentServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = (
+        f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+    )
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio raises RuntimeError when it cannot bind
+        raise OSError(f"cannot listen on {address}: {exc}") from exc
+    # Measure ONNX Runtime in the background so the first GetCapabilities is fast.
+    threading.Thread(target=service.runtime, name="ort-probe", daemon=True).start()
+    return server, port, health_servicer
+
+
+def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
+    """Run the agent until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
+    config.store.mkdir(parents=True, exist_ok=True, mode=0o700)
+    server, port, health_servicer = build_server(config)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    shown = f"[{config.host}]:{port}" if ":" in config.host else f"{config.host}:{port}"
+    print(f"edgeopt-agent listening on {shown}", flush=True)
+    if config.ready_file is not None:
+        _write_atomically(config.ready_file, f"{shown}\n")
+    stop.wait()
+    log.info("shutting down")
+    health_servicer.enter_graceful_shutdown()
+    server.stop(config.grace).wait()
+    print("edgeopt-agent stopped", file=sys.stderr, flush=True)

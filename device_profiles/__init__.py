@@ -1,0 +1,1 @@
+"""Known board kinds, one TOML file each; read through `edgeopt.host.profiles`."""

@@ -1,0 +1,288 @@
+"""`edgeopt`: the host's command line, a thin layer over the library.
+
+Commands turn options into library calls and print the result as a table or, with `--json`, as
+JSON for scripts. Every `EdgeoptError` is turned into a `click.ClickException` in one place
+(`_Cli.invoke`), so a user sees one line saying what is wrong and the exit status is 1.
+
+    edgeopt devices [--device X ...] [--fleet] [--json]    table of the selected devices
+    edgeopt devices show NAME [--json]                    full capability report
+    edgeopt devices check NAME [--json]                   live report held against the profile
+    edgeopt profiles [--json] / edgeopt profiles show NAME
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeopt.host import fleet, inventory, profiles
+from edgeopt.host.client import ClientConfig
+from edgeopt.proto.capabilities import Capabilities, format_summary, to_dict
+from edgeopt.proto.errors import EdgeoptError, ProfileError
+
+
+class _Cli(click.Group):
+    """The root group: maps library errors to one-line click errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeoptError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _echo_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _gib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**30:.1f} GiB"
+
+
+class Session:
+    """What every command needs: where the inventory and profiles are, and client settings."""
+
+    def __init__(self, inventory_path: str | None, profiles_dir: Path | None, deadline: float):
+        self.inventory_path = inventory.locate(inventory_path)
+        self.profiles_dir = profiles_dir
+        self.client = ClientConfig(deadline=deadline)
+
+    def inventory(self) -> inventory.Inventory:
+        """Load the inventory (a missing file is an error that says how to make one)."""
+        if not self.inventory_path.exists():
+            raise click.ClickException(
+                f"no inventory at {self.inventory_path}: write one (see README.md), pass "
+                f"--inventory FILE or set ${inventory.ENV_VAR}"
+            )
+        return inventory.load(self.inventory_path)
+
+    def profiles(self) -> dict[str, profiles.DeviceProfile]:
+        """Every known device profile."""
+        return profiles.load_all(self.profiles_dir)
+
+
+@click.group(cls=_Cli)
+@click.option(
+    "--inventory",
+    "inventory_path",
+    metavar="FILE",
+    help=f"inventory TOML (default: ${inventory.ENV_VAR}, then ./{inventory.DEFAULT_FILE})",
+)
+@click.option(
+    "--profiles-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help=f"extra device profiles folder (also ${profiles.ENV_VAR})",
+)
+@click.option(
+    "--deadline",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="seconds each agent call may take, retries included",
+)
+@click.version_option(package_name="edgeopt")
+@click.pass_context
+def cli(
+    ctx: click.Context, inventory_path: str | None, profiles_dir: Path | None, deadline: float
+) -> None:
+    """edgeopt: get neural-network models running well on fleets of edge boards."""
+    ctx.obj = Session(inventory_path, profiles_dir, deadline)
+
+
+def _device_row(report: fleet.DeviceReport) -> list[str]:
+    d = report.device
+    caps = report.capabilities
+    if caps is None:
+        return [d.name, d.address, "no", "", "", "", "", "", str(report.error)]
+    ort = caps.onnxruntime
+    eps = ",".join(p.removesuffix("ExecutionProvider") for p in ort.execution_providers)
+    return [
+        d.name,
+        d.address,
+        "yes",
+        caps.arch,
+        str(caps.logical_cores or "?"),
+        _gib(caps.memory_total_bytes),
+        ort.version or "?",
+        eps or "?",
+        "",
+    ]
+
+
+def _report_json(report: fleet.DeviceReport) -> dict[str, Any]:
+    return {
+        "name": report.device.name,
+        "address": report.device.address,
+        "profile": report.device.profile,
+        "reachable": report.reachable,
+        "seconds": round(report.seconds, 3),
+        "error": str(report.error) if report.error else None,
+        "error_status": getattr(report.error, "status", None),
+        "capabilities": to_dict(report.capabilities) if report.capabilities else None,
+    }
+
+
+@cli.group(invoke_without_command=True)
+@click.option(
+    "--device",
+    "-d",
+    "selectors",
+    multiple=True,
+    metavar="X",
+    help="a device, group, tag or profile name (repeatable); default: every device",
+)
+@click.option("--fleet", "whole_fleet", is_flag=True, help="every device of the inventory")
+@click.option(
+    "--parallel", type=int, default=32, show_default=True, help="devices contacted at once"
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_context
+def devices(
+    ctx: click.Context, selectors: tuple[str, ...], whole_fleet: bool, parallel: int, as_json: bool
+) -> None:
+    """List devices and what their agents report; unreachable ones are shown as such.
+
+    Exit status 1 when any selected device did not answer.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    session: Session = ctx.obj
+    chosen = session.inventory().select(selectors, fleet=whole_fleet)
+    reports = fleet.probe(chosen, session.client, parallel)
+    if as_json:
+        _echo_json([_report_json(r) for r in reports])
+    else:
+        headers = ["NAME", "ADDRESS", "REACHABLE", "ARCH", "CPUS", "MEMORY", "ORT", "EPS", "ERROR"]
+        click.echo(_table(headers, [_device_row(r) for r in reports]))
+    if not all(r.reachable for r in reports):
+        ctx.exit(1)
+
+
+def _one_report(session: Session, name: str) -> tuple[fleet.DeviceReport, Capabilities]:
+    device = session.inventory().get(name)
+    report = fleet.probe([device], session.client)[0]
+    if report.error is not None:
+        raise report.error
+    if report.capabilities is None:  # pragma: no cover  (a report has one or the other)
+        raise click.ClickException(f"{name}: no report and no error")
+    return report, report.capabilities
+
+
+@devices.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_obj
+def devices_show(session: Session, name: str, as_json: bool) -> None:
+    """The full capability report of one device."""
+    report, caps = _one_report(session, name)
+    if as_json:
+        _echo_json(_report_json(report))
+        return
+    click.echo(f"{name} ({report.device.address}, profile {report.device.profile or 'none'})")
+    click.echo(format_summary(caps))
+
+
+@devices.command("check")
+@click.argument("name")
+@click.option("--profile", "profile_name", help="hold against this profile instead")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_context
+def devices_check(ctx: click.Context, name: str, profile_name: str | None, as_json: bool) -> None:
+    """Hold a device's live report against its declared profile.
+
+    Exit status 1 when the board is not of the profile's kind (a "mismatch").
+    """
+    session: Session = ctx.obj
+    device = session.inventory().get(name)
+    wanted = profile_name or device.profile
+    if not wanted:
+        raise click.ClickException(
+            f"device {name!r} declares no profile: add `profile = ...` to its inventory entry "
+            "or pass --profile"
+        )
+    known = session.profiles()
+    if wanted not in known:
+        raise ProfileError(wanted, f"no such profile; known: {', '.join(sorted(known))}")
+    _, caps = _one_report(session, name)
+    findings = profiles.check(known[wanted], caps)
+    if as_json:
+        _echo_json({"device": name, "profile": wanted, "findings": [asdict(f) for f in findings]})
+    else:
+        rows = [[f.level.upper(), f.field, f.expected, f.actual, f.message] for f in findings]
+        click.echo(f"{name} against profile {wanted}:")
+        click.echo(_table(["", "FIELD", "PROFILE", "DEVICE", "NOTE"], rows))
+    if any(f.level == "mismatch" for f in findings):
+        ctx.exit(1)
+
+
+def _profile_json(p: profiles.DeviceProfile) -> dict[str, Any]:
+    data = asdict(p)
+    data["path"] = str(p.path) if p.path else None
+    return data
+
+
+@cli.group("profiles", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_context
+def profiles_cmd(ctx: click.Context, as_json: bool) -> None:
+    """The known board profiles (device_profiles/)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    known = ctx.obj.profiles()
+    if as_json:
+        _echo_json([_profile_json(p) for p in known.values()])
+        return
+    rows = [
+        [
+            p.name,
+            p.arch,
+            " + ".join(f"{c.cores}x {c.core}" for c in p.clusters) or "any",
+            " ".join(p.isa_features),
+            p.description,
+        ]
+        for p in known.values()
+    ]
+    click.echo(_table(["NAME", "ARCH", "CORES", "ISA", "DESCRIPTION"], rows))
+
+
+@profiles_cmd.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_obj
+def profiles_show(session: Session, name: str, as_json: bool) -> None:
+    """One profile in full, with its notes."""
+    known = session.profiles()
+    if name not in known:
+        raise ProfileError(name, f"no such profile; known: {', '.join(sorted(known))}")
+    p = known[name]
+    if as_json:
+        _echo_json(_profile_json(p))
+        return
+    click.echo(f"{p.name}: {p.description}  ({p.path})")
+    click.echo(f"arch {p.arch}; isa {' '.join(p.isa_features)}")
+    for c in p.clusters:
+        click.echo(f"cluster {c.cores}x {c.core} @ {'/'.join(map(str, c.max_freq_mhz))} MHz")
+    if p.memory_gib:
+        click.echo(f"memory {'/'.join(map(str, p.memory_gib))} GiB")
+    click.echo(f"providers {', '.join(p.expected_providers)}")
+    for note in p.notes:
+        click.echo(f"- {note}")
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="edgeopt")

@@ -1,0 +1,197 @@
+"""The fleet as data: an inventory file (TOML) of devices, groups and tags.
+
+    [devices.pi4-kitchen]
+    address = "192.168.1.40:50051"
+    profile = "pi4"
+    tags = ["shelf"]
+    token_file = "tokens/pi4-kitchen"     # relative to this file; ~ expands
+    [groups]
+    lab = ["pi4-kitchen", "rk-01"]
+
+Which file: `--inventory PATH`, else `$EDGEOPT_INVENTORY`, else `./edgeopt.toml`. Keys this
+version does not know are kept in `Device.extra` (later versions and users may add their own).
+A selector (`--device X`) names a device, then a group, a tag, or a profile (every device of that
+profile), in that order; `--fleet` selects every device.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeopt.host import tomlfile
+from edgeopt.proto.errors import InventoryError, UnknownDevice
+
+ENV_VAR = "EDGEOPT_INVENTORY"
+DEFAULT_FILE = "edgeopt.toml"
+
+
+@dataclass(frozen=True)
+class Device:
+    """One board of the fleet."""
+
+    name: str
+    """Inventory name, unique."""
+    address: str
+    """HOST:PORT of its agent."""
+    profile: str | None = None
+    """Name of its device profile (device_profiles/NAME.toml)."""
+    tags: tuple[str, ...] = ()
+    """Free-form labels, usable as selectors."""
+    token_file: Path | None = None
+    """File holding the agent's bearer token (already resolved against the inventory's folder)."""
+    ssh: str | None = None
+    """SSH target (user@host) for bootstrapping and profiling."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Keys this version does not interpret."""
+
+    def token(self) -> str | None:
+        """Read the bearer token, or None when the device has no token file.
+
+        Raises:
+            InventoryError: the token file is unreadable or empty.
+        """
+        if self.token_file is None:
+            return None
+        try:
+            token = self.token_file.read_text(encoding="utf-8").strip().splitlines()
+        except OSError as exc:
+            raise InventoryError(
+                str(self.token_file),
+                f"cannot read token file of device {self.name!r}: {exc.strerror or exc}",
+            ) from exc
+        if not token or not token[0].strip():
+            raise InventoryError(str(self.token_file), f"token file of {self.name!r} is empty")
+        return token[0].strip()
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Devices and groups, as read from one file."""
+
+    devices: Mapping[str, Device]
+    """Devices by name, in file order."""
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Group name → device names."""
+    path: Path | None = None
+    """The file this came from."""
+
+    def select(self, selectors: Iterable[str] = (), *, fleet: bool = False) -> list[Device]:
+        """Devices named by the selectors (all of them with `fleet` or no selector), in file order.
+
+        Raises:
+            UnknownDevice: a selector names nothing; the message lists the known devices.
+        """
+        selectors = list(selectors)
+        if fleet or not selectors:
+            return list(self.devices.values())
+        chosen: set[str] = set()
+        for selector in selectors:
+            names = self._resolve(selector)
+            if not names:
+                raise UnknownDevice(selector, list(self.devices))
+            chosen.update(names)
+        return [d for name, d in self.devices.items() if name in chosen]
+
+    def _resolve(self, selector: str) -> list[str]:
+        if selector in self.devices:
+            return [selector]
+        if selector in self.groups:
+            return list(self.groups[selector])
+        by_tag = [d.name for d in self.devices.values() if selector in d.tags]
+        if by_tag:
+            return by_tag
+        return [d.name for d in self.devices.values() if d.profile == selector]
+
+    def get(self, name: str) -> Device:
+        """One device by its exact name.
+
+        Raises:
+            UnknownDevice: no such device.
+        """
+        if name not in self.devices:
+            raise UnknownDevice(name, list(self.devices))
+        return self.devices[name]
+
+
+def locate(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The inventory file to use: explicit, else $EDGEOPT_INVENTORY, else ./edgeopt.toml."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path(DEFAULT_FILE)
+
+
+def _resolve_path(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _check_address(path: Path, where: str, address: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InventoryError(
+            str(path), f'must be HOST:PORT (e.g. "192.168.1.40:50051"), got {address!r}', where
+        )
+
+
+def parse(data: Mapping[str, Any], path: Path) -> Inventory:
+    """Build an `Inventory` from parsed TOML.
+
+    Raises:
+        InventoryError: a key has the wrong type or value; the message names file and field.
+    """
+    err = InventoryError
+    devices_table = tomlfile.expect(dict(data), "devices", dict, path=path, where="", error=err)
+    devices: dict[str, Device] = {}
+    for name, table in (devices_table or {}).items():
+        where = f"devices.{name}"
+        if not isinstance(table, dict):
+            raise err(str(path), f"must be a table, got {table!r}", where)
+
+        def get(
+            key: str, kind: type, *, _t: dict[str, Any] = table, _w: str = where, **kw: Any
+        ) -> Any:
+            return tomlfile.expect(_t, key, kind, path=path, where=_w, error=err, **kw)
+
+        address = get("address", str, required=True)
+        _check_address(path, f"{where}.address", address)
+        token_file = get("token_file", str)
+        known = {"address", "profile", "tags", "token_file", "ssh"}
+        devices[name] = Device(
+            name=name,
+            address=address,
+            profile=get("profile", str),
+            tags=tuple(get("tags", list, item=str) or ()),
+            token_file=_resolve_path(path.parent, token_file) if token_file else None,
+            ssh=get("ssh", str),
+            extra={k: v for k, v in table.items() if k not in known},
+        )
+    groups: dict[str, tuple[str, ...]] = {}
+    groups_table = tomlfile.expect(dict(data), "groups", dict, path=path, where="", error=err)
+    for group, members in (groups_table or {}).items():
+        tomlfile.expect(groups_table, group, list, path=path, where="groups", error=err, item=str)
+        for member in members:
+            if member not in devices:
+                raise err(
+                    str(path),
+                    f"names unknown device {member!r} (known: {', '.join(devices) or 'none'})",
+                    f"groups.{group}",
+                )
+        groups[group] = tuple(members)
+    return Inventory(devices=devices, groups=groups, path=path)
+
+
+def load(path: Path) -> Inventory:
+    """Read and check an inventory file.
+
+    Raises:
+        InventoryError: unreadable, not TOML, or wrong; the message names the file and the field
+            or line.
+    """
+    return parse(tomlfile.load(path, InventoryError), path)

@@ -1,0 +1,148 @@
+"""Every error edgeopt raises on purpose, on either side of the wire.
+
+    EdgeoptError
+    ├── ConfigError (ValueError)           a file we read is wrong (names file and field/line)
+    │   ├── InventoryError                 the inventory TOML
+    │   └── ProfileError                   a device profile TOML
+    ├── UnknownDevice (KeyError)           --device names nothing in the inventory
+    └── AgentError                         an agent answered with a gRPC error, or did not answer
+        ├── AgentUnavailable (ConnectionError)   UNAVAILABLE: not listening, unreachable, restarting
+        ├── AgentTimeout (TimeoutError)          DEADLINE_EXCEEDED
+        ├── Unauthenticated (PermissionError)    UNAUTHENTICATED / PERMISSION_DENIED
+        ├── InvalidRequest (ValueError)          INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE
+        ├── NotFound (LookupError)               NOT_FOUND
+        ├── AlreadyExists                        ALREADY_EXISTS
+        ├── ResourceExhausted                    RESOURCE_EXHAUSTED: quota, disk, queue full
+        ├── DataLoss                             DATA_LOSS: bytes arrived corrupted
+        └── AgentInternalError                   INTERNAL / UNKNOWN / anything else
+
+gRPC errors are translated once, at the client boundary, through `STATUS_TO_ERROR`; each
+`AgentError` keeps `.device` (the inventory name, when known) and `.status` (the gRPC status name).
+This module imports nothing outside the standard library, so both programs can share it.
+"""
+
+from __future__ import annotations
+
+
+class EdgeoptError(Exception):
+    """Root of every error edgeopt raises on purpose."""
+
+
+class ConfigError(EdgeoptError, ValueError):
+    """A configuration file is unreadable or wrong.
+
+    Attributes:
+        path: the file.
+        where: the field (dotted key) or line that is wrong, when known.
+    """
+
+    def __init__(self, path: str, message: str, where: str | None = None) -> None:
+        self.path = path
+        self.where = where
+        location = f"{path}: {where}" if where else path
+        super().__init__(f"{location}: {message}")
+
+
+class InventoryError(ConfigError):
+    """The inventory file is unreadable or wrong."""
+
+
+class ProfileError(ConfigError):
+    """A device profile is unreadable or wrong."""
+
+
+class UnknownDevice(EdgeoptError, KeyError):
+    """A selector names no device, group, tag or profile of the inventory.
+
+    Attributes:
+        selector: what the user asked for.
+        known: the device names the inventory has.
+    """
+
+    def __init__(self, selector: str, known: list[str]) -> None:
+        self.selector = selector
+        self.known = known
+        names = ", ".join(known) if known else "(the inventory lists no devices)"
+        super().__init__(
+            f"no device, group, tag or profile named {selector!r}; known devices: {names}"
+        )
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; we want the sentence as it is.
+        return str(self.args[0])
+
+
+class AgentError(EdgeoptError):
+    """An agent answered with an error, or did not answer.
+
+    Attributes:
+        device: the inventory name of the agent, when known.
+        status: the gRPC status name ("UNAVAILABLE"), when the error came over gRPC.
+        details: the agent's message.
+    """
+
+    def __init__(self, details: str, *, device: str | None = None, status: str | None = None):
+        self.device = device
+        self.status = status
+        self.details = details
+        prefix = f"{device}: " if device else ""
+        suffix = f" ({status})" if status else ""
+        super().__init__(f"{prefix}{details}{suffix}")
+
+
+class AgentUnavailable(AgentError, ConnectionError):
+    """The agent is not reachable: not listening, network down, or shutting down."""
+
+
+class AgentTimeout(AgentError, TimeoutError):
+    """The call's deadline passed before the agent answered."""
+
+
+class Unauthenticated(AgentError, PermissionError):
+    """The agent refused our credentials (missing or wrong token)."""
+
+
+class InvalidRequest(AgentError, ValueError):
+    """The agent found the request itself wrong."""
+
+
+class NotFound(AgentError, LookupError):
+    """The agent has no such model, version or upload."""
+
+
+class AlreadyExists(AgentError):
+    """The agent already has what we asked it to create."""
+
+
+class ResourceExhausted(AgentError):
+    """A limit was hit on the agent: quota, disk space or a full work queue."""
+
+
+class DataLoss(AgentError):
+    """Bytes arrived corrupted (digest or size mismatch)."""
+
+
+class AgentInternalError(AgentError):
+    """The agent failed in a way it did not expect (a bug on the board)."""
+
+
+STATUS_TO_ERROR: dict[str, type[AgentError]] = {
+    "UNAVAILABLE": AgentUnavailable,
+    "DEADLINE_EXCEEDED": AgentTimeout,
+    "UNAUTHENTICATED": Unauthenticated,
+    "PERMISSION_DENIED": Unauthenticated,
+    "INVALID_ARGUMENT": InvalidRequest,
+    "FAILED_PRECONDITION": InvalidRequest,
+    "OUT_OF_RANGE": InvalidRequest,
+    "NOT_FOUND": NotFound,
+    "ALREADY_EXISTS": AlreadyExists,
+    "RESOURCE_EXHAUSTED": ResourceExhausted,
+    "DATA_LOSS": DataLoss,
+}
+"""gRPC status name → the error raised for it; anything else is `AgentInternalError`."""
+
+
+def error_for_status(status: str, details: str, *, device: str | None = None) -> AgentError:
+    """Build the `AgentError` subclass that stands for a gRPC status name."""
+    cls = STATUS_TO_ERROR.get(status, AgentInternalError)
+    return cls(details, device=device, status=status)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# `make demo`: start a real edgeopt-agent on a free loopback port with a generated token, write a
+# temporary inventory naming it `local`, ask it what it is through the host CLI, then stop it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+work=$(mktemp -d)
+agent_pid=""
+cleanup() {
+    if [ -n "$agent_pid" ] && kill -0 "$agent_pid" 2>/dev/null; then
+        kill -TERM "$agent_pid"; wait "$agent_pid" || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+umask 077
+"$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$work/token"
+"$BIN/edgeopt-agent" serve --listen 127.0.0.1:0 --store "$work/store" \
+    --token-file "$work/token" --ready-file "$work/ready" > "$work/agent.log" 2>&1 &
+agent_pid=$!
+for _ in $(seq 1 100); do
+    [ -s "$work/ready" ] && break
+    kill -0 "$agent_pid" 2>/dev/null || { cat "$work/agent.log"; exit 1; }
+    sleep 0.1
+done
+[ -s "$work/ready" ] || { echo "agent did not become ready"; cat "$work/agent.log"; exit 1; }
+address=$(cat "$work/ready")
+# The profile this machine should match: the demo's `devices check` shows a real comparison.
+profile=x86-avx2
+grep -qw avx512_vnni /proc/cpuinfo && profile=x86-avx512-vnni
+cat > "$work/edgeopt.toml" <<TOML
+[devices.local]
+address = "$address"
+profile = "$profile"
+tags = ["demo"]
+token_file = "token"
+TOML
+export EDGEOPT_INVENTORY="$work/edgeopt.toml"
+
+echo "== agent pid $agent_pid listening on $address (token in a temporary file)"
+echo
+echo '$ edgeopt devices'
+"$BIN/edgeopt" devices
+echo
+echo '$ edgeopt devices show local'
+"$BIN/edgeopt" devices show local
+echo
+echo '$ edgeopt devices check local'
+"$BIN/edgeopt" devices check local || true
+echo
+echo '$ edgeopt profiles'
+"$BIN/edgeopt" profiles

@@ -1,0 +1,24 @@
+"""`make demo`'s script runs end to end: a real agent, the real CLI, a real shell."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_demo_script() -> None:
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "demo.sh")],
+        capture_output=True, text=True, timeout=300, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "$ edgeopt devices\n" in out
+    assert "local  127.0.0.1:" in out and "  yes  " in out
+    assert "$ edgeopt devices show local" in out and "onnxruntime" in out
+    assert "OK  arch" in out
