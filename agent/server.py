@@ -232,7 +232,11 @@ def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
     print(f"edgeopt-agent listening on {shown}", flush=True)
     if config.ready_file is not None:
         _write_atomically(config.ready_file, f"{shown}\n")
-    stop.wait()
+    # Wait in short slices: SIGTERM may be delivered to one of grpc's threads, and Python runs
+    # the handler only when the main thread next executes bytecode; an unbounded wait could
+    # then sleep through it (seen here: 1 shutdown in ~30 hung under CPU load).
+    while not stop.wait(0.2):
+        pass
     log.info("shutting down")
     health_servicer.enter_graceful_shutdown()
     server.stop(config.grace).wait()
