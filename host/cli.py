@@ -115,12 +115,20 @@ def _device_row(report: fleet.DeviceReport) -> list[str]:
         d.address,
         "yes",
         caps.arch,
-        str(caps.logical_cores or "?"),
+        _cores(caps),
         _gib(caps.memory_total_bytes),
         ort.version or "?",
         eps or "?",
         "",
     ]
+
+
+def _cores(caps: Capabilities) -> str:
+    """Physical cores, with logical CPUs after a slash when SMT makes them differ ("4/8")."""
+    physical, logical = caps.physical_cores, caps.logical_cores
+    if physical is None:
+        return str(logical or "?")
+    return str(physical) if logical in (None, physical) else f"{physical}/{logical}"
 
 
 def _report_json(report: fleet.DeviceReport) -> dict[str, Any]:
@@ -166,7 +174,7 @@ def devices(
     if as_json:
         _echo_json([_report_json(r) for r in reports])
     else:
-        headers = ["NAME", "ADDRESS", "REACHABLE", "ARCH", "CPUS", "MEMORY", "ORT", "EPS", "ERROR"]
+        headers = ["NAME", "ADDRESS", "REACHABLE", "ARCH", "CORES", "MEMORY", "ORT", "EPS", "ERROR"]
         click.echo(_table(headers, [_device_row(r) for r in reports]))
     if not all(r.reachable for r in reports):
         ctx.exit(1)

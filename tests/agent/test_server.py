@@ -54,7 +54,7 @@ def test_wrong_or_missing_token_is_unauthenticated(
     with pytest.raises(grpc.RpcError) as info:
         _caps(shared_agent, metadata)
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert info.value.details().startswith(message)
+    assert (info.value.details() or "").startswith(message)
 
 
 def test_health_needs_no_token(shared_agent: RunningAgent) -> None:

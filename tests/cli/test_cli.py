@@ -33,7 +33,7 @@ def test_devices_table(shared_agent: RunningAgent, tmp_path: Path) -> None:
     result = _run("--inventory", str(inv), "devices")
     assert result.exit_code == 0, result.output
     header, row = result.output.splitlines()
-    assert header.split() == ["NAME", "ADDRESS", "REACHABLE", "ARCH", "CPUS", "MEMORY", "ORT",
+    assert header.split() == ["NAME", "ADDRESS", "REACHABLE", "ARCH", "CORES", "MEMORY", "ORT",
                               "EPS", "ERROR"]  # fmt: skip
     assert row.split()[:4] == ["local", shared_agent.address, "yes", platform.machine()]
 

@@ -7,6 +7,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,12 +18,12 @@ from edgeopt.proto.errors import AgentTimeout, AgentUnavailable, InventoryError,
 from tests.conftest import RunningAgent
 
 
-def _run(coro):  # type: ignore[no-untyped-def]
+def _run(coro):
     return asyncio.run(coro)
 
 
-async def _caps(address: str, token: str | None, **kw: object):  # type: ignore[no-untyped-def]
-    async with AgentClient(address, token=token, device="dut", **kw) as client:  # type: ignore[arg-type]
+async def _caps(address: str, token: str | None, **kw: Any):
+    async with AgentClient(address, token=token, device="dut", **kw) as client:
         return await client.capabilities()
 
 
