@@ -98,11 +98,12 @@ def _capabilities(args: argparse.Namespace) -> int:
             return 2
     runtime = None if captured or args.no_runtime else probe_in_process()
     caps = collect(sources, args.store or default_store(), runtime)
-    if args.json:
-        json.dump(to_dict(caps), sys.stdout, indent=2)
-        print()
-    else:
-        print(format_summary(caps))
+    text = json.dumps(to_dict(caps), indent=2) if args.json else format_summary(caps)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # `capabilities | head`: the reader left; say nothing more (Python docs' recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
