@@ -8,12 +8,11 @@ JSON for scripts. Every `EdgeoptError` is turned into a `click.ClickException` i
     edgeopt devices show NAME [--json]                    full capability report
     edgeopt devices check NAME [--json]                   live report held against the profile
     edgeopt profiles [--json] / edgeopt profiles show NAME
+    edgeopt compress MODEL ... / edgeopt cache ls|clear        (see compress_cli.py)
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ import click
 
 from edgeopt.host import fleet, inventory, profiles
 from edgeopt.host.client import ClientConfig
+from edgeopt.host.compress_cli import cache_cmd, compress_cmd
+from edgeopt.host.output import echo_json, table
 from edgeopt.proto.capabilities import Capabilities, format_summary, to_dict
 from edgeopt.proto.errors import EdgeoptError, ProfileError
 
@@ -34,19 +35,6 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except EdgeoptError as exc:
             raise click.ClickException(str(exc)) from exc
-
-
-def _echo_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
-    lines = [headers, *rows]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
 
 
 def _gib(n: int | None) -> str:
@@ -172,10 +160,10 @@ def devices(
     chosen = session.inventory().select(selectors, fleet=whole_fleet)
     reports = fleet.probe(chosen, session.client, parallel)
     if as_json:
-        _echo_json([_report_json(r) for r in reports])
+        echo_json([_report_json(r) for r in reports])
     else:
         headers = ["NAME", "ADDRESS", "REACHABLE", "ARCH", "CORES", "MEMORY", "ORT", "EPS", "ERROR"]
-        click.echo(_table(headers, [_device_row(r) for r in reports]))
+        click.echo(table(headers, [_device_row(r) for r in reports]))
     if not all(r.reachable for r in reports):
         ctx.exit(1)
 
@@ -198,7 +186,7 @@ def devices_show(session: Session, name: str, as_json: bool) -> None:
     """The full capability report of one device."""
     report, caps = _one_report(session, name)
     if as_json:
-        _echo_json(_report_json(report))
+        echo_json(_report_json(report))
         return
     click.echo(f"{name} ({report.device.address}, profile {report.device.profile or 'none'})")
     click.echo(format_summary(caps))
@@ -228,11 +216,11 @@ def devices_check(ctx: click.Context, name: str, profile_name: str | None, as_js
     _, caps = _one_report(session, name)
     findings = profiles.check(known[wanted], caps)
     if as_json:
-        _echo_json({"device": name, "profile": wanted, "findings": [asdict(f) for f in findings]})
+        echo_json({"device": name, "profile": wanted, "findings": [asdict(f) for f in findings]})
     else:
         rows = [[f.level.upper(), f.field, f.expected, f.actual, f.message] for f in findings]
         click.echo(f"{name} against profile {wanted}:")
-        click.echo(_table(["", "FIELD", "PROFILE", "DEVICE", "NOTE"], rows))
+        click.echo(table(["", "FIELD", "PROFILE", "DEVICE", "NOTE"], rows))
     if any(f.level == "mismatch" for f in findings):
         ctx.exit(1)
 
@@ -252,7 +240,7 @@ def profiles_cmd(ctx: click.Context, as_json: bool) -> None:
         return
     known = ctx.obj.profiles()
     if as_json:
-        _echo_json([_profile_json(p) for p in known.values()])
+        echo_json([_profile_json(p) for p in known.values()])
         return
     rows = [
         [
@@ -264,7 +252,7 @@ def profiles_cmd(ctx: click.Context, as_json: bool) -> None:
         ]
         for p in known.values()
     ]
-    click.echo(_table(["NAME", "ARCH", "CORES", "ISA", "DESCRIPTION"], rows))
+    click.echo(table(["NAME", "ARCH", "CORES", "ISA", "DESCRIPTION"], rows))
 
 
 @profiles_cmd.command("show")
@@ -278,7 +266,7 @@ def profiles_show(session: Session, name: str, as_json: bool) -> None:
         raise ProfileError(name, f"no such profile; known: {', '.join(sorted(known))}")
     p = known[name]
     if as_json:
-        _echo_json(_profile_json(p))
+        echo_json(_profile_json(p))
         return
     click.echo(f"{p.name}: {p.description}  ({p.path})")
     click.echo(f"arch {p.arch}; isa {' '.join(p.isa_features)}")
@@ -289,6 +277,10 @@ def profiles_show(session: Session, name: str, as_json: bool) -> None:
     click.echo(f"providers {', '.join(p.expected_providers)}")
     for note in p.notes:
         click.echo(f"- {note}")
+
+
+cli.add_command(compress_cmd)
+cli.add_command(cache_cmd)
 
 
 def main() -> None:

@@ -5,6 +5,13 @@
     │   ├── InventoryError                 the inventory TOML
     │   └── ProfileError                   a device profile TOML
     ├── UnknownDevice (KeyError)           --device names nothing in the inventory
+    ├── CompressionError                   a compression pass cannot do what was asked
+    │   ├── ModelError (ValueError)        the input is not a model we can read
+    │   ├── DataError (ValueError)         example/calibration/validation data do not fit
+    │   ├── UnsupportedModel               the pass does not apply to this model
+    │   ├── TargetError                    the target ONNX Runtime cannot load the result
+    │   └── OutputError (OSError)          the artifact cannot be written (read-only, full)
+    ├── AccuracyGateFailed                 a variant lost more accuracy than allowed
     └── AgentError                         an agent answered with a gRPC error, or did not answer
         ├── AgentUnavailable (ConnectionError)   UNAVAILABLE: not listening, unreachable, restarting
         ├── AgentTimeout (TimeoutError)          DEADLINE_EXCEEDED
@@ -70,6 +77,46 @@ class UnknownDevice(EdgeoptError, KeyError):
     def __str__(self) -> str:
         # KeyError quotes its argument; we want the sentence as it is.
         return str(self.args[0])
+
+
+class CompressionError(EdgeoptError):
+    """A compression pass cannot do what was asked; nothing partial is left behind."""
+
+
+class ModelError(CompressionError, ValueError):
+    """The input is not a model edgeopt can read (not ONNX, truncated, malformed)."""
+
+
+class DataError(CompressionError, ValueError):
+    """Example, calibration or validation data do not fit the model (names, shapes, dtypes)."""
+
+
+class UnsupportedModel(CompressionError):
+    """The pass does not apply to this model (no MatMul for int4, an op the quantizer refuses)."""
+
+
+class TargetError(CompressionError):
+    """The target ONNX Runtime cannot load the requested variant (too old for its ops)."""
+
+
+class OutputError(CompressionError, OSError):
+    """The artifact cannot be written where asked (read-only or full directory)."""
+
+
+class AccuracyGateFailed(EdgeoptError):
+    """A variant failed the accuracy gate.
+
+    Attributes:
+        metric: the metric that failed ("top1_agreement", "cosine", "accuracy_drop").
+        value: what the variant reached.
+        limit: what the gate required.
+    """
+
+    def __init__(self, metric: str, value: float, limit: float, message: str) -> None:
+        self.metric = metric
+        self.value = value
+        self.limit = limit
+        super().__init__(message)
 
 
 class AgentError(EdgeoptError):

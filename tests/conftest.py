@@ -128,3 +128,21 @@ def board(name: str) -> Path:
 
 
 os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test gets its own artifact cache, never the user's."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("EDGEOPT_CACHE_DIR", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory):
+    """A CNN trained on scikit-learn's digits, exported to ONNX (see tests/models.py)."""
+    from tests.models import train_digits_cnn
+
+    return train_digits_cnn(tmp_path_factory.mktemp("digits"))

@@ -1,0 +1,36 @@
+"""Model compression as a pipeline of passes, usable from Python without the CLI.
+
+    from edgeopt.host.compress import CompressRequest, compress
+    report = compress(CompressRequest(model=Path("m.onnx"), precision="int8-static",
+                                      calibration=Path("calib.npz"), output=Path("m.q.onnx")))
+
+Modules: `model` (load and count), `data` (.npz datasets), `passes` (the `Pass` base and the
+cached pipeline), `quantize` (int8 dynamic/static, int4 weight-only, fp16), `optimize` (ORT graph
+optimization), `validate` (outputs against the reference, the accuracy gate), `cache`
+(the artifact cache), `workflow` (`compress` and `sweep`).
+"""
+
+from edgeopt.host.compress.cache import ArtifactCache
+from edgeopt.host.compress.validate import Gate, ValidationReport
+from edgeopt.host.compress.workflow import (
+    PRECISIONS,
+    CompressionReport,
+    CompressRequest,
+    Precision,
+    SweepRow,
+    compress,
+    sweep,
+)
+
+__all__ = [
+    "PRECISIONS",
+    "ArtifactCache",
+    "CompressRequest",
+    "CompressionReport",
+    "Gate",
+    "Precision",
+    "SweepRow",
+    "ValidationReport",
+    "compress",
+    "sweep",
+]

@@ -1,0 +1,129 @@
+"""The pass abstraction and the pipeline that runs passes through the artifact cache.
+
+A pass is a frozen dataclass (its typed config) with a `name` and `run(src, dst)`, which reads the
+model at `src` and writes one self-contained model file at `dst`. The pipeline gives each pass a
+fresh temporary directory, checks what it wrote loads as ONNX, and stores it in the cache under a
+key made of the input's digest, the pass's name and config (data files by their digest), and the
+versions of the libraries that shape the result: a second identical request runs no pass.
+*Model: Olive's `Pass` with its config, composed by a workflow.*
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar
+
+from edgeopt.host.compress import model as onnx_model
+from edgeopt.host.compress.cache import ArtifactCache
+from edgeopt.proto.errors import CompressionError, ModelError
+
+_VERSIONED = ("onnx", "onnxruntime", "torch", "edgeopt")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour is part of an artifact's identity."""
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+@dataclass(frozen=True)
+class Pass(abc.ABC):
+    """Base of every pass: subclasses are frozen dataclasses whose fields are the config."""
+
+    name: ClassVar[str] = "pass"
+
+    @abc.abstractmethod
+    def run(self, src: Path, dst: Path) -> None:
+        """Read the model at `src`, write the result at `dst` (one file, no external data)."""
+
+    def describe(self) -> dict[str, Any]:
+        """The config as JSON-able values (paths as strings)."""
+        return {
+            f.name: str(v) if isinstance(v, Path) else v
+            for f in dataclasses.fields(self)
+            if (v := getattr(self, f.name)) is not None
+        }
+
+    def cache_key_parts(self) -> dict[str, Any]:
+        """The config for the cache key: data files stand for their content's digest."""
+        parts = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            parts[f.name] = onnx_model.digest(value) if isinstance(value, Path) else value
+        return parts
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one pass produced."""
+
+    name: str
+    """The pass."""
+    config: dict[str, Any]
+    """Its config."""
+    output: Path
+    """The artifact in the cache."""
+    seconds: float
+    """Time spent (0 when served from the cache)."""
+    cached: bool
+    """Whether the cache already had it."""
+
+
+def cache_key(input_digest: str, step: Pass) -> str:
+    """The cache key of running `step` on a model with digest `input_digest`."""
+    payload = {
+        "input": input_digest,
+        "pass": step.name,
+        "config": step.cache_key_parts(),
+        "versions": library_versions(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_pipeline(src: Path, steps: Sequence[Pass], cache: ArtifactCache) -> list[StepResult]:
+    """Run `steps` in order from `src`; each output feeds the next.
+
+    Raises:
+        CompressionError: a pass failed or wrote something that is not a loadable model; the
+            cache and the file system hold nothing of the failed step.
+    """
+    results: list[StepResult] = []
+    current = src
+    for step in steps:
+        key = cache_key(onnx_model.digest(current), step)
+        hit = cache.get(key)
+        if hit is not None:
+            results.append(StepResult(step.name, step.describe(), hit, 0.0, True))
+            current = hit
+            continue
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix=f"edgeopt-{step.name}-") as tmp:
+            out = Path(tmp) / "model.onnx"
+            step.run(current, out)
+            try:
+                onnx_model.load(out, check=False)
+            except ModelError as exc:
+                raise CompressionError(f"{step.name} wrote an unusable model: {exc}") from exc
+            stray = sorted(p.name for p in Path(tmp).iterdir() if p.name != "model.onnx")
+            if stray:  # external data would be lost once the file leaves this folder
+                raise CompressionError(f"{step.name} left files beside its output: {stray}")
+            stored = cache.put(key, out, {"pass": step.name, "config": step.describe()})
+        results.append(
+            StepResult(step.name, step.describe(), stored, time.perf_counter() - start, False)
+        )
+        current = stored
+    return results

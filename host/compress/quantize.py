@@ -1,0 +1,247 @@
+"""Quantization passes on ONNX models, with ONNX Runtime's quantization tools.
+
+- `DynamicInt8`: int8 weights (per channel by default), activations quantized at run time.
+- `StaticInt8`: int8 weights and activations in QDQ format, ranges from calibration data
+  (MinMax, Percentile or Entropy).
+- `Int4Weight`: 4-bit block-quantized weights for MatMul (`MatMulNBits`), activations float.
+- `Fp16`: float16 weights and compute, float32 inputs and outputs kept.
+
+Traps met on real models and handled here rather than left to users: symbolic shape inference
+fails on exported transformers (pre-processing falls back without it); per-channel quantization
+needs opset 13 or later (older models are converted first); ONNX Runtime's calibrator and
+pre-processor write scratch files (they go to a private temporary folder, never beside the
+output); results are always saved as one file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import onnx
+from onnx import version_converter
+
+from edgeopt.host.compress import data as datasets
+from edgeopt.host.compress import model as onnx_model
+from edgeopt.host.compress.passes import Pass
+from edgeopt.proto.errors import CompressionError, DataError, UnsupportedModel
+
+log = logging.getLogger(__name__)
+
+MIN_PER_CHANNEL_OPSET = 13
+
+CalibrationMethodName = Literal["minmax", "percentile", "entropy"]
+
+
+@contextlib.contextmanager
+def _quiet_ort_logs() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs advice at WARNING on the root logger; keep it to DEBUG."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    current = onnx_model.ai_onnx_opset(model)
+    if current >= opset:
+        return model
+    log.info("converting opset %s to %s for per-channel quantization", current, opset)
+    try:
+        return version_converter.convert_version(model, opset)
+    except Exception as exc:
+        raise UnsupportedModel(
+            f"per-channel quantization needs opset >= {opset}; converting from opset {current} "
+            f"failed: {exc}. Re-export the model at opset {opset} or pass per_channel=False."
+        ) from exc
+
+
+def _preprocess(src: onnx.ModelProto, scratch: Path) -> Path:
+    """ONNX Runtime's recommended pre-processing (shape inference and graph clean-up).
+
+    Symbolic shape inference cannot follow some exported transformers' shape arithmetic; then
+    pre-processing is retried without it, which is what ORT's own docs advise.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
+
+    out = scratch / "preprocessed.onnx"
+    try:
+        with _quiet_ort_logs():
+            quant_pre_process(src, out)
+    except Exception as exc:
+        log.info("symbolic shape inference failed (%s); pre-processing without it", exc)
+        with _quiet_ort_logs():
+            quant_pre_process(src, out, skip_symbolic_shape=True)
+    return out
+
+
+@dataclass(frozen=True)
+class DynamicInt8(Pass):
+    """ONNX Runtime dynamic quantization: int8 weights, activations quantized at run time."""
+
+    name: ClassVar[str] = "int8-dynamic"
+    per_channel: bool = True
+    """One scale per output channel of each weight (better accuracy; needs opset >= 13)."""
+    reduce_range: bool = False
+    """7-bit weights, for CPUs without VNNI whose int8 dot products may saturate."""
+
+    def run(self, src: Path, dst: Path) -> None:
+        """Quantize `src` into `dst`."""
+        from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
+
+        model = onnx_model.load(src)
+        if self.per_channel:
+            model = _at_least_opset(model, MIN_PER_CHANNEL_OPSET)
+        with tempfile.TemporaryDirectory() as scratch:
+            prepared = _preprocess(model, Path(scratch))
+            with _quiet_ort_logs():
+                quantize_dynamic(
+                    prepared,
+                    dst,
+                    per_channel=self.per_channel,
+                    reduce_range=self.reduce_range,
+                    weight_type=QuantType.QInt8,
+                    use_external_data_format=False,
+                )
+
+
+@dataclass(frozen=True)
+class StaticInt8(Pass):
+    """ONNX Runtime static quantization in QDQ format with calibration data."""
+
+    name: ClassVar[str] = "int8-static"
+    calibration: Path | None = None
+    """`.npz` of representative inputs (see `data.py`); required."""
+    method: CalibrationMethodName = "minmax"
+    """How activation ranges are chosen from the calibration data."""
+    per_channel: bool = True
+    """One scale per output channel of each weight (needs opset >= 13)."""
+    batch_size: int = 16
+    """Samples per calibration run."""
+    max_samples: int = 512
+    """Calibrate on at most this many samples (Entropy and Percentile keep histograms)."""
+
+    def run(self, src: Path, dst: Path) -> None:
+        """Calibrate on the data and quantize `src` into `dst`."""
+        from onnxruntime.quantization import (  # noqa: PLC0415
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+
+        if self.calibration is None:
+            raise DataError(
+                "static int8 needs calibration data: pass --calibration FILE.npz "
+                "(representative inputs, see README)"
+            )
+        model = onnx_model.load(src)
+        data = datasets.load(self.calibration, model, purpose="calibration")
+        if self.per_channel:
+            model = _at_least_opset(model, MIN_PER_CHANNEL_OPSET)
+        feeds = list(data.batches(self.batch_size))
+        feeds = feeds[: max(1, self.max_samples // self.batch_size)]
+
+        class Reader(CalibrationDataReader):  # type: ignore[misc]
+            def __init__(self) -> None:
+                self._it = iter(feeds)
+
+            def get_next(self) -> dict[str, Any] | None:
+                return next(self._it, None)
+
+            def rewind(self) -> None:
+                self._it = iter(feeds)
+
+        method = {
+            "minmax": CalibrationMethod.MinMax,
+            "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy,
+        }[self.method]
+        with tempfile.TemporaryDirectory() as scratch:
+            prepared = _preprocess(model, Path(scratch))
+            try:
+                with _quiet_ort_logs():
+                    quantize_static(
+                        prepared,
+                        dst,
+                        Reader(),
+                        quant_format=QuantFormat.QDQ,
+                        per_channel=self.per_channel,
+                        activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
+                        calibrate_method=method,
+                        use_external_data_format=False,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                    )
+            except (ValueError, RuntimeError) as exc:
+                raise CompressionError(f"static int8 calibration failed: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Int4Weight(Pass):
+    """4-bit block-wise weight-only quantization of MatMul (`com.microsoft.MatMulNBits`)."""
+
+    name: ClassVar[str] = "int4-weight"
+    block_size: int = 32
+    """Weights per quantization block along the reduction axis (16, 32, 64, 128)."""
+    symmetric: bool = True
+    """Symmetric blocks (no zero point)."""
+    accuracy_level: int | None = None
+    """MatMulNBits compute type: 4 = int8 activations (fastest on ARM/x86), None = float."""
+
+    def run(self, src: Path, dst: Path) -> None:
+        """Quantize the MatMul weights of `src` into `dst`."""
+        from onnxruntime.quantization.matmul_nbits_quantizer import (  # noqa: PLC0415
+            MatMulNBitsQuantizer,
+        )
+
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise DataError(f"int4 block size must be a power of two >= 16, got {self.block_size}")
+        model = onnx_model.load(src)
+        constants = {i.name for i in model.graph.initializer}
+        candidates = [
+            n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in constants
+        ]
+        if not candidates:
+            ops = sorted({n.op_type for n in model.graph.node})
+            raise UnsupportedModel(
+                "int4 weight-only quantization applies to MatMul with constant weights, and this "
+                f"model has none (its ops: {', '.join(ops)}); use int8 instead"
+            )
+        with _quiet_ort_logs():
+            quantizer = MatMulNBitsQuantizer(
+                model,
+                bits=4,
+                block_size=self.block_size,
+                is_symmetric=self.symmetric,
+                accuracy_level=self.accuracy_level,
+            )
+            quantizer.process()
+        onnx_model.save(quantizer.model.model, dst)
+
+
+@dataclass(frozen=True)
+class Fp16(Pass):
+    """Convert weights and compute to float16, keeping float32 inputs and outputs."""
+
+    name: ClassVar[str] = "fp16"
+    keep_io_types: bool = True
+    """Inputs and outputs stay float32 (callers need not change)."""
+
+    def run(self, src: Path, dst: Path) -> None:
+        """Convert `src` into `dst`."""
+        from onnxruntime.transformers.float16 import convert_float_to_float16  # noqa: PLC0415
+
+        model = onnx_model.load(src)
+        with _quiet_ort_logs():
+            converted = convert_float_to_float16(model, keep_io_types=self.keep_io_types)
+        onnx_model.save(converted, dst)

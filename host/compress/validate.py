@@ -1,0 +1,131 @@
+"""How much a variant differs from its fp32 reference, and the gate that turns it into a verdict.
+
+Both models run with ONNX Runtime on the same validation inputs. The report gives, for the first
+output, the max and mean absolute error, the mean cosine similarity per sample, top-1 agreement
+when the output is a score per class, and task accuracy of both when labels are given. A `Gate`
+(max accuracy drop and/or min cosine) raises `AccuracyGateFailed` naming the metric and shortfall.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeopt.host.compress.data import Dataset
+from edgeopt.host.compress.optimize import session_options
+from edgeopt.proto.errors import AccuracyGateFailed, DataError
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Differences between a variant's outputs and the reference's."""
+
+    samples: int
+    """How many validation samples were run."""
+    max_abs_error: float
+    """Largest absolute difference of any output element."""
+    mean_abs_error: float
+    """Mean absolute difference."""
+    cosine: float
+    """Mean over samples of the cosine similarity of the flattened outputs."""
+    top1_agreement: float | None = None
+    """Share of samples whose arg-max class is the same (classifier outputs only)."""
+    reference_accuracy: float | None = None
+    """Task accuracy of the reference (labels given)."""
+    accuracy: float | None = None
+    """Task accuracy of the variant (labels given)."""
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        """Reference accuracy minus variant accuracy (labels), else top-1 disagreement."""
+        if self.reference_accuracy is not None and self.accuracy is not None:
+            return self.reference_accuracy - self.accuracy
+        if self.top1_agreement is not None:
+            return 1.0 - self.top1_agreement
+        return None
+
+
+def run_model(path: Path, data: Dataset, batch_size: int = 64) -> np.ndarray:
+    """The first output of `path` on every sample, concatenated along the first axis."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    session = ort.InferenceSession(
+        str(path), session_options(threads=2), providers=["CPUExecutionProvider"]
+    )
+    outputs = [session.run(None, feed)[0] for feed in data.batches(batch_size)]
+    return np.concatenate(outputs).astype(np.float64)
+
+
+def compare(
+    reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None
+) -> ValidationReport:
+    """Compare two models' outputs on the same samples."""
+    if reference.shape != candidate.shape:
+        raise DataError(f"outputs differ in shape: {reference.shape} vs {candidate.shape}")
+    diff = np.abs(reference - candidate)
+    ref = reference.reshape(len(reference), -1)
+    cand = candidate.reshape(len(candidate), -1)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    cosine = np.where(norms > 0, (ref * cand).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
+    classifier = reference.ndim == 2 and reference.shape[1] > 1
+    top1 = ref_acc = acc = None
+    if classifier:
+        ref_top, cand_top = reference.argmax(1), candidate.argmax(1)
+        top1 = float((ref_top == cand_top).mean())
+        if labels is not None:
+            ref_acc = float((ref_top == labels).mean())
+            acc = float((cand_top == labels).mean())
+    return ValidationReport(
+        samples=len(reference),
+        max_abs_error=float(diff.max()),
+        mean_abs_error=float(diff.mean()),
+        cosine=float(cosine.mean()),
+        top1_agreement=top1,
+        reference_accuracy=ref_acc,
+        accuracy=acc,
+    )
+
+
+def validate(reference: Path, candidate: Path, data: Dataset) -> ValidationReport:
+    """Run both models on `data` and compare."""
+    return compare(run_model(reference, data), run_model(candidate, data), data.labels)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What a variant must keep to pass."""
+
+    max_accuracy_drop: float | None = None
+    """Largest allowed accuracy drop (labels) or top-1 disagreement (no labels), as a fraction."""
+    min_cosine: float | None = None
+    """Smallest allowed mean cosine similarity to the reference."""
+
+    def check(self, report: ValidationReport, variant: str = "variant") -> None:
+        """Raise `AccuracyGateFailed` when `report` breaks a limit."""
+        if self.min_cosine is not None and report.cosine < self.min_cosine:
+            raise AccuracyGateFailed(
+                "cosine",
+                report.cosine,
+                self.min_cosine,
+                f"{variant} fails the gate: cosine similarity {report.cosine:.4f} is below the "
+                f"required {self.min_cosine:.4f} (short by {self.min_cosine - report.cosine:.4f})",
+            )
+        if self.max_accuracy_drop is not None:
+            drop = report.accuracy_drop
+            if drop is None:
+                raise DataError(
+                    "--max-accuracy-drop needs labels in the validation data or a classifier "
+                    "output; for other models use --min-cosine"
+                )
+            metric = "accuracy_drop" if report.accuracy is not None else "top1_disagreement"
+            if drop > self.max_accuracy_drop:
+                raise AccuracyGateFailed(
+                    metric,
+                    drop,
+                    self.max_accuracy_drop,
+                    f"{variant} fails the gate: {metric.replace('_', ' ')} {drop * 100:.2f} pt "
+                    f"exceeds the allowed {self.max_accuracy_drop * 100:.2f} pt "
+                    f"(over by {(drop - self.max_accuracy_drop) * 100:.2f} pt)",
+                )

@@ -1,0 +1,211 @@
+"""Compress one model: passes for a precision, run through the cache, validated, gated, written.
+
+`sweep` does it for every precision and keeps going past failures.
+
+    report = compress(CompressRequest(model=Path("m.onnx"), precision="int8-dynamic",
+                                      output=Path("m.int8.onnx")))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from edgeopt.host.compress import data as datasets
+from edgeopt.host.compress import model as onnx_model
+from edgeopt.host.compress.cache import ArtifactCache
+from edgeopt.host.compress.model import ModelFacts
+from edgeopt.host.compress.optimize import GraphOptimize, OptimizationLevel, require_loadable
+from edgeopt.host.compress.passes import Pass, StepResult, run_pipeline
+from edgeopt.host.compress.quantize import (
+    CalibrationMethodName,
+    DynamicInt8,
+    Fp16,
+    Int4Weight,
+    StaticInt8,
+)
+from edgeopt.host.compress.validate import Gate, ValidationReport, validate
+from edgeopt.proto.errors import AccuracyGateFailed, CompressionError, EdgeoptError, OutputError
+
+Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
+
+
+@dataclass(frozen=True)
+class CompressRequest:
+    """What to make of a model."""
+
+    model: Path
+    """The input ONNX file."""
+    precision: Precision = "int8-dynamic"
+    """Target precision."""
+    output: Path | None = None
+    """Where to write the artifact; None keeps it in the cache only."""
+    calibration: Path | None = None
+    """`.npz` of representative inputs (static int8)."""
+    calibration_method: CalibrationMethodName = "minmax"
+    """How static int8 picks activation ranges."""
+    per_channel: bool = True
+    """Per-channel weight scales for int8."""
+    int4_block_size: int = 32
+    """Block size of int4 weight-only quantization."""
+    optimize: OptimizationLevel | None = None
+    """Offline graph optimization before quantizing (None: leave it to the board's session)."""
+    validation: Path | None = None
+    """`.npz` of held-out inputs (and optional labels) to compare against the fp32 reference."""
+    gate: Gate = field(default_factory=Gate)
+    """Accuracy limits; checked only when validation data is given."""
+
+
+@dataclass(frozen=True)
+class CompressionReport:
+    """What a compression did and what it cost."""
+
+    input: Path
+    """The input model."""
+    precision: Precision
+    """The precision made."""
+    artifact: Path
+    """The result in the cache."""
+    output: Path | None
+    """Where it was written, when asked."""
+    before: ModelFacts
+    """The input's facts."""
+    after: ModelFacts
+    """The result's facts."""
+    steps: tuple[StepResult, ...]
+    """Each pass run (or served from the cache)."""
+    validation: ValidationReport | None
+    """Comparison with the reference, when validation data was given."""
+    seconds: float
+    """Wall time of the whole request."""
+
+    @property
+    def cached(self) -> bool:
+        """Whether every pass was served from the cache."""
+        return all(s.cached for s in self.steps)
+
+
+def passes_for(request: CompressRequest) -> list[Pass]:
+    """The passes that make `request.precision`."""
+    steps: list[Pass] = []
+    if request.optimize is not None:
+        steps.append(GraphOptimize(level=request.optimize))
+    if request.precision == "fp16":
+        steps.append(Fp16())
+    elif request.precision == "int8-dynamic":
+        steps.append(DynamicInt8(per_channel=request.per_channel))
+    elif request.precision == "int8-static":
+        steps.append(
+            StaticInt8(
+                calibration=request.calibration,
+                method=request.calibration_method,
+                per_channel=request.per_channel,
+            )
+        )
+    elif request.precision == "int4-weight":
+        steps.append(Int4Weight(block_size=request.int4_block_size))
+    return steps
+
+
+def write_output(artifact: Path, output: Path) -> None:
+    """Copy the artifact to `output` atomically: all of it, or nothing.
+
+    Raises:
+        OutputError: the folder is missing, read-only or full; no partial file is left.
+    """
+    folder = output.parent if str(output.parent) else Path(".")
+    tmp = folder / f".{output.name}.{os.getpid()}.tmp"
+    try:
+        shutil.copyfile(artifact, tmp)
+        os.replace(tmp, output)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # on a read-only folder even this fails: fine
+            tmp.unlink(missing_ok=True)
+        reason = exc.strerror or str(exc)
+        raise OutputError(f"cannot write {output}: {reason}") from exc
+
+
+def compress(request: CompressRequest, cache: ArtifactCache | None = None) -> CompressionReport:
+    """Make `request.precision` of the model, validate it, gate it, and write it.
+
+    Raises:
+        ModelError, DataError, UnsupportedModel, CompressionError: the model or data do not
+            allow it; nothing is written.
+        AccuracyGateFailed: the variant lost more than the gate allows; nothing is written.
+        OutputError: the output cannot be written; nothing partial is left.
+    """
+    start = time.perf_counter()
+    cache = cache or ArtifactCache()
+    reference = onnx_model.load(request.model)
+    before = onnx_model.facts(request.model, reference)
+    require_loadable(request.model)
+    validation_data = (
+        datasets.load(request.validation, reference, purpose="validation")
+        if request.validation is not None
+        else None
+    )
+    steps = run_pipeline(request.model, passes_for(request), cache)
+    artifact = steps[-1].output if steps else request.model
+    report = None
+    if validation_data is not None:
+        report = validate(request.model, artifact, validation_data)
+        request.gate.check(report, request.precision)
+    if request.output is not None:
+        write_output(artifact, request.output)
+    return CompressionReport(
+        input=request.model,
+        precision=request.precision,
+        artifact=artifact,
+        output=request.output,
+        before=before,
+        after=onnx_model.facts(artifact),
+        steps=tuple(steps),
+        validation=report,
+        seconds=time.perf_counter() - start,
+    )
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One precision of a sweep: its report, or why it was not made or was rejected."""
+
+    precision: Precision
+    """The precision tried."""
+    report: CompressionReport | None
+    """Its report, when it was made (a gate failure still has one)."""
+    rejected: str | None = None
+    """Why it failed or was rejected."""
+
+
+def sweep(request: CompressRequest, cache: ArtifactCache | None = None) -> list[SweepRow]:
+    """Try every precision; a precision that cannot be made or fails the gate is noted, not fatal.
+
+    Writes no output file; the artifacts stay in the cache.
+    """
+    rows = []
+    for precision in PRECISIONS:
+        if precision == "int8-static" and request.calibration is None:
+            rows.append(SweepRow(precision, None, "needs --calibration data"))
+            continue
+        attempt = CompressRequest(
+            **{**request.__dict__, "precision": precision, "output": None, "gate": Gate()}
+        )
+        try:
+            report = compress(attempt, cache)
+        except (CompressionError, EdgeoptError) as exc:
+            rows.append(SweepRow(precision, None, str(exc)))
+            continue
+        rejected = None
+        if report.validation is not None:
+            try:
+                request.gate.check(report.validation, precision)
+            except AccuracyGateFailed as exc:
+                rejected = str(exc)
+        rows.append(SweepRow(precision, report, rejected))
+    return rows

@@ -1,0 +1,72 @@
+"""`edgeopt compress` and `edgeopt cache` through CliRunner, on the real digits CNN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from edgeopt.host.cli import cli
+from tests.models import DigitsModel
+
+
+def _run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_compress_writes_and_reports(digits: DigitsModel, tmp_path: Path) -> None:
+    out = tmp_path / "m.int8.onnx"
+    result = _run("compress", str(digits.onnx), "--precision", "int8-static",
+                  "--calibration", str(digits.calibration), "--validate", str(digits.validation),
+                  "--max-accuracy-drop", "0.01", "-o", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+    text = result.output
+    assert f"{digits.onnx} -> int8-static" in text
+    for label in ("size", "parameters", "MACs", "sparsity", "vs fp32", "accuracy", "time",
+                  "artifact"):  # fmt: skip
+        assert f"  {label}" in text
+    again = _run("compress", str(digits.onnx), "--precision", "int8-static",
+                 "--calibration", str(digits.calibration), "--json")  # fmt: skip
+    data = json.loads(again.output)
+    assert data["cached"] is True and data["steps"][0]["cached"] is True
+    assert data["after"]["size_bytes"] < data["before"]["size_bytes"]
+
+
+def test_gate_failure_exit_status_and_message(digits: DigitsModel, tmp_path: Path) -> None:
+    out = tmp_path / "x.onnx"
+    result = _run("compress", str(digits.onnx), "--precision", "int8-dynamic",
+                  "--validate", str(digits.validation), "--min-cosine", "0.9999999",
+                  "-o", str(out))  # fmt: skip
+    assert result.exit_code == 1
+    assert "Error: int8-dynamic fails the gate: cosine similarity" in result.output
+    assert not out.exists()
+
+
+def test_gate_needs_validation_data(digits: DigitsModel) -> None:
+    result = _run("compress", str(digits.onnx), "--min-cosine", "0.99")
+    assert result.exit_code == 2
+    assert "an accuracy gate needs --validate DATA.npz" in result.output
+
+
+def test_sweep_table_and_cache_commands(digits: DigitsModel) -> None:
+    result = _run("compress", str(digits.onnx), "--sweep", "--validate", str(digits.validation))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["PRECISION", "SIZE", "OF", "FP32", "COSINE", "TOP-1", "TIME",
+                                "VERDICT"]  # fmt: skip
+    assert any(line.startswith("int8-static") and "needs --calibration" in line for line in lines)
+    listing = json.loads(_run("cache", "ls", "--json").output)
+    assert {e["pass"] for e in listing} == {"fp16", "int8-dynamic"}
+    cleared = _run("cache", "clear")
+    assert cleared.output.startswith("removed 2 artifacts")
+    assert json.loads(_run("cache", "ls", "--json").output) == []
+
+
+def test_not_onnx_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_text("hello")
+    result = _run("compress", str(bad))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {bad}: not an ONNX model")
