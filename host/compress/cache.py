@@ -51,17 +51,20 @@ class ArtifactCache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or default_dir()
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.onnx"
+    def _path(self, key: str, suffix: str = ".onnx") -> Path:
+        return self.root / key[:2] / f"{key}{suffix}"
 
     def get(self, key: str) -> Path | None:
         """The artifact stored under `key`, or None."""
-        path = self._path(key)
-        return path if path.is_file() else None
+        for suffix in (".onnx", ".pt2"):
+            path = self._path(key, suffix)
+            if path.is_file():
+                return path
+        return None
 
     def put(self, key: str, src: Path, meta: dict[str, Any]) -> Path:
         """Copy `src` in under `key` atomically and return where it now lives."""
-        dst = self._path(key)
+        dst = self._path(key, src.suffix)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
         try:
@@ -78,7 +81,7 @@ class ArtifactCache:
     def entries(self) -> Iterator[CacheEntry]:
         """Every stored artifact, oldest first."""
         found = []
-        for path in self.root.glob("*/*.onnx"):
+        for path in [*self.root.glob("*/*.onnx"), *self.root.glob("*/*.pt2")]:
             sidecar = path.with_suffix(".json")
             try:
                 meta = json.loads(sidecar.read_text())

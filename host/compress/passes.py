@@ -45,6 +45,8 @@ class Pass(abc.ABC):
     """Base of every pass: subclasses are frozen dataclasses whose fields are the config."""
 
     name: ClassVar[str] = "pass"
+    produces_onnx: ClassVar[bool] = True
+    """Whether `run` writes an ONNX model (torch-level passes write a PyTorch file)."""
 
     @abc.abstractmethod
     def run(self, src: Path, dst: Path) -> None:
@@ -112,13 +114,14 @@ def run_pipeline(src: Path, steps: Sequence[Pass], cache: ArtifactCache) -> list
             continue
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"edgeopt-{step.name}-") as tmp:
-            out = Path(tmp) / "model.onnx"
+            out = Path(tmp) / ("model.onnx" if step.produces_onnx else "model.pt2")
             step.run(current, out)
-            try:
-                onnx_model.load(out, check=False)
-            except ModelError as exc:
-                raise CompressionError(f"{step.name} wrote an unusable model: {exc}") from exc
-            stray = sorted(p.name for p in Path(tmp).iterdir() if p.name != "model.onnx")
+            if step.produces_onnx:
+                try:
+                    onnx_model.load(out, check=False)
+                except ModelError as exc:
+                    raise CompressionError(f"{step.name} wrote an unusable model: {exc}") from exc
+            stray = sorted(p.name for p in Path(tmp).iterdir() if p != out)
             if stray:  # external data would be lost once the file leaves this folder
                 raise CompressionError(f"{step.name} left files beside its output: {stray}")
             stored = cache.put(key, out, {"pass": step.name, "config": step.describe()})

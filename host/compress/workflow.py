@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,9 @@ from typing import Literal
 
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import model as onnx_model
+from edgeopt.host.compress import torch_model
 from edgeopt.host.compress.cache import ArtifactCache
+from edgeopt.host.compress.export import Export
 from edgeopt.host.compress.model import ModelFacts
 from edgeopt.host.compress.optimize import GraphOptimize, OptimizationLevel, require_loadable
 from edgeopt.host.compress.passes import Pass, StepResult, run_pipeline
@@ -30,7 +33,13 @@ from edgeopt.host.compress.quantize import (
     StaticInt8,
 )
 from edgeopt.host.compress.validate import Gate, ValidationReport, validate
-from edgeopt.proto.errors import AccuracyGateFailed, CompressionError, EdgeoptError, OutputError
+from edgeopt.proto.errors import (
+    AccuracyGateFailed,
+    CompressionError,
+    EdgeoptError,
+    ModelError,
+    OutputError,
+)
 
 Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
@@ -40,8 +49,9 @@ PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8-dynamic", "int8-stati
 class CompressRequest:
     """What to make of a model."""
 
-    model: Path
-    """The input ONNX file."""
+    model: Path | str
+    """An ONNX file, a PyTorch file (.pt2 ExportedProgram, TorchScript), or a factory reference
+    `package.module:function`."""
     precision: Precision = "int8-dynamic"
     """Target precision."""
     output: Path | None = None
@@ -60,13 +70,19 @@ class CompressRequest:
     """`.npz` of held-out inputs (and optional labels) to compare against the fp32 reference."""
     gate: Gate = field(default_factory=Gate)
     """Accuracy limits; checked only when validation data is given."""
+    example: Path | None = None
+    """`.npz` of example inputs for exporting a PyTorch model."""
+    input_shape: tuple[int, ...] | None = None
+    """Shape of a single float32 input for exporting, when there is no example file."""
+    opset: int = 17
+    """ai.onnx opset of the export."""
 
 
 @dataclass(frozen=True)
 class CompressionReport:
     """What a compression did and what it cost."""
 
-    input: Path
+    input: Path | str
     """The input model."""
     precision: Precision
     """The precision made."""
@@ -75,7 +91,7 @@ class CompressionReport:
     output: Path | None
     """Where it was written, when asked."""
     before: ModelFacts
-    """The input's facts."""
+    """The fp32 reference's facts (the input, or its ONNX export)."""
     after: ModelFacts
     """The result's facts."""
     steps: tuple[StepResult, ...]
@@ -91,8 +107,15 @@ class CompressionReport:
         return all(s.cached for s in self.steps)
 
 
+def reference_passes(request: CompressRequest, source: Path) -> list[Pass]:
+    """The passes that make the fp32 ONNX reference: an export for PyTorch inputs, else none."""
+    if not torch_model.is_torch_input(source):
+        return []
+    return [Export(example=request.example, input_shape=request.input_shape, opset=request.opset)]
+
+
 def passes_for(request: CompressRequest) -> list[Pass]:
-    """The passes that make `request.precision`."""
+    """The passes that make `request.precision` from the fp32 ONNX reference."""
     steps: list[Pass] = []
     if request.optimize is not None:
         steps.append(GraphOptimize(level=request.optimize))
@@ -111,6 +134,16 @@ def passes_for(request: CompressRequest) -> list[Pass]:
     elif request.precision == "int4-weight":
         steps.append(Int4Weight(block_size=request.int4_block_size))
     return steps
+
+
+def _source(model: Path | str, scratch: Path) -> Path:
+    """The file the pipeline starts from (a factory reference becomes a small JSON file)."""
+    if isinstance(model, str) and not Path(model).exists():
+        if torch_model.is_factory_reference(model):
+            torch_model.ensure_importable(Path.cwd())
+            return torch_model.write_factory_reference(model, scratch)
+        raise ModelError(f"{model}: no such file (nor a package.module:function reference)")
+    return Path(model)
 
 
 def write_output(artifact: Path, output: Path) -> None:
@@ -142,19 +175,23 @@ def compress(request: CompressRequest, cache: ArtifactCache | None = None) -> Co
     """
     start = time.perf_counter()
     cache = cache or ArtifactCache()
-    reference = onnx_model.load(request.model)
-    before = onnx_model.facts(request.model, reference)
-    require_loadable(request.model)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-source-") as scratch:
+        source = _source(request.model, Path(scratch))
+        prepared = run_pipeline(source, reference_passes(request, source), cache)
+    reference_path = prepared[-1].output if prepared else source
+    reference = onnx_model.load(reference_path)
+    before = onnx_model.facts(reference_path, reference)
+    require_loadable(reference_path)
     validation_data = (
         datasets.load(request.validation, reference, purpose="validation")
         if request.validation is not None
         else None
     )
-    steps = run_pipeline(request.model, passes_for(request), cache)
-    artifact = steps[-1].output if steps else request.model
+    steps = prepared + run_pipeline(reference_path, passes_for(request), cache)
+    artifact = steps[-1].output if steps else reference_path
     report = None
     if validation_data is not None:
-        report = validate(request.model, artifact, validation_data)
+        report = validate(reference_path, artifact, validation_data)
         request.gate.check(report, request.precision)
     if request.output is not None:
         write_output(artifact, request.output)

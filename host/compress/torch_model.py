@@ -1,0 +1,138 @@
+"""PyTorch inputs: where a model comes from, and example inputs for it.
+
+A PyTorch model is given as
+- an `ExportedProgram` file (`.pt2`, from `torch.export.save`),
+- a TorchScript file (`.pt`/`.ts`, from `torch.jit.save`), or
+- a factory reference `package.module:function` returning an `nn.Module` (with `--input-shape`
+  or example data).
+Pickled whole modules (`torch.save(model)`) are refused: loading them runs arbitrary code.
+
+The pipeline works on files, so a factory reference is written to a small JSON file naming the
+factory and the digest of the module's source; its cache key then changes when the code does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.proto.errors import DataError, ModelError
+
+TORCH_SUFFIXES = (".pt2", ".pt", ".ts", ".pth", ".torchscript")
+REFERENCE_SUFFIX = ".factory.json"
+
+
+def is_factory_reference(text: str) -> bool:
+    """Whether `text` looks like `package.module:function` rather than a file."""
+    module, sep, func = text.partition(":")
+    return bool(sep) and module.replace(".", "").replace("_", "").isalnum() and func.isidentifier()
+
+
+def is_torch_input(path: Path) -> bool:
+    """Whether `path` is a PyTorch model file or a factory reference file."""
+    return path.name.endswith(REFERENCE_SUFFIX) or path.suffix in TORCH_SUFFIXES
+
+
+def write_factory_reference(reference: str, folder: Path) -> Path:
+    """Resolve `package.module:function` and record it, with its source digest, in a file.
+
+    Raises:
+        ModelError: the module cannot be imported or has no such callable.
+    """
+    module_name, _, func_name = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ModelError(f"{reference}: cannot import {module_name}: {exc}") from exc
+    factory = getattr(module, func_name, None)
+    if not callable(factory):
+        raise ModelError(f"{reference}: {module_name} has no callable {func_name!r}")
+    try:
+        source = inspect.getsource(module).encode()
+    except (OSError, TypeError):
+        source = reference.encode()
+    path = folder / f"{module_name}.{func_name}{REFERENCE_SUFFIX}"
+    path.write_text(
+        json.dumps(
+            {"factory": reference, "source_sha256": hashlib.sha256(source).hexdigest()},
+            sort_keys=True,
+        )
+    )
+    return path
+
+
+def load(path: Path) -> Any:
+    """The `torch.nn.Module` that `path` holds (or refers to), in eval mode.
+
+    Raises:
+        ModelError: not a model file we load, or the factory did not return a module.
+    """
+    import torch  # noqa: PLC0415
+
+    if path.name.endswith(REFERENCE_SUFFIX):
+        reference = json.loads(path.read_text())["factory"]
+        module_name, _, func_name = reference.partition(":")
+        module = getattr(importlib.import_module(module_name), func_name)()
+        if not isinstance(module, torch.nn.Module):
+            raise ModelError(f"{reference} returned {type(module).__name__}, not a torch.nn.Module")
+        return module.eval()
+    if not path.is_file():
+        raise ModelError(f"{path}: no such file")
+    if path.suffix == ".pt2":
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:
+            raise ModelError(f"{path}: not a torch.export ExportedProgram: {exc}") from exc
+        return program.module()
+    try:
+        return torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        raise ModelError(
+            f"{path}: not a TorchScript file ({str(exc).splitlines()[0][:200]}); save with "
+            "torch.jit.save or torch.export.save (pickled modules are not loaded: they run code)"
+        ) from exc
+
+
+def example_inputs(
+    example: Path | None, input_shape: tuple[int, ...] | None, names: list[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Named example inputs: from an `.npz` (names in file order), or float32 of `input_shape`.
+
+    Raises:
+        DataError: neither given, or the file is unreadable.
+    """
+    if example is not None:
+        try:
+            with np.load(example, allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files if k != "labels"}
+        except (OSError, ValueError) as exc:
+            raise DataError(f"example data {example}: cannot read as .npz: {exc}") from exc
+    if input_shape is not None:
+        rng = np.random.default_rng(0)
+        return {(names or ["input"])[0]: rng.standard_normal(input_shape).astype(np.float32)}
+    raise DataError(
+        "exporting a PyTorch model needs example inputs: --example DATA.npz or --input-shape"
+    )
+
+
+def forward_argument_names(module: Any) -> list[str] | None:
+    """The parameter names of `module.forward`, when Python can tell them."""
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError, AttributeError):
+        return None
+    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return names or None
+
+
+def ensure_importable(folder: Path) -> None:
+    """Let factory references name modules in `folder` (the current directory, as python -m)."""
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
