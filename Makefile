@@ -10,6 +10,8 @@ STAMP := $(VENV)/.edgeopt-installed
 # so the list of package files is part of what the install depends on.
 TREE := $(VENV)/.edgeopt-tree
 PYTEST_ARGS ?=
+# An old ONNX Runtime, as boards with glibc 2.17 have, to load --target-ort artifacts for real.
+ORT_OLD := $(VENV)/ort-1.16.3
 
 .PHONY: venv test lint typecheck unit demo proto bench clean FORCE
 
@@ -36,7 +38,14 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-unit: venv
+$(ORT_OLD)/.installed: | $(STAMP)
+	@test -x $(ORT_OLD)/bin/python || $(PYTHON) -m venv $(ORT_OLD)
+	@$(ORT_OLD)/bin/python -m pip install --quiet --disable-pip-version-check \
+	    'onnxruntime==1.16.3' 'numpy<2' > $(ORT_OLD)/install.log 2>&1 \
+	    || { cat $(ORT_OLD)/install.log; exit 1; }
+	@touch $@
+
+unit: venv $(ORT_OLD)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit

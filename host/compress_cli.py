@@ -93,8 +93,20 @@ def _report_text(r: CompressionReport) -> str:
     return "\n".join(lines)
 
 
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(x) for x in text.replace("x", ",").split(","))
+    except ValueError:
+        raise click.BadParameter(f"want integers like 1,3,224,224, got {text!r}") from None
+    if not shape or min(shape) < 1:
+        raise click.BadParameter(f"want positive integers like 1,3,224,224, got {text!r}")
+    return shape
+
+
 @click.command("compress")
-@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("model")
 @click.option(
     "--precision", type=click.Choice(PRECISIONS), default="int8-dynamic", show_default=True
 )
@@ -139,12 +151,23 @@ def _report_text(r: CompressionReport) -> str:
     help="gate: largest allowed accuracy drop as a fraction (0.01 = 1 pt)",
 )
 @click.option("--min-cosine", type=float, help="gate: smallest allowed cosine vs fp32")
+@click.option(
+    "--target-ort",
+    metavar="VERSION",
+    help="the board's ONNX Runtime (e.g. 1.16): lower IR/opset so it loads there",
+)
+@click.option(
+    "--example",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=".npz of example inputs for exporting a PyTorch model",
+)
+@click.option("--input-shape", help="shape of a single float32 input for export, e.g. 1,3,224,224")
 @click.option("--sweep", "do_sweep", is_flag=True, help="every precision, one table")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
 @click.pass_context
 def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
     ctx: click.Context,
-    model: Path,
+    model: str,
     precision: str,
     output: Path | None,
     calibration: Path | None,
@@ -155,10 +178,16 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
     validation: Path | None,
     max_accuracy_drop: float | None,
     min_cosine: float | None,
+    target_ort: str | None,
+    example: Path | None,
+    input_shape: str | None,
     do_sweep: bool,
     as_json: bool,
 ) -> None:
-    """Compress MODEL (ONNX) to a precision, check what it costs, and write it.
+    """Compress MODEL to a precision, check what it costs, and write it.
+
+    MODEL is an ONNX file, a PyTorch file (.pt2 ExportedProgram, TorchScript), or a factory
+    `package.module:function` returning a torch.nn.Module (with --example or --input-shape).
 
     With a gate (--max-accuracy-drop, --min-cosine) and --validate, a variant that loses too
     much is refused: exit status 1, a message naming the metric and the shortfall, no file.
@@ -166,7 +195,7 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
     if (max_accuracy_drop is not None or min_cosine is not None) and validation is None:
         raise click.UsageError("an accuracy gate needs --validate DATA.npz")
     request = CompressRequest(
-        model=model,
+        model=Path(model) if Path(model).exists() else model,
         precision=cast(Precision, precision),  # click.Choice checked these
         output=output,
         calibration=calibration,
@@ -176,6 +205,9 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
         optimize=cast(OptimizationLevel | None, optimize),
         validation=validation,
         gate=Gate(max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine),
+        target_ort=target_ort,
+        example=example,
+        input_shape=_shape(input_shape),
     )
     if not do_sweep:
         report = compress(request)

@@ -69,7 +69,10 @@ def compare(
     cand = candidate.reshape(len(candidate), -1)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
     cosine = np.where(norms > 0, (ref * cand).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
-    classifier = reference.ndim == 2 and reference.shape[1] > 1
+    # Scores per class have an arg-max that means something; an L2-normalized embedding
+    # (unit rows with negative entries, like MiniLM's) does not.
+    unit_rows = np.allclose(np.linalg.norm(ref, axis=1), 1.0, atol=1e-3) and reference.min() < 0
+    classifier = reference.ndim == 2 and reference.shape[1] > 1 and not unit_rows
     top1 = ref_acc = acc = None
     if classifier:
         ref_top, cand_top = reference.argmax(1), candidate.argmax(1)

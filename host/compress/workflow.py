@@ -32,6 +32,7 @@ from edgeopt.host.compress.quantize import (
     Int4Weight,
     StaticInt8,
 )
+from edgeopt.host.compress.target import Target
 from edgeopt.host.compress.validate import Gate, ValidationReport, validate
 from edgeopt.proto.errors import (
     AccuracyGateFailed,
@@ -76,6 +77,8 @@ class CompressRequest:
     """Shape of a single float32 input for exporting, when there is no example file."""
     opset: int = 17
     """ai.onnx opset of the export."""
+    target_ort: str | None = None
+    """The board's ONNX Runtime version: lower the artifact so that it loads there."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,8 @@ def passes_for(request: CompressRequest) -> list[Pass]:
         )
     elif request.precision == "int4-weight":
         steps.append(Int4Weight(block_size=request.int4_block_size))
+    if request.target_ort is not None:
+        steps.append(Target(ort_version=request.target_ort))
     return steps
 
 
