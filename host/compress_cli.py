@@ -27,6 +27,7 @@ from edgeopt.host.compress import (
 )
 from edgeopt.host.compress.model import ModelFacts
 from edgeopt.host.compress.optimize import OptimizationLevel
+from edgeopt.host.compress.prune import Importance
 from edgeopt.host.compress.quantize import CalibrationMethodName
 from edgeopt.host.compress.workflow import Precision
 from edgeopt.host.output import table
@@ -72,6 +73,8 @@ def _report_text(r: CompressionReport) -> str:
         after = f"{a.macs:,}" if a.macs is not None else "n/a (quantized ops)"
         lines.append(f"  MACs        {b.macs:,} -> {after} (batch 1)")
     lines.append(f"  sparsity    {b.sparsity:.1%} -> {a.sparsity:.1%}")
+    for layer, share in sorted(a.layer_sparsity.items()):
+        lines.append(f"    {layer:<30} {share:.1%} zeros")
     v = r.validation
     if v is not None:
         lines.append(
@@ -162,6 +165,26 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     help=".npz of example inputs for exporting a PyTorch model",
 )
 @click.option("--input-shape", help="shape of a single float32 input for export, e.g. 1,3,224,224")
+@click.option(
+    "--prune",
+    type=float,
+    metavar="RATIO",
+    help="prune this share of weights (channels with --structured) before export",
+)
+@click.option("--structured", is_flag=True, help="remove whole channels/neurons")
+@click.option(
+    "--importance",
+    type=click.Choice(["l1", "l2", "taylor"]),
+    default="l1",
+    show_default=True,
+    help="how structured pruning ranks channels",
+)
+@click.option(
+    "--finetune",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="labelled .npz to fine-tune on after pruning",
+)
+@click.option("--epochs", type=int, default=3, show_default=True, help="fine-tuning epochs")
 @click.option("--sweep", "do_sweep", is_flag=True, help="every precision, one table")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
 @click.pass_context
@@ -181,6 +204,11 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
     target_ort: str | None,
     example: Path | None,
     input_shape: str | None,
+    prune: float | None,
+    structured: bool,
+    importance: str,
+    finetune: Path | None,
+    epochs: int,
     do_sweep: bool,
     as_json: bool,
 ) -> None:
@@ -208,6 +236,11 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
         target_ort=target_ort,
         example=example,
         input_shape=_shape(input_shape),
+        prune=prune,
+        structured=structured,
+        importance=cast(Importance, importance),
+        finetune=finetune,
+        epochs=epochs,
     )
     if not do_sweep:
         report = compress(request)

@@ -22,6 +22,24 @@ class DigitsModel:
     calibration: Path
     validation: Path
     accuracy: float
+    pt2: Path
+    """The trained network as a torch.export ExportedProgram (dynamic batch)."""
+    factory: str
+    """`digits_factory:model`, importable with `folder` as the working directory."""
+    folder: Path
+    train: Path
+    """Labelled training data for fine-tuning."""
+
+
+def build_digits_cnn() -> object:
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 2 * 2, 128), nn.ReLU(), nn.Linear(128, 10),
+    )  # fmt: skip
 
 
 def digits_splits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -43,12 +61,7 @@ def train_digits_cnn(folder: Path, epochs: int = 15) -> DigitsModel:
 
     x_train, y_train, x_test, y_test = digits_splits()
     torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 2 * 2, 128), nn.ReLU(), nn.Linear(128, 10),
-    )  # fmt: skip
+    net: nn.Module = build_digits_cnn()  # type: ignore[assignment]
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     for _ in range(epochs):
@@ -74,7 +87,24 @@ def train_digits_cnn(folder: Path, epochs: int = 15) -> DigitsModel:
     datasets.save(calibration, {"image": x_train[:256]})
     validation = folder / "val.npz"
     datasets.save(validation, {"image": x_test}, labels=y_test)
-    return DigitsModel(path, net, calibration, validation, accuracy)
+    train = folder / "train.npz"
+    datasets.save(train, {"image": x_train}, labels=y_train)
+    weights = folder / "digits.weights.pt"
+    torch.save(net.state_dict(), weights)
+    (folder / "digits_factory.py").write_text(
+        "import torch\n"
+        "from tests.models import build_digits_cnn\n\n\n"
+        "def model():\n"
+        "    net = build_digits_cnn()\n"
+        f"    net.load_state_dict(torch.load({str(weights)!r}, weights_only=True))\n"
+        "    return net.eval()\n"
+    )
+    pt2 = folder / "digits.pt2"
+    batch_dim = torch.export.Dim("batch")
+    program = torch.export.export(net, (torch.zeros(4, 1, 8, 8),), dynamic_shapes=({0: batch_dim},))
+    torch.export.save(program, str(pt2))
+    return DigitsModel(path, net, calibration, validation, accuracy, pt2,
+                       "digits_factory:model", folder, train)  # fmt: skip
 
 
 def minilm_dir() -> Path:

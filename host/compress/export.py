@@ -8,7 +8,12 @@ are held against PyTorch's; a difference beyond `tolerance` is an error, not a w
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,6 +24,27 @@ from edgeopt.host.compress import torch_model
 from edgeopt.host.compress.optimize import session_options
 from edgeopt.host.compress.passes import Pass
 from edgeopt.proto.errors import CompressionError, DataError
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _rename_inputs(model: Any, renames: dict[str, str]) -> None:
+    """Rename graph inputs (and every reference to them) in place."""
+    for value in model.graph.input:
+        value.name = renames.get(value.name, value.name)
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
 
 
 def _flatten(output: Any) -> list[tuple[str, Any]]:
@@ -50,6 +76,9 @@ class Export(Pass):
 
     def run(self, src: Path, dst: Path) -> None:
         """Export the model at `src` (file or factory reference) to `dst`."""
+        if src.suffix == ".pt2":
+            self._run_exported_program(src, dst)
+            return
         import torch  # noqa: PLC0415
 
         module = torch_model.load(src)
@@ -98,6 +127,47 @@ class Export(Pass):
                 dynamo=False,
             )
         self._check(dst, dict(zip(names, (example[n] for n in names), strict=True)), expected)
+
+    def _run_exported_program(self, src: Path, dst: Path) -> None:
+        """Export a `.pt2` with the torch.export-based exporter, folded into one file.
+
+        An ExportedProgram carries its own graph and dynamic dims, which that exporter reads
+        directly; the external data it writes is folded in so no `.data` file is left behind.
+        """
+        import onnx  # noqa: PLC0415
+        import torch  # noqa: PLC0415
+
+        program = torch_model.load_exported_program(src)
+        with (
+            tempfile.TemporaryDirectory() as scratch,
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),  # its progress lines would spoil --json
+            _quiet_logger("torch.onnx"),
+        ):
+            warnings.simplefilter("ignore")
+            tmp = Path(scratch) / "model.onnx"
+            try:
+                torch.onnx.export(
+                    program, (), str(tmp), dynamo=True, opset_version=max(self.opset, 18)
+                )
+            except Exception as exc:
+                first = str(exc).splitlines()[0]
+                raise CompressionError(f"cannot export {src.name}: {first}") from exc
+            model = onnx.load(str(tmp))  # pulls the external data in
+        constants = {x.name for x in model.graph.initializer}
+        names = [i.name for i in model.graph.input if i.name not in constants]
+        example = torch_model.example_inputs(self.example, self.input_shape, names)
+        if len(example) == len(names) and set(example) != set(names):
+            # As with the TorchScript path, inputs take the example data's names (file order).
+            _rename_inputs(model, dict(zip(names, example, strict=True)))
+            names = list(example)
+        onnx.save_model(model, str(dst), save_as_external_data=False)
+        tensors = tuple(torch.from_numpy(example[n]) for n in names)
+        with torch.no_grad():
+            expected = _flatten(program.module()(*tensors))
+        outputs = [o.name for o in model.graph.output]
+        named = [(o, t) for o, (_, t) in zip(outputs, expected, strict=True)]
+        self._check(dst, {n: example[n] for n in names}, named)
 
     def _check(
         self, path: Path, feed: dict[str, np.ndarray], expected: list[tuple[str, Any]]

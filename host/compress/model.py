@@ -81,6 +81,8 @@ class ModelFacts:
     """Model IR version."""
     opset: int = 0
     """ai.onnx opset."""
+    layer_sparsity: dict[str, float] = field(default_factory=dict)
+    """Weight tensor (2 or more dims) → share of zeros, for tensors that have any."""
 
     @property
     def sparsity(self) -> float:
@@ -131,10 +133,14 @@ def facts(path: Path, model: onnx.ModelProto | None = None) -> ModelFacts:
     """Count what `path` holds (loading it unless `model` is given)."""
     model = model if model is not None else load(path, check=False)
     params = zeros = 0
+    layers = {}
     for init in model.graph.initializer:
         array = numpy_helper.to_array(init)
         params += array.size
-        zeros += int(np.count_nonzero(array == 0))
+        zero = int(np.count_nonzero(array == 0))
+        zeros += zero
+        if array.ndim >= 2 and zero and array.dtype.kind == "f":
+            layers[init.name] = zero / array.size
     return ModelFacts(
         size_bytes=path.stat().st_size,
         parameters=params,
@@ -143,4 +149,5 @@ def facts(path: Path, model: onnx.ModelProto | None = None) -> ModelFacts:
         ops=dict(Counter(n.op_type for n in model.graph.node)),
         ir_version=model.ir_version,
         opset=ai_onnx_opset(model),
+        layer_sparsity=layers,
     )

@@ -11,12 +11,14 @@ versions of the libraries that shape the result: a second identical request runs
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -85,6 +87,32 @@ class StepResult:
     """Whether the cache already had it."""
 
 
+def _absolute(step: Pass) -> Pass:
+    """The same pass with its file paths made absolute (it runs in another directory)."""
+    paths = {
+        f.name: value.resolve()
+        for f in dataclasses.fields(step)
+        if isinstance(value := getattr(step, f.name), Path)
+    }
+    return dataclasses.replace(step, **paths) if paths else step
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    """Run with `path` as the working directory.
+
+    ONNX Runtime's quantization tools drop files in the working directory and leave them there
+    (sym_shape_infer_temp.onnx, and a 90 MB uuid-named .data per call on MiniLM: seen here), so
+    every pass runs in a scratch folder that is thrown away afterwards.
+    """
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def cache_key(input_digest: str, step: Pass) -> str:
     """The cache key of running `step` on a model with digest `input_digest`."""
     payload = {
@@ -113,9 +141,14 @@ def run_pipeline(src: Path, steps: Sequence[Pass], cache: ArtifactCache) -> list
             current = hit
             continue
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix=f"edgeopt-{step.name}-") as tmp:
+        runnable, source = _absolute(step), current.resolve()  # before leaving the cwd
+        with (
+            tempfile.TemporaryDirectory(prefix=f"edgeopt-{step.name}-") as tmp,
+            tempfile.TemporaryDirectory(prefix="edgeopt-cwd-") as scratch,
+            _working_directory(Path(scratch)),
+        ):
             out = Path(tmp) / ("model.onnx" if step.produces_onnx else "model.pt2")
-            step.run(current, out)
+            runnable.run(source, out)
             if step.produces_onnx:
                 try:
                     onnx_model.load(out, check=False)

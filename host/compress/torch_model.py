@@ -68,6 +68,20 @@ def write_factory_reference(reference: str, folder: Path) -> Path:
     return path
 
 
+def load_exported_program(path: Path) -> Any:
+    """The `torch.export.ExportedProgram` in a `.pt2` file.
+
+    Raises:
+        ModelError: not one.
+    """
+    import torch  # noqa: PLC0415
+
+    try:
+        return torch.export.load(str(path))
+    except Exception as exc:
+        raise ModelError(f"{path}: not a torch.export ExportedProgram: {exc}") from exc
+
+
 def load(path: Path) -> Any:
     """The `torch.nn.Module` that `path` holds (or refers to), in eval mode.
 
@@ -86,13 +100,9 @@ def load(path: Path) -> Any:
     if not path.is_file():
         raise ModelError(f"{path}: no such file")
     if path.suffix == ".pt2":
-        try:
-            program = torch.export.load(str(path))
-        except Exception as exc:
-            raise ModelError(f"{path}: not a torch.export ExportedProgram: {exc}") from exc
-        return program.module()
+        return load_exported_program(path).module()
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
+        return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:
         raise ModelError(
             f"{path}: not a TorchScript file ({str(exc).splitlines()[0][:200]}); save with "

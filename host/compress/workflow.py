@@ -25,6 +25,7 @@ from edgeopt.host.compress.export import Export
 from edgeopt.host.compress.model import ModelFacts
 from edgeopt.host.compress.optimize import GraphOptimize, OptimizationLevel, require_loadable
 from edgeopt.host.compress.passes import Pass, StepResult, run_pipeline
+from edgeopt.host.compress.prune import Importance, PruneStructured, PruneUnstructured
 from edgeopt.host.compress.quantize import (
     CalibrationMethodName,
     DynamicInt8,
@@ -40,6 +41,7 @@ from edgeopt.proto.errors import (
     EdgeoptError,
     ModelError,
     OutputError,
+    UnsupportedModel,
 )
 
 Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight"]
@@ -79,6 +81,16 @@ class CompressRequest:
     """ai.onnx opset of the export."""
     target_ort: str | None = None
     """The board's ONNX Runtime version: lower the artifact so that it loads there."""
+    prune: float | None = None
+    """Prune this share of weights (or, structured, of channels) before export (PyTorch only)."""
+    structured: bool = False
+    """Remove whole channels/neurons instead of single weights."""
+    importance: Importance = "l1"
+    """How structured pruning ranks channels."""
+    finetune: Path | None = None
+    """Labelled `.npz` to fine-tune on after pruning."""
+    epochs: int = 3
+    """Fine-tuning epochs."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,22 @@ def reference_passes(request: CompressRequest, source: Path) -> list[Pass]:
     if not torch_model.is_torch_input(source):
         return []
     return [Export(example=request.example, input_shape=request.input_shape, opset=request.opset)]
+
+
+def prune_passes(request: CompressRequest) -> list[Pass]:
+    """The pruning pass a request asks for (empty without --prune)."""
+    if request.prune is None:
+        return []
+    common = {
+        "ratio": request.prune,
+        "example": request.example,
+        "input_shape": request.input_shape,
+        "finetune": request.finetune,
+        "epochs": request.epochs,
+    }
+    if request.structured:
+        return [PruneStructured(importance=request.importance, **common)]  # type: ignore[arg-type]
+    return [PruneUnstructured(**common)]  # type: ignore[arg-type]
 
 
 def passes_for(request: CompressRequest) -> list[Pass]:
@@ -183,16 +211,27 @@ def compress(request: CompressRequest, cache: ArtifactCache | None = None) -> Co
     with tempfile.TemporaryDirectory(prefix="edgeopt-source-") as scratch:
         source = _source(request.model, Path(scratch))
         prepared = run_pipeline(source, reference_passes(request, source), cache)
-    reference_path = prepared[-1].output if prepared else source
-    reference = onnx_model.load(reference_path)
-    before = onnx_model.facts(reference_path, reference)
-    require_loadable(reference_path)
-    validation_data = (
-        datasets.load(request.validation, reference, purpose="validation")
-        if request.validation is not None
-        else None
-    )
-    steps = prepared + run_pipeline(reference_path, passes_for(request), cache)
+        reference_path = prepared[-1].output if prepared else source
+        reference = onnx_model.load(reference_path)
+        before = onnx_model.facts(reference_path, reference)
+        require_loadable(reference_path)
+        validation_data = (
+            datasets.load(request.validation, reference, purpose="validation")
+            if request.validation is not None
+            else None
+        )
+        if request.prune is not None:
+            # Pruning works on the PyTorch model; its export then feeds the other passes.
+            if not prepared:
+                raise UnsupportedModel(
+                    "pruning works on PyTorch models (a .pt2 file or a package.module:function "
+                    "factory), before export; this input is already ONNX"
+                )
+            variant = [*prune_passes(request), *reference_passes(request, source)]
+            start_at = source
+        else:
+            variant, start_at = [], reference_path
+        steps = prepared + run_pipeline(start_at, [*variant, *passes_for(request)], cache)
     artifact = steps[-1].output if steps else reference_path
     report = None
     if validation_data is not None:

@@ -105,3 +105,13 @@ def test_fp16(minilm: MiniLM) -> None:
     )
     assert report.validation is not None and report.validation.cosine >= 0.999
     assert 0.45 <= report.after.size_bytes / report.before.size_bytes <= 0.55
+
+
+def test_no_stray_files_from_a_large_model(
+    minilm: MiniLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On MiniLM, ORT's pre-processing wrote a 90 MB uuid.data per call into the cwd."""
+    monkeypatch.chdir(tmp_path)
+    compress(CompressRequest(model=minilm.onnx, precision="int8-static",
+                             calibration=minilm.calibration))  # fmt: skip
+    assert list(tmp_path.iterdir()) == []

@@ -134,3 +134,16 @@ def test_sweep_reports_every_precision(digits: DigitsModel) -> None:
     assert "MatMul" in (by["int4-weight"].rejected or "")
     for name in ("fp32", "fp16", "int8-dynamic", "int8-static"):
         assert by[name].report is not None and by[name].rejected is None, by[name].rejected
+
+
+def test_nothing_is_left_in_the_working_directory(
+    digits: DigitsModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ORT's tools drop sym_shape_infer_temp.onnx and .data files in the working directory."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (work / "calib.npz").write_bytes(digits.calibration.read_bytes())
+    compress(CompressRequest(model=digits.onnx, precision="int8-static",
+                             calibration=Path("calib.npz"), output=Path("out.onnx")))  # fmt: skip
+    assert sorted(p.name for p in work.iterdir()) == ["calib.npz", "out.onnx"]
