@@ -58,6 +58,7 @@ proto: venv
 
 bench: venv
 	$(PY) benchmarks/agent_startup.py
+	$(PY) benchmarks/compression.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

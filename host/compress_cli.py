@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import click
 
@@ -131,6 +131,13 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     show_default=True,
 )
 @click.option(
+    "--activation-type",
+    type=click.Choice(["uint8", "int8"]),
+    default="uint8",
+    show_default=True,
+    help="int8-static activations (uint8 is what ONNX Runtime's x86 kernels are fast at)",
+)
+@click.option(
     "--per-channel/--per-tensor",
     default=True,
     show_default=True,
@@ -195,6 +202,7 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
     output: Path | None,
     calibration: Path | None,
     calibration_method: str,
+    activation_type: str,
     per_channel: bool,
     block_size: int,
     optimize: str | None,
@@ -229,6 +237,7 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
         calibration=calibration,
         calibration_method=cast(CalibrationMethodName, calibration_method),
         per_channel=per_channel,
+        activations=cast(Literal["uint8", "int8"], activation_type),
         int4_block_size=block_size,
         optimize=cast(OptimizationLevel | None, optimize),
         validation=validation,

@@ -14,8 +14,8 @@ output); results are always saved as one file. For static int8, transformer atte
 carry -inf (MiniLM: 18 tensors), which wrecks MinMax ranges and crashes the histogram
 calibrators, so nodes touching non-finite activations stay float; histogram calibrators also
 need equal batch shapes, so calibration batches are cut to one size; and by default only the
-compute-heavy ops (Conv, MatMul, Gemm) are quantized (on MiniLM quantizing every op gave cosine
-0.37 against 0.94 for these).
+compute-heavy ops (Conv, MatMul, Gemm) and embedding tables (Gather) are quantized (on MiniLM
+quantizing every op gave cosine 0.37 against 0.94 for these), with uint8 activations.
 """
 
 from __future__ import annotations
@@ -187,8 +187,12 @@ class StaticInt8(Pass):
     """Samples per calibration run (fewer samples than this: one batch of all of them)."""
     max_samples: int = 512
     """Calibrate on at most this many samples (Entropy and Percentile keep histograms)."""
-    op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
-    """Operator types to quantize; the others stay float between Q/DQ pairs."""
+    op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm", "Gather")
+    """Operator types to quantize (Gather: embedding tables); the others stay float."""
+    activations: Literal["uint8", "int8"] = "uint8"
+    """Activation type. uint8 with int8 weights (U8S8) is what ONNX Runtime's x86 kernels are
+    fast at: on MiniLM here it ran 2.4x faster than fp32, while int8 activations (S8S8) ran
+    1.8x slower than fp32, at the same accuracy."""
 
     def run(self, src: Path, dst: Path) -> None:
         """Calibrate on the data and quantize `src` into `dst`."""
@@ -242,7 +246,9 @@ class StaticInt8(Pass):
                         Reader(),
                         quant_format=QuantFormat.QDQ,
                         per_channel=self.per_channel,
-                        activation_type=QuantType.QInt8,
+                        activation_type=(
+                            QuantType.QUInt8 if self.activations == "uint8" else QuantType.QInt8
+                        ),
                         weight_type=QuantType.QInt8,
                         calibrate_method=method,
                         op_types_to_quantize=list(self.op_types),

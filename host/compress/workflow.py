@@ -65,6 +65,8 @@ class CompressRequest:
     """How static int8 picks activation ranges."""
     per_channel: bool = True
     """Per-channel weight scales for int8."""
+    activations: Literal["uint8", "int8"] = "uint8"
+    """Static int8 activation type (uint8 suits ONNX Runtime's x86 kernels)."""
     int4_block_size: int = 32
     """Block size of int4 weight-only quantization."""
     optimize: OptimizationLevel | None = None
@@ -160,6 +162,7 @@ def passes_for(request: CompressRequest) -> list[Pass]:
                 calibration=request.calibration,
                 method=request.calibration_method,
                 per_channel=request.per_channel,
+                activations=request.activations,
             )
         )
     elif request.precision == "int4-weight":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from edgeopt.host.cli import cli
@@ -70,3 +71,32 @@ def test_not_onnx_is_a_clear_error(tmp_path: Path) -> None:
     result = _run("compress", str(bad))
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {bad}: not an ONNX model")
+
+
+def test_prune_and_target_from_the_cli(
+    digits: DigitsModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(digits.folder)
+    out = tmp_path / "pruned.onnx"
+    result = _run("compress", digits.factory, "--prune", "0.5", "--structured",
+                  "--finetune", str(digits.train), "--epochs", "1",
+                  "--example", str(digits.calibration), "--precision", "int8-static",
+                  "--calibration", str(digits.calibration), "--target-ort", "1.16",
+                  "--validate", str(digits.validation), "--json", "-o", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)  # nothing but JSON on stdout (the exporters are chatty)
+    assert [s["pass"] for s in data["steps"]] == [
+        "export",
+        "prune-structured",
+        "export",
+        "int8-static",
+        "target",
+    ]
+    assert data["after"]["parameters"] < 0.55 * data["before"]["parameters"]
+    assert out.is_file()
+
+
+def test_bad_input_shape(digits: DigitsModel) -> None:
+    result = _run("compress", str(digits.pt2), "--input-shape", "1,x,8")
+    assert result.exit_code == 2
+    assert "want integers like 1,3,224,224, got '1,x,8'" in result.output
