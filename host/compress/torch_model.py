@@ -18,6 +18,7 @@ import importlib
 import inspect
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,10 @@ def load(path: Path) -> Any:
     if path.suffix == ".pt2":
         return load_exported_program(path).module()
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():
+            # torch 2.13 deprecates TorchScript; users still have .pt files, so we read them.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:
         raise ModelError(
             f"{path}: not a TorchScript file ({str(exc).splitlines()[0][:200]}); save with "
