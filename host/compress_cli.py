@@ -88,7 +88,7 @@ def _report_text(r: CompressionReport) -> str:
                 f"  accuracy    {v.reference_accuracy:.2%} -> {v.accuracy:.2%} "
                 f"(drop {(v.reference_accuracy - v.accuracy) * 100:.2f} pt)"
             )
-    how = "from the cache" if r.cached else "compressed"
+    how = "no pass needed" if not r.steps else "from the cache" if r.cached else "compressed"
     lines.append(f"  time        {r.seconds:.2f} s ({how})")
     lines.append(f"  artifact    {r.artifact}")
     if r.output:

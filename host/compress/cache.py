@@ -49,7 +49,8 @@ class ArtifactCache:
     """Content-keyed storage of compressed models."""
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root or default_dir()
+        # Absolute: passes run in a scratch working directory.
+        self.root = (root or default_dir()).resolve()
 
     def _path(self, key: str, suffix: str = ".onnx") -> Path:
         return self.root / key[:2] / f"{key}{suffix}"
@@ -67,15 +68,16 @@ class ArtifactCache:
         dst = self._path(key, src.suffix)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        sidecar = dst.with_suffix(".json")
+        sidecar_tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
         try:
             shutil.copyfile(src, tmp)
-            sidecar = dst.with_suffix(".json")
-            sidecar_tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
             sidecar_tmp.write_text(json.dumps({**meta, "created": time.time()}, default=str))
             os.replace(sidecar_tmp, sidecar)
-            os.replace(tmp, dst)
+            os.replace(tmp, dst)  # last: the model under its key means the entry is whole
         finally:
             tmp.unlink(missing_ok=True)
+            sidecar_tmp.unlink(missing_ok=True)
         return dst
 
     def entries(self) -> Iterator[CacheEntry]:

@@ -52,6 +52,8 @@ class Dataset:
     """True class per sample."""
     path: Path | None = None
     """The file, for messages."""
+    fixed_batch: int | None = None
+    """The model's first axis when it is fixed (an export at batch 1): feeds must be that size."""
 
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values())))
@@ -132,7 +134,19 @@ def load(path: Path, model: onnx.ModelProto, *, purpose: str) -> Dataset:
         raise DataError(f"{purpose} data {path}: arrays hold different numbers of samples {counts}")
     if not arrays or len(next(iter(arrays.values()))) == 0:
         raise DataError(f"{purpose} data {path}: no samples")
-    return Dataset(arrays, labels, path)
+    if labels is not None and labels.ndim != 1:
+        raise DataError(
+            f"{purpose} data {path}: 'labels' must hold one class per sample (shape [N]), "
+            f"got shape {list(labels.shape)}"
+        )
+    fixed = {s.dims[0] for s in specs if s.dims and s.dims[0] is not None}
+    fixed_batch = min(fixed) if fixed else None
+    if fixed_batch is not None and len(next(iter(arrays.values()))) % fixed_batch:
+        raise DataError(
+            f"{purpose} data {path}: the model takes batches of exactly {fixed_batch}, and "
+            f"{len(next(iter(arrays.values())))} samples do not divide into them"
+        )
+    return Dataset(arrays, labels, path, fixed_batch)
 
 
 def _show(dims: tuple[int | None, ...]) -> str:

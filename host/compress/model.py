@@ -11,6 +11,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,12 +22,36 @@ from edgeopt.proto.errors import ModelError
 _DIGEST_CHUNK = 1 << 20
 
 
-def digest(path: Path) -> str:
-    """sha256 of a file, hex."""
-    h = hashlib.sha256()
+def _hash_file(h: Any, path: Path) -> None:
     with path.open("rb") as f:
         while chunk := f.read(_DIGEST_CHUNK):
             h.update(chunk)
+
+
+def digest(path: Path) -> str:
+    """sha256 of a file, hex; for an ONNX model also of the external data files it names.
+
+    Raises:
+        FileNotFoundError: the file (or an external data file it names) is missing.
+    """
+    h = hashlib.sha256()
+    _hash_file(h, path)
+    if path.suffix == ".onnx":
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception:
+            return h.hexdigest()  # not ONNX after all: the loader will say so
+        locations = sorted(
+            {
+                entry.value
+                for tensor in model.graph.initializer
+                for entry in tensor.external_data
+                if entry.key == "location"
+            }
+        )
+        for location in locations:
+            h.update(location.encode())
+            _hash_file(h, path.parent / location)
     return h.hexdigest()
 
 
@@ -124,6 +149,10 @@ def _macs(model: onnx.ModelProto) -> int | None:
         if node.op_type == "Conv":
             # out: N, C_out, *spatial; weight: C_out, C_in/group, *kernel
             total += int(np.prod(out)) * int(np.prod(weight[1:]))
+        elif node.op_type == "Gemm":
+            # B is [K, N], or [N, K] with transB=1 (how PyTorch exports Linear)
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            total += int(np.prod(out)) * (weight[1] if trans_b else weight[0])
         else:
             total += int(np.prod(out)) * (weight[-2] if len(weight) >= 2 else weight[0])
     return total

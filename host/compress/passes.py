@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -26,19 +27,29 @@ from typing import Any, ClassVar
 
 from edgeopt.host.compress import model as onnx_model
 from edgeopt.host.compress.cache import ArtifactCache
-from edgeopt.proto.errors import CompressionError, ModelError
-
-_VERSIONED = ("onnx", "onnxruntime", "torch", "edgeopt")
+from edgeopt.proto.errors import CompressionError, DataError, EdgeoptError, ModelError
 
 
+@functools.cache
 def library_versions() -> dict[str, str]:
-    """Versions of the packages whose behaviour is part of an artifact's identity."""
-    versions = {}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "absent"
+    """What shapes an artifact besides its inputs: library versions and edgeopt's own passes.
+
+    ONNX Runtime is asked for its version (its distribution may be onnxruntime-gpu or another
+    name); edgeopt's compression code enters by digest, so an edit to a pass in a development
+    install does not serve artifacts made by the old code.
+    """
+    import onnx  # noqa: PLC0415
+    import onnxruntime  # noqa: PLC0415
+
+    versions = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    try:
+        versions["torch"] = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        versions["torch"] = "absent"
+    code = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        code.update(source.read_bytes())
+    versions["edgeopt.host.compress"] = code.hexdigest()[:16]
     return versions
 
 
@@ -63,11 +74,19 @@ class Pass(abc.ABC):
         }
 
     def cache_key_parts(self) -> dict[str, Any]:
-        """The config for the cache key: data files stand for their content's digest."""
+        """The config for the cache key: data files stand for their content's digest.
+
+        Raises:
+            DataError: a data file the config names does not exist.
+        """
         parts = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            parts[f.name] = onnx_model.digest(value) if isinstance(value, Path) else value
+            if isinstance(value, Path):
+                if not value.is_file():
+                    raise DataError(f"{self.name}: {f.name} file {value}: no such file")
+                value = onnx_model.digest(value)
+            parts[f.name] = value
         return parts
 
 
@@ -148,7 +167,17 @@ def run_pipeline(src: Path, steps: Sequence[Pass], cache: ArtifactCache) -> list
             _working_directory(Path(scratch)),
         ):
             out = Path(tmp) / ("model.onnx" if step.produces_onnx else "model.pt2")
-            runnable.run(source, out)
+            try:
+                runnable.run(source, out)
+            except EdgeoptError:
+                raise
+            except Exception as exc:
+                # A library deep inside (torch, onnx, onnxruntime) failed: say which pass, and
+                # what it said, in one line rather than a traceback.
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                raise CompressionError(
+                    f"{step.name} failed on {current.name}: {type(exc).__name__}: {first}"
+                ) from exc
             if step.produces_onnx:
                 try:
                     onnx_model.load(out, check=False)

@@ -76,7 +76,12 @@ def _load_graph(
         names = torch_model.forward_argument_names(module) or []
     arrays = torch_model.example_inputs(example_file, input_shape, names)
     order = [n for n in names if n in arrays] or list(arrays)
-    example = tuple(torch.from_numpy(arrays[n]) for n in order)
+    # torch.export specializes a dimension of size 1: trace with at least 2 samples so the
+    # batch axis stays dynamic.
+    example = tuple(
+        torch.from_numpy(np.concatenate([arrays[n]] * 2) if len(arrays[n]) == 1 else arrays[n])
+        for n in order
+    )
     batch = torch.export.Dim("batch")
     dynamic = tuple({0: batch} for _ in example)
     if module is not None:
@@ -131,7 +136,7 @@ def _training_data(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     if "labels" not in arrays:
         raise DataError(f"fine-tune data {path}: needs a 'labels' array (class per sample)")
     labels = arrays.pop("labels")
-    return list(arrays.values()), labels
+    return [torch_model.as_float32(a) for a in arrays.values()], labels
 
 
 def _finetune(

@@ -213,7 +213,7 @@ class StaticInt8(Pass):
         data = datasets.load(self.calibration, model, purpose="calibration")
         if self.per_channel:
             model = _at_least_opset(model, MIN_PER_CHANNEL_OPSET)
-        size = min(self.batch_size, len(data))
+        size = data.fixed_batch or min(self.batch_size, len(data))
         # Equal batch shapes: the histogram calibrators stack what they collect.
         feeds = [f for f in data.batches(size) if len(next(iter(f.values()))) == size]
         feeds = feeds[: max(1, self.max_samples // size)]

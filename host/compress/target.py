@@ -44,7 +44,9 @@ ORT_LIMITS: dict[tuple[int, int], tuple[int, int]] = {
 CONTRIB_OPS_SINCE: dict[str, tuple[int, int]] = {
     "MatMulNBits": (1, 17),
 }
-"""com.microsoft operators edgeopt emits → the first ONNX Runtime release that has them."""
+"""com.microsoft operators edgeopt's quantizers emit → the first ONNX Runtime release with them.
+Any other contrib operator (the fusions of `--optimize extended`) has no known history here,
+so a retargeted model that holds one is refused rather than shipped on a guess."""
 
 _NEW_TYPES_IR: dict[int, int] = {
     onnx.TensorProto.FLOAT8E4M3FN: 9,
@@ -119,6 +121,12 @@ def retarget(
     )
     if ort_version is not None:
         for node in model.graph.node:
+            if node.domain.startswith("com.microsoft") and node.op_type not in CONTRIB_OPS_SINCE:
+                raise TargetError(
+                    f"{node.domain}.{node.op_type} (from ONNX Runtime's graph optimizer) may not "
+                    f"exist in ONNX Runtime {shown}; optimize with --optimize basic, or not at "
+                    "all, for an older target"
+                )
             since = CONTRIB_OPS_SINCE.get(node.op_type)
             if node.domain == "com.microsoft" and since and ort_version < since:
                 raise TargetError(

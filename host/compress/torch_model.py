@@ -13,6 +13,7 @@ factory and the digest of the module's source; its cache key then changes when t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
@@ -55,18 +56,40 @@ def write_factory_reference(reference: str, folder: Path) -> Path:
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise ModelError(f"{reference}: {module_name} has no callable {func_name!r}")
-    try:
-        source = inspect.getsource(module).encode()
-    except (OSError, TypeError):
-        source = reference.encode()
     path = folder / f"{module_name}.{func_name}{REFERENCE_SUFFIX}"
     path.write_text(
-        json.dumps(
-            {"factory": reference, "source_sha256": hashlib.sha256(source).hexdigest()},
-            sort_keys=True,
-        )
+        json.dumps({"factory": reference, "model_sha256": _model_digest(reference)}, sort_keys=True)
     )
     return path
+
+
+def _model_digest(reference: str) -> str:
+    """What the factory builds, as a digest: structure, every weight, and its classes' modules.
+
+    Code in another module, or weights read from a file, change it too, so a cached export is
+    never served for a model that changed.
+    """
+    module = _call_factory(reference)
+    h = hashlib.sha256(repr(module).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for cls in {type(m) for m in module.modules()}:
+        if cls.__module__.startswith("torch."):
+            continue
+        with contextlib.suppress(OSError, TypeError):
+            h.update(inspect.getsource(sys.modules[cls.__module__]).encode())
+    return h.hexdigest()
+
+
+def _call_factory(reference: str) -> Any:
+    import torch  # noqa: PLC0415
+
+    module_name, _, func_name = reference.partition(":")
+    module = getattr(importlib.import_module(module_name), func_name)()
+    if not isinstance(module, torch.nn.Module):
+        raise ModelError(f"{reference} returned {type(module).__name__}, not a torch.nn.Module")
+    return module.eval()
 
 
 def load_exported_program(path: Path) -> Any:
@@ -92,12 +115,7 @@ def load(path: Path) -> Any:
     import torch  # noqa: PLC0415
 
     if path.name.endswith(REFERENCE_SUFFIX):
-        reference = json.loads(path.read_text())["factory"]
-        module_name, _, func_name = reference.partition(":")
-        module = getattr(importlib.import_module(module_name), func_name)()
-        if not isinstance(module, torch.nn.Module):
-            raise ModelError(f"{reference} returned {type(module).__name__}, not a torch.nn.Module")
-        return module.eval()
+        return _call_factory(json.loads(path.read_text())["factory"])
     if not path.is_file():
         raise ModelError(f"{path}: no such file")
     if path.suffix == ".pt2":
@@ -125,7 +143,7 @@ def example_inputs(
     if example is not None:
         try:
             with np.load(example, allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files if k != "labels"}
+                return {k: as_float32(npz[k]) for k in npz.files if k != "labels"}
         except (OSError, ValueError) as exc:
             raise DataError(f"example data {example}: cannot read as .npz: {exc}") from exc
     if input_shape is not None:
@@ -134,6 +152,11 @@ def example_inputs(
     raise DataError(
         "exporting a PyTorch model needs example inputs: --example DATA.npz or --input-shape"
     )
+
+
+def as_float32(array: np.ndarray) -> np.ndarray:
+    """float64 (numpy's default) becomes float32, what PyTorch models are made of."""
+    return array.astype(np.float32) if array.dtype == np.float64 else array
 
 
 def forward_argument_names(module: Any) -> list[str] | None:

@@ -54,7 +54,8 @@ def run_model(path: Path, data: Dataset, batch_size: int = 64) -> np.ndarray:
     session = ort.InferenceSession(
         str(path), session_options(threads=2), providers=["CPUExecutionProvider"]
     )
-    outputs = [session.run(None, feed)[0] for feed in data.batches(batch_size)]
+    size = data.fixed_batch or batch_size  # a model exported with batch 1 takes exactly 1
+    outputs = [session.run(None, feed)[0] for feed in data.batches(size)]
     return np.concatenate(outputs).astype(np.float64)
 
 
@@ -64,11 +65,23 @@ def compare(
     """Compare two models' outputs on the same samples."""
     if reference.shape != candidate.shape:
         raise DataError(f"outputs differ in shape: {reference.shape} vs {candidate.shape}")
+    # A variant that outputs inf/NaN is as wrong as can be: count those samples as cosine 0
+    # and the error as infinite, so that no gate can pass them.
+    candidate = np.where(np.isfinite(candidate), candidate, np.inf)
     diff = np.abs(reference - candidate)
+    diff = np.where(np.isnan(diff), np.inf, diff)
     ref = reference.reshape(len(reference), -1)
     cand = candidate.reshape(len(candidate), -1)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
-    cosine = np.where(norms > 0, (ref * cand).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
+    finite = np.isfinite(cand).all(axis=1)
+    cand_safe = np.where(np.isfinite(cand), cand, 0.0)
+    ref_norm = np.linalg.norm(ref, axis=1)
+    cand_norm = np.linalg.norm(cand_safe, axis=1)
+    dot = (ref * cand_safe).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.where((ref_norm > 0) & (cand_norm > 0), dot / (ref_norm * cand_norm), 0.0)
+    both_zero = (ref_norm == 0) & (cand_norm == 0)
+    cosine = np.where(both_zero, 1.0, cosine)
+    cosine = np.where(finite, cosine, 0.0)
     # Scores per class have an arg-max that means something; an L2-normalized embedding
     # (unit rows with negative entries, like MiniLM's) does not.
     unit_rows = np.allclose(np.linalg.norm(ref, axis=1), 1.0, atol=1e-3) and reference.min() < 0
@@ -107,7 +120,7 @@ class Gate:
 
     def check(self, report: ValidationReport, variant: str = "variant") -> None:
         """Raise `AccuracyGateFailed` when `report` breaks a limit."""
-        if self.min_cosine is not None and report.cosine < self.min_cosine:
+        if self.min_cosine is not None and not report.cosine >= self.min_cosine:  # NaN fails
             raise AccuracyGateFailed(
                 "cosine",
                 report.cosine,

@@ -37,7 +37,7 @@ from edgeopt.host.compress.target import Target
 from edgeopt.host.compress.validate import Gate, ValidationReport, validate
 from edgeopt.proto.errors import (
     AccuracyGateFailed,
-    CompressionError,
+    DataError,
     EdgeoptError,
     ModelError,
     OutputError,
@@ -282,14 +282,17 @@ def sweep(request: CompressRequest, cache: ArtifactCache | None = None) -> list[
         )
         try:
             report = compress(attempt, cache)
-        except (CompressionError, EdgeoptError) as exc:
+        except EdgeoptError as exc:
             rows.append(SweepRow(precision, None, str(exc)))
+            continue
+        except Exception as exc:  # one precision's failure must not end the sweep
+            rows.append(SweepRow(precision, None, f"{type(exc).__name__}: {exc}"))
             continue
         rejected = None
         if report.validation is not None:
             try:
                 request.gate.check(report.validation, precision)
-            except AccuracyGateFailed as exc:
+            except (AccuracyGateFailed, DataError) as exc:
                 rejected = str(exc)
         rows.append(SweepRow(precision, report, rejected))
     return rows
