@@ -192,6 +192,13 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     help="labelled .npz to fine-tune on after pruning",
 )
 @click.option("--epochs", type=int, default=3, show_default=True, help="fine-tuning epochs")
+@click.option(
+    "--lr",
+    type=float,
+    default=1e-3,
+    show_default=True,
+    help="fine-tuning learning rate (transformers want ~5e-5 to 2e-4)",
+)
 @click.option("--sweep", "do_sweep", is_flag=True, help="every precision, one table")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
 @click.pass_context
@@ -217,6 +224,7 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
     importance: str,
     finetune: Path | None,
     epochs: int,
+    lr: float,
     do_sweep: bool,
     as_json: bool,
 ) -> None:
@@ -250,6 +258,7 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
         importance=cast(Importance, importance),
         finetune=finetune,
         epochs=epochs,
+        lr=lr,
     )
     if not do_sweep:
         report = compress(request)

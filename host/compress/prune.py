@@ -127,27 +127,61 @@ def _weights(graph: _Graph) -> list[str]:
     ]
 
 
-def _training_data(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+def _training_data(path: Path) -> tuple[list[np.ndarray], np.ndarray | None]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError) as exc:
         raise DataError(f"fine-tune data {path}: cannot read as .npz: {exc}") from exc
-    if "labels" not in arrays:
-        raise DataError(f"fine-tune data {path}: needs a 'labels' array (class per sample)")
-    labels = arrays.pop("labels")
+    labels = arrays.pop("labels", None)
     return [torch_model.as_float32(a) for a in arrays.values()], labels
 
 
+def _teacher_outputs(graph: _Graph, data: Path | None) -> Any:
+    """The unpruned model's outputs on the fine-tune inputs, when they carry no labels.
+
+    Without labels, fine-tuning distils: the pruned model learns to reproduce these (mean
+    squared error), which suits embedding models such as MiniLM as well as classifiers.
+    """
+    import torch  # noqa: PLC0415
+
+    if data is None:
+        return None
+    inputs, labels = _training_data(data)
+    if labels is not None:
+        return None
+    with torch.no_grad():
+        return torch.cat([
+            graph.module(*(torch.from_numpy(a[i : i + 64]) for a in inputs))
+            for i in range(0, len(inputs[0]), 64)
+        ])  # fmt: skip
+
+
 def _finetune(
-    graph: _Graph, data: Path, epochs: int, lr: float, masks: dict[str, Any] | None = None
+    graph: _Graph,
+    data: Path,
+    epochs: int,
+    lr: float,
+    *,
+    masks: dict[str, Any] | None = None,
+    teacher: Any = None,
 ) -> None:
-    """Cross-entropy training of a classifier's logits, keeping pruned weights at zero."""
+    """Train after pruning, keeping pruned weights at zero.
+
+    With labels: cross-entropy on a classifier's logits. Without: mean squared error to the
+    `teacher` outputs (the unpruned model's, from `_teacher_outputs`).
+    """
     import torch  # noqa: PLC0415
 
     inputs, labels = _training_data(data)
     tensors = [torch.from_numpy(a) for a in inputs]
-    target = torch.from_numpy(labels.astype(np.int64))
+    if labels is not None:
+        target = torch.from_numpy(labels.astype(np.int64))
+        loss_fn: Any = torch.nn.functional.cross_entropy
+    elif teacher is not None:
+        target, loss_fn = teacher, torch.nn.functional.mse_loss
+    else:
+        raise DataError(f"fine-tune data {data}: no 'labels' array and no model to distil from")
     params = [p for p in graph.module.parameters() if p.dtype.is_floating_point]
     for p in params:
         p.requires_grad_(True)
@@ -158,8 +192,8 @@ def _finetune(
         for start in range(0, len(target), 64):
             batch = order[start : start + 64]
             optimizer.zero_grad()
-            logits = graph.module(*(t[batch] for t in tensors))
-            torch.nn.functional.cross_entropy(logits, target[batch]).backward()
+            outputs = graph.module(*(t[batch] for t in tensors))
+            loss_fn(outputs, target[batch]).backward()
             optimizer.step()
             with torch.no_grad():
                 for name, mask in (masks or {}).items():
@@ -202,6 +236,7 @@ class PruneUnstructured(Pass):
         magnitudes = torch.cat([_get(graph.module, n).detach().abs().flatten() for n in names])
         k = int(self.ratio * magnitudes.numel())
         threshold = torch.kthvalue(magnitudes, max(k, 1)).values
+        teacher = _teacher_outputs(graph, self.finetune)
         masks = {}
         with torch.no_grad():
             for name in names:
@@ -209,7 +244,7 @@ class PruneUnstructured(Pass):
                 masks[name] = (weight.abs() > threshold).to(weight.dtype)
                 weight.mul_(masks[name])
         if self.finetune is not None:
-            _finetune(graph, self.finetune, self.epochs, self.lr, masks)
+            _finetune(graph, self.finetune, self.epochs, self.lr, masks=masks, teacher=teacher)
         _save(graph, dst)
 
 
@@ -238,7 +273,9 @@ def _groups(graph: _Graph) -> list[_Group]:
             nxt = next(iter(current.users))
             op = _op(nxt)
             if op in ("conv2d", "linear") and nxt.args[0] is current:
-                channels = int(node.meta["val"].shape[1])
+                # conv2d puts channels on axis 1; linear on the last axis ([B, L, C] in BERT)
+                shape = node.meta["val"].shape
+                channels = int(shape[1] if _op(node) == "conv2d" else shape[-1])
                 reads = int(_get(graph.module, str(nxt.args[1].target)).shape[1])
                 grouped = op == "conv2d" and len(nxt.args) > 6 and nxt.args[6] != 1
                 if reads == channels * block and not grouped:
@@ -311,6 +348,7 @@ class PruneStructured(Pass):
                 "through channel-preserving ops"
             )
         grads = self._taylor_gradients(graph) if self.importance == "taylor" else {}
+        teacher = _teacher_outputs(graph, self.finetune)
         # Rank every layer on the unpruned weights first: cutting one layer's outputs also
         # cuts the next layer's input columns, which would change its scores' shapes.
         plan = []
@@ -336,7 +374,7 @@ class PruneStructured(Pass):
         for group, keep in plan:
             _shrink(graph, group, keep)
         if self.finetune is not None:
-            _finetune(graph, self.finetune, self.epochs, self.lr)
+            _finetune(graph, self.finetune, self.epochs, self.lr, teacher=teacher)
         _save(graph, dst)
 
     def _taylor_gradients(self, graph: _Graph) -> dict[str, Any]:
@@ -344,6 +382,11 @@ class PruneStructured(Pass):
 
         assert self.finetune is not None  # checked by run()
         inputs, labels = _training_data(self.finetune)
+        if labels is None:
+            raise DataError(
+                f"taylor importance needs labels in the fine-tune data ({self.finetune}); "
+                "use l1 or l2 for unlabelled data"
+            )
         for p in graph.module.parameters():
             p.requires_grad_(True)
             p.grad = None

@@ -93,6 +93,8 @@ class CompressRequest:
     """Labelled `.npz` to fine-tune on after pruning."""
     epochs: int = 3
     """Fine-tuning epochs."""
+    lr: float = 1e-3
+    """Fine-tuning learning rate (Adam); transformers want ~5e-5."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def prune_passes(request: CompressRequest) -> list[Pass]:
         "input_shape": request.input_shape,
         "finetune": request.finetune,
         "epochs": request.epochs,
+        "lr": request.lr,
     }
     if request.structured:
         return [PruneStructured(importance=request.importance, **common)]  # type: ignore[arg-type]

@@ -115,3 +115,22 @@ def test_no_stray_files_from_a_large_model(
     compress(CompressRequest(model=minilm.onnx, precision="int8-static",
                              calibration=minilm.calibration))  # fmt: skip
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pruning_minilm_and_distilling_without_labels(minilm: MiniLM) -> None:
+    """Structured pruning cuts FFN neurons (Linear -> GELU -> Linear, channels on the last
+    axis); fine-tuning data without labels distils from the unpruned model."""
+    plain = compress(
+        CompressRequest(model="tests.models:minilm_embedder", precision="fp32", prune=0.3,
+                        structured=True, example=minilm.calibration,
+                        validation=minilm.validation)
+    )  # fmt: skip
+    distilled = compress(
+        CompressRequest(model="tests.models:minilm_embedder", precision="fp32", prune=0.3,
+                        structured=True, example=minilm.calibration,
+                        finetune=minilm.calibration, epochs=3, lr=2e-4,
+                        validation=minilm.validation)
+    )  # fmt: skip
+    assert plain.after.parameters < 0.92 * plain.before.parameters
+    assert plain.validation is not None and distilled.validation is not None
+    assert distilled.validation.cosine > plain.validation.cosine + 0.02
