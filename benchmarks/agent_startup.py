@@ -29,12 +29,10 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from results import write_section
 
 from edgeopt.proto import auth
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- BEGIN agent_startup -->", "<!-- END agent_startup -->"
 
 
 def rss_mib(pid: int) -> float:
@@ -98,8 +96,7 @@ def main() -> int:
 
     ratio = statistics.median(r["startup"] / r["bare"] for r in runs)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    table = f"""{BEGIN}
-## Agent start-up and memory (`make bench`, i.e. `python benchmarks/agent_startup.py`)
+    table = f"""## Agent start-up and memory (`python benchmarks/agent_startup.py`)
 
 Measured {when} on {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()};
 median of {len(runs)} runs, with the range over all runs.
@@ -114,15 +111,8 @@ Goals (issue 2): ≤ 1 s to SERVING, ≤ 70 MB idle.
 | RSS after the first GetCapabilities | {med("after"):.1f} MiB | {spread("after")} MiB |
 | first GetCapabilities round trip (probes re-read every call) | {med("call") * 1000:.1f} ms \
 | {spread("call")} s |
-{END}"""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + table + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + table + "\n"
-    RESULTS.write_text(text)
-    print(table)
+"""
+    print(write_section("agent_startup", table))
     return 0
 
 

@@ -35,6 +35,8 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from results import write_section  # noqa: E402
+
 from edgeopt.host.compress import (  # noqa: E402
     ArtifactCache,
     CompressionReport,
@@ -44,9 +46,6 @@ from edgeopt.host.compress import (  # noqa: E402
 )
 from edgeopt.proto.errors import AccuracyGateFailed  # noqa: E402
 from tests.models import minilm_data, train_digits_cnn  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-BEGIN, END = "<!-- BEGIN compression -->", "<!-- END compression -->"
 
 
 @dataclass
@@ -246,8 +245,7 @@ def main() -> int:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     flags = open("/proc/cpuinfo").read()  # noqa: SIM115
     isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in flags)
-    text = f"""{BEGIN}
-## Compression (`python benchmarks/compression.py`)
+    text = f"""## Compression (`python benchmarks/compression.py`)
 
 Measured {when} on {platform.machine()} ({isa}), {os.cpu_count()} CPUs, ONNX Runtime
 {ort.__version__}. Latency: batch 1, median over {args.rounds} interleaved rounds; in brackets
@@ -269,15 +267,8 @@ reuses the pruned model from the cache, as a second request would).
 ### Goals of issue 3, checked against the figures above
 
 {goals}
-{END}"""
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if BEGIN in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + text + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + text + "\n"
-    RESULTS.write_text(current)
-    print(text)
+"""
+    print(write_section("compression", text))
     return 0
 
 

@@ -206,23 +206,33 @@ def _check_ratio(ratio: float) -> None:
 
 
 @dataclass(frozen=True)
-class PruneUnstructured(Pass):
-    """Global magnitude pruning of Conv and Linear weights to a target sparsity."""
+class _Prune(Pass):
+    """What both pruning passes are configured with."""
 
-    name: ClassVar[str] = "prune"
     produces_onnx: ClassVar[bool] = False
     ratio: float = 0.5
-    """Share of Conv/Linear weights set to zero."""
+    """Share pruned: of all weights (unstructured), of each layer's channels (structured)."""
     example: Path | None = None
     """`.npz` of example inputs."""
     input_shape: tuple[int, ...] | None = None
     """Shape of a single float32 input, when no example file is given."""
     finetune: Path | None = None
-    """Labelled `.npz` to fine-tune on, the pruned weights held at zero."""
+    """`.npz` to fine-tune on afterwards: with `labels`, cross-entropy; without, distillation."""
     epochs: int = 3
     """Fine-tuning epochs."""
     lr: float = 1e-3
     """Fine-tuning learning rate (Adam)."""
+
+
+@dataclass(frozen=True)
+class PruneUnstructured(_Prune):
+    """Global magnitude pruning of Conv and Linear weights to a target sparsity.
+
+    `ratio` is the share of all Conv/Linear weights set to zero; they stay zero while
+    fine-tuning.
+    """
+
+    name: ClassVar[str] = "prune"
 
     def run(self, src: Path, dst: Path) -> None:
         """Prune the model at `src`, write a `.pt2` to `dst`."""
@@ -313,25 +323,12 @@ def _shrink(graph: _Graph, group: _Group, keep: Any) -> None:
 
 
 @dataclass(frozen=True)
-class PruneStructured(Pass):
+class PruneStructured(_Prune):
     """Remove whole channels and neurons, rewiring the layers that read them."""
 
     name: ClassVar[str] = "prune-structured"
-    produces_onnx: ClassVar[bool] = False
-    ratio: float = 0.5
-    """Share of channels/neurons removed from each prunable layer."""
     importance: Importance = "l1"
-    """How channels are ranked: weight L1 or L2 norm, or Taylor (needs `finetune` data)."""
-    example: Path | None = None
-    """`.npz` of example inputs."""
-    input_shape: tuple[int, ...] | None = None
-    """Shape of a single float32 input, when no example file is given."""
-    finetune: Path | None = None
-    """Labelled `.npz`: Taylor scores, and fine-tuning after the cut."""
-    epochs: int = 3
-    """Fine-tuning epochs."""
-    lr: float = 1e-3
-    """Fine-tuning learning rate (Adam)."""
+    """How channels are ranked: weight L1 or L2 norm, or Taylor (needs labelled `finetune`)."""
 
     def run(self, src: Path, dst: Path) -> None:
         """Prune the model at `src`, write a `.pt2` to `dst`."""
