@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,36 +14,34 @@ from edgeopt.proto.errors import OutputError
 from tests.models import DigitsModel
 
 
-def _mount(path: Path, options: str) -> str | None:
+@contextlib.contextmanager
+def _tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """Mount a tmpfs with `options` at `where` for the test, or skip saying why it cannot."""
+    where.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    return None if done.returncode == 0 else (done.stderr.strip() or "mount failed")
+    if done.returncode != 0:
+        pytest.skip(reason=f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
 
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs: too small for the artifact."""
-    where = tmp_path / "full"
-    where.mkdir()
-    error = _mount(where, "size=64k")
-    if error:
-        pytest.skip(f"cannot mount a small tmpfs here ({error}); needs root")
-    yield where
-    subprocess.run(["umount", str(where)], check=True)
+    with _tmpfs(tmp_path / "full", "size=64k") as where:
+        yield where
 
 
 @pytest.fixture
 def read_only_fs(tmp_path: Path) -> Iterator[Path]:
     """A read-only tmpfs (root ignores permission bits, so chmod would prove nothing)."""
-    where = tmp_path / "ro"
-    where.mkdir()
-    error = _mount(where, "ro,size=1m")
-    if error:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({error}); needs root")
-    yield where
-    subprocess.run(["umount", str(where)], check=True)
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as where:
+        yield where
 
 
 def test_full_output_folder(digits: DigitsModel, small_fs: Path) -> None:
