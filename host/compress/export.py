@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import tempfile
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,20 +19,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgeopt.host.compress import torch_model
-from edgeopt.host.compress.optimize import session_options
+from edgeopt.host.compress.optimize import quiet_logger, session_options
 from edgeopt.host.compress.passes import Pass
 from edgeopt.proto.errors import CompressionError, DataError
-
-
-@contextlib.contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _rename_inputs(model: Any, renames: dict[str, str]) -> None:
@@ -142,7 +129,7 @@ class Export(Pass):
             tempfile.TemporaryDirectory() as scratch,
             warnings.catch_warnings(),
             contextlib.redirect_stdout(io.StringIO()),  # its progress lines would spoil --json
-            _quiet_logger("torch.onnx"),
+            quiet_logger("torch.onnx"),
         ):
             warnings.simplefilter("ignore")
             tmp = Path(scratch) / "model.onnx"

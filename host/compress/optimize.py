@@ -9,6 +9,9 @@ doing them offline saves that time on the board and lets the result be inspected
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -36,15 +39,33 @@ def session_options(level: OptimizationLevel | None = None, threads: int = 1) ->
     return options
 
 
-def require_loadable(path: Path) -> None:
-    """Raise `UnsupportedModel` unless ONNX Runtime here can load `path`."""
+def require_loadable(path: Path, options: object | None = None) -> None:
+    """Raise `UnsupportedModel` unless ONNX Runtime here can load `path` (with `options`)."""
     import onnxruntime as ort  # noqa: PLC0415
 
     try:
-        ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+        ort.InferenceSession(
+            str(path), options or session_options(), providers=["CPUExecutionProvider"]
+        )
     except Exception as exc:
         message = str(exc).strip().splitlines()[-1][:400]
         raise UnsupportedModel(f"ONNX Runtime cannot load {path.name}: {message}") from exc
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str = "") -> Iterator[None]:
+    """Hold a logger (the root one by default) at ERROR for a while.
+
+    ONNX Runtime's quantizer logs advice at WARNING on the root logger, and torch's exporter
+    on "torch.onnx"; neither is for our users.
+    """
+    logger = logging.getLogger(name or None)
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass(frozen=True)
@@ -57,12 +78,6 @@ class GraphOptimize(Pass):
 
     def run(self, src: Path, dst: Path) -> None:
         """Optimize `src` into `dst`."""
-        import onnxruntime as ort  # noqa: PLC0415
-
         options = session_options(self.level)
         options.optimized_model_filepath = str(dst)  # type: ignore[attr-defined]
-        try:
-            ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            message = str(exc).strip().splitlines()[-1][:400]
-            raise UnsupportedModel(f"ONNX Runtime cannot load {src.name}: {message}") from exc
+        require_loadable(src, options)  # loading it writes the optimized graph

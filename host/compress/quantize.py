@@ -20,10 +20,8 @@ quantizing every op gave cosine 0.37 against 0.94 for these), with uint8 activat
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -34,6 +32,7 @@ from onnx import version_converter
 
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import model as onnx_model
+from edgeopt.host.compress.optimize import quiet_logger
 from edgeopt.host.compress.passes import Pass
 from edgeopt.host.compress.target import drop_unused_opsets
 from edgeopt.proto.errors import CompressionError, DataError, UnsupportedModel
@@ -63,18 +62,6 @@ def _tidy(path: Path) -> None:
         onnx_model.save(model, path)
 
 
-@contextlib.contextmanager
-def _quiet_ort_logs() -> Iterator[None]:
-    """ONNX Runtime's quantizer logs advice at WARNING on the root logger; keep it to DEBUG."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
 def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     current = onnx_model.ai_onnx_opset(model)
     if current >= opset:
@@ -99,11 +86,11 @@ def _preprocess(src: onnx.ModelProto, scratch: Path) -> Path:
 
     out = scratch / "preprocessed.onnx"
     try:
-        with _quiet_ort_logs():
+        with quiet_logger():
             quant_pre_process(src, out)
     except Exception as exc:
         log.info("symbolic shape inference failed (%s); pre-processing without it", exc)
-        with _quiet_ort_logs():
+        with quiet_logger():
             quant_pre_process(src, out, skip_symbolic_shape=True)
     return out
 
@@ -159,7 +146,7 @@ class DynamicInt8(Pass):
             model = _at_least_opset(model, MIN_PER_CHANNEL_OPSET)
         with tempfile.TemporaryDirectory() as scratch:
             prepared = _preprocess(model, Path(scratch))
-            with _quiet_ort_logs():
+            with quiet_logger():
                 quantize_dynamic(
                     prepared,
                     dst,
@@ -239,7 +226,7 @@ class StaticInt8(Pass):
         with tempfile.TemporaryDirectory() as scratch:
             prepared = _preprocess(model, Path(scratch))
             try:
-                with _quiet_ort_logs(), np.errstate(divide="ignore", invalid="ignore"):
+                with quiet_logger(), np.errstate(divide="ignore", invalid="ignore"):
                     quantize_static(
                         prepared,
                         dst,
@@ -292,7 +279,7 @@ class Int4Weight(Pass):
                 "int4 weight-only quantization applies to MatMul with constant weights, and this "
                 f"model has none (its ops: {', '.join(ops)}); use int8 instead"
             )
-        with _quiet_ort_logs():
+        with quiet_logger():
             quantizer = MatMulNBitsQuantizer(
                 model,
                 bits=4,
@@ -319,6 +306,6 @@ class Fp16(Pass):
         from onnxruntime.transformers.float16 import convert_float_to_float16  # noqa: PLC0415
 
         model = onnx_model.load(src)
-        with _quiet_ort_logs():
+        with quiet_logger():
             converted = convert_float_to_float16(model, keep_io_types=self.keep_io_types)
         onnx_model.save(converted, dst)
