@@ -59,6 +59,7 @@ proto: venv
 bench: venv
 	$(PY) benchmarks/agent_startup.py
 	$(PY) benchmarks/compression.py
+	$(PY) benchmarks/corpus.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -25,11 +25,13 @@ from edgeopt.host.compress import (
     compress,
     sweep,
 )
+from edgeopt.host.compress.latency import host_cpu
 from edgeopt.host.compress.model import ModelFacts
-from edgeopt.host.compress.optimize import OptimizationLevel
 from edgeopt.host.compress.prune import Importance
 from edgeopt.host.compress.quantize import CalibrationMethodName
-from edgeopt.host.compress.workflow import Precision
+from edgeopt.host.compress.quiet import OutputLog
+from edgeopt.host.compress.runtime import OptimizationLevel
+from edgeopt.host.compress.workflow import Precision, SweepRow
 from edgeopt.host.output import table
 
 
@@ -58,7 +60,22 @@ def report_json(r: CompressionReport) -> dict[str, Any]:
             for s in r.steps
         ],
         "validation": asdict(r.validation) if r.validation else None,
+        "weights": {
+            "summary": weights_summary(r),
+            "quantized_share": r.weights_after.quantized_share,
+            "float16_share": r.weights_after.share("float16"),
+            "elements": dict(r.weights_after.elements),
+            "kept_float": r.weights_after.kept_float_compute(),
+        },
+        "notes": list(r.notes),
     }
+
+
+def weights_summary(r: CompressionReport) -> str:
+    """The census line that fits the precision (fp16 counts float16 weights)."""
+    if r.precision == "fp16":
+        return r.weights_after.summary(("float16",))
+    return r.weights_after.summary()
 
 
 def _report_text(r: CompressionReport) -> str:
@@ -73,6 +90,8 @@ def _report_text(r: CompressionReport) -> str:
         after = f"{a.macs:,}" if a.macs is not None else "n/a (quantized ops)"
         lines.append(f"  MACs        {b.macs:,} -> {after} (batch 1)")
     lines.append(f"  sparsity    {b.sparsity:.1%} -> {a.sparsity:.1%}")
+    if r.precision != "fp32":
+        lines.append(f"  weights     {weights_summary(r)}")
     for layer, share in sorted(a.layer_sparsity.items()):
         lines.append(f"    {layer:<30} {share:.1%} zeros")
     v = r.validation
@@ -88,6 +107,7 @@ def _report_text(r: CompressionReport) -> str:
                 f"  accuracy    {v.reference_accuracy:.2%} -> {v.accuracy:.2%} "
                 f"(drop {(v.reference_accuracy - v.accuracy) * 100:.2f} pt)"
             )
+    lines.extend(f"  note        {note}" for note in r.notes)
     how = "no pass needed" if not r.steps else "from the cache" if r.cached else "compressed"
     lines.append(f"  time        {r.seconds:.2f} s ({how})")
     lines.append(f"  artifact    {r.artifact}")
@@ -200,6 +220,20 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     help="fine-tuning learning rate (transformers want ~5e-5 to 2e-4)",
 )
 @click.option("--sweep", "do_sweep", is_flag=True, help="every precision, one table")
+@click.option(
+    "--threads",
+    default="1",
+    show_default=True,
+    metavar="N[,N...]",
+    help="with --sweep: intra-op thread counts to time each variant with on this host "
+    "(0 = no timing)",
+)
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="let ONNX Runtime's and onnx's own output through (it goes to the log file otherwise)",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
 @click.pass_context
 def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
@@ -226,6 +260,8 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
     epochs: int,
     lr: float,
     do_sweep: bool,
+    threads: str,
+    verbose: bool,
     as_json: bool,
 ) -> None:
     """Compress MODEL to a precision, check what it costs, and write it.
@@ -260,43 +296,73 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
         epochs=epochs,
         lr=lr,
     )
+    log = OutputLog(passthrough=verbose)
     if not do_sweep:
-        report = compress(request)
+        report = compress(request, log=log)
         click.echo(json.dumps(report_json(report), indent=2) if as_json else _report_text(report))
         return
     if output is not None:
         raise click.UsageError("--sweep keeps its variants in the cache; drop -o")
-    rows = sweep(request)
+    rows = sweep(request, log=log, threads=_threads(threads))
     if as_json:
         click.echo(json.dumps([
-            {"precision": r.precision, "rejected": r.rejected,
+            {"precision": r.precision, "status": r.status, "rejected": r.rejected,
+             "host_latency_ms": {t: h.median_ms for t, h in r.host_latency.items()},
+             "host_ratio_vs_fp32": r.host_ratio,
              "report": report_json(r.report) if r.report else None}
             for r in rows
         ], indent=2))  # fmt: skip
     else:
-        click.echo(_sweep_table(rows))
-    if all(r.rejected for r in rows):
+        click.echo(_sweep_table(rows, _threads(threads)))
+        click.echo(f"host: {host_cpu()}; latency is this host's, not a board's")
+    if all(r.status != "ok" or r.precision == "fp32" for r in rows):
         ctx.exit(1)
 
 
-def _sweep_table(rows: list[Any]) -> str:
+def _threads(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"want thread counts like 1,2, got {text!r}") from None
+    if any(c < 0 for c in counts):
+        raise click.BadParameter(f"thread counts cannot be negative, got {text!r}")
+    return tuple(c for c in counts if c > 0)
+
+
+def _sweep_table(rows: list[SweepRow], threads: tuple[int, ...]) -> str:
     body = []
     for row in rows:
         r = row.report
+        timing = [
+            f"{row.host_latency[t].median_ms:.3g} ms ({row.host_ratio[t]:.2f}x)"
+            if t in row.host_latency and t in row.host_ratio
+            else ""
+            for t in threads
+        ]
         if r is None:
-            body.append([row.precision, "", "", "", "", "", f"not made: {row.rejected}"])
+            body.append(
+                [row.precision, "", "", "", "", "", *timing, f"{row.status}: {row.rejected}"]
+            )
             continue
         v = r.validation
+        share = (
+            r.weights_after.share("float16")
+            if r.precision == "fp16"
+            else r.weights_after.quantized_share
+        )
         body.append([
             row.precision,
             _mib(r.after.size_bytes),
             f"{r.after.size_bytes / r.before.size_bytes:.0%}",
+            "" if r.precision == "fp32" else f"{share:.0%}",
             f"{v.cosine:.4f}" if v else "",
             f"{v.top1_agreement:.2%}" if v and v.top1_agreement is not None else "",
-            f"{r.seconds:.2f}s",
+            *timing,
             f"rejected: {row.rejected}" if row.rejected else "ok",
         ])  # fmt: skip
-    return table(["PRECISION", "SIZE", "OF FP32", "COSINE", "TOP-1", "TIME", "VERDICT"], body)
+    headers = ["PRECISION", "SIZE", "OF FP32", "WEIGHTS CONVERTED", "COSINE", "TOP-1"]
+    headers += [f"HOST {t}T" for t in threads]
+    return table([*headers, "VERDICT"], body)
 
 
 @click.group("cache")

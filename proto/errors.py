@@ -9,6 +9,8 @@
     │   ├── ModelError (ValueError)        the input is not a model we can read
     │   ├── DataError (ValueError)         example/calibration/validation data do not fit
     │   ├── UnsupportedModel               the pass does not apply to this model
+    │   │   ├── NothingQuantized           the variant would hold the same weights as the input
+    │   │   └── BrokenVariant              the variant outputs inf/NaN where the input does not
     │   ├── TargetError                    the target ONNX Runtime cannot load the result
     │   └── OutputError (OSError)          the artifact cannot be written (read-only, full)
     ├── AccuracyGateFailed                 a variant lost more accuracy than allowed
@@ -93,6 +95,18 @@ class DataError(CompressionError, ValueError):
 
 class UnsupportedModel(CompressionError):
     """The pass does not apply to this model (no MatMul for int4, an op the quantizer refuses)."""
+
+
+class NothingQuantized(UnsupportedModel):
+    """A precision would leave every weight as it was: refused, saying what would work.
+
+    Dynamic int8 of an all-Conv model, static int8 of weights inside control flow, a model
+    already in int8.
+    """
+
+
+class BrokenVariant(UnsupportedModel):
+    """The variant computes inf or NaN where the reference does not (float16 overflow)."""
 
 
 class TargetError(CompressionError):

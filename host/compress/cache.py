@@ -63,6 +63,16 @@ class ArtifactCache:
                 return path
         return None
 
+    def meta(self, key: str) -> dict[str, Any]:
+        """What the sidecar of `key` says (empty when it is missing or unreadable)."""
+        for suffix in (".onnx", ".pt2"):
+            sidecar = self._path(key, suffix).with_suffix(".json")
+            try:
+                return dict(json.loads(sidecar.read_text()))
+            except (OSError, ValueError):
+                continue
+        return {}
+
     def put(self, key: str, src: Path, meta: dict[str, Any]) -> Path:
         """Copy `src` in under `key` atomically and return where it now lives."""
         dst = self._path(key, src.suffix)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,14 +54,20 @@ class Dataset:
     """The file, for messages."""
     fixed_batch: int | None = None
     """The model's first axis when it is fixed (an export at batch 1): feeds must be that size."""
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    """Inputs fed whole to every batch: scalars (a sample rate) and inputs whose first axis is
+    not the batch (a recurrent state [2, batch, 128])."""
 
     def __len__(self) -> int:
-        return len(next(iter(self.arrays.values())))
+        return len(next(iter(self.arrays.values()))) if self.arrays else 1
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Feeds of at most `batch_size` samples each, in order."""
         for start in range(0, len(self), batch_size):
-            yield {k: v[start : start + batch_size] for k, v in self.arrays.items()}
+            yield {
+                **{k: v[start : start + batch_size] for k, v in self.arrays.items()},
+                **self.constants,
+            }
 
 
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
@@ -72,13 +78,27 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         if vi.name in initializers:
             continue
         tensor = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        # Paddle2ONNX writes a free dim as dim_value -1: as free as a named one.
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in tensor.shape.dim
+        )
         dtype = _ONNX_TO_NUMPY.get(int(tensor.elem_type), np.float32)
         specs.append(InputSpec(vi.name, dtype, dims))
     return specs
 
 
-def load(path: Path, model: onnx.ModelProto, *, purpose: str) -> Dataset:
+def unbatched(specs: list[InputSpec]) -> set[str]:
+    """Inputs whose first axis does not count samples.
+
+    Scalars, and inputs with a fixed first axis beside others whose first axis is free (silero's
+    state [2, ?, 128] beside its audio [?, ?]).
+    """
+    free_first = any(s.dims and s.dims[0] is None for s in specs)
+    return {s.name for s in specs if not s.dims or (free_first and s.dims[0] is not None)}
+
+
+def load(path: Path, model: onnx.ModelProto, *, purpose: str) -> Dataset:  # noqa: PLR0912
     """Read an `.npz` and check it against the model's inputs.
 
     Args:
@@ -106,19 +126,24 @@ def load(path: Path, model: onnx.ModelProto, *, purpose: str) -> Dataset:
             f"{wanted}: missing {missing or 'none'}, unexpected {extra or 'none'}"
         )
     arrays: dict[str, np.ndarray] = {}
+    constants: dict[str, np.ndarray] = {}
+    whole = unbatched(specs)
     for spec in specs:
         array = raw[spec.name]
+        if spec.name in whole:
+            constants[spec.name] = _constant(array, spec, path, purpose)
+            continue
         if array.ndim != len(spec.dims):
             raise DataError(
                 f"{purpose} data {path}: {spec.name!r} has shape "
                 f"{list(array.shape)}, but the model wants rank {len(spec.dims)} "
-                f"{_show(spec.dims)} (first axis = samples)"
+                f"{show_dims(spec.dims)} (first axis = samples)"
             )
         for axis, (got, want) in enumerate(zip(array.shape[1:], spec.dims[1:], strict=True), 1):
             if want is not None and got != want:
                 raise DataError(
                     f"{purpose} data {path}: {spec.name!r} has {got} on axis {axis}, the model "
-                    f"wants {want} (model input {_show(spec.dims)}, data {list(array.shape)})"
+                    f"wants {want} (model input {show_dims(spec.dims)}, data {list(array.shape)})"
                 )
         if array.dtype != spec.dtype:
             kind_ok = np.can_cast(array.dtype, spec.dtype, casting="same_kind")
@@ -130,26 +155,49 @@ def load(path: Path, model: onnx.ModelProto, *, purpose: str) -> Dataset:
             array = array.astype(spec.dtype)
         arrays[spec.name] = array
     counts = {len(a) for a in arrays.values()} | ({len(labels)} if labels is not None else set())
-    if len(counts) != 1:
+    if len(counts) > 1:
         raise DataError(f"{purpose} data {path}: arrays hold different numbers of samples {counts}")
-    if not arrays or len(next(iter(arrays.values()))) == 0:
+    if (not arrays and not constants) or (arrays and len(next(iter(arrays.values()))) == 0):
         raise DataError(f"{purpose} data {path}: no samples")
     if labels is not None and labels.ndim != 1:
         raise DataError(
             f"{purpose} data {path}: 'labels' must hold one class per sample (shape [N]), "
             f"got shape {list(labels.shape)}"
         )
-    fixed = {s.dims[0] for s in specs if s.dims and s.dims[0] is not None}
+    fixed = {s.dims[0] for s in specs if s.dims and s.dims[0] is not None and s.name not in whole}
     fixed_batch = min(fixed) if fixed else None
-    if fixed_batch is not None and len(next(iter(arrays.values()))) % fixed_batch:
+    if any(None in s.dims for s in specs if s.name in whole):
+        fixed_batch = 1  # a state's free batch axis was given for one sample
+    if fixed_batch is not None and arrays and len(next(iter(arrays.values()))) % fixed_batch:
         raise DataError(
             f"{purpose} data {path}: the model takes batches of exactly {fixed_batch}, and "
             f"{len(next(iter(arrays.values())))} samples do not divide into them"
         )
-    return Dataset(arrays, labels, path, fixed_batch)
+    return Dataset(arrays, labels, path, fixed_batch, constants)
 
 
-def _show(dims: tuple[int | None, ...]) -> str:
+def _constant(array: np.ndarray, spec: InputSpec, path: Path, purpose: str) -> np.ndarray:
+    """An unbatched input's array, checked against the model's dims and cast to its dtype."""
+    if array.ndim != len(spec.dims) or any(
+        want is not None and got != want for got, want in zip(array.shape, spec.dims, strict=False)
+    ):
+        raise DataError(
+            f"{purpose} data {path}: {spec.name!r} is fed whole to every batch (its first axis "
+            f"is not the samples'), so it must have the model's shape {show_dims(spec.dims)}; "
+            f"got {list(array.shape)}"
+        )
+    if array.dtype != spec.dtype:
+        if not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
+            raise DataError(
+                f"{purpose} data {path}: {spec.name!r} is {array.dtype}, the model wants "
+                f"{np.dtype(spec.dtype).name}"
+            )
+        array = array.astype(spec.dtype)
+    return array
+
+
+def show_dims(dims: tuple[int | None, ...]) -> str:
+    """Dims as text, "?" where symbolic: [?, 3, 224, 224]."""
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
@@ -159,3 +207,65 @@ def save(path: Path, arrays: dict[str, np.ndarray], labels: np.ndarray | None = 
     if labels is not None:
         payload[LABELS] = labels
     np.savez(path, **payload)  # type: ignore[arg-type]
+
+
+DEFAULT_SIZES = {2: (1, 128), 3: (1, 16, 128), 4: (1, 3, 224, 224), 5: (1, 3, 8, 112, 112)}
+"""Sizes for symbolic dims when nothing else tells them, by input rank: batch 1, then what
+models of that rank usually take (token sequences, feature frames, images, video clips)."""
+
+
+def concrete_dims(spec: InputSpec, given: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """Concrete dims for `spec`: `given` where it fits, else fixed dims, else sensible defaults."""
+    if given is not None and len(given) == len(spec.dims):
+        return given
+    default = DEFAULT_SIZES.get(len(spec.dims), (1,) * len(spec.dims))
+    if len(default) != len(spec.dims):
+        default = (1,) * len(spec.dims)
+    return tuple(d if d is not None else default[i] for i, d in enumerate(spec.dims))
+
+
+def dims_from(dataset: Dataset) -> dict[str, tuple[int, ...]]:
+    """One sample's dims per input, batch axis 1 (or the model's fixed batch)."""
+    batch = dataset.fixed_batch or 1
+    dims = {name: (batch, *array.shape[1:]) for name, array in dataset.arrays.items()}
+    return {**dims, **{name: tuple(array.shape) for name, array in dataset.constants.items()}}
+
+
+def synthesize(
+    model: onnx.ModelProto,
+    dims: dict[str, tuple[int, ...]] | None = None,
+    samples: int = 1,
+    seed: int = 0,
+) -> Dataset:
+    """Made-up inputs that fit `model`: floats in [0, 1), integers in [0, 100), bools random.
+
+    For smoke runs, latency and comparisons on models without data of their own. Integer inputs
+    stay small (token ids, indices); a model that needs particular values (a sample rate, a
+    vocabulary size) wants real data instead.
+    """
+    rng = np.random.default_rng(seed)
+    specs = input_specs(model)
+    whole = unbatched(specs)
+    arrays: dict[str, np.ndarray] = {}
+    constants: dict[str, np.ndarray] = {}
+    fixed: int | None = None
+    for spec in specs:
+        shape = concrete_dims(spec, (dims or {}).get(spec.name))
+        if spec.name in whole:
+            constants[spec.name] = _random(rng, shape, spec.dtype)
+            if None in spec.dims:
+                fixed = 1
+            continue
+        if spec.dims[0] is not None:
+            fixed = spec.dims[0] if fixed is None else min(fixed, spec.dims[0])
+        arrays[spec.name] = _random(rng, (shape[0] * samples, *shape[1:]), spec.dtype)
+    return Dataset(arrays, None, None, fixed, constants)
+
+
+def _random(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    kind = np.dtype(dtype).kind
+    if kind == "f":
+        return rng.random(shape).astype(dtype)
+    if kind == "b":
+        return np.asarray(rng.random(shape) < 0.5)
+    return rng.integers(0, 100, size=shape).astype(dtype)

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgeopt.host.compress import torch_model
-from edgeopt.host.compress.optimize import quiet_logger, session_options
 from edgeopt.host.compress.passes import Pass
+from edgeopt.host.compress.runtime import quiet_logger, session_options
 from edgeopt.proto.errors import CompressionError, DataError
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, shape_inference
+from onnx import external_data_helper, numpy_helper, shape_inference
 
 from edgeopt.proto.errors import ModelError
 
@@ -32,7 +33,8 @@ def digest(path: Path) -> str:
     """sha256 of a file, hex; for an ONNX model also of the external data files it names.
 
     Raises:
-        FileNotFoundError: the file (or an external data file it names) is missing.
+        FileNotFoundError: the file is missing.
+        ModelError: an external data file it names is missing.
     """
     h = hashlib.sha256()
     _hash_file(h, path)
@@ -41,18 +43,46 @@ def digest(path: Path) -> str:
             model = onnx.load(str(path), load_external_data=False)
         except Exception:
             return h.hexdigest()  # not ONNX after all: the loader will say so
-        locations = sorted(
-            {
-                entry.value
-                for tensor in model.graph.initializer
-                for entry in tensor.external_data
-                if entry.key == "location"
-            }
-        )
+        locations = sorted(external_files(model))
+        check_external_data(model, path)
         for location in locations:
             h.update(location.encode())
             _hash_file(h, path.parent / location)
     return h.hexdigest()
+
+
+def graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """`graph` and every subgraph below it (bodies of If, Loop, Scan, ...), depth first."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from graphs(sub)
+
+
+def external_files(model: onnx.ModelProto) -> dict[str, str]:
+    """External data location → the first tensor stored there, over every graph."""
+    found: dict[str, str] = {}
+    for graph in graphs(model.graph):
+        for tensor in graph.initializer:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+                found.setdefault(location, tensor.name)
+    return found
+
+
+def check_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Raise `ModelError` naming the file when external data a model needs is not beside it."""
+    for location, tensor in external_files(model).items():
+        data = path.parent / location
+        if not location or not data.is_file():
+            raise ModelError(
+                f"{path}: external data file {location!r} (holding tensor {tensor!r}) is missing; "
+                f"it must sit beside the model at {data}"
+            )
 
 
 def load(path: Path, *, check: bool = True) -> onnx.ModelProto:
@@ -64,9 +94,15 @@ def load(path: Path, *, check: bool = True) -> onnx.ModelProto:
     if not path.is_file():
         raise ModelError(f"{path}: no such file")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise ModelError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from exc
+    if external_files(model):
+        check_external_data(model, path)
+        try:
+            external_data_helper.load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:
+            raise ModelError(f"{path}: cannot read its external data: {exc}") from exc
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{path}: not an ONNX model (no graph in the file)")
     if check:
@@ -99,7 +135,8 @@ class ModelFacts:
     zero_parameters: int
     """Initializer elements equal to zero."""
     macs: int | None
-    """Multiply-accumulates of Conv, Gemm and MatMul for batch 1, when shapes are known."""
+    """Multiply-accumulates of Conv, Gemm and MatMul for one sample, when shapes are known and
+    no such operator sits inside a control-flow body (only one branch of an If runs)."""
     ops: dict[str, int] = field(default_factory=dict)
     """Operator type → count."""
     ir_version: int = 0
@@ -119,18 +156,20 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int] | None:
     shape = value_info.type.tensor_type.shape
     dims = []
     for d in shape.dim:
-        if d.HasField("dim_value"):
+        if d.HasField("dim_value") and d.dim_value > 0:
             dims.append(d.dim_value)
-        elif d.HasField("dim_param"):
+        elif d.HasField("dim_param") or d.HasField("dim_value"):
             dims.append(1)  # symbolic (batch, sequence): count per item
         else:
             return None
     return dims
 
 
-def _macs(model: onnx.ModelProto) -> int | None:
+def _macs(model: onnx.ModelProto, dims: dict[str, tuple[int, ...]] | None = None) -> int | None:
+    if dims:
+        model = with_dims(model, dims)
     try:
-        inferred = shape_inference.infer_shapes(model)
+        inferred = shape_inference.infer_shapes(model, data_prop=True)
     except Exception:
         return None
     shapes: dict[str, list[int] | None] = {}
@@ -138,6 +177,9 @@ def _macs(model: onnx.ModelProto) -> int | None:
         shapes[vi.name] = _dims(vi)
     for init in inferred.graph.initializer:
         shapes[init.name] = list(init.dims)
+    inside = (n for g in list(graphs(model.graph))[1:] for n in g.node)
+    if any(n.op_type in ("Conv", "Gemm", "MatMul") for n in inside):
+        return None  # which branch of an If runs is not known here
     total = 0
     for node in inferred.graph.node:
         if node.op_type not in ("Conv", "Gemm", "MatMul"):
@@ -158,12 +200,35 @@ def _macs(model: onnx.ModelProto) -> int | None:
     return total
 
 
-def facts(path: Path, model: onnx.ModelProto | None = None) -> ModelFacts:
-    """Count what `path` holds (loading it unless `model` is given)."""
+def with_dims(model: onnx.ModelProto, dims: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    """A copy whose graph inputs have the given concrete dims (for shape inference)."""
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    for vi in result.graph.input:
+        shape = vi.type.tensor_type.shape
+        wanted = dims.get(vi.name)
+        if wanted is None or len(shape.dim) != len(wanted):
+            continue
+        for dim, value in zip(shape.dim, wanted, strict=True):
+            dim.Clear()
+            dim.dim_value = value
+    return result
+
+
+def facts(
+    path: Path,
+    model: onnx.ModelProto | None = None,
+    dims: dict[str, tuple[int, ...]] | None = None,
+) -> ModelFacts:
+    """Count what `path` holds (loading it unless `model` is given).
+
+    Parameters count every initializer, control-flow bodies included; MACs are counted at
+    `dims` (the user's data) where given, else with symbolic dims as 1.
+    """
     model = model if model is not None else load(path, check=False)
     params = zeros = 0
     layers = {}
-    for init in model.graph.initializer:
+    for init in (t for g in graphs(model.graph) for t in g.initializer):
         array = numpy_helper.to_array(init)
         params += array.size
         zero = int(np.count_nonzero(array == 0))
@@ -174,7 +239,7 @@ def facts(path: Path, model: onnx.ModelProto | None = None) -> ModelFacts:
         size_bytes=path.stat().st_size,
         parameters=params,
         zero_parameters=zeros,
-        macs=_macs(model),
+        macs=_macs(model, dims),
         ops=dict(Counter(n.op_type for n in model.graph.node)),
         ir_version=model.ir_version,
         opset=ai_onnx_opset(model),

@@ -9,63 +9,12 @@ doing them offline saves that time on the board and lets the result be inspected
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from edgeopt.host.compress.passes import Pass
-from edgeopt.proto.errors import UnsupportedModel
-
-OptimizationLevel = Literal["basic", "extended", "layout"]
-
-
-def session_options(level: OptimizationLevel | None = None, threads: int = 1) -> object:
-    """ONNX Runtime session options with quiet logs, `threads` intra-op threads and a level."""
-    import onnxruntime as ort  # noqa: PLC0415
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    if level is not None:
-        options.graph_optimization_level = {
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "layout": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[level]
-    return options
-
-
-def require_loadable(path: Path, options: object | None = None) -> None:
-    """Raise `UnsupportedModel` unless ONNX Runtime here can load `path` (with `options`)."""
-    import onnxruntime as ort  # noqa: PLC0415
-
-    try:
-        ort.InferenceSession(
-            str(path), options or session_options(), providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:
-        message = str(exc).strip().splitlines()[-1][:400]
-        raise UnsupportedModel(f"ONNX Runtime cannot load {path.name}: {message}") from exc
-
-
-@contextlib.contextmanager
-def quiet_logger(name: str = "") -> Iterator[None]:
-    """Hold a logger (the root one by default) at ERROR for a while.
-
-    ONNX Runtime's quantizer logs advice at WARNING on the root logger, and torch's exporter
-    on "torch.onnx"; neither is for our users.
-    """
-    logger = logging.getLogger(name or None)
-    level = logger.level
-    logger.setLevel(max(level, logging.ERROR))
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+from edgeopt.host.compress.runtime import OptimizationLevel, require_loadable, session_options
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,14 @@ from typing import Any, ClassVar
 
 from edgeopt.host.compress import model as onnx_model
 from edgeopt.host.compress.cache import ArtifactCache
-from edgeopt.proto.errors import CompressionError, DataError, EdgeoptError, ModelError
+from edgeopt.host.compress.runtime import require_loadable
+from edgeopt.proto.errors import (
+    CompressionError,
+    DataError,
+    EdgeoptError,
+    ModelError,
+    UnsupportedModel,
+)
 
 
 @functools.cache
@@ -62,8 +69,11 @@ class Pass(abc.ABC):
     """Whether `run` writes an ONNX model (torch-level passes write a PyTorch file)."""
 
     @abc.abstractmethod
-    def run(self, src: Path, dst: Path) -> None:
-        """Read the model at `src`, write the result at `dst` (one file, no external data)."""
+    def run(self, src: Path, dst: Path) -> list[str] | None:
+        """Read the model at `src`, write the result at `dst` (one file, no external data).
+
+        Returns notes for the report (what was worked around, what stayed as it was), or None.
+        """
 
     def describe(self) -> dict[str, Any]:
         """The config as JSON-able values (paths as strings)."""
@@ -104,6 +114,8 @@ class StepResult:
     """Time spent (0 when served from the cache)."""
     cached: bool
     """Whether the cache already had it."""
+    notes: tuple[str, ...] = ()
+    """What the pass said about this model (kept with the artifact, so a cache hit says it too)."""
 
 
 def _absolute(step: Pass) -> Pass:
@@ -143,6 +155,23 @@ def cache_key(input_digest: str, step: Pass) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _check_output(step: Pass, source: Path, out: Path) -> None:
+    """Raise unless ONNX Runtime loads what `step` wrote.
+
+    When the input itself does not load (an operator ONNX Runtime does not know), the error
+    names the input rather than the pass.
+    """
+    try:
+        onnx_model.load(out, check=False)
+        require_loadable(out)
+    except (ModelError, UnsupportedModel) as exc:
+        if source.suffix == ".onnx":
+            require_loadable(source)  # raises, naming the input, when the input is the problem
+        raise CompressionError(
+            f"{step.name} wrote a model that ONNX Runtime cannot load: {exc}"
+        ) from exc
+
+
 def run_pipeline(src: Path, steps: Sequence[Pass], cache: ArtifactCache) -> list[StepResult]:
     """Run `steps` in order from `src`; each output feeds the next.
 
@@ -156,7 +185,8 @@ def run_pipeline(src: Path, steps: Sequence[Pass], cache: ArtifactCache) -> list
         key = cache_key(onnx_model.digest(current), step)
         hit = cache.get(key)
         if hit is not None:
-            results.append(StepResult(step.name, step.describe(), hit, 0.0, True))
+            notes = tuple(cache.meta(key).get("notes", ()))
+            results.append(StepResult(step.name, step.describe(), hit, 0.0, True, notes))
             current = hit
             continue
         start = time.perf_counter()
@@ -168,7 +198,7 @@ def run_pipeline(src: Path, steps: Sequence[Pass], cache: ArtifactCache) -> list
         ):
             out = Path(tmp) / ("model.onnx" if step.produces_onnx else "model.pt2")
             try:
-                runnable.run(source, out)
+                notes = tuple(runnable.run(source, out) or ())
             except EdgeoptError:
                 raise
             except Exception as exc:
@@ -179,16 +209,13 @@ def run_pipeline(src: Path, steps: Sequence[Pass], cache: ArtifactCache) -> list
                     f"{step.name} failed on {current.name}: {type(exc).__name__}: {first}"
                 ) from exc
             if step.produces_onnx:
-                try:
-                    onnx_model.load(out, check=False)
-                except ModelError as exc:
-                    raise CompressionError(f"{step.name} wrote an unusable model: {exc}") from exc
+                _check_output(step, source, out)
             stray = sorted(p.name for p in Path(tmp).iterdir() if p != out)
             if stray:  # external data would be lost once the file leaves this folder
                 raise CompressionError(f"{step.name} left files beside its output: {stray}")
-            stored = cache.put(key, out, {"pass": step.name, "config": step.describe()})
-        results.append(
-            StepResult(step.name, step.describe(), stored, time.perf_counter() - start, False)
-        )
+            meta = {"pass": step.name, "config": step.describe(), "notes": list(notes)}
+            stored = cache.put(key, out, meta)
+        seconds = time.perf_counter() - start
+        results.append(StepResult(step.name, step.describe(), stored, seconds, False, notes))
         current = stored
     return results

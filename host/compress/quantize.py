@@ -24,17 +24,19 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 import onnx
-from onnx import version_converter
+from onnx import shape_inference, version_converter
 
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import model as onnx_model
-from edgeopt.host.compress.optimize import quiet_logger
+from edgeopt.host.compress.normalize import with_input_dims
 from edgeopt.host.compress.passes import Pass
+from edgeopt.host.compress.runtime import quiet_logger
 from edgeopt.host.compress.target import drop_unused_opsets
+from edgeopt.host.compress.tidy import share_identical_constants, unshare_weight_dequantize
 from edgeopt.proto.errors import CompressionError, DataError, UnsupportedModel
 
 log = logging.getLogger(__name__)
@@ -56,10 +58,20 @@ CalibrationMethodName = Literal["minmax", "percentile", "entropy"]
 
 
 def _tidy(path: Path) -> None:
-    """Drop the opset imports ONNX Runtime's tools add but no node uses (older ORTs refuse them)."""
+    """Drop what the quantizer leaves that a board's runtime does not want.
+
+    Opset imports no node uses (older ONNX Runtimes refuse them), and the intermediate shapes of
+    pre-processing, which may hold the calibration data's concrete dims: ONNX Runtime infers
+    shapes again at load time, and stale ones would clash with other input sizes. Then the
+    clean-ups of `tidy` (weights quantized once per control-flow body, shared DequantizeLinear).
+    """
     model = onnx.load(str(path))
-    if drop_unused_opsets(model):
-        onnx_model.save(model, path)
+    drop_unused_opsets(model)
+    for graph in onnx_model.graphs(model.graph):
+        del graph.value_info[:]
+    share_identical_constants(model)
+    unshare_weight_dequantize(model)
+    onnx_model.save(model, path)
 
 
 def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
@@ -76,23 +88,89 @@ def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
         ) from exc
 
 
-def _preprocess(src: onnx.ModelProto, scratch: Path) -> Path:
-    """ONNX Runtime's recommended pre-processing (shape inference and graph clean-up).
+InputDims = tuple[tuple[str, tuple[int, ...]], ...]
+"""Concrete dims per graph input (from the user's data or --input-shape), hashable for the cache."""
 
-    Symbolic shape inference cannot follow some exported transformers' shape arithmetic; then
-    pre-processing is retried without it, which is what ORT's own docs advise.
+
+def _infer_shapes(
+    model: onnx.ModelProto, dims: InputDims | None, notes: list[str]
+) -> onnx.ModelProto:
+    """Shapes for the quantizer: symbolic inference, else onnx's with the data's dims.
+
+    ONNX Runtime's symbolic shape inference follows transformers' shape arithmetic, and gives up
+    on other graphs (a YOLOv8 head, Paddle's detectors: "Incomplete symbolic shape inference").
+    Then onnx's inference runs on a copy whose inputs have the dims of the user's data, and the
+    original (symbolic) input dims are put back: the artifact keeps its dynamic axes.
     """
-    from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference  # noqa: PLC0415
 
-    out = scratch / "preprocessed.onnx"
     try:
         with quiet_logger():
-            quant_pre_process(src, out)
+            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+        if inferred is not None:
+            return cast(onnx.ModelProto, inferred)
     except Exception as exc:
-        log.info("symbolic shape inference failed (%s); pre-processing without it", exc)
-        with quiet_logger():
-            quant_pre_process(src, out, skip_symbolic_shape=True)
-    return out
+        log.info("symbolic shape inference failed: %s", exc)
+    concrete = with_input_dims(model, dict(dims)) if dims else model
+    source = "the data's dims " + ", ".join(f"{n}={list(d)}" for n, d in dims) if dims else ""
+    try:
+        inferred = shape_inference.infer_shapes(concrete, data_prop=True)
+    except Exception as exc:
+        log.info("onnx shape inference failed too: %s", exc)
+        notes.append("shape inference failed; tensors of unknown shape stay float")
+        return model
+    notes.append(
+        "symbolic shape inference failed; shapes were inferred "
+        + (f"with {source}" if source else "by onnx")
+    )
+    del inferred.graph.input[:]
+    inferred.graph.input.extend(model.graph.input)
+    # Inside control flow the data's dims may belong to one branch only (silero's 8 kHz and
+    # 16 kHz paths): shapes made from them would be wrong in the other, and ONNX Runtime
+    # refuses a model whose recorded shapes contradict each other.
+    for graph in list(onnx_model.graphs(inferred.graph))[1:]:
+        del graph.value_info[:]
+    return inferred
+
+
+def _optimize_basic(model: onnx.ModelProto, scratch: Path, notes: list[str]) -> onnx.ModelProto:
+    """ONNX Runtime's basic graph optimization (constant folding, Conv+BN fusion), in memory."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    out = scratch / "optimized.onnx"
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(out)
+    try:
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(str(out))
+    except Exception as exc:
+        log.info("ONNX Runtime's basic optimization failed: %s", exc)
+        notes.append("ONNX Runtime's graph optimization failed before quantizing; skipped it")
+        return model
+    return optimized
+
+
+def _preprocess(
+    src: onnx.ModelProto, scratch: Path, dims: InputDims | None = None
+) -> tuple[Path, list[str]]:
+    """What ONNX Runtime's `quant_pre_process` does, done so that no step can sink the rest.
+
+    Its own version fails as a whole when one step fails (YOLOv8 exports by PyTorch 2.3: symbolic
+    inference gives up, then its external-data round trip fails on a temporary folder) and prints
+    tracebacks. Here: basic optimization, then shapes (symbolic, else from the data's dims); a
+    step that fails is skipped and named in the notes.
+    """
+    from onnxruntime.quantization.quant_utils import add_pre_process_metadata  # noqa: PLC0415
+
+    notes: list[str] = []
+    model = _optimize_basic(src, scratch, notes)
+    model = _infer_shapes(model, dims, notes)
+    add_pre_process_metadata(model)
+    out = scratch / "preprocessed.onnx"
+    onnx_model.save(model, out)
+    return out, notes
 
 
 def _nodes_touching_non_finite(model: onnx.ModelProto, feeds: list[dict[str, Any]]) -> list[str]:
@@ -137,15 +215,18 @@ class DynamicInt8(Pass):
     (a Conv-heavy model ran ~5x slower than fp32 here) and ONNX Runtime before 1.24 has no
     int8-weight ConvInteger at all; static int8 is the way for convolutions."""
 
-    def run(self, src: Path, dst: Path) -> None:
-        """Quantize `src` into `dst`."""
+    input_dims: InputDims | None = None
+    """Concrete input dims for shape inference when symbolic inference fails."""
+
+    def run(self, src: Path, dst: Path) -> list[str]:
+        """Quantize `src` into `dst`; returns notes on what had to be worked around."""
         from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
 
         model = onnx_model.load(src)
         if self.per_channel:
             model = _at_least_opset(model, MIN_PER_CHANNEL_OPSET)
         with tempfile.TemporaryDirectory() as scratch:
-            prepared = _preprocess(model, Path(scratch))
+            prepared, notes = _preprocess(model, Path(scratch), self.input_dims)
             with quiet_logger():
                 quantize_dynamic(
                     prepared,
@@ -155,8 +236,12 @@ class DynamicInt8(Pass):
                     weight_type=QuantType.QInt8,
                     op_types_to_quantize=[*DYNAMIC_OP_TYPES, *(["Conv"] if self.conv else [])],
                     use_external_data_format=False,
+                    # Weights inside If/Loop/Scan bodies too (streaming audio models keep
+                    # theirs there); ORT supports this for dynamic quantization only.
+                    extra_options={"EnableSubgraph": True},
                 )
         _tidy(dst)
+        return notes
 
 
 @dataclass(frozen=True)
@@ -174,15 +259,19 @@ class StaticInt8(Pass):
     """Samples per calibration run (fewer samples than this: one batch of all of them)."""
     max_samples: int = 512
     """Calibrate on at most this many samples (Entropy and Percentile keep histograms)."""
-    op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm", "Gather")
+    op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Gather")
     """Operator types to quantize (Gather: embedding tables); the others stay float."""
     activations: Literal["uint8", "int8"] = "uint8"
     """Activation type. uint8 with int8 weights (U8S8) is what ONNX Runtime's x86 kernels are
     fast at: on MiniLM here it ran 2.4x faster than fp32, while int8 activations (S8S8) ran
     1.8x slower than fp32, at the same accuracy."""
 
-    def run(self, src: Path, dst: Path) -> None:
-        """Calibrate on the data and quantize `src` into `dst`."""
+    input_dims: InputDims | None = None
+    """Concrete input dims for shape inference when symbolic inference fails (default: the
+    calibration data's)."""
+
+    def run(self, src: Path, dst: Path) -> list[str]:
+        """Calibrate on the data and quantize `src` into `dst`; returns notes."""
         from onnxruntime.quantization import (  # noqa: PLC0415
             CalibrationDataReader,
             CalibrationMethod,
@@ -202,7 +291,7 @@ class StaticInt8(Pass):
             model = _at_least_opset(model, MIN_PER_CHANNEL_OPSET)
         size = data.fixed_batch or min(self.batch_size, len(data))
         # Equal batch shapes: the histogram calibrators stack what they collect.
-        feeds = [f for f in data.batches(size) if len(next(iter(f.values()))) == size]
+        feeds = [f for f in data.batches(size) if all(len(f[k]) == size for k in data.arrays)]
         feeds = feeds[: max(1, self.max_samples // size)]
         excluded = _nodes_touching_non_finite(model, feeds[:4])
         if excluded:
@@ -224,7 +313,8 @@ class StaticInt8(Pass):
             "entropy": CalibrationMethod.Entropy,
         }[self.method]
         with tempfile.TemporaryDirectory() as scratch:
-            prepared = _preprocess(model, Path(scratch))
+            dims = self.input_dims or tuple(datasets.dims_from(data).items())
+            prepared, notes = _preprocess(model, Path(scratch), dims)
             try:
                 with quiet_logger(), np.errstate(divide="ignore", invalid="ignore"):
                     quantize_static(
@@ -246,6 +336,7 @@ class StaticInt8(Pass):
             except (ValueError, RuntimeError) as exc:
                 raise CompressionError(f"static int8 calibration failed: {exc}") from exc
         _tidy(dst)
+        return notes
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.host.compress.data import Dataset
-from edgeopt.host.compress.optimize import session_options
-from edgeopt.proto.errors import AccuracyGateFailed, DataError
+from edgeopt.host.compress.runtime import session_options
+from edgeopt.proto.errors import AccuracyGateFailed, BrokenVariant, CompressionError, DataError
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class ValidationReport:
     """Task accuracy of the reference (labels given)."""
     accuracy: float | None = None
     """Task accuracy of the variant (labels given)."""
+    non_finite_samples: int = 0
+    """Samples where the variant's output holds inf or NaN and the reference's does not."""
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -51,11 +53,17 @@ def run_model(path: Path, data: Dataset, batch_size: int = 64) -> np.ndarray:
     """The first output of `path` on every sample, concatenated along the first axis."""
     import onnxruntime as ort  # noqa: PLC0415
 
-    session = ort.InferenceSession(
-        str(path), session_options(threads=2), providers=["CPUExecutionProvider"]
-    )
     size = data.fixed_batch or batch_size  # a model exported with batch 1 takes exactly 1
-    outputs = [session.run(None, feed)[0] for feed in data.batches(size)]
+    try:
+        session = ort.InferenceSession(
+            str(path), session_options(threads=2), providers=["CPUExecutionProvider"]
+        )
+        outputs = [session.run(None, feed)[0] for feed in data.batches(size)]
+    except Exception as exc:  # ONNX Runtime's own errors: one line, not its traceback
+        message = (str(exc).strip().splitlines() or [""])[-1][:400]
+        raise CompressionError(
+            f"running {path.name} on the {data.path or 'validation'} data failed: {message}"
+        ) from exc
     return np.concatenate(outputs).astype(np.float64)
 
 
@@ -73,6 +81,7 @@ def compare(
     ref = reference.reshape(len(reference), -1)
     cand = candidate.reshape(len(candidate), -1)
     finite = np.isfinite(cand).all(axis=1)
+    broken = int((~finite & np.isfinite(ref).all(axis=1)).sum())
     cand_safe = np.where(np.isfinite(cand), cand, 0.0)
     ref_norm = np.linalg.norm(ref, axis=1)
     cand_norm = np.linalg.norm(cand_safe, axis=1)
@@ -101,12 +110,35 @@ def compare(
         top1_agreement=top1,
         reference_accuracy=ref_acc,
         accuracy=acc,
+        non_finite_samples=broken,
     )
 
 
 def validate(reference: Path, candidate: Path, data: Dataset) -> ValidationReport:
     """Run both models on `data` and compare."""
     return compare(run_model(reference, data), run_model(candidate, data), data.labels)
+
+
+def check_finite(report: ValidationReport, variant: str) -> None:
+    """Refuse a variant that computes inf or NaN where the reference does not.
+
+    No gate is needed for that: float16 overflow (activations past 65504) makes a variant
+    useless whatever the limits, and it must not be shipped quietly.
+
+    Raises:
+        BrokenVariant: naming how many samples broke.
+    """
+    if not report.non_finite_samples:
+        return
+    advice = (
+        "activations overflow float16's range (65504); keep fp32 or use int8"
+        if variant == "fp16"
+        else "keep fp32 or try another precision"
+    )
+    raise BrokenVariant(
+        f"{variant} computes inf/NaN on {report.non_finite_samples} of {report.samples} "
+        f"samples where fp32 does not: {advice}"
+    )
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import os
 import shutil
 import tempfile
@@ -17,32 +19,51 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import onnx
+
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import model as onnx_model
 from edgeopt.host.compress import torch_model
 from edgeopt.host.compress.cache import ArtifactCache
 from edgeopt.host.compress.export import Export
+from edgeopt.host.compress.latency import HostLatency, measure_host
 from edgeopt.host.compress.model import ModelFacts
-from edgeopt.host.compress.optimize import GraphOptimize, OptimizationLevel, require_loadable
+from edgeopt.host.compress.normalize import Normalize
+from edgeopt.host.compress.optimize import GraphOptimize
 from edgeopt.host.compress.passes import Pass, StepResult, run_pipeline
 from edgeopt.host.compress.prune import Importance, PruneStructured, PruneUnstructured
 from edgeopt.host.compress.quantize import (
     CalibrationMethodName,
     DynamicInt8,
     Fp16,
+    InputDims,
     Int4Weight,
     StaticInt8,
 )
+from edgeopt.host.compress.quiet import OutputLog, captured
+from edgeopt.host.compress.runtime import OptimizationLevel, require_loadable
 from edgeopt.host.compress.target import Target
-from edgeopt.host.compress.validate import Gate, ValidationReport, validate
+from edgeopt.host.compress.validate import (
+    Gate,
+    ValidationReport,
+    check_finite,
+    compare,
+    run_model,
+    validate,
+)
+from edgeopt.host.compress.weights import WeightCensus, census
 from edgeopt.proto.errors import (
     AccuracyGateFailed,
+    CompressionError,
     DataError,
     EdgeoptError,
     ModelError,
+    NothingQuantized,
     OutputError,
     UnsupportedModel,
 )
+
+log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
@@ -119,6 +140,14 @@ class CompressionReport:
     """Comparison with the reference, when validation data was given."""
     seconds: float
     """Wall time of the whole request."""
+    weights_before: WeightCensus = field(default_factory=WeightCensus)
+    """The reference's weights by storage and operator kind."""
+    weights_after: WeightCensus = field(default_factory=WeightCensus)
+    """The result's weights: what was really quantized, what stayed float."""
+    notes: tuple[str, ...] = ()
+    """What the passes worked around or left as it was, in words."""
+    input_dims: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    """The concrete input dims the user's data or --input-shape gave (empty: none given)."""
 
     @property
     def cached(self) -> bool:
@@ -127,9 +156,13 @@ class CompressionReport:
 
 
 def reference_passes(request: CompressRequest, source: Path) -> list[Pass]:
-    """The passes that make the fp32 ONNX reference: an export for PyTorch inputs, else none."""
+    """The passes that make the fp32 ONNX reference.
+
+    An export for PyTorch inputs, else the normalization every ONNX file from the wild goes
+    through (see `normalize`).
+    """
     if not torch_model.is_torch_input(source):
-        return []
+        return [Normalize()]
     return [Export(example=request.example, input_shape=request.input_shape, opset=request.opset)]
 
 
@@ -150,15 +183,19 @@ def prune_passes(request: CompressRequest) -> list[Pass]:
     return [PruneUnstructured(**common)]  # type: ignore[arg-type]
 
 
-def passes_for(request: CompressRequest) -> list[Pass]:
-    """The passes that make `request.precision` from the fp32 ONNX reference."""
+def passes_for(request: CompressRequest, dims: InputDims | None = None) -> list[Pass]:
+    """The passes that make `request.precision` from the fp32 ONNX reference.
+
+    `dims` (concrete input dims from the user's data) serve shape inference where ONNX
+    Runtime's symbolic inference gives up.
+    """
     steps: list[Pass] = []
     if request.optimize is not None:
         steps.append(GraphOptimize(level=request.optimize))
     if request.precision == "fp16":
         steps.append(Fp16())
     elif request.precision == "int8-dynamic":
-        steps.append(DynamicInt8(per_channel=request.per_channel))
+        steps.append(DynamicInt8(per_channel=request.per_channel, input_dims=dims))
     elif request.precision == "int8-static":
         steps.append(
             StaticInt8(
@@ -166,6 +203,7 @@ def passes_for(request: CompressRequest) -> list[Pass]:
                 method=request.calibration_method,
                 per_channel=request.per_channel,
                 activations=request.activations,
+                input_dims=dims,
             )
         )
     elif request.precision == "int4-weight":
@@ -203,32 +241,160 @@ def write_output(artifact: Path, output: Path) -> None:
         raise OutputError(f"cannot write {output}: {reason}") from exc
 
 
-def compress(request: CompressRequest, cache: ArtifactCache | None = None) -> CompressionReport:
+def _input_dims(
+    request: CompressRequest,
+    reference: onnx.ModelProto,
+    validation: datasets.Dataset | None,
+    torch_input: bool,
+) -> InputDims | None:
+    """Concrete input dims from what the user gave: --input-shape, calibration or validation."""
+    specs = datasets.input_specs(reference)
+    if request.input_shape is not None and not torch_input:
+        if len(specs) != 1:
+            names = [s.name for s in specs]
+            raise DataError(
+                f"--input-shape gives one input's shape, and this model has {len(specs)} inputs "
+                f"{names}; give data (--calibration or --validate) instead"
+            )
+        spec = specs[0]
+        if len(request.input_shape) != len(spec.dims) or any(
+            want is not None and got != want
+            for got, want in zip(request.input_shape, spec.dims, strict=False)
+        ):
+            raise DataError(
+                f"--input-shape {list(request.input_shape)} does not fit input {spec.name!r} "
+                f"{datasets.show_dims(spec.dims)}"
+            )
+        return ((spec.name, request.input_shape),)
+    data = validation
+    if (
+        request.calibration is not None
+        and request.precision == "int8-static"
+        and request.calibration.is_file()  # else the pass says it is missing
+    ):
+        data = datasets.load(request.calibration, reference, purpose="calibration")
+    if data is None:
+        return None
+    return tuple(sorted(datasets.dims_from(data).items()))
+
+
+def _check_not_quantized_yet(request: CompressRequest, before: WeightCensus) -> None:
+    """Refuse to quantize a model whose weights are all int8/int4 already.
+
+    ONNX Runtime's quantizers would run on a QDQ model and write one that does not load (two
+    nodes named alike); the answer is known before any pass runs.
+    """
+    if request.precision in ("fp32", "fp16") or before.quantized_share < 0.99:
+        return
+    raise NothingQuantized(
+        f"{request.precision} changed nothing: every weight of this model is already "
+        f"{'/'.join(s for s in ('int8', 'int4') if before.elements[s])} "
+        f"({before.summary()}); there is nothing left to quantize"
+    )
+
+
+def _check_quantized(request: CompressRequest, before: WeightCensus, after: WeightCensus) -> None:
+    """Refuse a variant whose weights did not change: it would only cost time and Q/DQ nodes.
+
+    Raises:
+        NothingQuantized: with the reason and what would work instead.
+    """
+    precision = request.precision
+    if precision == "fp32":
+        return
+    storages: tuple[str, ...] = ("float16",) if precision == "fp16" else ("int8", "int4")
+    if after.share(*storages) > before.share(*storages) + 1e-9:
+        return
+    if before.total == 0:
+        raise NothingQuantized(
+            f"{precision} changed nothing: the model has no weight tensors to convert"
+        )
+    _check_not_quantized_yet(request, before)
+    kinds = before.kinds(("float32",))
+    where = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    inside = before.subgraph_elements["float32"] / max(1, before.elements["float32"])
+    advice = ""
+    if precision == "int8-dynamic" and set(kinds) <= {"Conv", "ConvTranspose", "Add", "Mul"}:
+        advice = (
+            "dynamic int8 leaves Conv float (ONNX Runtime's ConvInteger has no fast kernels); "
+            "this model's weights are all in convolutions: use --precision int8-static with "
+            "--calibration DATA.npz"
+        )
+    elif precision == "int8-static" and inside > 0.5:
+        advice = (
+            f"ONNX Runtime's static quantizer does not enter If/Loop/Scan bodies, which hold "
+            f"{inside:.0%} of this model's weights: use --precision int8-dynamic (it quantizes "
+            "MatMul, Gemm and LSTM weights there)"
+        )
+    else:
+        advice = f"{precision} does not quantize the operators holding them"
+    raise NothingQuantized(
+        f"{precision} changed nothing: no weight was quantized (the weights sit in {where}); "
+        f"{advice}"
+    )
+
+
+def _smoke(
+    reference_path: Path,
+    artifact: Path,
+    reference: onnx.ModelProto,
+    dims: InputDims | None,
+    precision: str,
+) -> None:
+    """Without validation data, one made-up sample still catches a variant that overflows.
+
+    Skipped when the reference itself does not run on made-up values (a model that wants a
+    particular sample rate, say): only the user's data can tell then.
+    """
+    sample = datasets.synthesize(reference, dict(dims or ()), samples=1, seed=0)
+    try:
+        expected = run_model(reference_path, sample)
+    except CompressionError:
+        log.info("no smoke check: the reference does not run on made-up inputs")
+        return
+    check_finite(compare(expected, run_model(artifact, sample), None), precision)
+
+
+def compress(
+    request: CompressRequest,
+    cache: ArtifactCache | None = None,
+    log: OutputLog | None = None,
+) -> CompressionReport:
     """Make `request.precision` of the model, validate it, gate it, and write it.
+
+    What the libraries print goes to `log` (see `quiet`), never to the terminal.
 
     Raises:
         ModelError, DataError, UnsupportedModel, CompressionError: the model or data do not
             allow it; nothing is written.
+        NothingQuantized: the variant would hold the same weights as the input.
         AccuracyGateFailed: the variant lost more than the gate allows; nothing is written.
         OutputError: the output cannot be written; nothing partial is left.
     """
+    with captured(log or OutputLog(), f"compress {request.model} -> {request.precision}"):
+        return _compress(request, cache or ArtifactCache())
+
+
+def _compress(request: CompressRequest, cache: ArtifactCache) -> CompressionReport:
     start = time.perf_counter()
-    cache = cache or ArtifactCache()
     with tempfile.TemporaryDirectory(prefix="edgeopt-source-") as scratch:
         source = _source(request.model, Path(scratch))
         prepared = run_pipeline(source, reference_passes(request, source), cache)
-        reference_path = prepared[-1].output if prepared else source
+        reference_path = prepared[-1].output
         reference = onnx_model.load(reference_path)
-        before = onnx_model.facts(reference_path, reference)
         require_loadable(reference_path)
         validation_data = (
             datasets.load(request.validation, reference, purpose="validation")
             if request.validation is not None
             else None
         )
+        dims = _input_dims(request, reference, validation_data, torch_model.is_torch_input(source))
+        weights_before = census(reference)
+        _check_not_quantized_yet(request, weights_before)
+        before = onnx_model.facts(reference_path, reference, dict(dims or ()))
         if request.prune is not None:
             # Pruning works on the PyTorch model; its export then feeds the other passes.
-            if not prepared:
+            if not torch_model.is_torch_input(source):
                 raise UnsupportedModel(
                     "pruning works on PyTorch models (a .pt2 file or a package.module:function "
                     "factory), before export; this input is already ONNX"
@@ -237,12 +403,17 @@ def compress(request: CompressRequest, cache: ArtifactCache | None = None) -> Co
             start_at = source
         else:
             variant, start_at = [], reference_path
-        steps = prepared + run_pipeline(start_at, [*variant, *passes_for(request)], cache)
-    artifact = steps[-1].output if steps else reference_path
+        steps = prepared + run_pipeline(start_at, [*variant, *passes_for(request, dims)], cache)
+    artifact = steps[-1].output
+    weights_after = census(onnx_model.load(artifact, check=False))
+    _check_quantized(request, weights_before, weights_after)
     report = None
     if validation_data is not None:
         report = validate(reference_path, artifact, validation_data)
+        check_finite(report, request.precision)
         request.gate.check(report, request.precision)
+    elif request.precision != "fp32":
+        _smoke(reference_path, artifact, reference, dims, request.precision)
     if request.output is not None:
         write_output(artifact, request.output)
     return CompressionReport(
@@ -251,11 +422,18 @@ def compress(request: CompressRequest, cache: ArtifactCache | None = None) -> Co
         artifact=artifact,
         output=request.output,
         before=before,
-        after=onnx_model.facts(artifact),
+        after=onnx_model.facts(artifact, dims=dict(dims or ())),
         steps=tuple(steps),
         validation=report,
         seconds=time.perf_counter() - start,
+        weights_before=weights_before,
+        weights_after=weights_after,
+        notes=tuple(note for step in steps for note in step.notes),
+        input_dims=dims or (),
     )
+
+
+SweepStatus = Literal["ok", "rejected", "no change", "not made"]
 
 
 @dataclass(frozen=True)
@@ -267,29 +445,48 @@ class SweepRow:
     report: CompressionReport | None
     """Its report, when it was made (a gate failure still has one)."""
     rejected: str | None = None
-    """Why it failed or was rejected."""
+    """Why it failed, was rejected, or changed nothing."""
+    status: SweepStatus = "ok"
+    """ok; rejected (the gate); no change (no weight quantized); not made (an error)."""
+    host_latency: dict[int, HostLatency] = field(default_factory=dict)
+    """Threads → latency on this host, when measured."""
+    host_ratio: dict[int, float] = field(default_factory=dict)
+    """Threads → latency over fp32's, measured in the same interleaved run."""
 
 
-def sweep(request: CompressRequest, cache: ArtifactCache | None = None) -> list[SweepRow]:
+def sweep(
+    request: CompressRequest,
+    cache: ArtifactCache | None = None,
+    log: OutputLog | None = None,
+    threads: tuple[int, ...] = (),
+) -> list[SweepRow]:
     """Try every precision; a precision that cannot be made or fails the gate is noted, not fatal.
 
-    Writes no output file; the artifacts stay in the cache.
+    With `threads`, every variant made (fp32 included) is also timed on this host at each
+    thread count, interleaved, on one sample of the validation data (else made-up inputs of the
+    data's or default dims); ratios to fp32 come from the same run. Writes no output file; the
+    artifacts stay in the cache.
     """
+    cache = cache or ArtifactCache()
+    log = log or OutputLog()
     rows = []
     for precision in PRECISIONS:
         if precision == "int8-static" and request.calibration is None:
-            rows.append(SweepRow(precision, None, "needs --calibration data"))
+            rows.append(SweepRow(precision, None, "needs --calibration data", "not made"))
             continue
         attempt = CompressRequest(
             **{**request.__dict__, "precision": precision, "output": None, "gate": Gate()}
         )
         try:
-            report = compress(attempt, cache)
+            report = compress(attempt, cache, log)
+        except NothingQuantized as exc:
+            rows.append(SweepRow(precision, None, str(exc), "no change"))
+            continue
         except EdgeoptError as exc:
-            rows.append(SweepRow(precision, None, str(exc)))
+            rows.append(SweepRow(precision, None, str(exc), "not made"))
             continue
         except Exception as exc:  # one precision's failure must not end the sweep
-            rows.append(SweepRow(precision, None, f"{type(exc).__name__}: {exc}"))
+            rows.append(SweepRow(precision, None, f"{type(exc).__name__}: {exc}", "not made"))
             continue
         rejected = None
         if report.validation is not None:
@@ -297,5 +494,42 @@ def sweep(request: CompressRequest, cache: ArtifactCache | None = None) -> list[
                 request.gate.check(report.validation, precision)
             except (AccuracyGateFailed, DataError) as exc:
                 rejected = str(exc)
-        rows.append(SweepRow(precision, report, rejected))
+        rows.append(SweepRow(precision, report, rejected, "rejected" if rejected else "ok"))
+    if threads:
+        with captured(log, f"sweep latency {request.model}"):
+            rows = _time_rows(request, rows, threads)
     return rows
+
+
+def _time_rows(
+    request: CompressRequest, rows: list[SweepRow], threads: tuple[int, ...]
+) -> list[SweepRow]:
+    made = [r for r in rows if r.report is not None]
+    reference = next((r for r in made if r.precision == "fp32"), None)
+    if reference is None or reference.report is None:
+        return rows
+    model = onnx_model.load(reference.report.artifact, check=False)
+    data = (
+        datasets.load(request.validation, model, purpose="validation")
+        if request.validation is not None
+        else datasets.synthesize(model, dict(reference.report.input_dims))
+    )
+    feed = next(data.batches(data.fixed_batch or 1))
+    timed: dict[Precision, dict[int, HostLatency]] = {r.precision: {} for r in made}
+    for count in threads:
+        results = measure_host([r.report.artifact for r in made if r.report], feed, threads=count)
+        for row, result in zip(made, results, strict=True):
+            timed[row.precision][count] = result
+    out = []
+    for row in rows:
+        if row.precision not in timed:
+            out.append(row)
+            continue
+        latency = timed[row.precision]
+        ratio = {
+            t: latency[t].median_ms / timed["fp32"][t].median_ms
+            for t in latency
+            if timed["fp32"][t].median_ms > 0
+        }
+        out.append(dataclasses.replace(row, host_latency=latency, host_ratio=ratio))
+    return out

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
 from edgeopt.host.cli import cli
+from tests.host.compress.test_wild import if_model
 from tests.models import DigitsModel
 
 
@@ -55,13 +60,18 @@ def test_sweep_table_and_cache_commands(digits: DigitsModel) -> None:
     result = _run("compress", str(digits.onnx), "--sweep", "--validate", str(digits.validation))
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["PRECISION", "SIZE", "OF", "FP32", "COSINE", "TOP-1", "TIME",
-                                "VERDICT"]  # fmt: skip
+    assert lines[0].split() == ["PRECISION", "SIZE", "OF", "FP32", "WEIGHTS", "CONVERTED",
+                                "COSINE", "TOP-1", "HOST", "1T", "VERDICT"]  # fmt: skip
     assert any(line.startswith("int8-static") and "needs --calibration" in line for line in lines)
+    # Host latency of every variant made, as a ratio to fp32 measured in the same run.
+    fp32 = next(line for line in lines if line.startswith("fp32"))
+    assert "(1.00x)" in fp32
+    assert re.search(r"int8-dynamic .* ms \(\d+\.\d\dx\)", result.output)
+    assert lines[-1].startswith("host: ") and "CPUs" in lines[-1]
     listing = json.loads(_run("cache", "ls", "--json").output)
-    assert {e["pass"] for e in listing} == {"fp16", "int8-dynamic"}
+    assert {e["pass"] for e in listing} == {"normalize", "fp16", "int8-dynamic"}
     cleared = _run("cache", "clear")
-    assert cleared.output.startswith("removed 2 artifacts")
+    assert cleared.output.startswith("removed 3 artifacts")
     assert json.loads(_run("cache", "ls", "--json").output) == []
 
 
@@ -100,3 +110,35 @@ def test_bad_input_shape(digits: DigitsModel) -> None:
     result = _run("compress", str(digits.pt2), "--input-shape", "1,x,8")
     assert result.exit_code == 2
     assert "want integers like 1,3,224,224, got '1,x,8'" in result.output
+
+
+def test_a_no_op_precision_is_refused_in_one_line_on_a_real_terminal(tmp_path: Path) -> None:
+    """Through the installed command in its own process: what a user's terminal shows."""
+    model = if_model(tmp_path)
+    calibration = tmp_path / "c.npz"
+    np.savez(calibration, x=np.ones((4, 32), np.float32), flag=np.array(True))
+    edgeopt = Path(sys.executable).with_name("edgeopt")
+    env = {"EDGEOPT_CACHE_DIR": str(tmp_path / "cache"), "EDGEOPT_LOG_DIR": str(tmp_path / "log"),
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    done = subprocess.run(
+        [str(edgeopt), "compress", str(model), "--precision", "int8-static",
+         "--calibration", str(calibration), "-o", str(tmp_path / "out.onnx")],
+        capture_output=True, text=True, env=env, check=False, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("Error: int8-static changed nothing: no weight was quantized")
+    assert done.stderr.count("\n") == 1  # one line, no traceback, no library warnings
+    assert not (tmp_path / "out.onnx").exists()
+    # What the libraries said went to the log file instead.
+    assert "compress " in (tmp_path / "log" / "compress.log").read_text()
+
+    sweep = subprocess.run(
+        [str(edgeopt), "compress", str(model), "--sweep", "--calibration", str(calibration),
+         "--threads", "0"],
+        capture_output=True, text=True, env=env, check=False, timeout=300,
+    )  # fmt: skip
+    assert sweep.stderr == ""
+    rows = {line.split()[0]: line for line in sweep.stdout.splitlines()[1:-1]}
+    assert "no change: int8-static changed nothing" in rows["int8-static"]
+    assert rows["int8-dynamic"].rstrip().endswith("ok")
