@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgeopt.agent.capabilities import Sources, agent_version, collect
+from edgeopt.agent.store import Limits
 from edgeopt.proto import auth
 from edgeopt.proto.capabilities import format_summary, to_dict
 
@@ -26,6 +27,21 @@ def default_store() -> Path:
     """$XDG_DATA_HOME/edgeopt-agent, i.e. ~/.local/share/edgeopt-agent by default."""
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data_home) / "edgeopt-agent"
+
+
+def _size(text: str) -> int:
+    """Bytes from "1048576", "500M", "2G" (binary units)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    factor = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    try:
+        value = int(float(number) * factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a size like 500M or 2G, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a size must be positive, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
         help="allow listening beyond loopback without a token (trusted networks only)",
     )
     serve.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
+    serve.add_argument(
+        "--max-store-bytes",
+        type=_size,
+        help="quota on the model store (artifacts and partial uploads), e.g. 2G, 500M",
+    )
+    serve.add_argument(
+        "--max-artifact-bytes",
+        type=_size,
+        default=4 << 30,
+        help="largest single artifact (default: 4G)",
+    )
     serve.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
 
     caps = sub.add_parser("capabilities", help="print what this board (or a captured tree) is")
@@ -136,6 +163,7 @@ def _serve(args: argparse.Namespace) -> int:
         token=token,
         ready_file=args.ready_file,
         grace=args.grace,
+        limits=Limits(args.max_store_bytes, args.max_artifact_bytes),
     )
     try:
         serve(config)

@@ -15,23 +15,30 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
+from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from edgeopt.agent.capabilities import Sources, collect
+from edgeopt.agent.models import Activation, Models, chunks_of
 from edgeopt.agent.probes.runtime import probe_in_subprocess
+from edgeopt.agent.runner import TensorTuple
+from edgeopt.agent.store import Limits, Refusal
 from edgeopt.proto import auth
 from edgeopt.proto.capabilities import OnnxRuntimeInfo, to_message
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("edgeopt.agent")
+
+MAX_MESSAGE_BYTES = 256 << 20
+"""Largest single message (Infer tensors); pushes stream in chunks far below it."""
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 
@@ -54,6 +61,8 @@ class ServerConfig:
     """Seconds running calls get to finish on shutdown."""
     max_workers: int = 8
     """Threads serving calls concurrently."""
+    limits: Limits = field(default_factory=Limits)
+    """Store quota and per-artifact limit."""
 
 
 class ConfigurationRefused(ValueError):
@@ -149,13 +158,31 @@ def _refusal(
     return grpc.unary_unary_rpc_method_handler(abort, **kwargs)
 
 
+def _plan_dict(plan: agent_pb2.Plan) -> dict[str, Any]:
+    return dict(
+        json_format.MessageToDict(
+            plan, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+    )
+
+
+def _signatures(items: list[dict[str, Any]]) -> list[agent_pb2.TensorInfo]:
+    return [agent_pb2.TensorInfo(**item) for item in items]
+
+
+def _refused(context: grpc.ServicerContext, exc: Refusal) -> NoReturn:
+    context.abort(getattr(grpc.StatusCode, exc.code, grpc.StatusCode.INTERNAL), str(exc))
+    raise AssertionError("unreachable")  # abort raises
+
+
 class AgentService(agent_pb2_grpc.AgentServicer):
     """The `edgeopt.v1.Agent` service."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, limits: Limits | None = None) -> None:
         self._store = store
         self._runtime: OnnxRuntimeInfo | None = None
         self._runtime_lock = threading.Lock()
+        self.models = Models(store, limits)
 
     def runtime(self, refresh: bool = False) -> OnnxRuntimeInfo:
         """ONNX Runtime facts, measured once (in a child process) and then cached."""
@@ -171,6 +198,138 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         caps = collect(Sources.live_system(), self._store, self.runtime(request.refresh))
         return to_message(caps)
 
+    def PushModel(
+        self, request_iterator: Iterator[agent_pb2.PushRequest], context: grpc.ServicerContext
+    ) -> agent_pb2.PushResult:
+        """Store an uploaded artifact; see agent.proto."""
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a push starts with a PushHeader")
+        h = first.header
+        header = {"name": h.name, "version": h.version, "sha256": h.sha256, "size": h.size,
+                  "offset": h.offset, "plan": _plan_dict(h.plan)}  # fmt: skip
+        try:
+            outcome = self.models.push(header, chunks_of(request_iterator))
+        except Refusal as exc:
+            _refused(context, exc)
+        v = outcome.version
+        return agent_pb2.PushResult(
+            name=h.name, version=v.version, sha256=v.sha256, size=v.size,
+            bytes_received=outcome.bytes_received, already_present=outcome.already_present,
+        )  # fmt: skip
+
+    def GetUploadStatus(
+        self, request: agent_pb2.UploadStatusRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.UploadStatus:
+        """How much of an artifact the agent holds."""
+        try:
+            complete, offset = self.models.store.upload_offset(request.sha256)
+        except Refusal as exc:
+            _refused(context, exc)
+        return agent_pb2.UploadStatus(sha256=request.sha256, complete=complete, offset=offset)
+
+    def _activation(self, a: Activation) -> agent_pb2.ActivateResult:
+        return agent_pb2.ActivateResult(
+            name=a.name, version=a.version, sha256=a.sha256, previous_version=a.previous,
+            load_ms=a.load_ms, smoke_ms=a.smoke_ms, memory_bytes=a.loaded.memory_bytes,
+            inputs=_signatures(a.loaded.inputs), outputs=_signatures(a.loaded.outputs),
+        )  # fmt: skip
+
+    def ActivateModel(
+        self, request: agent_pb2.ActivateRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.ActivateResult:
+        """Load, smoke-test and switch to a version."""
+        plan = _plan_dict(request.plan) if request.HasField("plan") else None
+        smoke = [_tuple(t) for t in request.smoke_inputs] or None
+        try:
+            return self._activation(self.models.activate(request.name, request.version, plan,
+                                                         smoke))  # fmt: skip
+        except Refusal as exc:
+            _refused(context, exc)
+
+    def RollbackModel(
+        self, request: agent_pb2.RollbackRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.ActivateResult:
+        """Activate the previously active version again."""
+        try:
+            return self._activation(self.models.rollback(request.name))
+        except Refusal as exc:
+            _refused(context, exc)
+
+    def DeleteModel(
+        self, request: agent_pb2.DeleteRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.DeleteResult:
+        """Remove versions of a name."""
+        try:
+            removed, freed = self.models.delete(request.name, request.version, request.force)
+        except Refusal as exc:
+            _refused(context, exc)
+        return agent_pb2.DeleteResult(versions_removed=removed, bytes_freed=freed)
+
+    def ListModels(
+        self, request: agent_pb2.ListModelsRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.ModelList:
+        """Every stored name with its versions and the active one's memory."""
+        loaded = self.models.loaded()
+        infos = []
+        for name, entry in sorted(self.models.store.entries().items()):
+            held = loaded.get(name)
+            infos.append(
+                agent_pb2.ModelInfo(
+                    name=name,
+                    active_version=entry.active,
+                    versions=[
+                        agent_pb2.ModelVersion(
+                            version=v.version,
+                            sha256=v.sha256,
+                            size=v.size,
+                            created_unix=v.created,
+                            plan=json_format.ParseDict(
+                                v.plan, agent_pb2.Plan(), ignore_unknown_fields=True
+                            ),
+                            active=v.version == entry.active,
+                        )
+                        for v in entry.versions
+                    ],
+                    loaded=held is not None and held.version == entry.active,
+                    memory_bytes=held.memory_bytes if held else 0,
+                    inputs=_signatures(held.inputs) if held else [],
+                    outputs=_signatures(held.outputs) if held else [],
+                )
+            )
+        agent_rss, runner_rss = self.models.memory()
+        quota = self.models.store.limits.max_store_bytes
+        result = agent_pb2.ModelList(
+            models=infos, store_bytes=self.models.store.used_bytes(),
+            agent_rss_bytes=agent_rss, runner_rss_bytes=runner_rss,
+        )  # fmt: skip
+        if quota is not None:
+            result.quota_bytes = quota
+        return result
+
+    def Infer(
+        self, request: agent_pb2.InferRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.InferResult:
+        """Run a model on the given tensors."""
+        try:
+            answer = self.models.infer(
+                request.name, request.version, [_tuple(t) for t in request.inputs]
+            )
+        except Refusal as exc:
+            _refused(context, exc)
+        return agent_pb2.InferResult(
+            version=answer["version"],
+            outputs=[
+                agent_pb2.Tensor(name=n, dtype=d, shape=list(s), data=b)
+                for n, d, s, b in answer["outputs"]
+            ],
+            latency_ms=answer["latency_ms"],
+        )
+
+
+def _tuple(tensor: agent_pb2.Tensor) -> TensorTuple:
+    return (tensor.name, tensor.dtype, tuple(tensor.shape), tensor.data)
+
 
 def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -178,11 +337,13 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def build_server(config: ServerConfig) -> tuple[grpc.Server, int, health.HealthServicer]:
+def build_server(
+    config: ServerConfig,
+) -> tuple[grpc.Server, int, health.HealthServicer, AgentService]:
     """Create (not start) the server with every service, and bind it.
 
     Returns:
-        The server, the bound port, and its health servicer (still NOT_SERVING).
+        The server, the bound port, its health servicer (still NOT_SERVING), and the service.
 
     Raises:
         OSError: the address cannot be bound.
@@ -193,9 +354,13 @@ def build_server(config: ServerConfig) -> tuple[grpc.Server, int, health.HealthS
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
         interceptors=interceptors,
-        options=[("grpc.so_reuseport", 0)],
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
     )
-    service = AgentService(config.store)
+    service = AgentService(config.store, config.limits)
     # The generated gRPC module has no annotations (grpcio-tools writes none for it).
     agent_pb2_grpc.add_AgentServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer()
@@ -214,13 +379,18 @@ def build_server(config: ServerConfig) -> tuple[grpc.Server, int, health.HealthS
         raise OSError(f"cannot listen on {address}: {exc}") from exc
     # Measure ONNX Runtime in the background so the first GetCapabilities is fast.
     threading.Thread(target=service.runtime, name="ort-probe", daemon=True).start()
-    return server, port, health_servicer
+    return server, port, health_servicer, service
 
 
 def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
     """Run the agent until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
     config.store.mkdir(parents=True, exist_ok=True, mode=0o700)
-    server, port, health_servicer = build_server(config)
+    server, port, health_servicer, service = build_server(config)
+    for removed in service.models.store.recover():
+        log.warning("store recovery removed %s", removed)
+    # The active models load again in the background: the agent serves at once, and a call
+    # that needs a model before it is back loads it on demand.
+    threading.Thread(target=service.models.restore, name="restore", daemon=True).start()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -240,4 +410,5 @@ def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
     log.info("shutting down")
     health_servicer.enter_graceful_shutdown()
     server.stop(config.grace).wait()
+    service.models.close()
     print("edgeopt-agent stopped", file=sys.stderr, flush=True)

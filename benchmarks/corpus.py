@@ -148,7 +148,7 @@ def main() -> int:
                 rows.append(
                     f"| {model.key} | {model.exporter} | {mix} | {o.precision} | "
                     f"{cell(o.size_ratio, '.0%')} | "
-                    f"{'' if o.precision == 'fp32' else cell(o.converted, '.0%')} | "
+                    f"{'' if o.precision == 'fp32' else cell(o.converted, '.1%')} | "
                     f"{cell(o.cosine, '.4f')} | {cell(o.ratio.get(1), '.2f')} | "
                     f"{cell(o.ratio.get(2), '.2f')} | {o.seconds:.1f} | {verdict} |"
                 )

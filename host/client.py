@@ -10,15 +10,18 @@ name and the status.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
 import grpc
 import grpc.aio
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgeopt.proto import auth
@@ -27,6 +30,11 @@ from edgeopt.proto.errors import AgentError, AgentTimeout, error_for_status
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 
 T = TypeVar("T")
+
+MAX_MESSAGE_BYTES = 256 << 20
+"""Largest single message (Infer tensors), as the agent allows."""
+CHUNK_SIZE = 1 << 20
+"""Bytes per push message: large enough for throughput, far below gRPC's 4 MiB default."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,13 @@ class AgentClient:
         self.device = device
         self.config = config or ClientConfig()
         self._metadata = (auth.bearer(token),) if token else ()
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
         # The generated gRPC module has no annotations (grpcio-tools writes none for it).
         self._stub = agent_pb2_grpc.AgentStub(self._channel)  # type: ignore[no-untyped-call]
 
@@ -85,17 +99,24 @@ class AgentClient:
         """Close the channel."""
         await self._channel.close()
 
-    async def _call(self, what: str, attempt: Callable[[float], Awaitable[T]]) -> T:
-        """Run `attempt(timeout)` until it succeeds, fails for good, or the deadline passes."""
+    async def _call(
+        self, what: str, attempt: Callable[[float], Awaitable[T]], deadline: float | None = None
+    ) -> T:
+        """Run `attempt(timeout)` until it succeeds, fails for good, or the deadline passes.
+
+        `deadline` overrides `config.deadline` for calls that do real work (activation loads a
+        model, inference runs it).
+        """
         cfg = self.config
-        end = time.monotonic() + cfg.deadline
+        budget = deadline if deadline is not None else cfg.deadline
+        end = time.monotonic() + budget
         delay = cfg.backoff_initial
         tries = 0
         while True:
             remaining = end - time.monotonic()
             if remaining <= 0:
                 raise AgentTimeout(
-                    f"{what}: no answer from {self.address} within {cfg.deadline:g} s",
+                    f"{what}: no answer from {self.address} within {budget:g} s",
                     device=self.device,
                     status="DEADLINE_EXCEEDED",
                 )
@@ -145,3 +166,202 @@ class AgentClient:
             return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
         return await self._call("Health.Check", attempt)
+
+    # --- models ---------------------------------------------------------------------------
+
+    async def upload_status(self, sha256: str) -> agent_pb2.UploadStatus:
+        """How much of an artifact the agent holds."""
+        request = agent_pb2.UploadStatusRequest(sha256=sha256)
+
+        async def attempt(timeout: float) -> agent_pb2.UploadStatus:
+            reply: agent_pb2.UploadStatus = await self._stub.GetUploadStatus(
+                request, timeout=timeout, metadata=self._metadata
+            )
+            return reply
+
+        return await self._call("GetUploadStatus", attempt)
+
+    async def push(
+        self,
+        path: Path,
+        name: str,
+        *,
+        version: str = "",
+        plan: agent_pb2.Plan | None = None,
+        chunk_size: int = CHUNK_SIZE,
+        progress: Callable[[int, int], None] | None = None,
+        resumes: int = 3,
+    ) -> agent_pb2.PushResult:
+        """Upload `path` as (name, version), sending only what the agent lacks.
+
+        An artifact the agent has already costs one status call and a header. An interrupted
+        upload (the agent restarted, the link dropped) resumes from the offset the agent
+        holds, up to `resumes` times. `progress(sent, total)` is called as bytes go out. The
+        deadline grows with the size: `config.deadline` plus one second per MiB.
+
+        Raises:
+            AgentError: the agent refused (quota, digest, name) or could not be reached.
+        """
+        size = path.stat().st_size
+        sha256 = file_digest(path)
+        budget = self.config.deadline + size / (1 << 20)
+        for attempt_number in range(resumes + 1):
+            status = await self.upload_status(sha256)
+            offset = 0 if status.complete else status.offset
+            header = agent_pb2.PushHeader(
+                name=name, version=version, sha256=sha256, size=size, offset=offset,
+                plan=plan or agent_pb2.Plan(),
+            )  # fmt: skip
+            try:
+                return await self._stream_push(
+                    path, header, complete=status.complete, chunk_size=chunk_size,
+                    progress=progress, budget=budget,
+                )  # fmt: skip
+            except grpc.aio.AioRpcError as exc:
+                resumable = exc.code() in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.CANCELLED,
+                ) or (
+                    exc.code() == grpc.StatusCode.DATA_LOSS and "incomplete" in str(exc.details())
+                )
+                if not resumable or attempt_number == resumes:
+                    raise self._translate("PushModel", exc) from None
+                await asyncio.sleep(self.config.backoff_initial * 2**attempt_number)
+        raise AssertionError("unreachable")
+
+    async def _stream_push(
+        self,
+        path: Path,
+        header: agent_pb2.PushHeader,
+        *,
+        complete: bool,
+        chunk_size: int,
+        progress: Callable[[int, int], None] | None,
+        budget: float,
+    ) -> agent_pb2.PushResult:
+        async def requests() -> AsyncIterator[agent_pb2.PushRequest]:
+            yield agent_pb2.PushRequest(header=header)
+            if complete:
+                return
+            sent = header.offset
+            with path.open("rb") as f:
+                f.seek(header.offset)
+                while chunk := f.read(chunk_size):
+                    yield agent_pb2.PushRequest(chunk=chunk)
+                    sent += len(chunk)
+                    if progress is not None:
+                        progress(sent, header.size)
+
+        reply: agent_pb2.PushResult = await self._stub.PushModel(
+            requests(), timeout=budget, metadata=self._metadata
+        )
+        return reply
+
+    async def activate(
+        self,
+        name: str,
+        version: str = "",
+        plan: agent_pb2.Plan | None = None,
+        smoke_inputs: dict[str, np.ndarray] | None = None,
+        timeout: float | None = None,
+    ) -> agent_pb2.ActivateResult:
+        """Load, smoke-test and switch to a version (the previous one stays on failure)."""
+        request = agent_pb2.ActivateRequest(
+            name=name, version=version, smoke_inputs=to_tensors(smoke_inputs or {})
+        )
+        if plan is not None:
+            request.plan.CopyFrom(plan)
+
+        async def attempt(remaining: float) -> agent_pb2.ActivateResult:
+            reply: agent_pb2.ActivateResult = await self._stub.ActivateModel(
+                request, timeout=remaining, metadata=self._metadata
+            )
+            return reply
+
+        return await self._call("ActivateModel", attempt, timeout)
+
+    async def rollback(self, name: str, timeout: float | None = None) -> agent_pb2.ActivateResult:
+        """Activate the previously active version again."""
+        request = agent_pb2.RollbackRequest(name=name)
+
+        async def attempt(remaining: float) -> agent_pb2.ActivateResult:
+            reply: agent_pb2.ActivateResult = await self._stub.RollbackModel(
+                request, timeout=remaining, metadata=self._metadata
+            )
+            return reply
+
+        return await self._call("RollbackModel", attempt, timeout)
+
+    async def list_models(self) -> agent_pb2.ModelList:
+        """Every stored name, its versions and the active one."""
+
+        async def attempt(remaining: float) -> agent_pb2.ModelList:
+            reply: agent_pb2.ModelList = await self._stub.ListModels(
+                agent_pb2.ListModelsRequest(), timeout=remaining, metadata=self._metadata
+            )
+            return reply
+
+        return await self._call("ListModels", attempt)
+
+    async def delete(
+        self, name: str, version: str = "", force: bool = False
+    ) -> agent_pb2.DeleteResult:
+        """Remove a version ("" = every version) of a name."""
+        request = agent_pb2.DeleteRequest(name=name, version=version, force=force)
+
+        async def attempt(remaining: float) -> agent_pb2.DeleteResult:
+            reply: agent_pb2.DeleteResult = await self._stub.DeleteModel(
+                request, timeout=remaining, metadata=self._metadata
+            )
+            return reply
+
+        return await self._call("DeleteModel", attempt)
+
+    async def infer(
+        self,
+        name: str,
+        inputs: dict[str, np.ndarray],
+        version: str = "",
+        timeout: float | None = None,
+    ) -> tuple[dict[str, np.ndarray], agent_pb2.InferResult]:
+        """Run the active (or a named) version; returns the outputs by name and the reply."""
+        request = agent_pb2.InferRequest(name=name, version=version, inputs=to_tensors(inputs))
+
+        async def attempt(remaining: float) -> agent_pb2.InferResult:
+            reply: agent_pb2.InferResult = await self._stub.Infer(
+                request, timeout=remaining, metadata=self._metadata
+            )
+            return reply
+
+        reply = await self._call("Infer", attempt, timeout)
+        return from_tensors(reply.outputs), reply
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, hex."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def to_tensors(arrays: dict[str, np.ndarray]) -> list[agent_pb2.Tensor]:
+    """Arrays as wire tensors (C order, the array's own dtype)."""
+    out = []
+    for name, value in arrays.items():
+        array = np.ascontiguousarray(value)
+        out.append(
+            agent_pb2.Tensor(
+                name=name, dtype=array.dtype.name, shape=list(array.shape), data=array.tobytes()
+            )
+        )
+    return out
+
+
+def from_tensors(tensors: Iterable[agent_pb2.Tensor]) -> dict[str, np.ndarray]:
+    """Wire tensors as arrays, by name."""
+    return {
+        t.name: np.frombuffer(t.data, dtype=np.dtype(t.dtype)).reshape(tuple(t.shape))
+        for t in tensors
+    }

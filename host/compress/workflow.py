@@ -293,6 +293,11 @@ def _check_not_quantized_yet(request: CompressRequest, before: WeightCensus) -> 
     )
 
 
+MIN_CONVERTED_SHARE = 0.01
+"""A variant converting less of the weight bytes than this is a no-op in all but name (the one
+tiny MatMul of an otherwise convolutional or recurrent model)."""
+
+
 def _check_quantized(request: CompressRequest, before: WeightCensus, after: WeightCensus) -> None:
     """Refuse a variant whose weights did not change: it would only cost time and Q/DQ nodes.
 
@@ -303,7 +308,8 @@ def _check_quantized(request: CompressRequest, before: WeightCensus, after: Weig
     if precision == "fp32":
         return
     storages: tuple[str, ...] = ("float16",) if precision == "fp16" else ("int8", "int4")
-    if after.share(*storages) > before.share(*storages) + 1e-9:
+    gained = after.share(*storages) - before.share(*storages)
+    if gained >= MIN_CONVERTED_SHARE:
         return
     if before.total == 0:
         raise NothingQuantized(
@@ -312,13 +318,17 @@ def _check_quantized(request: CompressRequest, before: WeightCensus, after: Weig
     _check_not_quantized_yet(request, before)
     kinds = before.kinds(("float32",))
     where = ", ".join(f"{n} {k}" for k, n in kinds.items())
+
+    def share_of(*names: str) -> float:
+        elements = sum(n for (k, _), n in before.kind_elements.items() if k in names)
+        return elements / max(1, before.total)
+
     inside = before.subgraph_elements["float32"] / max(1, before.elements["float32"])
-    advice = ""
-    if precision == "int8-dynamic" and set(kinds) <= {"Conv", "ConvTranspose", "Add", "Mul"}:
+    if precision == "int8-dynamic" and share_of("Conv", "ConvTranspose") > 0.5:
         advice = (
             "dynamic int8 leaves Conv float (ONNX Runtime's ConvInteger has no fast kernels); "
-            "this model's weights are all in convolutions: use --precision int8-static with "
-            "--calibration DATA.npz"
+            "this model's weights are mostly in convolutions: use --precision int8-static "
+            "with --calibration DATA.npz"
         )
     elif precision == "int8-static" and inside > 0.5:
         advice = (
@@ -326,11 +336,20 @@ def _check_quantized(request: CompressRequest, before: WeightCensus, after: Weig
             f"{inside:.0%} of this model's weights: use --precision int8-dynamic (it quantizes "
             "MatMul, Gemm and LSTM weights there)"
         )
+    elif precision == "int8-static" and share_of("LSTM", "GRU", "RNN") > 0.5:
+        advice = (
+            "static (QDQ) int8 leaves recurrent layers float: use --precision int8-dynamic, "
+            "which quantizes LSTM and GRU weights"
+        )
     else:
         advice = f"{precision} does not quantize the operators holding them"
+    done = (
+        "no weight was quantized"
+        if gained <= 0
+        else f"only {gained:.1%} of the weight bytes were quantized"
+    )
     raise NothingQuantized(
-        f"{precision} changed nothing: no weight was quantized (the weights sit in {where}); "
-        f"{advice}"
+        f"{precision} changed nothing: {done} (the weights sit in {where}); {advice}"
     )
 
 

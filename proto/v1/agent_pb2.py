@@ -24,25 +24,71 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65\x64geopt/proto/v1/agent.proto\x12\nedgeopt.v1\")\n\x16GetCapabilitiesRequest\x12\x0f\n\x07refresh\x18\x01 \x01(\x08\"|\n\nCpuCluster\x12\x11\n\tcore_name\x18\x01 \x01(\t\x12\x0c\n\x04\x63pus\x18\x02 \x03(\r\x12\x19\n\x0cmax_freq_mhz\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x0bimplementer\x18\x04 \x01(\t\x12\x0c\n\x04part\x18\x05 \x01(\tB\x0f\n\r_max_freq_mhz\":\n\x0bTemperature\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x65lsius\x18\x03 \x01(\x01\"O\n\x0b\x41\x63\x63\x65lerator\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x16\n\x0e\x64river_version\x18\x04 \x01(\t\"\xa4\x01\n\x0fOnnxRuntimeInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x1b\n\x0emax_ir_version\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x16\n\tmax_opset\x18\x03 \x01(\rH\x01\x88\x01\x01\x12\x1b\n\x13\x65xecution_providers\x18\x04 \x03(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\tB\x11\n\x0f_max_ir_versionB\x0c\n\n_max_opset\"\x9e\x06\n\x0c\x43\x61pabilities\x12\x0c\n\x04\x61rch\x18\x01 \x01(\t\x12\x12\n\ncpu_vendor\x18\x02 \x01(\t\x12\x11\n\tcpu_model\x18\x03 \x01(\t\x12\x1b\n\x0ephysical_cores\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x1a\n\rlogical_cores\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x19\n\x0cusable_cores\x18\x06 \x01(\rH\x02\x88\x01\x01\x12(\n\x08\x63lusters\x18\x07 \x03(\x0b\x32\x16.edgeopt.v1.CpuCluster\x12\x14\n\x0cisa_features\x18\x08 \x03(\t\x12\x1f\n\x12memory_total_bytes\x18\t \x01(\x04H\x03\x88\x01\x01\x12#\n\x16memory_available_bytes\x18\n \x01(\x04H\x04\x88\x01\x01\x12\x1d\n\x10store_free_bytes\x18\x0b \x01(\x04H\x05\x88\x01\x01\x12\x13\n\x0b\x62oard_model\x18\x0c \x01(\t\x12\x0f\n\x07os_name\x18\r \x01(\t\x12\x0e\n\x06kernel\x18\x0e \x01(\t\x12\x0c\n\x04libc\x18\x0f \x01(\t\x12\x16\n\x0epython_version\x18\x10 \x01(\t\x12\x30\n\x0bonnxruntime\x18\x11 \x01(\x0b\x32\x1b.edgeopt.v1.OnnxRuntimeInfo\x12-\n\x0c\x61\x63\x63\x65lerators\x18\x12 \x03(\x0b\x32\x17.edgeopt.v1.Accelerator\x12\x14\n\x0c\x63pu_governor\x18\x13 \x01(\t\x12-\n\x0ctemperatures\x18\x14 \x03(\x0b\x32\x17.edgeopt.v1.Temperature\x12\x15\n\ragent_version\x18\x15 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x16 \x01(\t\x12\x11\n\tdevice_id\x18\x17 \x01(\t\x12\x10\n\x08hostname\x18\x18 \x01(\t\x12\x10\n\x08warnings\x18\x19 \x03(\tB\x11\n\x0f_physical_coresB\x10\n\x0e_logical_coresB\x0f\n\r_usable_coresB\x15\n\x13_memory_total_bytesB\x19\n\x17_memory_available_bytesB\x13\n\x11_store_free_bytes2X\n\x05\x41gent\x12O\n\x0fGetCapabilities\x12\".edgeopt.v1.GetCapabilitiesRequest\x1a\x18.edgeopt.v1.Capabilitiesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65\x64geopt/proto/v1/agent.proto\x12\nedgeopt.v1\"\xff\x02\n\x04Plan\x12\x11\n\tprecision\x18\x01 \x01(\t\x12\x18\n\x10intra_op_threads\x18\x02 \x01(\r\x12\x18\n\x10inter_op_threads\x18\x03 \x01(\r\x12\x1a\n\x12\x65xecution_provider\x18\x04 \x01(\t\x12?\n\x10provider_options\x18\x05 \x03(\x0b\x32%.edgeopt.v1.Plan.ProviderOptionsEntry\x12 \n\x18graph_optimization_level\x18\x06 \x01(\t\x12\x16\n\x0e\x65xecution_mode\x18\x07 \x01(\t\x12\x30\n\x08metadata\x18\x08 \x03(\x0b\x32\x1e.edgeopt.v1.Plan.MetadataEntry\x1a\x36\n\x14ProviderOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"y\n\nPushHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x1e\n\x04plan\x18\x05 \x01(\x0b\x32\x10.edgeopt.v1.Plan\x12\x0e\n\x06offset\x18\x06 \x01(\x04\"P\n\x0bPushRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.edgeopt.v1.PushHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"z\n\nPushResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x05 \x01(\x04\x12\x17\n\x0f\x61lready_present\x18\x06 \x01(\x08\"%\n\x13UploadStatusRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"@\n\x0cUploadStatus\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"K\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x11\n\tdim_names\x18\x04 \x03(\t\"z\n\x0f\x41\x63tivateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x1e\n\x04plan\x18\x03 \x01(\x0b\x32\x10.edgeopt.v1.Plan\x12(\n\x0csmoke_inputs\x18\x04 \x03(\x0b\x32\x12.edgeopt.v1.Tensor\"\xe3\x01\n\x0e\x41\x63tivateResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x18\n\x10previous_version\x18\x04 \x01(\t\x12\x0f\n\x07load_ms\x18\x05 \x01(\x01\x12\x10\n\x08smoke_ms\x18\x06 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x04\x12&\n\x06inputs\x18\x08 \x03(\x0b\x32\x16.edgeopt.v1.TensorInfo\x12\'\n\x07outputs\x18\t \x03(\x0b\x32\x16.edgeopt.v1.TensorInfo\"\x83\x01\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x14\n\x0c\x63reated_unix\x18\x04 \x01(\x01\x12\x1e\n\x04plan\x18\x05 \x01(\x0b\x32\x10.edgeopt.v1.Plan\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\"\xd4\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\t\x12*\n\x08versions\x18\x03 \x03(\x0b\x32\x18.edgeopt.v1.ModelVersion\x12\x0e\n\x06loaded\x18\x04 \x01(\x08\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12&\n\x06inputs\x18\x06 \x03(\x0b\x32\x16.edgeopt.v1.TensorInfo\x12\'\n\x07outputs\x18\x07 \x03(\x0b\x32\x16.edgeopt.v1.TensorInfo\"\x13\n\x11ListModelsRequest\"\xa4\x01\n\tModelList\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.edgeopt.v1.ModelInfo\x12\x13\n\x0bstore_bytes\x18\x02 \x01(\x04\x12\x18\n\x0bquota_bytes\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x17\n\x0f\x61gent_rss_bytes\x18\x04 \x01(\x04\x12\x18\n\x10runner_rss_bytes\x18\x05 \x01(\x04\x42\x0e\n\x0c_quota_bytes\"\x1f\n\x0fRollbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\rDeleteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"=\n\x0c\x44\x65leteResult\x12\x18\n\x10versions_removed\x18\x01 \x03(\t\x12\x13\n\x0b\x62ytes_freed\x18\x02 \x01(\x04\"B\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"Q\n\x0cInferRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\"\n\x06inputs\x18\x03 \x03(\x0b\x32\x12.edgeopt.v1.Tensor\"W\n\x0bInferResult\x12\x0f\n\x07version\x18\x01 \x01(\t\x12#\n\x07outputs\x18\x02 \x03(\x0b\x32\x12.edgeopt.v1.Tensor\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\")\n\x16GetCapabilitiesRequest\x12\x0f\n\x07refresh\x18\x01 \x01(\x08\"|\n\nCpuCluster\x12\x11\n\tcore_name\x18\x01 \x01(\t\x12\x0c\n\x04\x63pus\x18\x02 \x03(\r\x12\x19\n\x0cmax_freq_mhz\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x0bimplementer\x18\x04 \x01(\t\x12\x0c\n\x04part\x18\x05 \x01(\tB\x0f\n\r_max_freq_mhz\":\n\x0bTemperature\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x65lsius\x18\x03 \x01(\x01\"O\n\x0b\x41\x63\x63\x65lerator\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x16\n\x0e\x64river_version\x18\x04 \x01(\t\"\xa4\x01\n\x0fOnnxRuntimeInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x1b\n\x0emax_ir_version\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x16\n\tmax_opset\x18\x03 \x01(\rH\x01\x88\x01\x01\x12\x1b\n\x13\x65xecution_providers\x18\x04 \x03(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\tB\x11\n\x0f_max_ir_versionB\x0c\n\n_max_opset\"\x9e\x06\n\x0c\x43\x61pabilities\x12\x0c\n\x04\x61rch\x18\x01 \x01(\t\x12\x12\n\ncpu_vendor\x18\x02 \x01(\t\x12\x11\n\tcpu_model\x18\x03 \x01(\t\x12\x1b\n\x0ephysical_cores\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x1a\n\rlogical_cores\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x19\n\x0cusable_cores\x18\x06 \x01(\rH\x02\x88\x01\x01\x12(\n\x08\x63lusters\x18\x07 \x03(\x0b\x32\x16.edgeopt.v1.CpuCluster\x12\x14\n\x0cisa_features\x18\x08 \x03(\t\x12\x1f\n\x12memory_total_bytes\x18\t \x01(\x04H\x03\x88\x01\x01\x12#\n\x16memory_available_bytes\x18\n \x01(\x04H\x04\x88\x01\x01\x12\x1d\n\x10store_free_bytes\x18\x0b \x01(\x04H\x05\x88\x01\x01\x12\x13\n\x0b\x62oard_model\x18\x0c \x01(\t\x12\x0f\n\x07os_name\x18\r \x01(\t\x12\x0e\n\x06kernel\x18\x0e \x01(\t\x12\x0c\n\x04libc\x18\x0f \x01(\t\x12\x16\n\x0epython_version\x18\x10 \x01(\t\x12\x30\n\x0bonnxruntime\x18\x11 \x01(\x0b\x32\x1b.edgeopt.v1.OnnxRuntimeInfo\x12-\n\x0c\x61\x63\x63\x65lerators\x18\x12 \x03(\x0b\x32\x17.edgeopt.v1.Accelerator\x12\x14\n\x0c\x63pu_governor\x18\x13 \x01(\t\x12-\n\x0ctemperatures\x18\x14 \x03(\x0b\x32\x17.edgeopt.v1.Temperature\x12\x15\n\ragent_version\x18\x15 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x16 \x01(\t\x12\x11\n\tdevice_id\x18\x17 \x01(\t\x12\x10\n\x08hostname\x18\x18 \x01(\t\x12\x10\n\x08warnings\x18\x19 \x03(\tB\x11\n\x0f_physical_coresB\x10\n\x0e_logical_coresB\x0f\n\r_usable_coresB\x15\n\x13_memory_total_bytesB\x19\n\x17_memory_available_bytesB\x13\n\x11_store_free_bytes2\xbe\x04\n\x05\x41gent\x12O\n\x0fGetCapabilities\x12\".edgeopt.v1.GetCapabilitiesRequest\x1a\x18.edgeopt.v1.Capabilities\x12>\n\tPushModel\x12\x17.edgeopt.v1.PushRequest\x1a\x16.edgeopt.v1.PushResult(\x01\x12L\n\x0fGetUploadStatus\x12\x1f.edgeopt.v1.UploadStatusRequest\x1a\x18.edgeopt.v1.UploadStatus\x12H\n\rActivateModel\x12\x1b.edgeopt.v1.ActivateRequest\x1a\x1a.edgeopt.v1.ActivateResult\x12\x42\n\nListModels\x12\x1d.edgeopt.v1.ListModelsRequest\x1a\x15.edgeopt.v1.ModelList\x12H\n\rRollbackModel\x12\x1b.edgeopt.v1.RollbackRequest\x1a\x1a.edgeopt.v1.ActivateResult\x12\x42\n\x0b\x44\x65leteModel\x12\x19.edgeopt.v1.DeleteRequest\x1a\x18.edgeopt.v1.DeleteResult\x12:\n\x05Infer\x12\x18.edgeopt.v1.InferRequest\x1a\x17.edgeopt.v1.InferResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgeopt.proto.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETCAPABILITIESREQUEST']._serialized_start=44
-  _globals['_GETCAPABILITIESREQUEST']._serialized_end=85
-  _globals['_CPUCLUSTER']._serialized_start=87
-  _globals['_CPUCLUSTER']._serialized_end=211
-  _globals['_TEMPERATURE']._serialized_start=213
-  _globals['_TEMPERATURE']._serialized_end=271
-  _globals['_ACCELERATOR']._serialized_start=273
-  _globals['_ACCELERATOR']._serialized_end=352
-  _globals['_ONNXRUNTIMEINFO']._serialized_start=355
-  _globals['_ONNXRUNTIMEINFO']._serialized_end=519
-  _globals['_CAPABILITIES']._serialized_start=522
-  _globals['_CAPABILITIES']._serialized_end=1320
-  _globals['_AGENT']._serialized_start=1322
-  _globals['_AGENT']._serialized_end=1410
+  _globals['_PLAN_PROVIDEROPTIONSENTRY']._loaded_options = None
+  _globals['_PLAN_PROVIDEROPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_PLAN_METADATAENTRY']._loaded_options = None
+  _globals['_PLAN_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_PLAN']._serialized_start=45
+  _globals['_PLAN']._serialized_end=428
+  _globals['_PLAN_PROVIDEROPTIONSENTRY']._serialized_start=325
+  _globals['_PLAN_PROVIDEROPTIONSENTRY']._serialized_end=379
+  _globals['_PLAN_METADATAENTRY']._serialized_start=381
+  _globals['_PLAN_METADATAENTRY']._serialized_end=428
+  _globals['_PUSHHEADER']._serialized_start=430
+  _globals['_PUSHHEADER']._serialized_end=551
+  _globals['_PUSHREQUEST']._serialized_start=553
+  _globals['_PUSHREQUEST']._serialized_end=633
+  _globals['_PUSHRESULT']._serialized_start=635
+  _globals['_PUSHRESULT']._serialized_end=757
+  _globals['_UPLOADSTATUSREQUEST']._serialized_start=759
+  _globals['_UPLOADSTATUSREQUEST']._serialized_end=796
+  _globals['_UPLOADSTATUS']._serialized_start=798
+  _globals['_UPLOADSTATUS']._serialized_end=862
+  _globals['_TENSORINFO']._serialized_start=864
+  _globals['_TENSORINFO']._serialized_end=939
+  _globals['_ACTIVATEREQUEST']._serialized_start=941
+  _globals['_ACTIVATEREQUEST']._serialized_end=1063
+  _globals['_ACTIVATERESULT']._serialized_start=1066
+  _globals['_ACTIVATERESULT']._serialized_end=1293
+  _globals['_MODELVERSION']._serialized_start=1296
+  _globals['_MODELVERSION']._serialized_end=1427
+  _globals['_MODELINFO']._serialized_start=1430
+  _globals['_MODELINFO']._serialized_end=1642
+  _globals['_LISTMODELSREQUEST']._serialized_start=1644
+  _globals['_LISTMODELSREQUEST']._serialized_end=1663
+  _globals['_MODELLIST']._serialized_start=1666
+  _globals['_MODELLIST']._serialized_end=1830
+  _globals['_ROLLBACKREQUEST']._serialized_start=1832
+  _globals['_ROLLBACKREQUEST']._serialized_end=1863
+  _globals['_DELETEREQUEST']._serialized_start=1865
+  _globals['_DELETEREQUEST']._serialized_end=1926
+  _globals['_DELETERESULT']._serialized_start=1928
+  _globals['_DELETERESULT']._serialized_end=1989
+  _globals['_TENSOR']._serialized_start=1991
+  _globals['_TENSOR']._serialized_end=2057
+  _globals['_INFERREQUEST']._serialized_start=2059
+  _globals['_INFERREQUEST']._serialized_end=2140
+  _globals['_INFERRESULT']._serialized_start=2142
+  _globals['_INFERRESULT']._serialized_end=2229
+  _globals['_GETCAPABILITIESREQUEST']._serialized_start=2231
+  _globals['_GETCAPABILITIESREQUEST']._serialized_end=2272
+  _globals['_CPUCLUSTER']._serialized_start=2274
+  _globals['_CPUCLUSTER']._serialized_end=2398
+  _globals['_TEMPERATURE']._serialized_start=2400
+  _globals['_TEMPERATURE']._serialized_end=2458
+  _globals['_ACCELERATOR']._serialized_start=2460
+  _globals['_ACCELERATOR']._serialized_end=2539
+  _globals['_ONNXRUNTIMEINFO']._serialized_start=2542
+  _globals['_ONNXRUNTIMEINFO']._serialized_end=2706
+  _globals['_CAPABILITIES']._serialized_start=2709
+  _globals['_CAPABILITIES']._serialized_end=3507
+  _globals['_AGENT']._serialized_start=3510
+  _globals['_AGENT']._serialized_end=4084
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,41 @@ class AgentStub:
                 request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.GetCapabilitiesRequest.SerializeToString,
                 response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.Capabilities.FromString,
                 _registered_method=True)
+        self.PushModel = channel.stream_unary(
+                '/edgeopt.v1.Agent/PushModel',
+                request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.PushRequest.SerializeToString,
+                response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.PushResult.FromString,
+                _registered_method=True)
+        self.GetUploadStatus = channel.unary_unary(
+                '/edgeopt.v1.Agent/GetUploadStatus',
+                request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.UploadStatusRequest.SerializeToString,
+                response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.UploadStatus.FromString,
+                _registered_method=True)
+        self.ActivateModel = channel.unary_unary(
+                '/edgeopt.v1.Agent/ActivateModel',
+                request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ActivateRequest.SerializeToString,
+                response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ActivateResult.FromString,
+                _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/edgeopt.v1.Agent/ListModels',
+                request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ModelList.FromString,
+                _registered_method=True)
+        self.RollbackModel = channel.unary_unary(
+                '/edgeopt.v1.Agent/RollbackModel',
+                request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ActivateResult.FromString,
+                _registered_method=True)
+        self.DeleteModel = channel.unary_unary(
+                '/edgeopt.v1.Agent/DeleteModel',
+                request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.DeleteResult.FromString,
+                _registered_method=True)
+        self.Infer = channel.unary_unary(
+                '/edgeopt.v1.Agent/Infer',
+                request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferRequest.SerializeToString,
+                response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferResult.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -52,6 +87,71 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushModel(self, request_iterator, context):
+        """Upload an artifact into the model store. The first message is a PushHeader, every later one
+        a chunk of the file's bytes, in order, starting at header.offset. The agent enforces the
+        size and quota limits as bytes arrive, verifies the sha256 at the end, and only then makes
+        the artifact visible under (name, version); until then nothing of it is listed or loadable.
+        * An artifact the agent already holds (same sha256) needs no chunks: send the header
+        alone (already_present in the answer).
+        * An interrupted upload keeps what arrived; GetUploadStatus tells the offset to resume
+        from, and a new PushModel with header.offset = that offset sends the rest.
+        Errors: INVALID_ARGUMENT (bad name or header, a chunk past the declared size, an offset the
+        agent does not hold), DATA_LOSS (the stream ended early: resume; or the digest does not
+        match: the bytes are dropped), RESOURCE_EXHAUSTED (over the per-artifact limit, the store
+        quota or the free disk), ALREADY_EXISTS (the version label names another artifact).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUploadStatus(self, request, context):
+        """How much of an artifact the agent holds: complete, or the offset an upload can resume from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActivateModel(self, request, context):
+        """Load a stored version in the runner process with its plan, run a smoke inference on inputs
+        made from its signature, and only if that works make it the active version of its name. On
+        failure the previous active version stays active and serving (FAILED_PRECONDITION with the
+        loader's message). The active versions are loaded again when the agent restarts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """Every name in the store: versions, digests, sizes, plans, the active one and its memory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackModel(self, request, context):
+        """Make the version that was active before the current one active again (activation rules).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModel(self, request, context):
+        """Remove a version (or every version) of a name. The active version is refused
+        (FAILED_PRECONDITION) unless force is set, which also unloads it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Infer(self, request, context):
+        """Run the active (or a named) version on the given tensors; names, dtypes and ranks are
+        checked against the model (INVALID_ARGUMENT naming the input).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +159,41 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.GetCapabilities,
                     request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.GetCapabilitiesRequest.FromString,
                     response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.Capabilities.SerializeToString,
+            ),
+            'PushModel': grpc.stream_unary_rpc_method_handler(
+                    servicer.PushModel,
+                    request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.PushRequest.FromString,
+                    response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.PushResult.SerializeToString,
+            ),
+            'GetUploadStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUploadStatus,
+                    request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.UploadStatusRequest.FromString,
+                    response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.UploadStatus.SerializeToString,
+            ),
+            'ActivateModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateModel,
+                    request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ActivateRequest.FromString,
+                    response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ActivateResult.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ListModelsRequest.FromString,
+                    response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ModelList.SerializeToString,
+            ),
+            'RollbackModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackModel,
+                    request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.RollbackRequest.FromString,
+                    response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ActivateResult.SerializeToString,
+            ),
+            'DeleteModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModel,
+                    request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.DeleteRequest.FromString,
+                    response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.DeleteResult.SerializeToString,
+            ),
+            'Infer': grpc.unary_unary_rpc_method_handler(
+                    servicer.Infer,
+                    request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferRequest.FromString,
+                    response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +223,195 @@ class Agent:
             '/edgeopt.v1.Agent/GetCapabilities',
             edgeopt_dot_proto_dot_v1_dot_agent__pb2.GetCapabilitiesRequest.SerializeToString,
             edgeopt_dot_proto_dot_v1_dot_agent__pb2.Capabilities.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushModel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edgeopt.v1.Agent/PushModel',
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.PushRequest.SerializeToString,
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.PushResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUploadStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeopt.v1.Agent/GetUploadStatus',
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.UploadStatusRequest.SerializeToString,
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.UploadStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeopt.v1.Agent/ActivateModel',
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.ActivateRequest.SerializeToString,
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.ActivateResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeopt.v1.Agent/ListModels',
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.ListModelsRequest.SerializeToString,
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.ModelList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeopt.v1.Agent/RollbackModel',
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.RollbackRequest.SerializeToString,
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.ActivateResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeopt.v1.Agent/DeleteModel',
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.DeleteRequest.SerializeToString,
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.DeleteResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Infer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeopt.v1.Agent/Infer',
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferRequest.SerializeToString,
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferResult.FromString,
             options,
             channel_credentials,
             insecure,

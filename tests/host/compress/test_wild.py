@@ -255,7 +255,7 @@ def test_dynamic_int8_of_an_all_conv_model_is_refused_with_advice(tmp_path: Path
     assert str(caught.value) == (
         "int8-dynamic changed nothing: no weight was quantized (the weights sit in 2 Conv); "
         "dynamic int8 leaves Conv float (ONNX Runtime's ConvInteger has no fast kernels); this "
-        "model's weights are all in convolutions: use --precision int8-static with "
+        "model's weights are mostly in convolutions: use --precision int8-static with "
         "--calibration DATA.npz"
     )
     assert not out.exists()

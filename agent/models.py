@@ -1,0 +1,285 @@
+"""What the agent does with models, apart from gRPC: store, activate, roll back, delete, infer.
+
+`Models` joins the store (agent/store.py) and the runner process (agent/runner.py):
+- activation loads a version in the runner with its plan, runs a smoke inference, and only then
+  records it as active; on any failure the previous version stays active and loaded;
+- when the runner dies (ONNX Runtime crashed), the request that was running fails, a new runner
+  starts, and the active models are loaded into it again before the answer goes out;
+- after an agent restart, `restore` loads every active version again.
+
+Every refusal is a `Refusal` carrying the gRPC status name; server.py turns it into the status.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeopt.agent.runner import Runner, RunnerCrashed, TensorTuple, rss_bytes
+from edgeopt.agent.store import Limits, ModelStore, Refusal, Version, check_name
+
+log = logging.getLogger("edgeopt.agent")
+
+
+@dataclass
+class LoadedModel:
+    """A version the runner holds."""
+
+    version: str
+    sha256: str
+    memory_bytes: int
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """What an activation did."""
+
+    name: str
+    version: str
+    sha256: str
+    previous: str
+    load_ms: float
+    smoke_ms: float
+    loaded: LoadedModel
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    """What a push stored."""
+
+    version: Version
+    bytes_received: int
+    already_present: bool
+
+
+class Models:
+    """The agent's models: one store, one runner."""
+
+    def __init__(self, root: Path, limits: Limits | None = None) -> None:
+        self.store = ModelStore(root, limits)
+        self.runner = Runner(log=root / "runner.log")
+        self._loaded: dict[str, LoadedModel] = {}
+        self._generation = -1  # the runner child the sessions in _loaded live in
+        self._lock = threading.RLock()  # activation, rollback, delete and reloads, one at a time
+
+    # --- push ---------------------------------------------------------------------------
+
+    def push(
+        self,
+        header: dict[str, Any],
+        chunks: Iterator[bytes],
+    ) -> PushOutcome:
+        """Store an artifact from a header and its chunks (see agent.proto, PushModel)."""
+        name, version, sha256 = header["name"], header["version"], header["sha256"]
+        size, offset, plan = int(header["size"]), int(header["offset"]), header["plan"]
+        check_name(name)
+        if size <= 0:
+            raise Refusal("INVALID_ARGUMENT", "the header's size must be positive")
+        with self.store.digest_lock(sha256):
+            complete, _ = self.store.upload_offset(sha256)
+            received = 0
+            if not complete:
+                upload = self.store.begin_upload(sha256, size, offset)
+                try:
+                    for chunk in chunks:
+                        upload.write(chunk)
+                except Refusal:
+                    raise
+                except BaseException:  # the client went away: keep the bytes for a resume
+                    upload.abort(keep=True)
+                    raise
+                upload.finish()
+                received = upload.received
+            else:
+                for chunk in chunks:  # nothing should follow; never store it
+                    received += len(chunk)
+            stored = self.store.add_version(name, version, sha256, size, plan)
+        return PushOutcome(stored, received, complete)
+
+    # --- activation ---------------------------------------------------------------------
+
+    def _load(
+        self, name: str, version: Version, plan: dict[str, Any], smoke: list[TensorTuple] | None
+    ) -> tuple[LoadedModel, float, float]:
+        answer = self._call(
+            {
+                "op": "load",
+                "key": f"{name}@{version.version}",
+                "path": str(self.store.blob(version.sha256)),
+                "plan": plan,
+                "smoke": smoke,
+            },
+            during=f"loading {name} {version.version}",
+        )
+        loaded = LoadedModel(
+            version.version, version.sha256, answer["memory_bytes"],
+            answer["inputs"], answer["outputs"],
+        )  # fmt: skip
+        return loaded, answer["load_ms"], answer["smoke_ms"]
+
+    def _fresh(self) -> None:
+        """Reload the active models when the runner child is not the one that loaded them.
+
+        That happens when it died between requests (killed, out of memory).
+        """
+        with self._lock:
+            if self.runner.ensure_started() != self._generation:
+                self._loaded.clear()
+                self._generation = self.runner.generation
+                self.restore()
+
+    def _call(self, request: dict[str, Any], during: str) -> dict[str, Any]:
+        """One runner request; a crash restarts the runner with the active models reloaded."""
+        self._fresh()
+        try:
+            answer = self.runner.call(request)
+        except RunnerCrashed as exc:
+            log.warning("%s while %s; restarting it", exc, during)
+            self._fresh()
+            raise Refusal(
+                "FAILED_PRECONDITION", f"ONNX Runtime crashed while {during}: {exc}"
+            ) from exc
+        if not answer.get("ok"):
+            raise Refusal(answer.get("code", "INTERNAL"), answer.get("error", "runner error"))
+        return answer
+
+    def activate(
+        self,
+        name: str,
+        version: str = "",
+        plan: dict[str, Any] | None = None,
+        smoke: list[TensorTuple] | None = None,
+        *,
+        rollback: bool = False,
+    ) -> Activation:
+        """Load, smoke-test and switch; on failure the previous version stays active."""
+        with self._lock:
+            target = self.store.version(name, version)
+            previous = self.store.entry(name).active
+            effective = plan if plan else target.plan
+            try:
+                loaded, load_ms, smoke_ms = self._load(name, target, effective, smoke)
+            except Refusal as exc:
+                kept = f"; {name} {previous} stays active" if previous else ""
+                message = f"{name} {target.version} was not activated: {exc}{kept}"
+                raise Refusal(exc.code, message) from exc
+            old = self._loaded.get(name)
+            if plan:  # the plan it now runs with is the one to restore after a restart
+                self.store.set_plan(name, target.version, plan)
+            self.store.set_active(name, target.version, rollback=rollback)
+            self._loaded[name] = loaded
+            if old is not None and old.version != target.version:
+                self._unload(f"{name}@{old.version}")
+            return Activation(name, target.version, target.sha256, previous, load_ms, smoke_ms,
+                              loaded)  # fmt: skip
+
+    def rollback(self, name: str) -> Activation:
+        """Activate the version that was active before the current one."""
+        with self._lock:
+            return self.activate(name, self.store.rollback_target(name), rollback=True)
+
+    def _unload(self, key: str) -> None:
+        try:
+            self.runner.call({"op": "unload", "key": key})
+        except RunnerCrashed:
+            self._loaded.clear()
+
+    def restore(self) -> list[str]:
+        """Load every active version into the runner (after a restart); returns failures."""
+        failures = []
+        with self._lock:
+            if self.runner.ensure_started() != self._generation:
+                self._loaded.clear()
+                self._generation = self.runner.generation
+            for name, entry in self.store.entries().items():
+                if not entry.active or name in self._loaded:
+                    continue
+                version = entry.find(entry.active)
+                if version is None:
+                    continue
+                try:
+                    answer = self.runner.call(
+                        {
+                            "op": "load",
+                            "key": f"{name}@{version.version}",
+                            "path": str(self.store.blob(version.sha256)),
+                            "plan": version.plan,
+                            "smoke": None,
+                        }
+                    )
+                except RunnerCrashed as exc:
+                    failures.append(f"{name} {version.version}: {exc}")
+                    continue
+                if answer.get("ok"):
+                    self._loaded[name] = LoadedModel(
+                        version.version, version.sha256, answer["memory_bytes"],
+                        answer["inputs"], answer["outputs"],
+                    )  # fmt: skip
+                else:
+                    failures.append(f"{name} {version.version}: {answer.get('error')}")
+        for failure in failures:
+            log.warning("could not load the active model again: %s", failure)
+        return failures
+
+    # --- the rest -----------------------------------------------------------------------
+
+    def delete(self, name: str, version: str, force: bool) -> tuple[list[str], int]:
+        """Remove versions; the active one only with `force` (it is unloaded then)."""
+        with self._lock:
+            removed, freed = self.store.delete(name, version, force)
+            loaded = self._loaded.get(name)
+            if loaded is not None and loaded.version in removed:
+                self._loaded.pop(name)
+                self._unload(f"{name}@{loaded.version}")
+            return removed, freed
+
+    def infer(self, name: str, version: str, inputs: list[TensorTuple]) -> dict[str, Any]:
+        """Run the active version (or `version`, loading it if needed) on `inputs`."""
+        self._fresh()
+        with self._lock:
+            entry = self.store.entry(name)
+            wanted = version or entry.active
+            if not wanted:
+                raise Refusal(
+                    "FAILED_PRECONDITION", f"{name} has no active version; activate one first"
+                )
+            loaded = self._loaded.get(name)
+            if loaded is None or loaded.version != wanted:
+                target = self.store.version(name, wanted)
+                if wanted == entry.active:
+                    self._loaded[name], _, _ = self._load(name, target, target.plan, None)
+                else:
+                    self._load(name, target, target.plan, None)
+        answer = self._call(
+            {"op": "infer", "key": f"{name}@{wanted}", "inputs": inputs},
+            during=f"running {name} {wanted}",
+        )
+        return {"version": wanted, **answer}
+
+    def loaded(self) -> dict[str, LoadedModel]:
+        """Active versions the runner holds, by name."""
+        with self._lock:
+            return dict(self._loaded)
+
+    def memory(self) -> tuple[int, int]:
+        """(agent RSS, runner RSS) in bytes."""
+        pid = self.runner.pid
+        return rss_bytes(), rss_bytes(pid) if pid else 0
+
+    def close(self) -> None:
+        """Stop the runner."""
+        self.runner.stop()
+
+
+def chunks_of(requests: Iterable[Any]) -> Iterator[bytes]:
+    """The chunk payloads of PushRequest messages; INVALID_ARGUMENT for a second header."""
+    for request in requests:
+        if request.WhichOneof("part") != "chunk":
+            raise Refusal("INVALID_ARGUMENT", "a push has one header, first; then only chunks")
+        yield request.chunk

@@ -1,0 +1,409 @@
+"""The runner: a child process of the agent that holds the ONNX Runtime sessions.
+
+The agent keeps ONNX Runtime out of its own process: importing it costs ~30 MB, and a model
+that crashes it (a segfault in a kernel, an abort in a custom op) must fail one request, not take
+the agent down. So loading, smoke-testing and running models happens here, in
+`python -m edgeopt.agent.runner`, which the agent talks to over its stdin and stdout with
+length-prefixed pickled dicts (both ends are this package; nothing else speaks this protocol).
+
+Parent side: `Runner.call(request)` sends one request and waits for its answer; when the child
+died (EOF on its stdout), it raises `RunnerCrashed` with the signal or exit status, and the next
+call starts a new child. The agent then loads its active models again (see server.py).
+
+Requests ("op" and its fields) and answers ("ok" and fields, or "ok": False, "code", "error"):
+- load: key, path, plan (dict of agent.proto's Plan), smoke (list of tensors or None)
+  → load_ms, smoke_ms, memory_bytes, inputs, outputs (signatures)
+- unload: key
+- infer: key, inputs (list of (name, dtype, shape, bytes)) → outputs, latency_ms
+- stats → rss_bytes, loaded (key → memory_bytes)
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+HEADER = struct.Struct("<Q")
+TensorTuple = tuple[str, str, tuple[int, ...], bytes]
+"""(name, numpy dtype name, shape, C-order bytes): how tensors cross the pipe."""
+
+
+class RunnerCrashed(Exception):
+    """The runner process died while (or before) answering."""
+
+
+def _send(stream: IO[bytes], message: dict[str, Any]) -> None:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(HEADER.pack(len(payload)))
+    stream.write(payload)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> dict[str, Any] | None:
+    head = stream.read(HEADER.size)
+    if len(head) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(head)
+    payload = stream.read(size)
+    if len(payload) < size:
+        return None
+    message: dict[str, Any] = pickle.loads(payload)
+    return message
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident memory of a process, from /proc (0 where unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/statm").read_text().split()
+        return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class Runner:
+    """The agent's handle on its runner child; one request at a time."""
+
+    def __init__(self, log: Path | None = None) -> None:
+        self._log = log
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self.generation = 0
+        """Counts the children started: a new value means the loaded sessions are gone."""
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs."""
+        return self._process.pid if self._process and self._process.poll() is None else None
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        stderr = self._log.open("ab") if self._log else subprocess.DEVNULL
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "edgeopt.agent.runner"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                # Ctrl-C in the agent's terminal is the agent's to handle, not the runner's.
+                start_new_session=True,
+            )
+        finally:
+            if self._log and not isinstance(stderr, int):
+                stderr.close()
+
+    def ensure_started(self) -> int:
+        """Start the child if it is not running; returns the generation."""
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._process = self._start()
+                self.generation += 1
+            return self.generation
+
+    def call(self, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send `request`, return the answer.
+
+        Raises:
+            RunnerCrashed: the child died; the message says how (signal or exit status).
+        """
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._process = self._start()
+                self.generation += 1
+            process = self._process
+            assert process.stdin is not None and process.stdout is not None
+            timer = threading.Timer(timeout, process.kill) if timeout else None
+            if timer:
+                timer.start()
+            try:
+                _send(process.stdin, request)
+                answer = _receive(process.stdout)
+            except (BrokenPipeError, OSError):
+                answer = None
+            finally:
+                if timer:
+                    timer.cancel()
+            if answer is None:
+                code = process.wait()
+                how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+                raise RunnerCrashed(f"the runner process died ({how})")
+            return answer
+
+    def stop(self) -> None:
+        """End the child (it exits on EOF)."""
+        with self._lock:
+            if self._process is not None and self._process.poll() is None:
+                assert self._process.stdin is not None
+                self._process.stdin.close()
+                try:
+                    self._process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    self._process.wait()
+            self._process = None
+
+
+# --- the child ------------------------------------------------------------------------------
+
+_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+    "": "ORT_ENABLE_ALL",
+}
+DEFAULT_SIZES = {2: (1, 128), 3: (1, 16, 128), 4: (1, 3, 224, 224), 5: (1, 3, 8, 112, 112)}
+"""Sizes for symbolic dims in smoke inputs, by rank (batch 1, then what such inputs hold)."""
+
+
+class RequestError(Exception):
+    """A request the runner refuses; `code` is the gRPC status name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Loaded:
+    """A session and what it cost."""
+
+    session: Any
+    memory_bytes: int
+
+
+def _signature(args: list[Any]) -> list[dict[str, Any]]:
+    import numpy as np  # noqa: PLC0415
+
+    out = []
+    for arg in args:
+        dtype = _numpy_dtype(arg.type)
+        shape = [d if isinstance(d, int) and d > 0 else -1 for d in (arg.shape or [])]
+        names = [d if isinstance(d, str) else "" for d in (arg.shape or [])]
+        out.append({"name": arg.name, "dtype": np.dtype(dtype).name, "shape": shape,
+                    "dim_names": names})  # fmt: skip
+    return out
+
+
+def _numpy_dtype(ort_type: str) -> Any:
+    import numpy as np  # noqa: PLC0415
+
+    table = {
+        "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+        "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
+        "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16,
+        "tensor(uint32)": np.uint32, "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
+    }  # fmt: skip
+    return table.get(ort_type, np.float32)
+
+
+def _smoke_inputs(session: Any) -> dict[str, Any]:
+    import numpy as np  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for arg in session.get_inputs():
+        dims = list(arg.shape or [])
+        default = DEFAULT_SIZES.get(len(dims), (1,) * len(dims))
+        shape = [d if isinstance(d, int) and d > 0 else default[i] for i, d in enumerate(dims)]
+        dtype = np.dtype(_numpy_dtype(arg.type))
+        if dtype.kind == "f":
+            feeds[arg.name] = rng.random(shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[arg.name] = np.zeros(shape, dtype=dtype)
+        else:
+            feeds[arg.name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+def _session(path: str, plan: dict[str, Any]) -> Any:
+    import onnxruntime as ort  # noqa: PLC0415
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = int(plan.get("intra_op_threads") or 0)
+    options.inter_op_num_threads = int(plan.get("inter_op_threads") or 0)
+    level = plan.get("graph_optimization_level", "")
+    if level not in _LEVELS:
+        raise RequestError("INVALID_ARGUMENT", f"unknown graph optimization level {level!r}")
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
+    if plan.get("execution_mode") == "parallel":
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    provider = plan.get("execution_provider") or "CPUExecutionProvider"
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise RequestError(
+            "INVALID_ARGUMENT",
+            f"execution provider {provider} is not available on this board; it has "
+            f"{', '.join(available)}",
+        )
+    providers = [(provider, dict(plan.get("provider_options") or {}))]
+    if provider != "CPUExecutionProvider":
+        providers.append(("CPUExecutionProvider", {}))
+    return ort.InferenceSession(path, options, providers=providers)
+
+
+def _to_arrays(tensors: list[TensorTuple], session: Any) -> dict[str, Any]:
+    """Check tensors against the session's inputs and turn them into arrays."""
+    import numpy as np  # noqa: PLC0415
+
+    wanted = {arg.name: arg for arg in session.get_inputs()}
+    given = {t[0]: t for t in tensors}
+    missing = sorted(set(wanted) - set(given))
+    extra = sorted(set(given) - set(wanted))
+    if missing or extra:
+        raise RequestError(
+            "INVALID_ARGUMENT",
+            f"inputs do not match the model's {sorted(wanted)}: missing {missing or 'none'}, "
+            f"unexpected {extra or 'none'}",
+        )
+    feeds = {}
+    for name, arg in wanted.items():
+        _, dtype, shape, data = given[name]
+        want = np.dtype(_numpy_dtype(arg.type))
+        if np.dtype(dtype) != want:
+            raise RequestError(
+                "INVALID_ARGUMENT", f"input {name!r} is {dtype}, the model wants {want.name}"
+            )
+        dims = list(arg.shape or [])
+        if len(shape) != len(dims) or any(
+            isinstance(d, int) and d > 0 and d != s for d, s in zip(dims, shape, strict=False)
+        ):
+            shown = [d if isinstance(d, int) and d > 0 else "?" for d in dims]
+            raise RequestError(
+                "INVALID_ARGUMENT",
+                f"input {name!r} has shape {list(shape)}, the model wants {shown}",
+            )
+        if len(data) != int(np.prod(shape, dtype=np.int64)) * want.itemsize:
+            raise RequestError(
+                "INVALID_ARGUMENT", f"input {name!r}: {len(data)} bytes do not fill {list(shape)}"
+            )
+        feeds[name] = np.frombuffer(data, dtype=want).reshape(shape)
+    return feeds
+
+
+def _tuples(names: list[str], arrays: list[Any]) -> list[TensorTuple]:
+    import numpy as np  # noqa: PLC0415
+
+    out = []
+    for name, value in zip(names, arrays, strict=True):
+        array = np.ascontiguousarray(value)
+        out.append((name, array.dtype.name, tuple(array.shape), array.tobytes()))
+    return out
+
+
+class Child:
+    """The runner's side: sessions by key."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, Loaded] = {}
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer one request."""
+        op = request.get("op")
+        if op == "load":
+            return self.load(request["key"], request["path"], request.get("plan") or {},
+                             request.get("smoke"))  # fmt: skip
+        if op == "unload":
+            self.loaded.pop(request["key"], None)
+            return {"ok": True}
+        if op == "infer":
+            return self.infer(request["key"], request["inputs"])
+        if op == "stats":
+            return {"ok": True, "rss_bytes": rss_bytes(),
+                    "loaded": {k: v.memory_bytes for k, v in self.loaded.items()}}  # fmt: skip
+        raise RequestError("INVALID_ARGUMENT", f"unknown runner request {op!r}")
+
+    def load(
+        self, key: str, path: str, plan: dict[str, Any], smoke: list[TensorTuple] | None
+    ) -> dict[str, Any]:
+        """Load a model, run the smoke inference, keep the session under `key`."""
+        import numpy as np  # noqa: PLC0415
+
+        before = rss_bytes()
+        start = time.perf_counter()
+        try:
+            session = _session(path, plan)
+        except RequestError:
+            raise
+        except Exception as exc:
+            raise RequestError(
+                "FAILED_PRECONDITION", f"ONNX Runtime cannot load it: {_line(exc)}"
+            ) from exc
+        load_ms = (time.perf_counter() - start) * 1e3
+        feeds = _to_arrays(smoke, session) if smoke else _smoke_inputs(session)
+        start = time.perf_counter()
+        try:
+            outputs = session.run(None, feeds)
+        except Exception as exc:
+            raise RequestError(
+                "FAILED_PRECONDITION", f"smoke inference failed: {_line(exc)}"
+            ) from exc
+        smoke_ms = (time.perf_counter() - start) * 1e3
+        names = [o.name for o in session.get_outputs()]
+        for name, value in zip(names, outputs, strict=True):
+            array = np.asarray(value)
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise RequestError(
+                    "FAILED_PRECONDITION",
+                    f"smoke inference gave non-finite values (inf/NaN) in output {name!r}",
+                )
+        memory = max(0, rss_bytes() - before)
+        self.loaded[key] = Loaded(session, memory)
+        return {
+            "ok": True, "load_ms": load_ms, "smoke_ms": smoke_ms, "memory_bytes": memory,
+            "inputs": _signature(session.get_inputs()),
+            "outputs": _signature(session.get_outputs()),
+        }  # fmt: skip
+
+    def infer(self, key: str, inputs: list[TensorTuple]) -> dict[str, Any]:
+        """Run a loaded model."""
+        loaded = self.loaded.get(key)
+        if loaded is None:
+            raise RequestError("FAILED_PRECONDITION", f"{key} is not loaded")
+        feeds = _to_arrays(inputs, loaded.session)
+        start = time.perf_counter()
+        try:
+            outputs = loaded.session.run(None, feeds)
+        except Exception as exc:
+            raise RequestError("INVALID_ARGUMENT", f"inference failed: {_line(exc)}") from exc
+        latency = (time.perf_counter() - start) * 1e3
+        names = [o.name for o in loaded.session.get_outputs()]
+        return {"ok": True, "outputs": _tuples(names, outputs), "latency_ms": latency}
+
+
+def _line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:500]
+
+
+def main() -> int:
+    """Serve requests from stdin until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stdin = sys.stdin.buffer
+    # Whatever a library prints to fd 1 (ONNX Runtime's C++ logs) must not corrupt the
+    # protocol: the protocol gets its own descriptor, and fd 1 becomes a second stderr.
+    stdout = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    child = Child()
+    while (request := _receive(stdin)) is not None:
+        try:
+            answer = child.handle(request)
+        except RequestError as exc:
+            answer = {"ok": False, "code": exc.code, "error": str(exc)}
+        except Exception as exc:  # a bug here must not kill the runner
+            answer = {"ok": False, "code": "INTERNAL", "error": f"{type(exc).__name__}: {exc}"}
+        _send(stdout, answer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

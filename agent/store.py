@@ -1,0 +1,477 @@
+"""The agent's model store: content-addressed artifacts and a manifest, safe against `kill -9`.
+
+Layout under the store directory:
+
+    blobs/<sha256>            whole artifacts, named by their digest, read-only
+    uploads/<sha256>.part     bytes of an upload in progress or interrupted (resumable)
+    manifest.json             names -> versions -> digest, size, plan; the active version and
+                              the activation history of each name
+
+Crash safety: an artifact becomes a blob only after its digest was verified, by a rename of the
+fsynced `.part` file; the manifest is written to a temporary file, fsynced, renamed over the old
+one and the directory fsynced. So after a crash at any instant the manifest is the old or the new
+one, every blob it names is whole, and a `.part` is either resumable or dropped at start-up
+(`recover`). A name is only visible once its manifest entry is written, after its blob.
+
+Limits: a per-artifact maximum, a quota on the bytes of blobs and partial uploads together, and
+the free disk (with a margin), all checked against the header before any byte is written and
+again as bytes arrive. Names are checked against `NAME_PATTERN` (no path tricks, no NUL).
+Pushes of one digest are serialized, and so are changes to the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+FREE_DISK_MARGIN = 64 << 20
+"""Bytes the store leaves free on its file system, so the board keeps working."""
+MANIFEST_FORMAT = 1
+
+
+class Refusal(Exception):
+    """A request the agent refuses; `code` is the gRPC status name the server answers with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _invalid(message: str) -> Refusal:
+    return Refusal("INVALID_ARGUMENT", message)
+
+
+def check_name(name: str) -> None:
+    """Raise INVALID_ARGUMENT unless `name` is a safe model name."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise _invalid(
+            f"model name {name!r} is not allowed: use 1 to 128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (no '/', no NUL)"
+        )
+
+
+def check_version(version: str) -> None:
+    """Raise INVALID_ARGUMENT unless `version` is a safe version label."""
+    if not VERSION_PATTERN.fullmatch(version):
+        raise _invalid(
+            f"version label {version!r} is not allowed: use 1 to 64 letters, digits, '.', '_', "
+            "'+' or '-', starting with a letter or digit"
+        )
+
+
+def check_digest(sha256: str) -> None:
+    """Raise INVALID_ARGUMENT unless `sha256` is 64 lower-case hex digits."""
+    if not SHA256_PATTERN.fullmatch(sha256):
+        raise _invalid(f"sha256 must be 64 lower-case hex digits, got {sha256!r}")
+
+
+@dataclass
+class Version:
+    """One stored version of a name."""
+
+    version: str
+    sha256: str
+    size: int
+    created: float
+    plan: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Entry:
+    """A name: its versions, oldest first, and which one is active."""
+
+    versions: list[Version] = field(default_factory=list)
+    active: str = ""
+    history: list[str] = field(default_factory=list)
+    """Versions activated before the current one, most recent last (for rollback)."""
+
+    def find(self, version: str) -> Version | None:
+        """The version with this label, or None."""
+        return next((v for v in self.versions if v.version == version), None)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the store accepts."""
+
+    max_store_bytes: int | None = None
+    """Quota on artifacts and partial uploads together (None: the free disk is the limit)."""
+    max_artifact_bytes: int = 4 << 30
+    """Largest single artifact."""
+
+
+class Upload:
+    """An upload in progress: append bytes, then `finish` to verify and store."""
+
+    def __init__(self, store: ModelStore, sha256: str, size: int, offset: int) -> None:
+        self.store, self.sha256, self.size = store, sha256, size
+        self.part = store.root / "uploads" / f"{sha256}.part"
+        self.received = 0
+        self._file = self.part.open("r+b" if offset else "wb")
+        self._file.seek(offset)
+        self._file.truncate()
+        self.offset = offset
+
+    @property
+    def position(self) -> int:
+        """Bytes of the artifact held so far."""
+        return self.offset + self.received
+
+    def write(self, chunk: bytes) -> None:
+        """Append a chunk; refuses bytes past the declared size or over the quota."""
+        if self.position + len(chunk) > self.size:
+            self.abort(keep=False)
+            raise _invalid(
+                f"chunk past the declared size: {self.position + len(chunk)} bytes sent for an "
+                f"artifact of {self.size}; the upload was dropped"
+            )
+        self.store.check_room(len(chunk))
+        self._file.write(chunk)
+        self.received += len(chunk)
+
+    def abort(self, keep: bool) -> None:
+        """Stop here; keep the bytes for a resume, or drop them."""
+        with contextlib.suppress(OSError):
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        self._file.close()
+        if not keep:
+            self.part.unlink(missing_ok=True)
+
+    def finish(self) -> Path:
+        """Verify length and digest and move the bytes into blobs/.
+
+        Raises:
+            Refusal: DATA_LOSS when the stream ended early (bytes kept for a resume) or the
+                digest does not match (bytes dropped).
+        """
+        if self.position < self.size:
+            self.abort(keep=True)
+            raise Refusal(
+                "DATA_LOSS",
+                f"upload incomplete: {self.position} of {self.size} bytes arrived; resume from "
+                f"offset {self.position} (GetUploadStatus)",
+            )
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        digest = _file_digest(self.part)
+        if digest != self.sha256:
+            self.part.unlink(missing_ok=True)
+            raise Refusal(
+                "DATA_LOSS",
+                f"digest mismatch: the bytes received hash to {digest}, the header said "
+                f"{self.sha256}; nothing was stored",
+            )
+        blob = self.store.blob(self.sha256)
+        os.chmod(self.part, 0o444)
+        os.replace(self.part, blob)
+        _fsync_dir(blob.parent)
+        return blob
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ModelStore:
+    """Artifacts by digest, and names and versions in a manifest."""
+
+    def __init__(self, root: Path, limits: Limits | None = None) -> None:
+        self.root = root
+        self.limits = limits or Limits()
+        for sub in ("blobs", "uploads"):
+            (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.RLock()
+        self._digest_locks: dict[str, threading.Lock] = {}
+        self._entries = self._read_manifest()
+
+    # --- the manifest -------------------------------------------------------------------
+
+    @property
+    def manifest_path(self) -> Path:
+        """Where the manifest lives."""
+        return self.root / "manifest.json"
+
+    def _read_manifest(self) -> dict[str, Entry]:
+        try:
+            raw = json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            return {}
+        entries = {}
+        for name, data in raw.get("models", {}).items():
+            versions = [Version(**v) for v in data.get("versions", [])]
+            entries[name] = Entry(versions, data.get("active", ""), data.get("history", []))
+        return entries
+
+    def _write_manifest(self) -> None:
+        payload = {
+            "format": MANIFEST_FORMAT,
+            "models": {
+                name: {
+                    "versions": [asdict(v) for v in e.versions],
+                    "active": e.active,
+                    "history": e.history,
+                }
+                for name, e in sorted(self._entries.items())
+            },
+        }
+        tmp = self.manifest_path.with_name(f".manifest.{os.getpid()}.{threading.get_ident()}")
+        with tmp.open("w") as f:
+            json.dump(payload, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.manifest_path)
+        _fsync_dir(self.root)
+
+    def recover(self) -> list[str]:
+        """Tidy after a crash: drop stray temporary files and blobs no version names.
+
+        Partial uploads stay (they are resumable); returns what was removed, for the log.
+        """
+        removed = []
+        with self._lock:
+            for stray in self.root.glob(".manifest.*"):
+                stray.unlink(missing_ok=True)
+                removed.append(stray.name)
+            named = {v.sha256 for e in self._entries.values() for v in e.versions}
+            for blob in (self.root / "blobs").iterdir():
+                if blob.name not in named and not blob.name.startswith("."):
+                    blob.unlink(missing_ok=True)
+                    removed.append(f"blobs/{blob.name}")
+        return removed
+
+    # --- reading ------------------------------------------------------------------------
+
+    def blob(self, sha256: str) -> Path:
+        """Where the artifact with this digest lives (whether or not it exists)."""
+        return self.root / "blobs" / sha256
+
+    def entries(self) -> dict[str, Entry]:
+        """A snapshot of every name."""
+        with self._lock:
+            return {
+                name: Entry(list(e.versions), e.active, list(e.history))
+                for name, e in self._entries.items()
+            }
+
+    def entry(self, name: str) -> Entry:
+        """The name's entry; NOT_FOUND when the store has no such name."""
+        check_name(name)
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                known = ", ".join(sorted(self._entries)) or "none"
+                raise Refusal("NOT_FOUND", f"no model named {name!r} (stored: {known})")
+            return Entry(list(entry.versions), entry.active, list(entry.history))
+
+    def version(self, name: str, version: str = "") -> Version:
+        """A version of a name ("" = the newest); NOT_FOUND when missing."""
+        entry = self.entry(name)
+        if not entry.versions:
+            raise Refusal("NOT_FOUND", f"{name} has no versions")
+        if not version:
+            return entry.versions[-1]
+        found = entry.find(version)
+        if found is None:
+            labels = ", ".join(v.version for v in entry.versions)
+            raise Refusal("NOT_FOUND", f"{name} has no version {version!r} (it has {labels})")
+        return found
+
+    def used_bytes(self) -> int:
+        """Bytes of blobs and partial uploads."""
+        total = 0
+        for sub in ("blobs", "uploads"):
+            for path in (self.root / sub).iterdir():
+                with contextlib.suppress(OSError):
+                    total += path.stat().st_size
+        return total
+
+    def upload_offset(self, sha256: str) -> tuple[bool, int]:
+        """(complete, bytes held of an interrupted upload)."""
+        check_digest(sha256)
+        if self.blob(sha256).is_file():
+            return True, 0
+        part = self.root / "uploads" / f"{sha256}.part"
+        return False, part.stat().st_size if part.is_file() else 0
+
+    # --- writing ------------------------------------------------------------------------
+
+    def check_room(self, incoming: int) -> None:
+        """RESOURCE_EXHAUSTED unless `incoming` more bytes fit the quota and the free disk."""
+        quota = self.limits.max_store_bytes
+        if quota is not None:
+            used = self.used_bytes()
+            if used + incoming > quota:
+                raise Refusal(
+                    "RESOURCE_EXHAUSTED",
+                    f"store quota exceeded: {used + incoming} bytes needed of {quota} allowed "
+                    f"({used} in use); delete versions (DeleteModel) or raise --max-store-bytes",
+                )
+        free = shutil.disk_usage(self.root).free
+        if free - incoming < FREE_DISK_MARGIN:
+            raise Refusal(
+                "RESOURCE_EXHAUSTED",
+                f"not enough free disk for {incoming} more bytes: {free} free, and the store "
+                f"keeps {FREE_DISK_MARGIN} free for the board",
+            )
+
+    @contextlib.contextmanager
+    def digest_lock(self, sha256: str) -> Iterator[None]:
+        """Serialize uploads of one artifact (two hosts pushing the same file at once)."""
+        with self._lock:
+            lock = self._digest_locks.setdefault(sha256, threading.Lock())
+        with lock:
+            yield
+
+    def begin_upload(self, sha256: str, size: int, offset: int) -> Upload:
+        """Start or resume an upload; checks the limits against the whole size first.
+
+        Raises:
+            Refusal: INVALID_ARGUMENT for an offset the store does not hold,
+                RESOURCE_EXHAUSTED when the artifact cannot fit.
+        """
+        check_digest(sha256)
+        if size > self.limits.max_artifact_bytes:
+            raise Refusal(
+                "RESOURCE_EXHAUSTED",
+                f"artifact of {size} bytes is over this agent's limit of "
+                f"{self.limits.max_artifact_bytes} (--max-artifact-bytes)",
+            )
+        _, held = self.upload_offset(sha256)
+        if offset not in (0, held):
+            raise _invalid(
+                f"offset {offset} does not match the {held} bytes the agent holds of {sha256}; "
+                "ask GetUploadStatus and resume from there"
+            )
+        self.check_room(size - held)  # a restart from 0 first drops the held bytes
+        return Upload(self, sha256, size, offset)
+
+    def add_version(
+        self, name: str, version: str, sha256: str, size: int, plan: dict[str, Any]
+    ) -> Version:
+        """Record (name, version) → blob; idempotent for the same digest.
+
+        Raises:
+            Refusal: ALREADY_EXISTS when the label names another digest.
+        """
+        check_name(name)
+        if version:
+            check_version(version)
+        if not self.blob(sha256).is_file():
+            raise Refusal("FAILED_PRECONDITION", f"artifact {sha256} is not in the store")
+        with self._lock:
+            entry = self._entries.setdefault(name, Entry())
+            same = next((v for v in entry.versions if v.sha256 == sha256 and not version), None)
+            if same is not None:
+                return same
+            if not version:
+                numbers = [
+                    int(v.version[1:])
+                    for v in entry.versions
+                    if v.version.startswith("v") and v.version[1:].isdigit()
+                ]
+                version = f"v{max(numbers, default=0) + 1}"
+            existing = entry.find(version)
+            if existing is not None:
+                if existing.sha256 == sha256:
+                    return existing
+                raise Refusal(
+                    "ALREADY_EXISTS",
+                    f"{name} {version} already holds another artifact ({existing.sha256[:12]}); "
+                    "push under a new version label",
+                )
+            record = Version(version, sha256, size, time.time(), plan)
+            entry.versions.append(record)
+            self._write_manifest()
+            return record
+
+    def set_active(self, name: str, version: str, *, rollback: bool = False) -> str:
+        """Make `version` active; returns the previously active version ("" for none)."""
+        with self._lock:
+            entry = self._entries[name]
+            previous = entry.active
+            if rollback:
+                if entry.history and entry.history[-1] == version:
+                    entry.history.pop()
+            elif previous and previous != version:
+                entry.history.append(previous)
+            entry.active = version
+            self._write_manifest()
+            return previous
+
+    def set_plan(self, name: str, version: str, plan: dict[str, Any]) -> None:
+        """Record the plan a version runs with."""
+        with self._lock:
+            found = self._entries[name].find(version)
+            if found is not None:
+                found.plan = plan
+                self._write_manifest()
+
+    def rollback_target(self, name: str) -> str:
+        """The version a rollback would activate; FAILED_PRECONDITION when there is none."""
+        entry = self.entry(name)
+        for version in reversed(entry.history):
+            if entry.find(version) is not None and version != entry.active:
+                return version
+        raise Refusal(
+            "FAILED_PRECONDITION",
+            f"{name} has no earlier active version to roll back to (active: "
+            f"{entry.active or 'none'})",
+        )
+
+    def delete(self, name: str, version: str, force: bool) -> tuple[list[str], int]:
+        """Remove a version ("" = all); returns (labels removed, bytes freed)."""
+        entry = self.entry(name)
+        doomed = [v for v in entry.versions if not version or v.version == version]
+        if version and not doomed:
+            self.version(name, version)  # raises NOT_FOUND with the labels
+        if entry.active in {v.version for v in doomed} and not force:
+            raise Refusal(
+                "FAILED_PRECONDITION",
+                f"{name} {entry.active} is the active version; activate another first, or "
+                "pass force to remove it anyway",
+            )
+        with self._lock:
+            live = self._entries[name]
+            gone = {v.version for v in doomed}
+            live.versions = [v for v in live.versions if v.version not in gone]
+            live.history = [h for h in live.history if h not in gone]
+            if live.active in gone:
+                live.active = ""
+            if not live.versions:
+                del self._entries[name]
+            self._write_manifest()
+            still = {v.sha256 for e in self._entries.values() for v in e.versions}
+            freed = 0
+            for v in doomed:
+                blob = self.blob(v.sha256)
+                if v.sha256 not in still and blob.is_file():
+                    freed += blob.stat().st_size
+                    blob.unlink()
+        return [v.version for v in doomed], freed
