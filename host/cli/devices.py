@@ -1,94 +1,17 @@
-"""`edgeopt`: the host's command line, a thin layer over the library.
-
-Commands turn options into library calls and print the result as a table or, with `--json`, as
-JSON for scripts. Every `EdgeoptError` is turned into a `click.ClickException` in one place
-(`_Cli.invoke`), so a user sees one line saying what is wrong and the exit status is 1.
-
-    edgeopt devices [--device X ...] [--fleet] [--json]    table of the selected devices
-    edgeopt devices show NAME [--json]                    full capability report
-    edgeopt devices check NAME [--json]                   live report held against the profile
-    edgeopt profiles [--json] / edgeopt profiles show NAME
-    edgeopt compress MODEL ... / edgeopt cache ls|clear        (see compress_cli.py)
-"""
+"""`edgeopt devices` and `edgeopt profiles`: what the boards are and what they should be."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import click
 
-from edgeopt.host import fleet, inventory, profiles
-from edgeopt.host.client import ClientConfig
-from edgeopt.host.compress_cli import cache_cmd, compress_cmd
+from edgeopt.host import fleet, profiles
+from edgeopt.host.cli.common import Session, gib
 from edgeopt.host.output import echo_json, table
 from edgeopt.proto.capabilities import Capabilities, format_summary, to_dict
-from edgeopt.proto.errors import EdgeoptError, ProfileError
-
-
-class _Cli(click.Group):
-    """The root group: maps library errors to one-line click errors."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except EdgeoptError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-
-def _gib(n: int | None) -> str:
-    return "?" if n is None else f"{n / 2**30:.1f} GiB"
-
-
-class Session:
-    """What every command needs: where the inventory and profiles are, and client settings."""
-
-    def __init__(self, inventory_path: str | None, profiles_dir: Path | None, deadline: float):
-        self.inventory_path = inventory.locate(inventory_path)
-        self.profiles_dir = profiles_dir
-        self.client = ClientConfig(deadline=deadline)
-
-    def inventory(self) -> inventory.Inventory:
-        """Load the inventory (a missing file is an error that says how to make one)."""
-        if not self.inventory_path.exists():
-            raise click.ClickException(
-                f"no inventory at {self.inventory_path}: write one (see README.md), pass "
-                f"--inventory FILE or set ${inventory.ENV_VAR}"
-            )
-        return inventory.load(self.inventory_path)
-
-    def profiles(self) -> dict[str, profiles.DeviceProfile]:
-        """Every known device profile."""
-        return profiles.load_all(self.profiles_dir)
-
-
-@click.group(cls=_Cli)
-@click.option(
-    "--inventory",
-    "inventory_path",
-    metavar="FILE",
-    help=f"inventory TOML (default: ${inventory.ENV_VAR}, then ./{inventory.DEFAULT_FILE})",
-)
-@click.option(
-    "--profiles-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help=f"extra device profiles folder (also ${profiles.ENV_VAR})",
-)
-@click.option(
-    "--deadline",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="seconds each agent call may take, retries included",
-)
-@click.version_option(package_name="edgeopt")
-@click.pass_context
-def cli(
-    ctx: click.Context, inventory_path: str | None, profiles_dir: Path | None, deadline: float
-) -> None:
-    """edgeopt: get neural-network models running well on fleets of edge boards."""
-    ctx.obj = Session(inventory_path, profiles_dir, deadline)
+from edgeopt.proto.errors import ProfileError
 
 
 def _device_row(report: fleet.DeviceReport) -> list[str]:
@@ -104,7 +27,7 @@ def _device_row(report: fleet.DeviceReport) -> list[str]:
         "yes",
         caps.arch,
         _cores(caps),
-        _gib(caps.memory_total_bytes),
+        gib(caps.memory_total_bytes),
         ort.version or "?",
         eps or "?",
         "",
@@ -132,7 +55,7 @@ def _report_json(report: fleet.DeviceReport) -> dict[str, Any]:
     }
 
 
-@cli.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @click.option(
     "--device",
     "-d",
@@ -231,7 +154,7 @@ def _profile_json(p: profiles.DeviceProfile) -> dict[str, Any]:
     return data
 
 
-@cli.group("profiles", invoke_without_command=True)
+@click.group("profiles", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
 @click.pass_context
 def profiles_cmd(ctx: click.Context, as_json: bool) -> None:
@@ -277,12 +200,3 @@ def profiles_show(session: Session, name: str, as_json: bool) -> None:
     click.echo(f"providers {', '.join(p.expected_providers)}")
     for note in p.notes:
         click.echo(f"- {note}")
-
-
-cli.add_command(compress_cmd)
-cli.add_command(cache_cmd)
-
-
-def main() -> None:
-    """Console entry point."""
-    cli(prog_name="edgeopt")

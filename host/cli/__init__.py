@@ -1,0 +1,62 @@
+"""`edgeopt`: the host's command line, a thin layer over the library.
+
+Commands turn options into library calls and print the result as a table or, with `--json`, as
+JSON for scripts. Every `EdgeoptError` is turned into a `click.ClickException` in one place
+(`EdgeoptGroup.invoke`), so a user sees one line saying what is wrong and the exit status is 1.
+One module per command group: `devices` (devices, profiles), `compress` (compress, cache),
+`models` (deploy, models, infer, rollback, remove, deployments); `common` holds the session.
+
+    edgeopt devices [--device X ...] [--fleet] [--json]    table of the selected devices
+    edgeopt devices show NAME [--json]                    full capability report
+    edgeopt devices check NAME [--json]                   live report held against the profile
+    edgeopt profiles [--json] / edgeopt profiles show NAME
+    edgeopt compress MODEL ... / edgeopt cache ls|clear        (see cli/compress.py)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgeopt.host import inventory, profiles
+from edgeopt.host.cli.common import EdgeoptGroup, Session
+from edgeopt.host.cli.compress import cache_cmd, compress_cmd
+from edgeopt.host.cli.devices import devices, profiles_cmd
+
+
+@click.group(cls=EdgeoptGroup)
+@click.option(
+    "--inventory",
+    "inventory_path",
+    metavar="FILE",
+    help=f"inventory TOML (default: ${inventory.ENV_VAR}, then ./{inventory.DEFAULT_FILE})",
+)
+@click.option(
+    "--profiles-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help=f"extra device profiles folder (also ${profiles.ENV_VAR})",
+)
+@click.option(
+    "--deadline",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="seconds each agent call may take, retries included",
+)
+@click.version_option(package_name="edgeopt")
+@click.pass_context
+def cli(
+    ctx: click.Context, inventory_path: str | None, profiles_dir: Path | None, deadline: float
+) -> None:
+    """edgeopt: get neural-network models running well on fleets of edge boards."""
+    ctx.obj = Session(inventory_path, profiles_dir, deadline)
+
+
+for command in (devices, profiles_cmd, compress_cmd, cache_cmd):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="edgeopt")

@@ -1,0 +1,54 @@
+"""What every command shares.
+
+The session (inventory, profiles, client settings), the root group's error mapping, and small
+formatting helpers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeopt.host import inventory, profiles
+from edgeopt.host.client import ClientConfig
+from edgeopt.proto.errors import EdgeoptError
+
+
+class EdgeoptGroup(click.Group):
+    """The root group: maps library errors to one-line click errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; an `EdgeoptError` becomes one line and exit status 1."""
+        try:
+            return super().invoke(ctx)
+        except EdgeoptError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def gib(n: int | None) -> str:
+    """Bytes as GiB with one decimal, "?" when unknown."""
+    return "?" if n is None else f"{n / 2**30:.1f} GiB"
+
+
+class Session:
+    """What every command needs: where the inventory and profiles are, and client settings."""
+
+    def __init__(self, inventory_path: str | None, profiles_dir: Path | None, deadline: float):
+        self.inventory_path = inventory.locate(inventory_path)
+        self.profiles_dir = profiles_dir
+        self.client = ClientConfig(deadline=deadline)
+
+    def inventory(self) -> inventory.Inventory:
+        """Load the inventory (a missing file is an error that says how to make one)."""
+        if not self.inventory_path.exists():
+            raise click.ClickException(
+                f"no inventory at {self.inventory_path}: write one (see README.md), pass "
+                f"--inventory FILE or set ${inventory.ENV_VAR}"
+            )
+        return inventory.load(self.inventory_path)
+
+    def profiles(self) -> dict[str, profiles.DeviceProfile]:
+        """Every known device profile."""
+        return profiles.load_all(self.profiles_dir)
