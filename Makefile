@@ -13,7 +13,11 @@ PYTEST_ARGS ?=
 # An old ONNX Runtime, as boards with glibc 2.17 have, to load --target-ort artifacts for real.
 ORT_OLD := $(VENV)/ort-1.16.3
 
-.PHONY: venv test lint typecheck unit demo proto bench clean FORCE
+.PHONY: venv test lint typecheck unit demo proto bench clean system-packages FORCE
+
+# Debian packages that benchmarks and tests start for real (a loopback sshd), installed when
+# missing: CI and a fresh machine get them from the project's own files.
+DEB_PACKAGES := openssh-server
 
 venv: $(STAMP)
 
@@ -56,10 +60,19 @@ demo: venv
 proto: venv
 	$(PY) scripts/gen_proto.py
 
-bench: venv
+system-packages:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; mkdir -p $(VENV); \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } \
+	    > $(VENV)/apt.log 2>&1 || { cat $(VENV)/apt.log; exit 1; }; \
+	fi
+
+bench: venv system-packages
 	$(PY) benchmarks/agent_startup.py
 	$(PY) benchmarks/compression.py
 	$(PY) benchmarks/corpus.py
+	$(PY) benchmarks/deploy.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

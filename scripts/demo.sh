@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: start a real edgeopt-agent on a free loopback port with a generated token, write a
-# temporary inventory naming it `local`, ask it what it is through the host CLI, then stop it.
+# temporary inventory naming it `local`, ask it what it is through the host CLI; train a small
+# CNN on scikit-learn's handwritten digits, deploy it (fp32, then static int8), list the models,
+# run a real digit through the board, roll back to fp32, and stop the agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -37,6 +39,8 @@ tags = ["demo"]
 token_file = "token"
 TOML
 export EDGEOPT_INVENTORY="$work/edgeopt.toml"
+export EDGEOPT_STATE="$work/state.db"
+export EDGEOPT_CACHE_DIR="$work/cache"
 
 echo "== agent pid $agent_pid listening on $address (token in a temporary file)"
 echo
@@ -51,3 +55,35 @@ echo '$ edgeopt devices check local'
 echo
 echo '$ edgeopt profiles'
 "$BIN/edgeopt" profiles
+
+echo
+echo '== training a small CNN on scikit-learn'"'"'s handwritten digits (a few seconds)'
+"$BIN/python" -c "
+import sys; sys.path.insert(0, '.')
+from pathlib import Path
+import numpy as np
+from tests.models import train_digits_cnn
+m = train_digits_cnn(Path('$work'))
+data = np.load(m.validation)
+np.savez('$work/digit.npz', image=data['image'][:1])
+print(f'held-out accuracy {m.accuracy:.1%}; the digit to read is a {int(data[\"labels\"][0])}')
+"
+echo
+echo '$ edgeopt deploy digits.onnx --device local --precision fp32'
+"$BIN/edgeopt" deploy "$work/digits.onnx" --device local --precision fp32 2>/dev/null
+echo
+echo '$ edgeopt deploy digits.onnx --device local --precision int8-static --calibration calib.npz --validate val.npz --max-accuracy-drop 0.01'
+"$BIN/edgeopt" deploy "$work/digits.onnx" --device local --precision int8-static \
+    --calibration "$work/calib.npz" --validate "$work/val.npz" --max-accuracy-drop 0.01 2>/dev/null
+echo
+echo '$ edgeopt models --device local'
+"$BIN/edgeopt" models --device local
+echo
+echo '$ edgeopt infer digits --device local --input digit.npz'
+"$BIN/edgeopt" infer digits --device local --input "$work/digit.npz"
+echo
+echo '$ edgeopt rollback digits --device local'
+"$BIN/edgeopt" rollback digits --device local
+echo
+echo '$ edgeopt deployments'
+"$BIN/edgeopt" deployments

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import click
 
-from edgeopt.host import inventory, profiles
+from edgeopt.host import inventory, profiles, state
 from edgeopt.host.cli.common import EdgeoptGroup, Session
 from edgeopt.host.cli.compress import cache_cmd, compress_cmd
 from edgeopt.host.cli.devices import devices, profiles_cmd
+from edgeopt.host.cli.models import COMMANDS as MODEL_COMMANDS
 
 
 @click.group(cls=EdgeoptGroup)
@@ -44,16 +45,26 @@ from edgeopt.host.cli.devices import devices, profiles_cmd
     show_default=True,
     help="seconds each agent call may take, retries included",
 )
+@click.option(
+    "--state",
+    metavar="PATH|URL",
+    help=f"the host's state database (default: ${state.ENV_VAR}, then state.db in the user's "
+    "data directory)",
+)
 @click.version_option(package_name="edgeopt")
 @click.pass_context
 def cli(
-    ctx: click.Context, inventory_path: str | None, profiles_dir: Path | None, deadline: float
+    ctx: click.Context,
+    inventory_path: str | None,
+    profiles_dir: Path | None,
+    deadline: float,
+    state: str | None,
 ) -> None:
     """edgeopt: get neural-network models running well on fleets of edge boards."""
-    ctx.obj = Session(inventory_path, profiles_dir, deadline)
+    ctx.obj = Session(inventory_path, profiles_dir, deadline, state)
 
 
-for command in (devices, profiles_cmd, compress_cmd, cache_cmd):
+for command in (devices, profiles_cmd, compress_cmd, cache_cmd, *MODEL_COMMANDS):
     cli.add_command(command)
 
 

@@ -35,10 +35,18 @@ def gib(n: int | None) -> str:
 class Session:
     """What every command needs: where the inventory and profiles are, and client settings."""
 
-    def __init__(self, inventory_path: str | None, profiles_dir: Path | None, deadline: float):
+    def __init__(
+        self,
+        inventory_path: str | None,
+        profiles_dir: Path | None,
+        deadline: float,
+        state: str | None = None,
+    ):
         self.inventory_path = inventory.locate(inventory_path)
         self.profiles_dir = profiles_dir
         self.client = ClientConfig(deadline=deadline)
+        self.state = state
+        """The state database (a path or URL); None: $EDGEOPT_STATE or the default."""
 
     def inventory(self) -> inventory.Inventory:
         """Load the inventory (a missing file is an error that says how to make one)."""

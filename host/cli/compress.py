@@ -10,9 +10,10 @@ edgeopt cache ls | edgeopt cache clear
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import click
 
@@ -128,96 +129,143 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+_COMPRESSION_OPTIONS = [
+    click.option(
+        "--precision", type=click.Choice(PRECISIONS), default="int8-dynamic", show_default=True
+    ),
+    click.option(
+        "--calibration",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help=".npz of representative inputs (int8-static)",
+    ),
+    click.option(
+        "--calibration-method",
+        type=click.Choice(["minmax", "percentile", "entropy"]),
+        default="minmax",
+        show_default=True,
+    ),
+    click.option(
+        "--activation-type",
+        type=click.Choice(["uint8", "int8"]),
+        default="uint8",
+        show_default=True,
+        help="int8-static activations (uint8 is what ONNX Runtime's x86 kernels are fast at)",
+    ),
+    click.option(
+        "--per-channel/--per-tensor",
+        default=True,
+        show_default=True,
+        help="int8 weight scales per output channel or per tensor",
+    ),
+    click.option("--block-size", type=int, default=32, show_default=True, help="int4 block size"),
+    click.option(
+        "--optimize",
+        type=click.Choice(["basic", "extended", "layout"]),
+        help="save ONNX Runtime's optimized graph first",
+    ),
+    click.option(
+        "--validate",
+        "validation",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help=".npz of held-out inputs (and optional labels) to compare with fp32",
+    ),
+    click.option(
+        "--max-accuracy-drop",
+        type=float,
+        help="gate: largest allowed accuracy drop as a fraction (0.01 = 1 pt)",
+    ),
+    click.option("--min-cosine", type=float, help="gate: smallest allowed cosine vs fp32"),
+    click.option(
+        "--target-ort",
+        metavar="VERSION",
+        help="the board's ONNX Runtime (e.g. 1.16): lower IR/opset so it loads there",
+    ),
+    click.option(
+        "--example",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help=".npz of example inputs for exporting a PyTorch model",
+    ),
+    click.option(
+        "--input-shape",
+        help="shape of a single input, e.g. 1,3,224,224 (export; shapes of an ONNX model)",
+    ),
+    click.option(
+        "--prune",
+        type=float,
+        metavar="RATIO",
+        help="prune this share of weights (channels with --structured) before export",
+    ),
+    click.option("--structured", is_flag=True, help="remove whole channels/neurons"),
+    click.option(
+        "--importance",
+        type=click.Choice(["l1", "l2", "taylor"]),
+        default="l1",
+        show_default=True,
+        help="how structured pruning ranks channels",
+    ),
+    click.option(
+        "--finetune",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="labelled .npz to fine-tune on after pruning",
+    ),
+    click.option("--epochs", type=int, default=3, show_default=True, help="fine-tuning epochs"),
+    click.option(
+        "--lr",
+        type=float,
+        default=1e-3,
+        show_default=True,
+        help="fine-tuning learning rate (transformers want ~5e-5 to 2e-4)",
+    ),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def compression_options(command: F) -> F:
+    """The options that say how to compress, shared by `compress` and `deploy`."""
+    for option in reversed(_COMPRESSION_OPTIONS):
+        command = option(command)
+    return command
+
+
+def build_request(model: str, output: Path | None = None, **o: Any) -> CompressRequest:
+    """A `CompressRequest` from the values of `compression_options`."""
+    if (o["max_accuracy_drop"] is not None or o["min_cosine"] is not None) and o[
+        "validation"
+    ] is None:
+        raise click.UsageError("an accuracy gate needs --validate DATA.npz")
+    return CompressRequest(
+        model=Path(model) if Path(model).exists() else model,
+        precision=cast(Precision, o["precision"]),  # click.Choice checked these
+        output=output,
+        calibration=o["calibration"],
+        calibration_method=cast(CalibrationMethodName, o["calibration_method"]),
+        per_channel=o["per_channel"],
+        activations=cast(Literal["uint8", "int8"], o["activation_type"]),
+        int4_block_size=o["block_size"],
+        optimize=cast(OptimizationLevel | None, o["optimize"]),
+        validation=o["validation"],
+        gate=Gate(max_accuracy_drop=o["max_accuracy_drop"], min_cosine=o["min_cosine"]),
+        target_ort=o["target_ort"],
+        example=o["example"],
+        input_shape=_shape(o["input_shape"]),
+        prune=o["prune"],
+        structured=o["structured"],
+        importance=cast(Importance, o["importance"]),
+        finetune=o["finetune"],
+        epochs=o["epochs"],
+        lr=o["lr"],
+    )
+
+
 @click.command("compress")
 @click.argument("model")
-@click.option(
-    "--precision", type=click.Choice(PRECISIONS), default="int8-dynamic", show_default=True
-)
+@compression_options
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
     help="where to write the artifact (default: keep it in the cache)",
-)
-@click.option(
-    "--calibration",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help=".npz of representative inputs (int8-static)",
-)
-@click.option(
-    "--calibration-method",
-    type=click.Choice(["minmax", "percentile", "entropy"]),
-    default="minmax",
-    show_default=True,
-)
-@click.option(
-    "--activation-type",
-    type=click.Choice(["uint8", "int8"]),
-    default="uint8",
-    show_default=True,
-    help="int8-static activations (uint8 is what ONNX Runtime's x86 kernels are fast at)",
-)
-@click.option(
-    "--per-channel/--per-tensor",
-    default=True,
-    show_default=True,
-    help="int8 weight scales per output channel or per tensor",
-)
-@click.option("--block-size", type=int, default=32, show_default=True, help="int4 block size")
-@click.option(
-    "--optimize",
-    type=click.Choice(["basic", "extended", "layout"]),
-    help="save ONNX Runtime's optimized graph first",
-)
-@click.option(
-    "--validate",
-    "validation",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help=".npz of held-out inputs (and optional labels) to compare with fp32",
-)
-@click.option(
-    "--max-accuracy-drop",
-    type=float,
-    help="gate: largest allowed accuracy drop as a fraction (0.01 = 1 pt)",
-)
-@click.option("--min-cosine", type=float, help="gate: smallest allowed cosine vs fp32")
-@click.option(
-    "--target-ort",
-    metavar="VERSION",
-    help="the board's ONNX Runtime (e.g. 1.16): lower IR/opset so it loads there",
-)
-@click.option(
-    "--example",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help=".npz of example inputs for exporting a PyTorch model",
-)
-@click.option("--input-shape", help="shape of a single float32 input for export, e.g. 1,3,224,224")
-@click.option(
-    "--prune",
-    type=float,
-    metavar="RATIO",
-    help="prune this share of weights (channels with --structured) before export",
-)
-@click.option("--structured", is_flag=True, help="remove whole channels/neurons")
-@click.option(
-    "--importance",
-    type=click.Choice(["l1", "l2", "taylor"]),
-    default="l1",
-    show_default=True,
-    help="how structured pruning ranks channels",
-)
-@click.option(
-    "--finetune",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="labelled .npz to fine-tune on after pruning",
-)
-@click.option("--epochs", type=int, default=3, show_default=True, help="fine-tuning epochs")
-@click.option(
-    "--lr",
-    type=float,
-    default=1e-3,
-    show_default=True,
-    help="fine-tuning learning rate (transformers want ~5e-5 to 2e-4)",
 )
 @click.option("--sweep", "do_sweep", is_flag=True, help="every precision, one table")
 @click.option(
@@ -236,33 +284,16 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
 @click.pass_context
-def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
+def compress_cmd(  # noqa: PLR0917  (click passes each option by name)
     ctx: click.Context,
+    /,
     model: str,
-    precision: str,
     output: Path | None,
-    calibration: Path | None,
-    calibration_method: str,
-    activation_type: str,
-    per_channel: bool,
-    block_size: int,
-    optimize: str | None,
-    validation: Path | None,
-    max_accuracy_drop: float | None,
-    min_cosine: float | None,
-    target_ort: str | None,
-    example: Path | None,
-    input_shape: str | None,
-    prune: float | None,
-    structured: bool,
-    importance: str,
-    finetune: Path | None,
-    epochs: int,
-    lr: float,
     do_sweep: bool,
     threads: str,
     verbose: bool,
     as_json: bool,
+    **options: Any,
 ) -> None:
     """Compress MODEL to a precision, check what it costs, and write it.
 
@@ -272,30 +303,7 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option positionally)
     With a gate (--max-accuracy-drop, --min-cosine) and --validate, a variant that loses too
     much is refused: exit status 1, a message naming the metric and the shortfall, no file.
     """
-    if (max_accuracy_drop is not None or min_cosine is not None) and validation is None:
-        raise click.UsageError("an accuracy gate needs --validate DATA.npz")
-    request = CompressRequest(
-        model=Path(model) if Path(model).exists() else model,
-        precision=cast(Precision, precision),  # click.Choice checked these
-        output=output,
-        calibration=calibration,
-        calibration_method=cast(CalibrationMethodName, calibration_method),
-        per_channel=per_channel,
-        activations=cast(Literal["uint8", "int8"], activation_type),
-        int4_block_size=block_size,
-        optimize=cast(OptimizationLevel | None, optimize),
-        validation=validation,
-        gate=Gate(max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine),
-        target_ort=target_ort,
-        example=example,
-        input_shape=_shape(input_shape),
-        prune=prune,
-        structured=structured,
-        importance=cast(Importance, importance),
-        finetune=finetune,
-        epochs=epochs,
-        lr=lr,
-    )
+    request = build_request(model, output, **options)
     log = OutputLog(passthrough=verbose)
     if not do_sweep:
         report = compress(request, log=log)

@@ -22,3 +22,9 @@ def test_demo_script() -> None:
     assert "local  127.0.0.1:" in out and "  yes  " in out
     assert "$ edgeopt devices show local" in out and "onnxruntime" in out
     assert "OK  arch" in out
+    # The model part: two deployments, a real digit read on the board, a rollback.
+    assert "local   ok       v1" in out and "local   ok       v2" in out
+    assert "int8-static" in out
+    read = out.split("the digit to read is a ")[1].split()[0]
+    assert f"argmax per row [{read}]" in out
+    assert "local   v2    v1" in out  # rolled back from v2 to v1

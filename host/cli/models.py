@@ -1,0 +1,441 @@
+"""`edgeopt deploy`, and what is done with deployed models.
+
+Models, infer, rollback, remove, deployments:
+
+    edgeopt deploy model.onnx --device pi4 --precision int8-static --calibration calib.npz
+    edgeopt deploy model.onnx --device shelf --parallel 8 --canary 1
+    edgeopt models --device pi4 [--json]
+    edgeopt infer NAME --device pi4 --input x.npz -o y.npz
+    edgeopt rollback NAME --device pi4
+    edgeopt remove NAME[@VERSION] --device pi4 [--force]
+    edgeopt deployments [--json]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import numpy as np
+from google.protobuf import json_format
+
+from edgeopt.host.cli.common import Session
+from edgeopt.host.cli.compress import build_request, compression_options
+from edgeopt.host.client import AgentClient
+from edgeopt.host.deploy import Deployer, DeployOptions, DeployReport, DeviceResult
+from edgeopt.host.inventory import Device
+from edgeopt.host.output import echo_json, table
+from edgeopt.host.state import State
+from edgeopt.proto.errors import EdgeoptError
+
+T = TypeVar("T")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
+def _selection(
+    session: Session, selectors: tuple[str, ...], whole_fleet: bool
+) -> tuple[list[Device], str]:
+    if not selectors and not whole_fleet:
+        raise click.UsageError("say which devices: --device NAME|GROUP|TAG|PROFILE, or --fleet")
+    chosen = session.inventory().select(selectors, fleet=whole_fleet)
+    if not chosen:
+        raise click.UsageError(f"the selection {' '.join(selectors) or '--fleet'} has no devices")
+    return chosen, "--fleet" if whole_fleet else " ".join(selectors)
+
+
+def device_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--device (repeatable) and --fleet."""
+    command = click.option(
+        "--fleet", "whole_fleet", is_flag=True, help="every device of the inventory"
+    )(command)
+    return click.option(
+        "--device",
+        "-d",
+        "selectors",
+        multiple=True,
+        metavar="X",
+        help="a device, group, tag or profile name (repeatable)",
+    )(command)
+
+
+class LineProgress:
+    """Phase changes as lines on stderr (a log file or CI)."""
+
+    def phase(self, device: str, phase: str) -> None:
+        """A device entered a phase."""
+        click.echo(f"{device}: {phase}", err=True)
+
+    def sent(self, device: str, done: int, total: int) -> None:
+        """Bytes pushed (only the end is worth a line here)."""
+        if done == total:
+            click.echo(f"{device}: pushed {_mib(total)}", err=True)
+
+    def finished(self, result: DeviceResult) -> None:
+        """A device is done."""
+        tail = f": {result.error}" if result.error else ""
+        click.echo(f"{result.device}: {result.outcome}{tail}", err=True)
+
+
+class LiveProgress(LineProgress):
+    """A live table on a terminal: one row per device, its phase and bytes (rich)."""
+
+    def __init__(self, devices: Sequence[str]) -> None:
+        from rich.console import Console  # noqa: PLC0415
+        from rich.live import Live  # noqa: PLC0415
+
+        self.rows: dict[str, list[str]] = {d: ["waiting", ""] for d in devices}
+        self.live = Live(console=Console(stderr=True), refresh_per_second=8, transient=True)
+
+    def _table(self) -> Any:
+        from rich.table import Table  # noqa: PLC0415
+
+        grid = Table("device", "phase", "bytes", box=None)
+        for device, (phase, sent) in self.rows.items():
+            grid.add_row(device, phase, sent)
+        return grid
+
+    def phase(self, device: str, phase: str) -> None:
+        """A device entered a phase."""
+        self.rows[device][0] = phase
+        self.live.update(self._table())
+
+    def sent(self, device: str, done: int, total: int) -> None:
+        """Bytes pushed so far."""
+        self.rows[device][1] = f"{_mib(done)} / {_mib(total)}"
+        self.live.update(self._table())
+
+    def finished(self, result: DeviceResult) -> None:
+        """A device is done."""
+        self.rows[result.device][0] = result.outcome
+        self.live.update(self._table())
+
+
+def _result_json(r: DeviceResult) -> dict[str, Any]:
+    return {
+        "device": r.device, "outcome": r.outcome, "version": r.version, "sha256": r.sha256,
+        "plan": r.plan, "bytes_sent": r.bytes_sent, "already_present": r.already_present,
+        "previous_version": r.previous_version, "canary": r.canary, "error": r.error or None,
+        "phases": {k: round(v, 3) for k, v in r.phases.items()},
+    }  # fmt: skip
+
+
+def _report_text(report: DeployReport, name: str, state: State) -> str:
+    rows = []
+    for r in report.results:
+        phases = " ".join(f"{k} {v:.1f}s" for k, v in r.phases.items())
+        sent = "0 (had it)" if r.already_present else _mib(r.bytes_sent) if r.bytes_sent else ""
+        rows.append([
+            r.device, r.outcome + (" (canary)" if r.canary else ""), r.version, r.sha256[:12],
+            str(r.plan.get("precision", "")), str(r.plan.get("intra_op_threads", "")),
+            sent, phases, r.error,
+        ])  # fmt: skip
+    headers = ["DEVICE", "OUTCOME", "VERSION", "DIGEST", "PRECISION", "THREADS", "SENT",
+               "PHASES", "ERROR"]  # fmt: skip
+    ok = sum(r.outcome == "ok" for r in report.results)
+    lines = [
+        table(headers, rows),
+        f"{name}: {ok} of {len(report.results)} devices ok ({report.outcome}); "
+        f"{report.compressions} compression(s) run, {len(report.artifacts)} distinct artifact(s); "
+        f"deployment #{report.deployment} recorded in {state.location}",
+    ]
+    return "\n".join(lines)
+
+
+@click.command("deploy")
+@click.argument("model")
+@device_options
+@compression_options
+@click.option("--name", help="the model's name on the boards (default: the file's stem)")
+@click.option("--version", "version_label", default="", help="version label (default: v1, v2...)")
+@click.option("--threads", type=int, help="intra-op threads (default: the board's cores)")
+@click.option("--provider", help="execution provider (default: CPUExecutionProvider)")
+@click.option(
+    "--graph-optimization",
+    type=click.Choice(["disable", "basic", "extended", "all"]),
+    default="all",
+    show_default=True,
+    help="ONNX Runtime graph optimization on the board",
+)
+@click.option("--parallel", type=int, default=8, show_default=True, help="boards at once")
+@click.option("--canary", type=int, default=0, help="boards that go first; halt if one fails")
+@click.option(
+    "--smoke",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=".npz whose first sample is the smoke input (default: --validate, else --calibration)",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_context
+def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
+    ctx: click.Context,
+    /,
+    model: str,
+    selectors: tuple[str, ...],
+    whole_fleet: bool,
+    name: str | None,
+    version_label: str,
+    threads: int | None,
+    provider: str | None,
+    graph_optimization: str,
+    parallel: int,
+    canary: int,
+    smoke: Path | None,
+    as_json: bool,
+    **compression: Any,
+) -> None:
+    """Compress MODEL for each selected board, push it, activate it, smoke-test it.
+
+    Takes the compression options of `edgeopt compress`. One compression per distinct plan;
+    pushes send only what a board lacks and resume when cut; a board that fails never blocks
+    the others. Exit status 0 only when every selected device succeeded.
+    """
+    session: Session = ctx.obj
+    devices, selection = _selection(session, selectors, whole_fleet)
+    request = build_request(model, None, **compression)
+    stem = Path(model).stem if Path(model).suffix else model.rpartition(":")[2]
+    options = DeployOptions(
+        request=request, name=name or stem, version=version_label, threads=threads,
+        provider=provider, graph_optimization="" if graph_optimization == "all"
+        else graph_optimization, parallel=parallel, canary=canary, smoke=smoke,
+    )  # fmt: skip
+    progress = (
+        LiveProgress([d.name for d in devices]) if sys.stderr.isatty() and not as_json
+        else LineProgress()
+    )  # fmt: skip
+    with State(session.state) as state:
+        deployer = Deployer(devices, options, state, config=session.client, progress=progress)
+        if isinstance(progress, LiveProgress):
+            with progress.live:
+                report = deployer.run(selection)
+        else:
+            report = deployer.run(selection)
+        if as_json:
+            echo_json({
+                "deployment": report.deployment, "name": options.name, "outcome": report.outcome,
+                "compressions": report.compressions, "artifacts": len(report.artifacts),
+                "devices": [_result_json(r) for r in report.results],
+            })  # fmt: skip
+        else:
+            click.echo(_report_text(report, options.name, state))
+    if not report.ok:
+        ctx.exit(1)
+
+
+async def _each(
+    devices: list[Device],
+    session: Session,
+    call: Callable[[AgentClient], Awaitable[T]],
+    parallel: int = 16,
+) -> list[tuple[Device, T | None, str]]:
+    """`call` on every device concurrently; an error is that device's row, not the end."""
+    limit = asyncio.Semaphore(parallel)
+
+    async def one(device: Device) -> tuple[Device, T | None, str]:
+        async with limit:
+            try:
+                async with AgentClient(
+                    device.address, token=device.token(), device=device.name,
+                    config=session.client,
+                ) as client:  # fmt: skip
+                    return device, await call(client), ""
+            except EdgeoptError as exc:
+                return device, None, str(exc)
+
+    return list(await asyncio.gather(*(one(d) for d in devices)))
+
+
+@click.command("models")
+@device_options
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_context
+def models_cmd(
+    ctx: click.Context, selectors: tuple[str, ...], whole_fleet: bool, as_json: bool
+) -> None:
+    """The models on each device: names, versions, digests, the active one, sizes, memory."""
+    session: Session = ctx.obj
+    devices, _ = _selection(session, selectors, whole_fleet)
+    answers = asyncio.run(_each(devices, session, lambda c: c.list_models()))
+    if as_json:
+        echo_json([
+            {"device": d.name, "error": error or None,
+             "models": json_format.MessageToDict(listing, preserving_proto_field_name=True)
+             if listing else None}
+            for d, listing, error in answers
+        ])  # fmt: skip
+    else:
+        rows = []
+        for device, listing, error in answers:
+            if listing is None:
+                rows.append([device.name, "", "", "", "", "", "", error])
+                continue
+            for m in listing.models:
+                active = next((v for v in m.versions if v.active), None)
+                rows.append([
+                    device.name, m.name, m.active_version or "-",
+                    ",".join(v.version for v in m.versions),
+                    active.sha256[:12] if active else "", _mib(active.size) if active else "",
+                    _mib(m.memory_bytes) if m.loaded else "not loaded", "",
+                ])  # fmt: skip
+            if not listing.models:
+                rows.append([device.name, "(none)", "", "", "", "", "", ""])
+        headers = ["DEVICE", "NAME", "ACTIVE", "VERSIONS", "DIGEST", "SIZE", "MEMORY", "ERROR"]
+        click.echo(table(headers, rows))
+    if any(error for _, _, error in answers):
+        ctx.exit(1)
+
+
+@click.command("infer")
+@click.argument("name")
+@click.option("--device", "-d", "selector", required=True, help="one device")
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    required=True,
+    help=".npz of the model's inputs by name (fed as they are, batch axis included)",
+)
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--version", "version_label", default="", help="a version (default: the active)")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_obj
+def infer_cmd(  # noqa: PLR0917  (click passes each option by name)
+    session: Session,
+    name: str,
+    selector: str,
+    input_path: Path,
+    output: Path | None,
+    version_label: str,
+    as_json: bool,
+) -> None:
+    """Run NAME on a board on the given inputs; print (and save) the outputs."""
+    devices = session.inventory().select([selector])
+    if len(devices) != 1:
+        raise click.UsageError(
+            f"infer runs on one device; {selector!r} selects {len(devices)}: "
+            + ", ".join(d.name for d in devices)
+        )
+    with np.load(input_path, allow_pickle=False) as npz:
+        feed = {k: npz[k] for k in npz.files}
+
+    async def call(client: AgentClient) -> Any:
+        return await client.infer(name, feed, version_label, timeout=max(60.0,
+                                  session.client.deadline))  # fmt: skip
+
+    ((device, answer, error),) = asyncio.run(_each(devices, session, call))
+    if answer is None:
+        raise click.ClickException(error)
+    outputs, reply = answer
+    if output is not None:
+        np.savez(output, **outputs)
+    if as_json:
+        echo_json({
+            "device": device.name, "name": name, "version": reply.version,
+            "latency_ms": reply.latency_ms, "output_file": str(output) if output else None,
+            "outputs": {k: {"shape": list(v.shape), "dtype": v.dtype.name,
+                            "values": v.reshape(-1)[:16].tolist()} for k, v in outputs.items()},
+        })  # fmt: skip
+        return
+    click.echo(f"{device.name}: {name} {reply.version} in {reply.latency_ms:.2f} ms")
+    for key, value in outputs.items():
+        line = f"  {key}: {value.dtype.name}{list(value.shape)}"
+        if value.ndim == 2 and value.shape[1] > 1 and value.dtype.kind == "f":
+            line += f", argmax per row {value.argmax(1).tolist()[:16]}"
+        else:
+            line += f", first values {np.round(value.reshape(-1)[:8].astype(float), 4).tolist()}"
+        click.echo(line)
+    if output is not None:
+        click.echo(f"  written {output}")
+
+
+@click.command("rollback")
+@click.argument("name")
+@device_options
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_context
+def rollback_cmd(
+    ctx: click.Context, name: str, selectors: tuple[str, ...], whole_fleet: bool, as_json: bool
+) -> None:
+    """Make the previously active version of NAME active again on each device."""
+    session: Session = ctx.obj
+    devices, _ = _selection(session, selectors, whole_fleet)
+    answers = asyncio.run(_each(devices, session, lambda c: c.rollback(name, timeout=60.0)))
+    rows = [
+        [d.name, a.previous_version, a.version, ""] if a else [d.name, "", "", error]
+        for d, a, error in answers
+    ]
+    if as_json:
+        echo_json([dict(zip(["device", "from", "to", "error"], r, strict=True)) for r in rows])
+    else:
+        click.echo(table(["DEVICE", "FROM", "TO", "ERROR"], rows))
+    if any(error for _, _, error in answers):
+        ctx.exit(1)
+
+
+@click.command("remove")
+@click.argument("target", metavar="NAME[@VERSION]")
+@device_options
+@click.option("--force", is_flag=True, help="also remove the active version (it stops serving)")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_context
+def remove_cmd(  # noqa: PLR0917  (click passes each option by name)
+    ctx: click.Context,
+    /,
+    target: str,
+    selectors: tuple[str, ...],
+    whole_fleet: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Remove a version (or every version) of a model; the active one only with --force."""
+    session: Session = ctx.obj
+    name, _, version = target.partition("@")
+    devices, _ = _selection(session, selectors, whole_fleet)
+    answers = asyncio.run(_each(devices, session, lambda c: c.delete(name, version, force)))
+    rows = [
+        [d.name, ",".join(a.versions_removed), _mib(a.bytes_freed), ""]
+        if a else [d.name, "", "", error]
+        for d, a, error in answers
+    ]  # fmt: skip
+    if as_json:
+        echo_json([dict(zip(["device", "removed", "freed", "error"], r, strict=True))
+                   for r in rows])  # fmt: skip
+    else:
+        click.echo(table(["DEVICE", "REMOVED", "FREED", "ERROR"], rows))
+    if any(error for _, _, error in answers):
+        ctx.exit(1)
+
+
+@click.command("deployments")
+@click.option("--limit", type=int, default=20, show_default=True, help="how many, newest first")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_obj
+def deployments_cmd(session: Session, limit: int, as_json: bool) -> None:
+    """Deployment history from the host's state database."""
+    with State(session.state) as state:
+        history = state.deployments(limit)
+    if as_json:
+        echo_json(history)
+        return
+    rows = []
+    for d in history:
+        ok = sum(x["outcome"] == "ok" for x in d["devices"])
+        rows.append([
+            str(d["id"]), _when(d["started"]), d["name"], d["model"], d["outcome"],
+            f"{ok}/{len(d['devices'])}", str(d["options"].get("precision", "")),
+        ])  # fmt: skip
+    click.echo(table(["ID", "STARTED", "NAME", "MODEL", "OUTCOME", "OK", "PRECISION"], rows))
+
+
+def _when(epoch: float) -> str:
+    import datetime  # noqa: PLC0415
+
+    return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+COMMANDS = (deploy_cmd, models_cmd, infer_cmd, rollback_cmd, remove_cmd, deployments_cmd)

@@ -1,0 +1,405 @@
+"""`edgeopt deploy`: a model onto every selected board, verified, activated, recorded.
+
+Three phases:
+1. **Ask** every device for its capabilities, concurrently; a board that does not answer is
+   failed at once and blocks nothing.
+2. **Compress** once per distinct plan: the plan is the user's flags plus what the board needs
+   (an older ONNX Runtime gets an artifact lowered with `--target-ort`), so a fleet of identical
+   boards costs one compression (the artifact cache makes a repeat free). This runs before any
+   push so that what the libraries print stays out of the live progress display.
+3. **Roll out**: push (only the bytes the agent lacks, resumable), activate with the plan's
+   session options and a smoke inference on one sample of the user's data, `parallel` boards at
+   a time. With `canary` N, N boards go first; if any fails, the rollout halts, the canaries are
+   rolled back (the previous version activated again, or the new one removed when there was
+   none), and the other boards are not touched.
+
+Every deployment, with each device's plan, phases, timings and outcome, goes into the host's
+state database (`State`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgeopt.host.client import AgentClient, ClientConfig, file_digest
+from edgeopt.host.compress import CompressionReport, CompressRequest, compress
+from edgeopt.host.compress import data as datasets
+from edgeopt.host.compress import model as onnx_model
+from edgeopt.host.compress.target import parse_version
+from edgeopt.host.inventory import Device
+from edgeopt.host.state import DeviceRecord, State
+from edgeopt.proto.capabilities import Capabilities, to_dict
+from edgeopt.proto.errors import EdgeoptError
+from edgeopt.proto.v1 import agent_pb2
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """What to deploy and how."""
+
+    request: CompressRequest
+    """The model and its compression (precision, calibration, gate, ...); output is ignored."""
+    name: str
+    """The model's name on the boards."""
+    version: str = ""
+    """Version label; empty lets each agent number it."""
+    threads: int | None = None
+    """Intra-op threads; None: the board's physical cores."""
+    provider: str | None = None
+    """Execution provider; None: CPUExecutionProvider."""
+    graph_optimization: str = ""
+    """ONNX Runtime graph optimization level on the board ("" = all)."""
+    parallel: int = 8
+    """Boards pushed to and activated at once."""
+    canary: int = 0
+    """Boards that go first; the rollout halts if any of them fails."""
+    smoke: Path | None = None
+    """`.npz` whose first sample is the smoke input (default: validation, else calibration)."""
+
+
+@dataclass
+class DeviceResult:
+    """One board's part of a deployment."""
+
+    device: str
+    outcome: str = "failed"
+    """ok, failed, skipped (halted before it), rolled back (a canary undone)."""
+    plan: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
+    sha256: str = ""
+    bytes_sent: int = 0
+    already_present: bool = False
+    previous_version: str = ""
+    error: str = ""
+    canary: bool = False
+    phases: dict[str, float] = field(default_factory=dict)
+    """Phase → seconds (connect, compress, push, activate)."""
+
+
+@dataclass
+class DeployReport:
+    """What a deployment did."""
+
+    deployment: int
+    results: list[DeviceResult]
+    compressions: int
+    """Compressions actually run (cache misses); cache hits are not counted."""
+    artifacts: dict[str, CompressionReport]
+    """Plan key → its compression report."""
+    outcome: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether every selected device succeeded."""
+        return all(r.outcome == "ok" for r in self.results)
+
+
+class Progress(Protocol):
+    """Where phase changes and bytes go (the CLI draws them)."""
+
+    def phase(self, device: str, phase: str) -> None:
+        """A device entered a phase."""
+
+    def sent(self, device: str, done: int, total: int) -> None:
+        """Bytes pushed so far."""
+
+    def finished(self, result: DeviceResult) -> None:
+        """A device is done."""
+
+
+class _Quiet:
+    def phase(self, device: str, phase: str) -> None:
+        pass
+
+    def sent(self, device: str, done: int, total: int) -> None:
+        pass
+
+    def finished(self, result: DeviceResult) -> None:
+        pass
+
+
+def _host_ort() -> tuple[int, int]:
+    import onnxruntime  # noqa: PLC0415
+
+    return parse_version(onnxruntime.__version__)
+
+
+def plan_for(options: DeployOptions, caps: Capabilities) -> tuple[CompressRequest, dict[str, Any]]:
+    """The compression request and the run plan for one board, from the flags and its report.
+
+    The artifact is lowered (`--target-ort`) for a board whose ONNX Runtime is older than the
+    host's; threads default to the board's physical cores.
+    """
+    board = caps.onnxruntime.version
+    target = options.request.target_ort
+    if target is None and board and parse_version(board) < _host_ort():
+        target = board
+    request = replace(options.request, output=None, target_ort=target)
+    threads = options.threads or caps.physical_cores or caps.usable_cores or 0
+    reasons = [
+        f"precision {request.precision} from the command line",
+        "threads from --threads" if options.threads else f"threads = the board's {threads} cores",
+    ]
+    if target:
+        reasons.append(f"lowered for the board's ONNX Runtime {board}")
+    plan: dict[str, Any] = {
+        "precision": request.precision,
+        "intra_op_threads": threads,
+        "inter_op_threads": 1,
+        "execution_provider": options.provider or "CPUExecutionProvider",
+        "graph_optimization_level": options.graph_optimization,
+        "target_ort": target or "",
+        "reasons": reasons,
+    }
+    return request, plan
+
+
+def _plan_message(plan: dict[str, Any], artifact: CompressionReport) -> agent_pb2.Plan:
+    return agent_pb2.Plan(
+        precision=plan["precision"],
+        intra_op_threads=int(plan["intra_op_threads"]),
+        inter_op_threads=int(plan["inter_op_threads"]),
+        execution_provider=plan["execution_provider"],
+        graph_optimization_level=plan["graph_optimization_level"],
+        metadata={
+            "source": str(artifact.input),
+            "target_ort": plan["target_ort"],
+        },
+    )
+
+
+def _smoke_inputs(options: DeployOptions, artifact: Path) -> dict[str, np.ndarray] | None:
+    path = options.smoke or options.request.validation or options.request.calibration
+    if path is None:
+        return None
+    model = onnx_model.load(artifact, check=False)
+    data = datasets.load(path, model, purpose="smoke")
+    return next(data.batches(data.fixed_batch or 1))
+
+
+async def _capabilities(
+    device: Device, config: ClientConfig, limit: asyncio.Semaphore
+) -> tuple[Capabilities | None, str, float]:
+    async with limit:
+        start = time.monotonic()
+        try:
+            async with AgentClient(
+                device.address, token=device.token(), device=device.name, config=config
+            ) as client:
+                return await client.capabilities(), "", time.monotonic() - start
+        except EdgeoptError as exc:
+            return None, str(exc), time.monotonic() - start
+
+
+@dataclass
+class _Run:
+    """The state of one deployment while it runs."""
+
+    deployment: int
+    results: dict[str, DeviceResult]
+    limit: asyncio.Semaphore
+    plans: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    artifacts: dict[str, CompressionReport] = field(default_factory=dict)
+    compressions: int = 0
+
+
+class Deployer:
+    """One deployment: see the module docstring."""
+
+    def __init__(
+        self,
+        devices: Sequence[Device],
+        options: DeployOptions,
+        state: State,
+        *,
+        config: ClientConfig | None = None,
+        progress: Progress | None = None,
+        compress_fn: Callable[[CompressRequest], CompressionReport] = compress,
+    ) -> None:
+        self.devices = list(devices)
+        self.options = options
+        self.state = state
+        self.config = config or ClientConfig()
+        self.progress = progress or _Quiet()
+        self._compress = compress_fn
+
+    def run(self, selection: str) -> DeployReport:
+        """Deploy; blocking (the CLI's entry)."""
+        return asyncio.run(self.deploy(selection))
+
+    async def deploy(self, selection: str) -> DeployReport:
+        """Deploy to every device; see the module docstring."""
+        options = self.options
+        source = Path(options.request.model)
+        digest = file_digest(source) if source.is_file() else str(options.request.model)
+        deployment = self.state.start_deployment(
+            str(options.request.model), digest, options.name, selection,
+            {"precision": options.request.precision, "threads": options.threads,
+             "provider": options.provider, "canary": options.canary,
+             "parallel": options.parallel},
+        )  # fmt: skip
+        run = _Run(
+            deployment,
+            {d.name: DeviceResult(d.name) for d in self.devices},
+            asyncio.Semaphore(max(1, options.parallel)),
+        )
+        ready = await self._ask(run)
+        runnable = await self._compress_all(run, ready)
+        canaries, rest = runnable[: options.canary], runnable[options.canary :]
+        for device in canaries:
+            run.results[device.name].canary = True
+        outcome = "ok"
+        await self._roll_out(run, canaries)
+        failed = [r for r in (run.results[d.name] for d in canaries) if r.outcome != "ok"]
+        if failed:
+            outcome = "halted"
+            reason = f"rollout halted: canary {failed[0].device} failed: {failed[0].error}"
+            await self._undo(run, canaries)
+            for device in rest:
+                run.results[device.name].outcome = "skipped"
+                run.results[device.name].error = reason
+                self._finish(run, run.results[device.name])
+        else:
+            await self._roll_out(run, rest)
+        ordered = [run.results[d.name] for d in self.devices]
+        if outcome == "ok" and not all(r.outcome == "ok" for r in ordered):
+            outcome = "failed"
+        self.state.finish_deployment(deployment, outcome)
+        return DeployReport(deployment, ordered, run.compressions, run.artifacts, outcome)
+
+    async def _ask(self, run: _Run) -> list[tuple[Device, Capabilities]]:
+        """Capabilities of every device, concurrently; the silent ones fail at once."""
+        for device in self.devices:
+            self.progress.phase(device.name, "connect")
+        asked = await asyncio.gather(
+            *(_capabilities(d, self.config, run.limit) for d in self.devices)
+        )
+        ready = []
+        for device, (caps, error, seconds) in zip(self.devices, asked, strict=True):
+            result = run.results[device.name]
+            result.phases["connect"] = seconds
+            if caps is None:
+                result.error = error
+                self._finish(run, result)
+                continue
+            self.state.record_capabilities(
+                device.name, device.address, caps.fingerprint, caps.device_id, to_dict(caps)
+            )
+            ready.append((device, caps))
+        return ready
+
+    async def _compress_all(
+        self, run: _Run, ready: list[tuple[Device, Capabilities]]
+    ) -> list[Device]:
+        """One compression per distinct request; returns the devices that have an artifact."""
+        failures: dict[str, str] = {}
+        for device, caps in ready:
+            request, plan = plan_for(self.options, caps)
+            key = repr(request)
+            run.plans[device.name] = (key, plan)
+            run.results[device.name].plan = plan
+            if key in run.artifacts or key in failures:
+                continue
+            self.progress.phase(device.name, "compress")
+            start = time.monotonic()
+            try:
+                report = await asyncio.to_thread(self._compress, request)
+                run.artifacts[key] = report
+                run.compressions += 0 if report.cached else 1
+            except EdgeoptError as exc:
+                failures[key] = str(exc)
+            run.results[device.name].phases["compress"] = time.monotonic() - start
+        runnable = []
+        for device, _caps in ready:
+            key, _plan = run.plans[device.name]
+            if key in failures:
+                run.results[device.name].error = failures[key]
+                self._finish(run, run.results[device.name])
+                continue
+            runnable.append(device)
+        return runnable
+
+    def _finish(self, run: _Run, result: DeviceResult) -> None:
+        self.state.record_device(
+            run.deployment,
+            DeviceRecord(
+                device=result.device, plan=result.plan, outcome=result.outcome,
+                canary=result.canary, artifact_digest=result.sha256, version=result.version,
+                error=result.error, phases=result.phases, bytes_sent=result.bytes_sent,
+            ),
+        )  # fmt: skip
+        self.progress.finished(result)
+
+    async def _roll_out(self, run: _Run, devices: list[Device]) -> None:
+        async def one(device: Device) -> None:
+            key, plan = run.plans[device.name]
+            result = run.results[device.name]
+            async with run.limit:
+                try:
+                    await self._push_activate(device, run.artifacts[key], plan, result)
+                    result.outcome = "ok"
+                except EdgeoptError as exc:
+                    result.error = str(exc)
+            self._finish(run, result)
+
+        await asyncio.gather(*(one(d) for d in devices))
+
+    async def _push_activate(
+        self,
+        device: Device,
+        artifact: CompressionReport,
+        plan: dict[str, Any],
+        result: DeviceResult,
+    ) -> None:
+        options = self.options
+        async with AgentClient(
+            device.address, token=device.token(), device=device.name, config=self.config
+        ) as client:
+            self.progress.phase(device.name, "push")
+            start = time.monotonic()
+            pushed = await client.push(
+                artifact.artifact, options.name, version=options.version,
+                plan=_plan_message(plan, artifact),
+                progress=lambda done, total: self.progress.sent(device.name, done, total),
+            )  # fmt: skip
+            result.phases["push"] = time.monotonic() - start
+            result.version, result.sha256 = pushed.version, pushed.sha256
+            result.bytes_sent = pushed.bytes_received
+            result.already_present = pushed.already_present
+            self.progress.phase(device.name, "activate")
+            start = time.monotonic()
+            smoke = _smoke_inputs(options, artifact.artifact)
+            activated = await client.activate(
+                options.name, pushed.version, smoke_inputs=smoke,
+                timeout=max(60.0, self.config.deadline),
+            )  # fmt: skip
+            result.phases["activate"] = time.monotonic() - start
+            result.previous_version = activated.previous_version
+
+    async def _undo(self, run: _Run, canaries: list[Device]) -> None:
+        """Roll back the canaries that did activate."""
+        for device in canaries:
+            result = run.results[device.name]
+            if result.outcome != "ok":
+                continue
+            try:
+                async with AgentClient(
+                    device.address, token=device.token(), device=device.name, config=self.config
+                ) as client:
+                    if result.previous_version:
+                        await client.rollback(self.options.name)
+                    else:
+                        await client.delete(self.options.name, result.version, force=True)
+                result.outcome = "rolled back"
+                result.error = "rolled back: another canary failed"
+            except EdgeoptError as exc:
+                result.outcome = "failed"
+                result.error = f"rollback failed: {exc}"
+            self._finish(run, result)

@@ -1,0 +1,295 @@
+"""What the host learns and does, kept across runs: devices, capability snapshots, deployments.
+
+One database, SQLite in the user's data directory by default (`$EDGEOPT_STATE` or `--state`
+names another file, or a database URL such as `postgresql://...` when a team shares one
+history). The schema is written with SQLAlchemy Core so that the same tables and queries serve
+every database it speaks, and it is versioned: `SCHEMA_VERSION` counts the migrations in
+`MIGRATIONS`; opening a database applies the missing ones in a transaction, and a database
+written by a newer edgeopt is refused with both versions named rather than misread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import sqlalchemy as sa
+
+from edgeopt.proto.errors import ConfigError
+
+ENV_VAR = "EDGEOPT_STATE"
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "edgeopt_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+devices_table = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("address", sa.String(512), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False, default=""),
+    sa.Column("device_id", sa.String(128), nullable=False, default=""),
+    sa.Column("last_seen", sa.Float, nullable=False),
+)
+snapshots_table = sa.Table(
+    "capability_snapshots",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("device", sa.String(256), nullable=False, index=True),
+    sa.Column("taken", sa.Float, nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("report", sa.Text, nullable=False),
+)
+deployments_table = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("finished", sa.Float),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("model_digest", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("selection", sa.Text, nullable=False),
+    sa.Column("options", sa.Text, nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+)
+deployment_devices_table = sa.Table(
+    "deployment_devices",
+    metadata,
+    sa.Column("deployment", sa.Integer, sa.ForeignKey("deployments.id"), nullable=False),
+    sa.Column("device", sa.String(256), nullable=False),
+    sa.Column("canary", sa.Boolean, nullable=False, default=False),
+    sa.Column("plan", sa.Text, nullable=False),
+    sa.Column("artifact_digest", sa.String(64), nullable=False, default=""),
+    sa.Column("version", sa.String(64), nullable=False, default=""),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+    sa.Column("phases", sa.Text, nullable=False),
+    sa.Column("bytes_sent", sa.BigInteger, nullable=False, default=0),
+    sa.PrimaryKeyConstraint("deployment", "device"),
+)
+
+
+def _create_v1(connection: sa.Connection) -> None:
+    metadata.create_all(
+        connection,
+        tables=[
+            meta_table,
+            devices_table,
+            snapshots_table,
+            deployments_table,
+            deployment_devices_table,
+        ],
+    )
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_create_v1]
+"""Migration N (1-based) brings a database from schema N-1 to N; only ever appended."""
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def default_url() -> str:
+    """$EDGEOPT_STATE (a path or a URL), else state.db in the user's data directory."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return env
+    return str(Path(platformdirs.user_data_dir("edgeopt")) / "state.db")
+
+
+def _url(location: str) -> str:
+    if "://" in location:
+        return location
+    path = Path(location).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+class StateError(ConfigError):
+    """The state database cannot be used (unreachable, newer schema, unreadable)."""
+
+
+@dataclass
+class DeviceRecord:
+    """One device's row of a deployment."""
+
+    device: str
+    plan: dict[str, Any]
+    outcome: str
+    canary: bool = False
+    artifact_digest: str = ""
+    version: str = ""
+    error: str = ""
+    phases: dict[str, float] = field(default_factory=dict)
+    bytes_sent: int = 0
+
+
+class State:
+    """The host's database. Use as a context manager, or call `close`."""
+
+    def __init__(self, location: str | None = None) -> None:
+        self.location = location or default_url()
+        url = _url(self.location)
+        try:
+            self.engine = sa.create_engine(url)
+            with self.engine.begin() as connection:
+                self._migrate(connection)
+        except sa.exc.SQLAlchemyError as exc:
+            shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+            raise StateError(shown, f"cannot open the state database: {_first_line(exc)}") from exc
+
+    def __enter__(self) -> State:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the connections."""
+        self.engine.dispose()
+
+    def _migrate(self, connection: sa.Connection) -> None:
+        inspector = sa.inspect(connection)
+        version = 0
+        if inspector.has_table(meta_table.name):
+            row = connection.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            ).first()
+            version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                self.location,
+                f"written by a newer edgeopt (schema version {version}; this edgeopt knows up "
+                f"to {SCHEMA_VERSION}): upgrade edgeopt, or use another --state",
+            )
+        for step in MIGRATIONS[version:]:
+            step(connection)
+        if version < SCHEMA_VERSION:
+            connection.execute(sa.delete(meta_table).where(meta_table.c.key == "schema_version"))
+            connection.execute(
+                sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION))
+            )
+
+    @contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except sa.exc.OperationalError as exc:
+            raise StateError(self.location, f"state database error: {_first_line(exc)}") from exc
+
+    def schema_version(self) -> int:
+        """The schema version the database is at."""
+        with self._begin() as c:
+            value = c.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            ).scalar_one()
+        return int(value)
+
+    def record_capabilities(
+        self, device: str, address: str, fingerprint: str, device_id: str, report: dict[str, Any]
+    ) -> None:
+        """Remember a device and a snapshot of what it reported."""
+        now = time.time()
+        with self._begin() as c:
+            c.execute(sa.delete(devices_table).where(devices_table.c.name == device))
+            c.execute(
+                sa.insert(devices_table).values(
+                    name=device, address=address, fingerprint=fingerprint,
+                    device_id=device_id, last_seen=now,
+                )
+            )  # fmt: skip
+            c.execute(
+                sa.insert(snapshots_table).values(
+                    device=device, taken=now, fingerprint=fingerprint,
+                    report=json.dumps(report, default=str),
+                )
+            )  # fmt: skip
+
+    def start_deployment(
+        self, model: str, model_digest: str, name: str, selection: str, options: dict[str, Any]
+    ) -> int:
+        """A new deployment row; returns its id."""
+        with self._begin() as c:
+            result = c.execute(
+                sa.insert(deployments_table).values(
+                    started=time.time(), model=model, model_digest=model_digest, name=name,
+                    selection=selection, options=json.dumps(options, default=str),
+                    outcome="running",
+                )
+            )  # fmt: skip
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def record_device(self, deployment: int, record: DeviceRecord) -> None:
+        """A device's part of a deployment (replaced when written again)."""
+        with self._begin() as c:
+            c.execute(
+                sa.delete(deployment_devices_table).where(
+                    (deployment_devices_table.c.deployment == deployment)
+                    & (deployment_devices_table.c.device == record.device)
+                )
+            )
+            c.execute(
+                sa.insert(deployment_devices_table).values(
+                    deployment=deployment, device=record.device, canary=record.canary,
+                    plan=json.dumps(record.plan), artifact_digest=record.artifact_digest,
+                    version=record.version, outcome=record.outcome, error=record.error,
+                    phases=json.dumps(record.phases), bytes_sent=record.bytes_sent,
+                )
+            )  # fmt: skip
+
+    def finish_deployment(self, deployment: int, outcome: str) -> None:
+        """Close a deployment with its outcome ("ok", "failed", "halted")."""
+        with self._begin() as c:
+            c.execute(
+                sa.update(deployments_table)
+                .where(deployments_table.c.id == deployment)
+                .values(finished=time.time(), outcome=outcome)
+            )
+
+    def deployments(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The most recent deployments, newest first, each with its devices."""
+        with self._begin() as c:
+            rows = c.execute(
+                sa.select(deployments_table).order_by(deployments_table.c.id.desc()).limit(limit)
+            ).mappings()
+            out = []
+            for row in rows:
+                devices = c.execute(
+                    sa.select(deployment_devices_table)
+                    .where(deployment_devices_table.c.deployment == row["id"])
+                    .order_by(deployment_devices_table.c.device)
+                ).mappings()
+                out.append(
+                    {
+                        **dict(row),
+                        "options": json.loads(row["options"]),
+                        "devices": [
+                            {
+                                **dict(d),
+                                "plan": json.loads(d["plan"]),
+                                "phases": json.loads(d["phases"]),
+                            }
+                            for d in devices
+                        ],
+                    }
+                )
+            return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]

@@ -1,0 +1,98 @@
+"""A real OpenSSH server on a loopback port, for tests and benchmarks (shared/TESTING.md).
+
+`Sshd(folder)` writes host and client keys and a config into `folder`, starts
+`/usr/sbin/sshd -D -e` on a free 127.0.0.1 port with key-only authentication for root, waits
+until it accepts connections, and stops it on close. The Makefile installs Debian's
+openssh-server when it is missing; `unavailable_reason()` says why none can run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SSHD = Path("/usr/sbin/sshd")
+
+
+def unavailable_reason() -> str | None:
+    """Why an sshd cannot be started here, or None."""
+    if not SSHD.exists():
+        return "OpenSSH's sshd is not installed (make installs Debian's openssh-server)"
+    if shutil.which("ssh-keygen") is None:
+        return "ssh-keygen is not installed"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Sshd:
+    """sshd on 127.0.0.1:`port`, accepting `client_key` for `user`."""
+
+    folder: Path
+    user: str = "root"
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_key(self) -> Path:
+        """The private key that logs in."""
+        return self.folder / "client_ed25519"
+
+    def __enter__(self) -> Sshd:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name in ("host_ed25519", "client_ed25519"):
+            key = self.folder / name
+            if not key.exists():
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                               check=True)  # fmt: skip
+        keys = self.folder / "authorized_keys"
+        keys.mkdir(exist_ok=True)
+        shutil.copyfile(self.folder / "client_ed25519.pub", keys / self.user)
+        self.port = self.port or _free_port()
+        config = self.folder / "sshd_config"
+        config.write_text(
+            f"ListenAddress 127.0.0.1\nPort {self.port}\n"
+            f"HostKey {self.folder / 'host_ed25519'}\nPidFile {self.folder / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {keys}/%u\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n"
+            "Subsystem sftp internal-sftp\nStrictModes no\n"
+        )
+        Path("/run/sshd").mkdir(exist_ok=True)
+        log = (self.folder / "sshd.log").open("wb")
+        self.process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)],
+                                        stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError((self.folder / "sshd.log").read_text())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.close()
+        raise RuntimeError("sshd did not accept connections within 20 s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the server."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
