@@ -40,6 +40,10 @@ SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 FREE_DISK_MARGIN = 64 << 20
 """Bytes the store leaves free on its file system, so the board keeps working."""
 MANIFEST_FORMAT = 1
+DISK_CHECK_EVERY = 16 << 20
+"""An upload looks at the free disk again after this many bytes."""
+STALE_UPLOAD_SECONDS = 7 * 86400
+"""An interrupted upload untouched this long is dropped at start-up (a week)."""
 
 
 class Refusal(Exception):
@@ -129,9 +133,18 @@ class Upload:
         self.part = store.root / "uploads" / f"{sha256}.part"
         self.received = 0
         self._file = self.part.open("r+b" if offset else "wb")
+        self._file.truncate(offset)
+        # The digest grows with the bytes (no second read of the file at the end); a resumed
+        # upload first hashes what it already holds.
+        self._hash = hashlib.sha256()
+        while self._file.tell() < offset:
+            self._hash.update(self._file.read(min(1 << 20, offset - self._file.tell())))
         self._file.seek(offset)
-        self._file.truncate()
         self.offset = offset
+        # The quota is checked against what the store held when the upload began plus what
+        # arrived since: a directory scan per chunk would slow every push.
+        self._base_used = store.used_bytes() - offset
+        self._next_disk_check = 0
 
     @property
     def position(self) -> int:
@@ -146,8 +159,15 @@ class Upload:
                 f"chunk past the declared size: {self.position + len(chunk)} bytes sent for an "
                 f"artifact of {self.size}; the upload was dropped"
             )
-        self.store.check_room(len(chunk))
+        self.store.check_room(
+            len(chunk),
+            used=self._base_used + self.position,
+            disk=self.position >= self._next_disk_check,
+        )
+        if self.position >= self._next_disk_check:
+            self._next_disk_check = self.position + DISK_CHECK_EVERY
         self._file.write(chunk)
+        self._hash.update(chunk)
         self.received += len(chunk)
 
     def abort(self, keep: bool) -> None:
@@ -176,7 +196,7 @@ class Upload:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        digest = _file_digest(self.part)
+        digest = self._hash.hexdigest()
         if digest != self.sha256:
             self.part.unlink(missing_ok=True)
             raise Refusal(
@@ -189,14 +209,6 @@ class Upload:
         os.replace(self.part, blob)
         _fsync_dir(blob.parent)
         return blob
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ModelStore:
@@ -249,13 +261,20 @@ class ModelStore:
         os.replace(tmp, self.manifest_path)
         _fsync_dir(self.root)
 
-    def recover(self) -> list[str]:
+    def recover(self, stale_after: float = STALE_UPLOAD_SECONDS) -> list[str]:
         """Tidy after a crash: drop stray temporary files and blobs no version names.
 
-        Partial uploads stay (they are resumable); returns what was removed, for the log.
+        Partial uploads stay (they are resumable) unless untouched for `stale_after` seconds:
+        an abandoned upload must not hold the quota forever. Returns what was removed.
         """
         removed = []
+        now = time.time()
         with self._lock:
+            for part in (self.root / "uploads").glob("*.part"):
+                with contextlib.suppress(OSError):
+                    if now - part.stat().st_mtime > stale_after:
+                        part.unlink()
+                        removed.append(f"uploads/{part.name}")
             for stray in self.root.glob(".manifest.*"):
                 stray.unlink(missing_ok=True)
                 removed.append(stray.name)
@@ -322,17 +341,23 @@ class ModelStore:
 
     # --- writing ------------------------------------------------------------------------
 
-    def check_room(self, incoming: int) -> None:
-        """RESOURCE_EXHAUSTED unless `incoming` more bytes fit the quota and the free disk."""
+    def check_room(self, incoming: int, *, used: int | None = None, disk: bool = True) -> None:
+        """RESOURCE_EXHAUSTED unless `incoming` more bytes fit the quota and the free disk.
+
+        `used` is the store's size when the caller knows it; `disk` False skips the free-disk
+        check (an upload checks it every few MiB, not every chunk).
+        """
         quota = self.limits.max_store_bytes
         if quota is not None:
-            used = self.used_bytes()
+            used = self.used_bytes() if used is None else used
             if used + incoming > quota:
                 raise Refusal(
                     "RESOURCE_EXHAUSTED",
                     f"store quota exceeded: {used + incoming} bytes needed of {quota} allowed "
                     f"({used} in use); delete versions (DeleteModel) or raise --max-store-bytes",
                 )
+        if not disk:
+            return
         free = shutil.disk_usage(self.root).free
         if free - incoming < FREE_DISK_MARGIN:
             raise Refusal(

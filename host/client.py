@@ -218,9 +218,13 @@ class AgentClient:
                     progress=progress, budget=budget,
                 )  # fmt: skip
             except grpc.aio.AioRpcError as exc:
+                # A connection cut mid-stream surfaces as UNAVAILABLE, CANCELLED or, from
+                # grpc's core, INTERNAL ("Internal error from Core", seen here); the agent
+                # kept what arrived, and the status call tells where to resume.
                 resumable = exc.code() in (
                     grpc.StatusCode.UNAVAILABLE,
                     grpc.StatusCode.CANCELLED,
+                    grpc.StatusCode.INTERNAL,
                 ) or (
                     exc.code() == grpc.StatusCode.DATA_LOSS and "incomplete" in str(exc.details())
                 )
@@ -337,13 +341,28 @@ class AgentClient:
         return from_tensors(reply.outputs), reply
 
 
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
 def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, hex."""
+    """sha256 of a file's bytes, hex.
+
+    Remembered per (path, inode, size, mtime) for the life of the process: a fleet deploy
+    pushes one artifact to many boards and hashes it once.
+    """
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    known = _DIGESTS.get(key)
+    if known is not None:
+        return known
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
-    return h.hexdigest()
+    if len(_DIGESTS) > 256:
+        _DIGESTS.clear()
+    _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
 
 
 def to_tensors(arrays: dict[str, np.ndarray]) -> list[agent_pb2.Tensor]:

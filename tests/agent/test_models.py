@@ -526,3 +526,20 @@ def test_unknown_model_is_not_found(shared_digits_agent: RunningAgent) -> None:
 async def _push_activate_missing(agent: RunningAgent) -> None:
     async with client(agent) as c:
         await c.activate("nope")
+
+
+def test_recovery_drops_stray_files_and_stale_uploads_only(tmp_path: Path) -> None:
+    from edgeopt.agent.store import ModelStore
+
+    store = ModelStore(tmp_path / "store")
+    fresh = store.root / "uploads" / f"{'a' * 64}.part"
+    stale = store.root / "uploads" / f"{'b' * 64}.part"
+    orphan = store.root / "blobs" / ("c" * 64)
+    stray = store.root / ".manifest.123.456"
+    for path in (fresh, stale, orphan, stray):
+        path.write_bytes(b"x")
+    old = time.time() - 8 * 86400
+    os.utime(stale, (old, old))
+    removed = store.recover()
+    assert sorted(removed) == sorted([f"uploads/{stale.name}", f"blobs/{orphan.name}", stray.name])
+    assert fresh.exists() and not stale.exists() and not orphan.exists()
