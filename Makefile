@@ -73,6 +73,7 @@ bench: venv system-packages
 	$(PY) benchmarks/compression.py
 	$(PY) benchmarks/corpus.py
 	$(PY) benchmarks/deploy.py
+	$(PY) benchmarks/agent_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

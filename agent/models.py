@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeopt.agent.runner import Runner, RunnerCrashed, TensorTuple, rss_bytes
-from edgeopt.agent.store import Limits, ModelStore, Refusal, Version, check_name
+from edgeopt.agent.store import Limits, ModelStore, Refusal, Version, check_digest, check_name
 
 log = logging.getLogger("edgeopt.agent")
+
+MAX_BENCH_QUEUE = 4
+"""Benchmarks that may wait behind the running one; more are refused (RESOURCE_EXHAUSTED)."""
 
 
 @dataclass
@@ -66,6 +70,9 @@ class Models:
         self.runner = Runner(log=root / "runner.log")
         self._loaded: dict[str, LoadedModel] = {}
         self._generation = -1  # the runner child the sessions in _loaded live in
+        self._bench_lock = threading.Lock()  # one benchmark at a time: two would skew both
+        self._queue_lock = threading.Lock()
+        self._waiting = 0
         self._lock = threading.RLock()  # activation, rollback, delete and reloads, one at a time
 
     # --- push ---------------------------------------------------------------------------
@@ -78,7 +85,8 @@ class Models:
         """Store an artifact from a header and its chunks (see agent.proto, PushModel)."""
         name, version, sha256 = header["name"], header["version"], header["sha256"]
         size, offset, plan = int(header["size"]), int(header["offset"]), header["plan"]
-        check_name(name)
+        if name or version:  # no name: the artifact alone, for a Benchmark by digest
+            check_name(name)
         if size <= 0:
             raise Refusal("INVALID_ARGUMENT", "the header's size must be positive")
         with self.store.digest_lock(sha256):
@@ -89,9 +97,7 @@ class Models:
                 try:
                     for chunk in chunks:
                         upload.write(chunk)
-                except Refusal:
-                    raise
-                except BaseException:  # the client went away: keep the bytes for a resume
+                except BaseException:  # refused, or the client went away: keep what is good
                     upload.abort(keep=True)
                     raise
                 upload.finish()
@@ -99,6 +105,9 @@ class Models:
             else:
                 for chunk in chunks:  # nothing should follow; never store it
                     received += len(chunk)
+                size = self.store.blob(sha256).stat().st_size  # not the header's word for it
+            if not name:
+                return PushOutcome(Version("", sha256, size, time.time(), plan), received, complete)
             stored = self.store.add_version(name, version, sha256, size, plan)
         return PushOutcome(stored, received, complete)
 
@@ -134,11 +143,16 @@ class Models:
                 self._generation = self.runner.generation
                 self.restore()
 
-    def _call(self, request: dict[str, Any], during: str) -> dict[str, Any]:
+    def _call(
+        self,
+        request: dict[str, Any],
+        during: str,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         """One runner request; a crash restarts the runner with the active models reloaded."""
         self._fresh()
         try:
-            answer = self.runner.call(request)
+            answer = self.runner.call(request, progress=progress)
         except RunnerCrashed as exc:
             log.warning("%s while %s; restarting it", exc, during)
             self._fresh()
@@ -191,38 +205,44 @@ class Models:
             self._loaded.clear()
 
     def restore(self) -> list[str]:
-        """Load every active version into the runner (after a restart); returns failures."""
+        """Load every active version into the runner (after a restart); returns failures.
+
+        A model whose load kills the runner is skipped and the others are loaded again into
+        the next runner: the sessions of the dead one are gone with it.
+        """
         failures = []
+        crashed: set[str] = set()
         with self._lock:
-            if self.runner.ensure_started() != self._generation:
-                self._loaded.clear()
-                self._generation = self.runner.generation
-            for name, entry in self.store.entries().items():
-                if not entry.active or name in self._loaded:
-                    continue
-                version = entry.find(entry.active)
-                if version is None:
-                    continue
+            while True:
+                if self.runner.ensure_started() != self._generation:
+                    self._loaded.clear()
+                    self._generation = self.runner.generation
                 try:
-                    answer = self.runner.call(
-                        {
-                            "op": "load",
-                            "key": f"{name}@{version.version}",
-                            "path": str(self.store.blob(version.sha256)),
-                            "plan": version.plan,
-                            "smoke": None,
-                        }
-                    )
+                    for name, entry in self.store.entries().items():
+                        version = entry.find(entry.active) if entry.active else None
+                        if version is None or name in self._loaded or name in crashed:
+                            continue
+                        answer = self.runner.call(
+                            {
+                                "op": "load",
+                                "key": f"{name}@{version.version}",
+                                "path": str(self.store.blob(version.sha256)),
+                                "plan": version.plan,
+                                "smoke": None,
+                            }
+                        )
+                        if answer.get("ok"):
+                            self._loaded[name] = LoadedModel(
+                                version.version, version.sha256, answer["memory_bytes"],
+                                answer["inputs"], answer["outputs"],
+                            )  # fmt: skip
+                        else:
+                            crashed.add(name)
+                            failures.append(f"{name} {version.version}: {answer.get('error')}")
+                    break
                 except RunnerCrashed as exc:
-                    failures.append(f"{name} {version.version}: {exc}")
-                    continue
-                if answer.get("ok"):
-                    self._loaded[name] = LoadedModel(
-                        version.version, version.sha256, answer["memory_bytes"],
-                        answer["inputs"], answer["outputs"],
-                    )  # fmt: skip
-                else:
-                    failures.append(f"{name} {version.version}: {answer.get('error')}")
+                    crashed.add(name)
+                    failures.append(f"{name} {version.version if version else ''}: {exc}")
         for failure in failures:
             log.warning("could not load the active model again: %s", failure)
         return failures
@@ -261,6 +281,53 @@ class Models:
             during=f"running {name} {wanted}",
         )
         return {"version": wanted, **answer}
+
+    def benchmark(
+        self, request: dict[str, Any], progress: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        """Measure a stored model in the runner (agent.proto, Benchmark); one at a time.
+
+        Raises:
+            Refusal: RESOURCE_EXHAUSTED when `MAX_BENCH_QUEUE` callers already wait, NOT_FOUND
+                for an unknown model, and what the runner refuses.
+        """
+        if request.get("sha256"):
+            sha256 = request["sha256"]
+            if not self.store.blob(sha256).is_file():
+                check_digest(sha256)
+                raise Refusal("NOT_FOUND", f"no artifact {sha256} in this agent's store")
+            what, plan = sha256[:12], {}
+        else:
+            entry = self.store.entry(request.get("name", ""))
+            version = self.store.version(request["name"], request.get("version") or entry.active)
+            sha256, what, plan = (
+                version.sha256,
+                f"{request['name']} {version.version}",
+                version.plan,
+            )
+        plan = request.get("plan") or plan
+        with self._queue_lock:
+            if self._waiting >= MAX_BENCH_QUEUE:
+                raise Refusal(
+                    "RESOURCE_EXHAUSTED",
+                    f"{self._waiting} benchmarks are already waiting on this agent (at most "
+                    f"{MAX_BENCH_QUEUE}); try again when they are done",
+                )
+            self._waiting += 1
+        try:
+            self._bench_lock.acquire()
+        finally:  # running now (or never will): no longer waiting
+            with self._queue_lock:
+                self._waiting -= 1
+        try:
+            answer = self._call(
+                {**request, "op": "bench", "path": str(self.store.blob(sha256)), "plan": plan},
+                during=f"benchmarking {what}",
+                progress=progress,
+            )
+        finally:
+            self._bench_lock.release()
+        return {**answer, "sha256": sha256, "plan": plan}
 
     def loaded(self) -> dict[str, LoadedModel]:
         """Active versions the runner holds, by name."""

@@ -20,6 +20,7 @@ Requests ("op" and its fields) and answers ("ok" and fields, or "ok": False, "co
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import signal
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -107,8 +109,13 @@ class Runner:
                 self.generation += 1
             return self.generation
 
-    def call(self, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        """Send `request`, return the answer.
+    def call(
+        self,
+        request: dict[str, Any],
+        timeout: float | None = None,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Send `request`, return the answer; `progress` gets the interim frames of long runs.
 
         Raises:
             RunnerCrashed: the child died; the message says how (signal or exit status).
@@ -125,6 +132,10 @@ class Runner:
             try:
                 _send(process.stdin, request)
                 answer = _receive(process.stdout)
+                while answer is not None and "progress" in answer:
+                    if progress is not None:
+                        progress(answer["progress"])
+                    answer = _receive(process.stdout)
             except (BrokenPipeError, OSError):
                 answer = None
             finally:
@@ -204,7 +215,7 @@ def _numpy_dtype(ort_type: str) -> Any:
     return table.get(ort_type, np.float32)
 
 
-def _smoke_inputs(session: Any) -> dict[str, Any]:
+def _smoke_inputs(session: Any, shapes: dict[str, list[int]] | None = None) -> dict[str, Any]:
     import numpy as np  # noqa: PLC0415
 
     rng = np.random.default_rng(0)
@@ -212,7 +223,18 @@ def _smoke_inputs(session: Any) -> dict[str, Any]:
     for arg in session.get_inputs():
         dims = list(arg.shape or [])
         default = DEFAULT_SIZES.get(len(dims), (1,) * len(dims))
+        if len(default) != len(dims):
+            default = (1,) * len(dims)
         shape = [d if isinstance(d, int) and d > 0 else default[i] for i, d in enumerate(dims)]
+        given = (shapes or {}).get(arg.name)
+        if given is not None:
+            if len(given) != len(dims):
+                raise RequestError(
+                    "INVALID_ARGUMENT",
+                    f"input shape for {arg.name!r} has rank {len(given)}, the model's input "
+                    f"has rank {len(dims)}",
+                )
+            shape = list(given)
         dtype = np.dtype(_numpy_dtype(arg.type))
         if dtype.kind == "f":
             feeds[arg.name] = rng.random(shape).astype(dtype)
@@ -305,8 +327,10 @@ class Child:
     def __init__(self) -> None:
         self.loaded: dict[str, Loaded] = {}
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Answer one request."""
+    def handle(
+        self, request: dict[str, Any], emit: Callable[[dict[str, Any]], None] = lambda _: None
+    ) -> dict[str, Any]:
+        """Answer one request; `emit` sends interim progress frames."""
         op = request.get("op")
         if op == "load":
             return self.load(request["key"], request["path"], request.get("plan") or {},
@@ -316,6 +340,8 @@ class Child:
             return {"ok": True}
         if op == "infer":
             return self.infer(request["key"], request["inputs"])
+        if op == "bench":
+            return self.bench(request, emit)
         if op == "stats":
             return {"ok": True, "rss_bytes": rss_bytes(),
                     "loaded": {k: v.memory_bytes for k, v in self.loaded.items()}}  # fmt: skip
@@ -363,6 +389,74 @@ class Child:
             "outputs": _signature(session.get_outputs()),
         }  # fmt: skip
 
+    def bench(
+        self, request: dict[str, Any], emit: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        """Measure a model; see agent.proto, Benchmark. Emits progress twice a second."""
+        import numpy as np  # noqa: PLC0415
+        import onnxruntime as ort  # noqa: PLC0415
+
+        plan = request.get("plan") or {}
+        warmup = int(request.get("warmup") or 5)
+        min_repeats = int(request.get("min_repeats") or 10)
+        max_repeats = int(request.get("max_repeats") or 100_000)
+        target = float(request.get("target_ci") or 0.02)
+        budget = float(request.get("max_seconds") or 10.0)
+        before = conditions()
+        start = time.perf_counter()
+        try:
+            session = _session(request["path"], plan)
+        except RequestError:
+            raise
+        except Exception as exc:
+            raise RequestError(
+                "FAILED_PRECONDITION", f"ONNX Runtime cannot load it: {_line(exc)}"
+            ) from exc
+        load_ms = (time.perf_counter() - start) * 1e3
+        inputs = request.get("inputs")
+        feeds = (
+            _to_arrays(inputs, session) if inputs
+            else _smoke_inputs(session, request.get("shapes"))
+        )  # fmt: skip
+        try:
+            start = time.perf_counter()
+            session.run(None, feeds)
+            first_ms = (time.perf_counter() - start) * 1e3
+            for _ in range(warmup):
+                session.run(None, feeds)
+            samples, peak, reason = _timed_runs(
+                session, feeds, (min_repeats, max_repeats, target, budget), emit
+            )
+        except Exception as exc:
+            raise RequestError("INVALID_ARGUMENT", f"inference failed: {_line(exc)}") from exc
+        peak = max(peak, rss_bytes())
+        after = conditions()
+        array = np.asarray(samples)
+        low, high, median = median_ci(samples)
+        first = next(iter(feeds.values()), None)
+        batch = first.shape[0] if first is not None and first.ndim else 1
+        return {
+            "ok": True,
+            "latency": {
+                "samples": len(samples), "min_ms": float(array.min()), "p50_ms": median,
+                "p90_ms": float(np.percentile(array, 90)),
+                "p99_ms": float(np.percentile(array, 99)),
+                "mean_ms": float(array.mean()), "std_ms": float(array.std(ddof=1))
+                if len(samples) > 1 else 0.0,
+                "ci_low_ms": low, "ci_high_ms": high,
+            },
+            "throughput": batch * 1000.0 / median if median else 0.0,
+            "session_load_ms": load_ms, "first_inference_ms": first_ms,
+            "peak_rss_bytes": peak, "stop_reason": reason,
+            "input_shapes": {k: list(v.shape) for k, v in feeds.items()},
+            "conditions": {
+                "onnxruntime_version": ort.__version__, "cpu_governor": before["governor"],
+                "temperatures_before": before["temperatures"],
+                "temperatures_after": after["temperatures"],
+                "load_average": before["load_average"], "usable_cores": before["usable_cores"],
+            },
+        }  # fmt: skip
+
     def infer(self, key: str, inputs: list[TensorTuple]) -> dict[str, Any]:
         """Run a loaded model."""
         loaded = self.loaded.get(key)
@@ -377,6 +471,86 @@ class Child:
         latency = (time.perf_counter() - start) * 1e3
         names = [o.name for o in loaded.session.get_outputs()]
         return {"ok": True, "outputs": _tuples(names, outputs), "latency_ms": latency}
+
+
+def _timed_runs(
+    session: Any,
+    feeds: dict[str, Any],
+    limits: tuple[int, int, float, float],
+    emit: Callable[[dict[str, Any]], None],
+) -> tuple[list[float], int, str]:
+    """Run until the median's CI is tight enough, or the budget or count runs out.
+
+    Returns the latencies (ms), the peak RSS seen, and why it stopped.
+    """
+    min_repeats, max_repeats, target, budget = limits
+    samples: list[float] = []
+    peak = rss_bytes()
+    began = last_emit = time.perf_counter()
+    while len(samples) < max_repeats:
+        t0 = time.perf_counter()
+        session.run(None, feeds)
+        now = time.perf_counter()
+        samples.append((now - t0) * 1e3)
+        n = len(samples)
+        if n % 16 == 0:
+            peak = max(peak, rss_bytes())
+        if n >= min_repeats and (n < 200 or n % 10 == 0):
+            low, high, median = median_ci(samples)
+            if median > 0 and (high - low) / 2 / median <= target:
+                return samples, peak, "target_ci"
+        if now - began >= budget and n >= min(min_repeats, 3):
+            return samples, peak, "max_seconds"
+        if now - last_emit >= 0.5:
+            low, high, median = median_ci(samples)
+            emit({"repeats": n, "elapsed_s": now - began, "p50_ms": median,
+                  "ci_relative": (high - low) / 2 / median if median else 0.0})  # fmt: skip
+            last_emit = now
+    return samples, peak, "max_repeats"
+
+
+def median_ci(samples: list[float]) -> tuple[float, float, float]:
+    """(low, high, median): the 95 % confidence interval of the median.
+
+    From order statistics (ranks n/2 -+ 1.96 sqrt(n)/2): distribution-free, which latency
+    samples (skewed, with a long tail) need.
+    """
+    ordered = sorted(samples)
+    n = len(ordered)
+    median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+    half = 1.96 * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - half) - 1)
+    high = min(n - 1, math.ceil(n / 2 + half) - 1)
+    return ordered[low], ordered[high], median
+
+
+def conditions() -> dict[str, Any]:
+    """What may skew a measurement: governor, temperatures, load, usable CPUs."""
+    from edgeopt.agent.probes import thermal  # noqa: PLC0415
+
+    zones: dict[str, tuple[str | None, str | None]] = {}
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        zones[zone.name] = (_read(zone / "type"), _read(zone / "temp"))
+    governor = thermal.governor(
+        _read(Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"))
+    )
+    load = _read(Path("/proc/loadavg"))
+    return {
+        "governor": governor,
+        "temperatures": [
+            {"zone": t.zone, "type": t.type, "celsius": t.celsius}
+            for t in thermal.temperatures(zones)
+        ],
+        "load_average": float(load.split()[0]) if load else 0.0,
+        "usable_cores": len(os.sched_getaffinity(0)),
+    }
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def _line(exc: BaseException) -> str:
@@ -396,7 +570,7 @@ def main() -> int:
     child = Child()
     while (request := _receive(stdin)) is not None:
         try:
-            answer = child.handle(request)
+            answer = child.handle(request, lambda p: _send(stdout, {"progress": p}))
         except RequestError as exc:
             answer = {"ok": False, "code": exc.code, "error": str(exc)}
         except Exception as exc:  # a bug here must not kill the runner

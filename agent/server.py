@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
@@ -30,13 +31,15 @@ from edgeopt.agent.capabilities import Sources, collect
 from edgeopt.agent.models import Activation, Models, chunks_of
 from edgeopt.agent.probes.runtime import probe_in_subprocess
 from edgeopt.agent.runner import TensorTuple
-from edgeopt.agent.store import Limits, Refusal
+from edgeopt.agent.store import Limits, Refusal, check_digest
 from edgeopt.proto import auth
 from edgeopt.proto.capabilities import OnnxRuntimeInfo, to_message
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("edgeopt.agent")
 
+STATUS_WAIT_SECONDS = 10.0
+"""How long GetUploadStatus waits for an upload of the same artifact to end."""
 MAX_MESSAGE_BYTES = 256 << 20
 """Largest single message (Infer tensors); pushes stream in chunks far below it."""
 
@@ -223,7 +226,12 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     ) -> agent_pb2.UploadStatus:
         """How much of an artifact the agent holds."""
         try:
-            complete, offset = self.models.store.upload_offset(request.sha256)
+            # An upload of this artifact still running (its stream was just cut, and its
+            # handler has not noticed yet) may still grow the file: wait for it to end, up to a
+            # limit, so that the offset reported is the one a resume must start from.
+            check_digest(request.sha256)
+            with self.models.store.digest_lock(request.sha256, timeout=STATUS_WAIT_SECONDS):
+                complete, offset = self.models.store.upload_offset(request.sha256)
         except Refusal as exc:
             _refused(context, exc)
         return agent_pb2.UploadStatus(sha256=request.sha256, complete=complete, offset=offset)
@@ -307,6 +315,41 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             result.quota_bytes = quota
         return result
 
+    def Benchmark(
+        self, request: agent_pb2.BenchmarkRequest, context: grpc.ServicerContext
+    ) -> Iterator[agent_pb2.BenchmarkEvent]:
+        """Measure a model; progress events, then the result (agent.proto)."""
+        events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        params = {
+            "name": request.name, "version": request.version, "sha256": request.sha256,
+            "plan": _plan_dict(request.plan) if request.HasField("plan") else None,
+            "inputs": [_tuple(t) for t in request.inputs] or None,
+            "shapes": {s.name: list(s.dims) for s in request.input_shapes} or None,
+            "warmup": request.warmup, "min_repeats": request.min_repeats,
+            "max_repeats": request.max_repeats, "target_ci": request.target_ci,
+            "max_seconds": request.max_seconds,
+        }  # fmt: skip
+
+        def work() -> None:
+            try:
+                answer = self.models.benchmark(params, lambda p: events.put(("progress", p)))
+                events.put(("result", answer))
+            except Refusal as exc:
+                events.put(("error", exc))
+            except Exception as exc:  # a bug must answer, not hang the caller
+                events.put(("error", Refusal("INTERNAL", f"{type(exc).__name__}: {exc}")))
+
+        threading.Thread(target=work, name="benchmark", daemon=True).start()
+        while True:
+            kind, payload = events.get()
+            if kind == "progress":
+                yield agent_pb2.BenchmarkEvent(progress=agent_pb2.BenchmarkProgress(**payload))
+            elif kind == "result":
+                yield agent_pb2.BenchmarkEvent(result=_benchmark_result(payload))
+                return
+            else:
+                _refused(context, payload)
+
     def Infer(
         self, request: agent_pb2.InferRequest, context: grpc.ServicerContext
     ) -> agent_pb2.InferResult:
@@ -325,6 +368,29 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             ],
             latency_ms=answer["latency_ms"],
         )
+
+
+def _benchmark_result(answer: dict[str, Any]) -> agent_pb2.BenchmarkResult:
+    c = answer["conditions"]
+    return agent_pb2.BenchmarkResult(
+        sha256=answer["sha256"],
+        plan=json_format.ParseDict(answer["plan"], agent_pb2.Plan(), ignore_unknown_fields=True),
+        latency=agent_pb2.LatencyStats(**answer["latency"]),
+        throughput=answer["throughput"],
+        session_load_ms=answer["session_load_ms"],
+        first_inference_ms=answer["first_inference_ms"],
+        peak_rss_bytes=answer["peak_rss_bytes"],
+        stop_reason=answer["stop_reason"],
+        input_shapes=[
+            agent_pb2.InputShape(name=n, dims=d) for n, d in answer["input_shapes"].items()
+        ],
+        conditions=agent_pb2.Conditions(
+            onnxruntime_version=c["onnxruntime_version"], cpu_governor=c["cpu_governor"],
+            temperatures_before=[agent_pb2.Temperature(**t) for t in c["temperatures_before"]],
+            temperatures_after=[agent_pb2.Temperature(**t) for t in c["temperatures_after"]],
+            load_average=c["load_average"], usable_cores=c["usable_cores"],
+        ),
+    )  # fmt: skip
 
 
 def _tuple(tensor: agent_pb2.Tensor) -> TensorTuple:

@@ -141,9 +141,8 @@ class Upload:
             self._hash.update(self._file.read(min(1 << 20, offset - self._file.tell())))
         self._file.seek(offset)
         self.offset = offset
-        # The quota is checked against what the store held when the upload began plus what
-        # arrived since: a directory scan per chunk would slow every push.
-        self._base_used = store.used_bytes() - offset
+        # The quota was checked for the whole size when the upload began (and the size is
+        # reserved until it ends); as bytes arrive only the free disk is looked at again.
         self._next_disk_check = 0
 
     @property
@@ -159,23 +158,21 @@ class Upload:
                 f"chunk past the declared size: {self.position + len(chunk)} bytes sent for an "
                 f"artifact of {self.size}; the upload was dropped"
             )
-        self.store.check_room(
-            len(chunk),
-            used=self._base_used + self.position,
-            disk=self.position >= self._next_disk_check,
-        )
         if self.position >= self._next_disk_check:
+            self.store.check_room(len(chunk), quota=False)
             self._next_disk_check = self.position + DISK_CHECK_EVERY
         self._file.write(chunk)
         self._hash.update(chunk)
         self.received += len(chunk)
 
     def abort(self, keep: bool) -> None:
-        """Stop here; keep the bytes for a resume, or drop them."""
-        with contextlib.suppress(OSError):
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        self._file.close()
+        """Stop here; keep the bytes for a resume, or drop them. Safe to call twice."""
+        if not self._file.closed:
+            with contextlib.suppress(OSError):
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            self._file.close()
+        self.store.release(self.sha256)
         if not keep:
             self.part.unlink(missing_ok=True)
 
@@ -196,6 +193,7 @@ class Upload:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+        self.store.release(self.sha256)
         digest = self._hash.hexdigest()
         if digest != self.sha256:
             self.part.unlink(missing_ok=True)
@@ -221,6 +219,8 @@ class ModelStore:
             (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.RLock()
         self._digest_locks: dict[str, threading.Lock] = {}
+        self._reserved: dict[str, int] = {}
+        """Uploads in flight → their whole size, held against the quota until they end."""
         self._entries = self._read_manifest()
 
     # --- the manifest -------------------------------------------------------------------
@@ -341,23 +341,21 @@ class ModelStore:
 
     # --- writing ------------------------------------------------------------------------
 
-    def check_room(self, incoming: int, *, used: int | None = None, disk: bool = True) -> None:
+    def check_room(self, incoming: int, *, used: int | None = None, quota: bool = True) -> None:
         """RESOURCE_EXHAUSTED unless `incoming` more bytes fit the quota and the free disk.
 
-        `used` is the store's size when the caller knows it; `disk` False skips the free-disk
-        check (an upload checks it every few MiB, not every chunk).
+        `used` is what counts against the quota (default: the store's bytes on disk); `quota`
+        False checks the free disk only.
         """
-        quota = self.limits.max_store_bytes
-        if quota is not None:
+        limit = self.limits.max_store_bytes if quota else None
+        if limit is not None:
             used = self.used_bytes() if used is None else used
-            if used + incoming > quota:
+            if used + incoming > limit:
                 raise Refusal(
                     "RESOURCE_EXHAUSTED",
-                    f"store quota exceeded: {used + incoming} bytes needed of {quota} allowed "
+                    f"store quota exceeded: {used + incoming} bytes needed of {limit} allowed "
                     f"({used} in use); delete versions (DeleteModel) or raise --max-store-bytes",
                 )
-        if not disk:
-            return
         free = shutil.disk_usage(self.root).free
         if free - incoming < FREE_DISK_MARGIN:
             raise Refusal(
@@ -367,12 +365,20 @@ class ModelStore:
             )
 
     @contextlib.contextmanager
-    def digest_lock(self, sha256: str) -> Iterator[None]:
-        """Serialize uploads of one artifact (two hosts pushing the same file at once)."""
+    def digest_lock(self, sha256: str, timeout: float | None = None) -> Iterator[None]:
+        """Serialize uploads of one artifact (two hosts pushing the same file at once).
+
+        With `timeout`, go on without the lock once it has passed (a reader that can live
+        with a moving figure).
+        """
         with self._lock:
             lock = self._digest_locks.setdefault(sha256, threading.Lock())
-        with lock:
+        acquired = lock.acquire(timeout=-1 if timeout is None else timeout)
+        try:
             yield
+        finally:
+            if acquired:
+                lock.release()
 
     def begin_upload(self, sha256: str, size: int, offset: int) -> Upload:
         """Start or resume an upload; checks the limits against the whole size first.
@@ -394,8 +400,23 @@ class ModelStore:
                 f"offset {offset} does not match the {held} bytes the agent holds of {sha256}; "
                 "ask GetUploadStatus and resume from there"
             )
-        self.check_room(size - held)  # a restart from 0 first drops the held bytes
-        return Upload(self, sha256, size, offset)
+        with self._lock:
+            # Bytes on disk, less the partial files of uploads in flight, plus the whole size
+            # each of those reserved: two concurrent pushes cannot both squeeze under the quota.
+            parts = sum(self.upload_offset(s)[1] for s in self._reserved)
+            committed = self.used_bytes() - parts - (held if sha256 not in self._reserved else 0)
+            self.check_room(size, used=committed + sum(self._reserved.values()))
+            self._reserved[sha256] = size
+        try:
+            return Upload(self, sha256, size, offset)
+        except BaseException:
+            self.release(sha256)
+            raise
+
+    def release(self, sha256: str) -> None:
+        """End an upload's reservation of quota."""
+        with self._lock:
+            self._reserved.pop(sha256, None)
 
     def add_version(
         self, name: str, version: str, sha256: str, size: int, plan: dict[str, Any]

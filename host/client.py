@@ -100,7 +100,12 @@ class AgentClient:
         await self._channel.close()
 
     async def _call(
-        self, what: str, attempt: Callable[[float], Awaitable[T]], deadline: float | None = None
+        self,
+        what: str,
+        attempt: Callable[[float], Awaitable[T]],
+        deadline: float | None = None,
+        *,
+        idempotent: bool = True,
     ) -> T:
         """Run `attempt(timeout)` until it succeeds, fails for good, or the deadline passes.
 
@@ -124,7 +129,9 @@ class AgentClient:
                 return await attempt(remaining)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                retry = code == grpc.StatusCode.UNAVAILABLE and tries < cfg.retries
+                # A call that changes state differently when repeated (a rollback steps back
+                # once more) is not retried: its first attempt may have been carried out.
+                retry = code == grpc.StatusCode.UNAVAILABLE and tries < cfg.retries and idempotent
                 wait = min(delay, cfg.backoff_max) * random.uniform(0.5, 1.0)
                 if not retry or time.monotonic() + wait >= end:
                     raise self._translate(what, exc) from None
@@ -294,7 +301,7 @@ class AgentClient:
             )
             return reply
 
-        return await self._call("RollbackModel", attempt, timeout)
+        return await self._call("RollbackModel", attempt, timeout, idempotent=False)
 
     async def list_models(self) -> agent_pb2.ModelList:
         """Every stored name, its versions and the active one."""
@@ -320,6 +327,33 @@ class AgentClient:
             return reply
 
         return await self._call("DeleteModel", attempt)
+
+    async def benchmark(
+        self,
+        request: agent_pb2.BenchmarkRequest,
+        progress: Callable[[agent_pb2.BenchmarkProgress], None] | None = None,
+        timeout: float | None = None,
+    ) -> agent_pb2.BenchmarkResult:
+        """Run the agent's Benchmark; `progress` sees its interim events.
+
+        The deadline covers the queue, the run and the session load: by default the run's
+        `max_seconds` (10 when unset) plus a minute.
+        """
+        budget = timeout or (request.max_seconds or 10.0) + 60.0
+
+        async def attempt(remaining: float) -> agent_pb2.BenchmarkResult:
+            call = self._stub.Benchmark(request, timeout=remaining, metadata=self._metadata)
+            async for event in call:
+                if event.HasField("progress"):
+                    if progress is not None:
+                        progress(event.progress)
+                else:
+                    result: agent_pb2.BenchmarkResult = event.result
+                    return result
+            raise AgentError("Benchmark: the agent ended the stream without a result",
+                             device=self.device, status="INTERNAL")  # fmt: skip
+
+        return await self._call("Benchmark", attempt, budget)
 
     async def infer(
         self,

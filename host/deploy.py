@@ -250,6 +250,14 @@ class Deployer:
             {d.name: DeviceResult(d.name) for d in self.devices},
             asyncio.Semaphore(max(1, options.parallel)),
         )
+        try:
+            return await self._run(run)
+        except BaseException:
+            self.state.finish_deployment(deployment, "failed")
+            raise
+
+    async def _run(self, run: _Run) -> DeployReport:
+        options, deployment = self.options, run.deployment
         ready = await self._ask(run)
         runnable = await self._compress_all(run, ready)
         canaries, rest = runnable[: options.canary], runnable[options.canary :]
@@ -315,6 +323,8 @@ class Deployer:
                 run.compressions += 0 if report.cached else 1
             except EdgeoptError as exc:
                 failures[key] = str(exc)
+            except Exception as exc:  # one plan's failure must not end the others
+                failures[key] = f"compression failed: {type(exc).__name__}: {exc}"
             run.results[device.name].phases["compress"] = time.monotonic() - start
         runnable = []
         for device, _caps in ready:
@@ -347,6 +357,8 @@ class Deployer:
                     result.outcome = "ok"
                 except EdgeoptError as exc:
                     result.error = str(exc)
+                except Exception as exc:  # one board's failure must not end the others
+                    result.error = f"{type(exc).__name__}: {exc}"
             self._finish(run, result)
 
         await asyncio.gather(*(one(d) for d in devices))
@@ -376,9 +388,11 @@ class Deployer:
             self.progress.phase(device.name, "activate")
             start = time.monotonic()
             smoke = _smoke_inputs(options, artifact.artifact)
+            # The plan goes with the activation too: a version the board already had keeps
+            # the plan it was pushed with otherwise.
             activated = await client.activate(
-                options.name, pushed.version, smoke_inputs=smoke,
-                timeout=max(60.0, self.config.deadline),
+                options.name, pushed.version, plan=_plan_message(plan, artifact),
+                smoke_inputs=smoke, timeout=max(60.0, self.config.deadline),
             )  # fmt: skip
             result.phases["activate"] = time.monotonic() - start
             result.previous_version = activated.previous_version
@@ -393,9 +407,11 @@ class Deployer:
                 async with AgentClient(
                     device.address, token=device.token(), device=device.name, config=self.config
                 ) as client:
-                    if result.previous_version:
-                        await client.rollback(self.options.name)
-                    else:
+                    if result.previous_version == result.version:
+                        pass  # it was already active: nothing changed there
+                    elif result.previous_version:
+                        await client.activate(self.options.name, result.previous_version)
+                    elif not result.already_present:
                         await client.delete(self.options.name, result.version, force=True)
                 result.outcome = "rolled back"
                 result.error = "rolled back: another canary failed"

@@ -82,6 +82,23 @@ deployment_devices_table = sa.Table(
 )
 
 
+benchmark_runs_table = sa.Table(
+    "benchmark_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("taken", sa.Float, nullable=False),
+    sa.Column("device", sa.String(256), nullable=False, index=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("model_digest", sa.String(64), nullable=False),
+    sa.Column("artifact_digest", sa.String(64), nullable=False),
+    sa.Column("precision", sa.String(32), nullable=False),
+    sa.Column("plan", sa.Text, nullable=False),
+    sa.Column("result", sa.Text, nullable=False),
+    sa.Column("onnxruntime_version", sa.String(32), nullable=False),
+)
+
+
 def _create_v1(connection: sa.Connection) -> None:
     metadata.create_all(
         connection,
@@ -95,7 +112,11 @@ def _create_v1(connection: sa.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_create_v1]
+def _add_benchmark_runs(connection: sa.Connection) -> None:
+    metadata.create_all(connection, tables=[benchmark_runs_table])
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_create_v1, _add_benchmark_runs]
 """Migration N (1-based) brings a database from schema N-1 to N; only ever appended."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -259,6 +280,33 @@ class State:
                 .where(deployments_table.c.id == deployment)
                 .values(finished=time.time(), outcome=outcome)
             )
+
+    def record_benchmark(self, run: dict[str, Any]) -> int:
+        """One benchmark of one device; `run` holds the columns (plan and result as dicts)."""
+        with self._begin() as c:
+            result = c.execute(
+                sa.insert(benchmark_runs_table).values(
+                    taken=time.time(),
+                    **{k: v for k, v in run.items() if k not in ("plan", "result")},
+                    plan=json.dumps(run["plan"], default=str),
+                    result=json.dumps(run["result"], default=str),
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def benchmarks(self, device: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Benchmark runs, newest first (of one device when named)."""
+        query = sa.select(benchmark_runs_table).order_by(benchmark_runs_table.c.id.desc())
+        if device is not None:
+            query = query.where(benchmark_runs_table.c.device == device)
+        with self._begin() as c:
+            rows = c.execute(query.limit(limit)).mappings()
+            return [
+                {**dict(r), "plan": json.loads(r["plan"]), "result": json.loads(r["result"])}
+                for r in rows
+            ]
 
     def deployments(self, limit: int = 50) -> list[dict[str, Any]]:
         """The most recent deployments, newest first, each with its devices."""

@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 
 from edgeopt.host import inventory, profiles, state
+from edgeopt.host.cli.bench import bench_cmd
 from edgeopt.host.cli.common import EdgeoptGroup, Session
 from edgeopt.host.cli.compress import cache_cmd, compress_cmd
 from edgeopt.host.cli.devices import devices, profiles_cmd
@@ -64,7 +65,7 @@ def cli(
     ctx.obj = Session(inventory_path, profiles_dir, deadline, state)
 
 
-for command in (devices, profiles_cmd, compress_cmd, cache_cmd, *MODEL_COMMANDS):
+for command in (devices, profiles_cmd, compress_cmd, cache_cmd, *MODEL_COMMANDS, bench_cmd):
     cli.add_command(command)
 
 

@@ -39,9 +39,10 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
 
 
-def _selection(
+def selection(
     session: Session, selectors: tuple[str, ...], whole_fleet: bool
 ) -> tuple[list[Device], str]:
+    """The devices `--device`/`--fleet` select, and the selection in words."""
     if not selectors and not whole_fleet:
         raise click.UsageError("say which devices: --device NAME|GROUP|TAG|PROFILE, or --fleet")
     chosen = session.inventory().select(selectors, fleet=whole_fleet)
@@ -196,9 +197,13 @@ def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
     the others. Exit status 0 only when every selected device succeeded.
     """
     session: Session = ctx.obj
-    devices, selection = _selection(session, selectors, whole_fleet)
+    devices, chosen = selection(session, selectors, whole_fleet)
     request = build_request(model, None, **compression)
-    stem = Path(model).stem if Path(model).suffix else model.rpartition(":")[2]
+    stem = (
+        model.rpartition(":")[2]
+        if ":" in model and not Path(model).exists()  # a package.module:factory reference
+        else Path(model).stem
+    )
     options = DeployOptions(
         request=request, name=name or stem, version=version_label, threads=threads,
         provider=provider, graph_optimization="" if graph_optimization == "all"
@@ -212,9 +217,9 @@ def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
         deployer = Deployer(devices, options, state, config=session.client, progress=progress)
         if isinstance(progress, LiveProgress):
             with progress.live:
-                report = deployer.run(selection)
+                report = deployer.run(chosen)
         else:
-            report = deployer.run(selection)
+            report = deployer.run(chosen)
         if as_json:
             echo_json({
                 "deployment": report.deployment, "name": options.name, "outcome": report.outcome,
@@ -259,7 +264,7 @@ def models_cmd(
 ) -> None:
     """The models on each device: names, versions, digests, the active one, sizes, memory."""
     session: Session = ctx.obj
-    devices, _ = _selection(session, selectors, whole_fleet)
+    devices, _ = selection(session, selectors, whole_fleet)
     answers = asyncio.run(_each(devices, session, lambda c: c.list_models()))
     if as_json:
         echo_json([
@@ -363,7 +368,7 @@ def rollback_cmd(
 ) -> None:
     """Make the previously active version of NAME active again on each device."""
     session: Session = ctx.obj
-    devices, _ = _selection(session, selectors, whole_fleet)
+    devices, _ = selection(session, selectors, whole_fleet)
     answers = asyncio.run(_each(devices, session, lambda c: c.rollback(name, timeout=60.0)))
     rows = [
         [d.name, a.previous_version, a.version, ""] if a else [d.name, "", "", error]
@@ -395,7 +400,7 @@ def remove_cmd(  # noqa: PLR0917  (click passes each option by name)
     """Remove a version (or every version) of a model; the active one only with --force."""
     session: Session = ctx.obj
     name, _, version = target.partition("@")
-    devices, _ = _selection(session, selectors, whole_fleet)
+    devices, _ = selection(session, selectors, whole_fleet)
     answers = asyncio.run(_each(devices, session, lambda c: c.delete(name, version, force)))
     rows = [
         [d.name, ",".join(a.versions_removed), _mib(a.bytes_freed), ""]

@@ -124,6 +124,11 @@ class NormalizeReport:
                 f"{self.identities_folded} Identity nodes that only renamed a weight (shared "
                 "weights) were folded, so the quantizers see the weight"
             )
+        if self.ir_raised_from is not None and not self.inputs_dropped:
+            notes.append(
+                f"IR version {self.ir_raised_from} -> {MIN_IR_WITHOUT_INPUT_INITIALIZERS}: "
+                "initializers that are not graph inputs need it"
+            )
         if self.external_data:
             notes.append(f"external data loaded from {', '.join(self.external_data)}")
         return notes
@@ -215,6 +220,10 @@ def normalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, NormalizeReport]
     for graph in graphs(result.graph):
         _move_constants(graph, graph is result.graph, report)
     _drop_input_initializers(result, report)
+    if report.constants_moved and result.ir_version < MIN_IR_WITHOUT_INPUT_INITIALIZERS:
+        # The new initializers are not graph inputs, which IR < 4 does not allow.
+        report.ir_raised_from = report.ir_raised_from or result.ir_version
+        result.ir_version = MIN_IR_WITHOUT_INPUT_INITIALIZERS
     report.identities_folded = _fold_identities(result.graph, set())
     return result, report
 

@@ -44,8 +44,23 @@ def _key(tensor: onnx.TensorProto) -> tuple[int, tuple[int, ...], str] | None:
     return tensor.data_type, tuple(tensor.dims), hashlib.sha256(payload).hexdigest()
 
 
+def _all_names(model: onnx.ModelProto) -> set[str]:
+    names: set[str] = set()
+    for graph in graphs(model.graph):
+        names |= {t.name for t in graph.initializer}
+        names |= {v.name for v in (*graph.input, *graph.output)}
+        for node in graph.node:
+            names |= set(node.output)
+    return names
+
+
 def share_identical_constants(model: onnx.ModelProto) -> int:
-    """Keep one copy of identical initializers (≥ 1 KiB), in the main graph; returns removed."""
+    """Keep one copy of identical initializers (≥ 1 KiB), in the main graph; returns removed.
+
+    Sibling bodies (an If's two branches) may each define a tensor under the same name, so a
+    copy hoisted into the main graph gets a fresh name, and readers are renamed only inside the
+    body that owned the dropped copy (and the bodies nested in it).
+    """
     top = model.graph
     everywhere = [(g, t) for g in graphs(top) for t in g.initializer]
     counts: dict[tuple[int, tuple[int, ...], str], int] = defaultdict(int)
@@ -56,26 +71,32 @@ def share_identical_constants(model: onnx.ModelProto) -> int:
             keys[id(tensor)] = key
             counts[key] += 1
     owners = {keys[id(t)]: t.name for g, t in everywhere if g is top and id(t) in keys}
-    rename: dict[str, str] = {}
+    taken = _all_names(model)
+    removed = 0
     for graph in list(graphs(top))[1:]:
-        keep = []
+        keep, rename = [], {}
         for tensor in graph.initializer:
             key = keys.get(id(tensor))
             if key is None or counts[key] < 2:
                 keep.append(tensor)
-            elif key in owners:
-                rename[tensor.name] = owners[key]
-            else:
-                owners[key] = tensor.name
+                continue
+            if key not in owners:
+                fresh, n = f"{tensor.name}_shared", 1
+                while fresh in taken:
+                    fresh, n = f"{tensor.name}_shared{n}", n + 1
+                taken.add(fresh)
                 hoisted = onnx.TensorProto()
                 hoisted.CopyFrom(tensor)
-                top.initializer.append(hoisted)  # names are unique model-wide (SSA)
-        if len(keep) != len(graph.initializer):
+                hoisted.name = fresh
+                top.initializer.append(hoisted)
+                owners[key] = fresh
+            rename[tensor.name] = owners[key]
+            removed += 1
+        if rename:
             del graph.initializer[:]
             graph.initializer.extend(keep)
-    if rename:
-        rename_inputs(top, rename)
-    return len(rename)
+            rename_inputs(graph, rename)
+    return removed
 
 
 def unshare_weight_dequantize(model: onnx.ModelProto) -> int:

@@ -240,6 +240,122 @@ class InferRequest(_message.Message):
     inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
 
+class InputShape(_message.Message):
+    __slots__ = ("name", "dims")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dims: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class BenchmarkRequest(_message.Message):
+    __slots__ = ("name", "version", "sha256", "plan", "inputs", "input_shapes", "warmup", "min_repeats", "max_repeats", "target_ci", "max_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_FIELD_NUMBER: _ClassVar[int]
+    MIN_REPEATS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REPEATS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_CI_FIELD_NUMBER: _ClassVar[int]
+    MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    sha256: str
+    plan: Plan
+    inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    input_shapes: _containers.RepeatedCompositeFieldContainer[InputShape]
+    warmup: int
+    min_repeats: int
+    max_repeats: int
+    target_ci: float
+    max_seconds: float
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., warmup: _Optional[int] = ..., min_repeats: _Optional[int] = ..., max_repeats: _Optional[int] = ..., target_ci: _Optional[float] = ..., max_seconds: _Optional[float] = ...) -> None: ...
+
+class LatencyStats(_message.Message):
+    __slots__ = ("samples", "min_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "ci_low_ms", "ci_high_ms")
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MIN_MS_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P90_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_MS_FIELD_NUMBER: _ClassVar[int]
+    STD_MS_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_MS_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_MS_FIELD_NUMBER: _ClassVar[int]
+    samples: int
+    min_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    ci_low_ms: float
+    ci_high_ms: float
+    def __init__(self, samples: _Optional[int] = ..., min_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., mean_ms: _Optional[float] = ..., std_ms: _Optional[float] = ..., ci_low_ms: _Optional[float] = ..., ci_high_ms: _Optional[float] = ...) -> None: ...
+
+class Conditions(_message.Message):
+    __slots__ = ("onnxruntime_version", "cpu_governor", "temperatures_before", "temperatures_after", "load_average", "usable_cores")
+    ONNXRUNTIME_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CPU_GOVERNOR_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURES_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURES_AFTER_FIELD_NUMBER: _ClassVar[int]
+    LOAD_AVERAGE_FIELD_NUMBER: _ClassVar[int]
+    USABLE_CORES_FIELD_NUMBER: _ClassVar[int]
+    onnxruntime_version: str
+    cpu_governor: str
+    temperatures_before: _containers.RepeatedCompositeFieldContainer[Temperature]
+    temperatures_after: _containers.RepeatedCompositeFieldContainer[Temperature]
+    load_average: float
+    usable_cores: int
+    def __init__(self, onnxruntime_version: _Optional[str] = ..., cpu_governor: _Optional[str] = ..., temperatures_before: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., temperatures_after: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., load_average: _Optional[float] = ..., usable_cores: _Optional[int] = ...) -> None: ...
+
+class BenchmarkProgress(_message.Message):
+    __slots__ = ("repeats", "elapsed_s", "p50_ms", "ci_relative")
+    REPEATS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    CI_RELATIVE_FIELD_NUMBER: _ClassVar[int]
+    repeats: int
+    elapsed_s: float
+    p50_ms: float
+    ci_relative: float
+    def __init__(self, repeats: _Optional[int] = ..., elapsed_s: _Optional[float] = ..., p50_ms: _Optional[float] = ..., ci_relative: _Optional[float] = ...) -> None: ...
+
+class BenchmarkResult(_message.Message):
+    __slots__ = ("sha256", "plan", "latency", "throughput", "session_load_ms", "first_inference_ms", "peak_rss_bytes", "conditions", "stop_reason", "input_shapes")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_LOAD_MS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    PEAK_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    plan: Plan
+    latency: LatencyStats
+    throughput: float
+    session_load_ms: float
+    first_inference_ms: float
+    peak_rss_bytes: int
+    conditions: Conditions
+    stop_reason: str
+    input_shapes: _containers.RepeatedCompositeFieldContainer[InputShape]
+    def __init__(self, sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., throughput: _Optional[float] = ..., session_load_ms: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., conditions: _Optional[_Union[Conditions, _Mapping]] = ..., stop_reason: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ...) -> None: ...
+
+class BenchmarkEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: BenchmarkProgress
+    result: BenchmarkResult
+    def __init__(self, progress: _Optional[_Union[BenchmarkProgress, _Mapping]] = ..., result: _Optional[_Union[BenchmarkResult, _Mapping]] = ...) -> None: ...
+
 class InferResult(_message.Message):
     __slots__ = ("version", "outputs", "latency_ms")
     VERSION_FIELD_NUMBER: _ClassVar[int]

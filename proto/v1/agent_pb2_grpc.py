@@ -74,6 +74,11 @@ class AgentStub:
                 request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferRequest.SerializeToString,
                 response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferResult.FromString,
                 _registered_method=True)
+        self.Benchmark = channel.unary_stream(
+                '/edgeopt.v1.Agent/Benchmark',
+                request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.BenchmarkRequest.SerializeToString,
+                response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.BenchmarkEvent.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -152,6 +157,17 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Benchmark(self, request, context):
+        """Measure a stored model with given session options, in the runner process: session load,
+        first inference, warm-up (discarded), then timed runs until the 95 % confidence interval of
+        the median is within target_ci of it or the time budget is spent. Progress messages while
+        it runs, then one result. Benchmarks run one at a time per agent: later callers wait in
+        a bounded queue, and beyond its bound get RESOURCE_EXHAUSTED at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +210,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Infer,
                     request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferRequest.FromString,
                     response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferResult.SerializeToString,
+            ),
+            'Benchmark': grpc.unary_stream_rpc_method_handler(
+                    servicer.Benchmark,
+                    request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.BenchmarkRequest.FromString,
+                    response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.BenchmarkEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -412,6 +433,33 @@ class Agent:
             '/edgeopt.v1.Agent/Infer',
             edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferRequest.SerializeToString,
             edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Benchmark(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgeopt.v1.Agent/Benchmark',
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.BenchmarkRequest.SerializeToString,
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.BenchmarkEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -249,8 +249,9 @@ def test_names_that_could_escape_the_store_are_refused(
 ) -> None:
     agent = agent_factory()
     data = digits.onnx.read_bytes()
-    header = agent_pb2.PushHeader(name=name, sha256=hashlib.sha256(data).hexdigest(),
-                                  size=len(data))  # fmt: skip
+    # With a version label (a name-less push stores a bare artifact for benchmarks only).
+    header = agent_pb2.PushHeader(name=name, version="v1", size=len(data),
+                                  sha256=hashlib.sha256(data).hexdigest())  # fmt: skip
     with pytest.raises(grpc.RpcError) as caught:
         raw_push(agent, header, [data])
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -543,3 +544,41 @@ def test_recovery_drops_stray_files_and_stale_uploads_only(tmp_path: Path) -> No
     removed = store.recover()
     assert sorted(removed) == sorted([f"uploads/{stale.name}", f"blobs/{orphan.name}", stray.name])
     assert fresh.exists() and not stale.exists() and not orphan.exists()
+
+
+def test_two_pushes_at_once_cannot_both_squeeze_under_the_quota(
+    agent_factory: Callable[..., RunningAgent], tmp_path: Path
+) -> None:
+    agent = agent_factory("--max-store-bytes", "10M")
+    files = []
+    for i in range(2):
+        path = tmp_path / f"f{i}.bin"
+        path.write_bytes(os.urandom(6 << 20))
+        files.append(path)
+
+    async def push(path: Path) -> str:
+        async with client(agent) as c:
+            try:
+                await c.push(path, path.stem)
+                return "ok"
+            except ResourceExhausted as exc:
+                return said(exc)
+
+    async def both() -> list[str]:
+        return list(await asyncio.gather(*(push(f) for f in files)))
+
+    outcomes = run(both())
+    assert outcomes.count("ok") == 1
+    (refused,) = [o for o in outcomes if o != "ok"]
+    assert refused == (
+        "PushModel: store quota exceeded: 12582912 bytes needed of 10485760 allowed (6291456 in "
+        "use); delete versions (DeleteModel) or raise --max-store-bytes"
+    )
+    listing = run(_listing(agent))
+    assert listing.store_bytes <= 10 << 20
+    assert len(store_files(agent)["blobs"]) == 1
+
+
+async def _listing(agent: RunningAgent) -> agent_pb2.ModelList:
+    async with client(agent) as c:
+        return await c.list_models()

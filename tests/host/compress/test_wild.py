@@ -292,3 +292,54 @@ def test_library_output_goes_to_the_log_not_the_terminal(
     with captured(OutputLog(passthrough=True), "verbose"):
         os.write(2, b"shown\n")
     assert capfd.readouterr().err == "shown\n"
+
+
+def test_sharing_constants_keeps_sibling_bodies_apart() -> None:
+    """Two If branches may each name a tensor W; only the identical one may be shared."""
+    from edgeopt.host.compress.tidy import share_identical_constants
+
+    ones, twos = np.ones((16, 16), np.float32), np.full((16, 16), 2.0, np.float32)
+
+    def branch(name: str, value: np.ndarray) -> onnx.GraphProto:
+        return helper.make_graph(
+            [helper.make_node("MatMul", ["x", "W"], [f"{name}_y"])], name, [],
+            [helper.make_tensor_value_info(f"{name}_y", F, [1, 16])],
+            initializer=[numpy_helper.from_array(value, "W")],
+        )  # fmt: skip
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "T"], ["t"]),
+         helper.make_node("If", ["flag"], ["y"], then_branch=branch("then", ones),
+                          else_branch=branch("else", twos)),
+         helper.make_node("Add", ["t", "y"], ["z"])],
+        "siblings",
+        [helper.make_tensor_value_info("x", F, [1, 16]),
+         helper.make_tensor_value_info("flag", onnx.TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("z", F, [1, 16])],
+        initializer=[numpy_helper.from_array(ones, "T")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    before = model.SerializeToString()
+    assert share_identical_constants(model) == 1  # then's W is T; else's W stays its own
+    x = weight(1, 16)
+    for flag in (True, False):
+        feed = {"x": x, "flag": np.array(flag)}
+        expected = ort.InferenceSession(before, providers=["CPUExecutionProvider"]).run(None, feed)
+        got = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"]).run(None, feed)  # fmt: skip
+        np.testing.assert_allclose(got[0], expected[0], rtol=1e-6)
+
+
+def test_an_ir3_model_with_weights_in_constants(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [constant("w", weight(16, 8)), helper.make_node("MatMul", ["x", "w"], ["y"])], "ir3c",
+        [helper.make_tensor_value_info("x", F, ["N", 16])],
+        [helper.make_tensor_value_info("y", F, ["N", 8])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)])
+    model.ir_version = 3
+    path = save(model, tmp_path / "ir3c.onnx")
+    report = compress(CompressRequest(model=path, precision="int8-dynamic"))
+    assert "IR version 3 -> 4: initializers that are not graph inputs need it" in report.notes
+    assert report.weights_after.quantized_share == pytest.approx(1.0)
