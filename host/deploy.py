@@ -28,15 +28,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgeopt.host import planner
 from edgeopt.host.client import AgentClient, ClientConfig, file_digest
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import model as onnx_model
 from edgeopt.host.compress.target import parse_version
+from edgeopt.host.compress.weights import census
 from edgeopt.host.inventory import Device
 from edgeopt.host.state import DeviceRecord, State
 from edgeopt.proto.capabilities import Capabilities, to_dict
-from edgeopt.proto.errors import EdgeoptError
+from edgeopt.proto.errors import EdgeoptError, UnsupportedModel
 from edgeopt.proto.v1 import agent_pb2
 
 
@@ -62,6 +64,8 @@ class DeployOptions:
     """Boards that go first; the rollout halts if any of them fails."""
     smoke: Path | None = None
     """`.npz` whose first sample is the smoke input (default: validation, else calibration)."""
+    traits: planner.ModelTraits | None = None
+    """The model's traits when the planner chooses the precision (no --precision given)."""
 
 
 @dataclass
@@ -131,34 +135,71 @@ def _host_ort() -> tuple[int, int]:
     return parse_version(onnxruntime.__version__)
 
 
-def plan_for(options: DeployOptions, caps: Capabilities) -> tuple[CompressRequest, dict[str, Any]]:
+def plan_for(
+    options: DeployOptions, caps: Capabilities, name: str = "board"
+) -> tuple[CompressRequest, dict[str, Any]]:
     """The compression request and the run plan for one board, from the flags and its report.
 
-    The artifact is lowered (`--target-ort`) for a board whose ONNX Runtime is older than the
-    host's; threads default to the board's physical cores.
+    Without a precision from the user (`options.traits` set), the planner chooses precision,
+    threads and provider from the board's report and the model's traits; flags the user gave
+    are kept and recorded as given. The artifact is lowered (`--target-ort`) for a board whose
+    ONNX Runtime is older than the host's.
     """
     board = caps.onnxruntime.version
     target = options.request.target_ort
     if target is None and board and parse_version(board) < _host_ort():
         target = board
     request = replace(options.request, output=None, target_ort=target)
-    threads = options.threads or caps.physical_cores or caps.usable_cores or 0
-    reasons = [
-        f"precision {request.precision} from the command line",
-        "threads from --threads" if options.threads else f"threads = the board's {threads} cores",
-    ]
+    if options.traits is not None:
+        decision = planner.plan(
+            planner.Board.from_capabilities(name, caps),
+            options.traits,
+            planner.Constraints(
+                calibration=options.request.calibration is not None,
+                provider=options.provider,
+                threads=options.threads,
+            ),
+        )
+        if decision.refused:
+            raise UnsupportedModel(decision.refused)
+        chosen = decision.chosen
+        request = replace(request, precision=chosen.precision)
+        threads, provider = chosen.intra_op_threads, chosen.execution_provider
+        reasons = ["planned: " + r for r in chosen.reasons]
+        alternatives = [
+            f"{a.precision}, {a.intra_op_threads} threads: {a.reasons[0]}"
+            for a in decision.alternatives
+        ]
+    else:
+        threads = options.threads or caps.physical_cores or caps.usable_cores or 0
+        provider = options.provider or "CPUExecutionProvider"
+        reasons = [
+            f"precision {request.precision} from the command line",
+            "threads from --threads"
+            if options.threads
+            else f"threads = the board's {threads} cores",
+        ]
+        alternatives = []
     if target:
         reasons.append(f"lowered for the board's ONNX Runtime {board}")
     plan: dict[str, Any] = {
         "precision": request.precision,
         "intra_op_threads": threads,
         "inter_op_threads": 1,
-        "execution_provider": options.provider or "CPUExecutionProvider",
+        "execution_provider": provider,
         "graph_optimization_level": options.graph_optimization,
         "target_ort": target or "",
         "reasons": reasons,
+        "alternatives": alternatives,
     }
     return request, plan
+
+
+def traits_of(request: CompressRequest) -> planner.ModelTraits:
+    """The planner's view of a model: its fp32 reference (normalized or exported, cached)."""
+    reference = compress(replace(request, precision="fp32", output=None, validation=None,
+                                 target_ort=None))  # fmt: skip
+    return planner.model_traits(census(onnx_model.load(reference.artifact, check=False)))
 
 
 def _plan_message(plan: dict[str, Any], artifact: CompressionReport) -> agent_pb2.Plan:
@@ -309,7 +350,12 @@ class Deployer:
         """One compression per distinct request; returns the devices that have an artifact."""
         failures: dict[str, str] = {}
         for device, caps in ready:
-            request, plan = plan_for(self.options, caps)
+            try:
+                request, plan = plan_for(self.options, caps, device.name)
+            except (EdgeoptError, planner.PlanError) as exc:
+                run.results[device.name].error = str(exc)
+                self._finish(run, run.results[device.name])
+                continue
             key = repr(request)
             run.plans[device.name] = (key, plan)
             run.results[device.name].plan = plan
@@ -328,6 +374,8 @@ class Deployer:
             run.results[device.name].phases["compress"] = time.monotonic() - start
         runnable = []
         for device, _caps in ready:
+            if device.name not in run.plans:
+                continue  # no plan: already failed and recorded
             key, _plan = run.plans[device.name]
             if key in failures:
                 run.results[device.name].error = failures[key]

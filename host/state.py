@@ -99,6 +99,22 @@ benchmark_runs_table = sa.Table(
 )
 
 
+tuning_table = sa.Table(
+    "tuning_results",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("taken", sa.Float, nullable=False),
+    sa.Column("device", sa.String(256), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("onnxruntime_version", sa.String(32), nullable=False),
+    sa.Column("model_digest", sa.String(64), nullable=False),
+    sa.Column("constraints", sa.Text, nullable=False),
+    sa.Column("best", sa.Text, nullable=False),
+    sa.Column("trials", sa.Text, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+)
+
+
 def _create_v1(connection: sa.Connection) -> None:
     metadata.create_all(
         connection,
@@ -116,7 +132,15 @@ def _add_benchmark_runs(connection: sa.Connection) -> None:
     metadata.create_all(connection, tables=[benchmark_runs_table])
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_create_v1, _add_benchmark_runs]
+def _add_tuning_results(connection: sa.Connection) -> None:
+    metadata.create_all(connection, tables=[tuning_table])
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [
+    _create_v1,
+    _add_benchmark_runs,
+    _add_tuning_results,
+]
 """Migration N (1-based) brings a database from schema N-1 to N; only ever appended."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -308,6 +332,45 @@ class State:
                 for r in rows
             ]
 
+    def record_tuning(  # noqa: PLR0917  (one row's columns)
+        self,
+        key: str,
+        device: str,
+        fingerprint: str,
+        onnxruntime_version: str,
+        model_digest: str,
+        constraints: dict[str, Any],
+        best: dict[str, Any],
+        trials: list[dict[str, Any]],
+        seconds: float,
+    ) -> None:
+        """Remember what tuning chose for a kind of board (replacing an earlier answer)."""
+        with self._begin() as c:
+            c.execute(sa.delete(tuning_table).where(tuning_table.c.key == key))
+            c.execute(
+                sa.insert(tuning_table).values(
+                    key=key, taken=time.time(), device=device, fingerprint=fingerprint,
+                    onnxruntime_version=onnxruntime_version, model_digest=model_digest,
+                    constraints=json.dumps(constraints), best=json.dumps(best),
+                    trials=json.dumps(trials, default=str), seconds=seconds,
+                )
+            )  # fmt: skip
+
+    def tuning(self, key: str) -> dict[str, Any] | None:
+        """The remembered answer for `key`, or None."""
+        with self._begin() as c:
+            row = c.execute(sa.select(tuning_table).where(tuning_table.c.key == key)).mappings()
+            found = row.first()
+        return _tuning_row(found) if found is not None else None
+
+    def tunings(self) -> list[dict[str, Any]]:
+        """Every remembered tuning result, newest first."""
+        with self._begin() as c:
+            rows = c.execute(
+                sa.select(tuning_table).order_by(tuning_table.c.taken.desc())
+            ).mappings()
+            return [_tuning_row(r) for r in rows]
+
     def deployments(self, limit: int = 50) -> list[dict[str, Any]]:
         """The most recent deployments, newest first, each with its devices."""
         with self._begin() as c:
@@ -336,6 +399,15 @@ class State:
                     }
                 )
             return out
+
+
+def _tuning_row(row: Any) -> dict[str, Any]:
+    return {
+        **dict(row),
+        "constraints": json.loads(row["constraints"]),
+        "best": json.loads(row["best"]),
+        "trials": json.loads(row["trials"]),
+    }
 
 
 def _first_line(exc: BaseException) -> str:

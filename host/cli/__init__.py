@@ -25,6 +25,7 @@ from edgeopt.host.cli.common import EdgeoptGroup, Session
 from edgeopt.host.cli.compress import cache_cmd, compress_cmd
 from edgeopt.host.cli.devices import devices, profiles_cmd
 from edgeopt.host.cli.models import COMMANDS as MODEL_COMMANDS
+from edgeopt.host.cli.plan import plan_cmd
 
 
 @click.group(cls=EdgeoptGroup)
@@ -65,7 +66,15 @@ def cli(
     ctx.obj = Session(inventory_path, profiles_dir, deadline, state)
 
 
-for command in (devices, profiles_cmd, compress_cmd, cache_cmd, *MODEL_COMMANDS, bench_cmd):
+for command in (
+    devices,
+    profiles_cmd,
+    compress_cmd,
+    cache_cmd,
+    *MODEL_COMMANDS,
+    bench_cmd,
+    plan_cmd,
+):
     cli.add_command(command)
 
 

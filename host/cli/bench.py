@@ -17,7 +17,7 @@ from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.compress import build_request, compression_options
 from edgeopt.host.cli.models import device_options, selection
 from edgeopt.host.compress import data as datasets
-from edgeopt.host.deploy import DeployOptions
+from edgeopt.host.deploy import DeployOptions, traits_of
 from edgeopt.host.output import echo_json, table
 from edgeopt.host.state import State
 from edgeopt.proto.v1 import agent_pb2
@@ -118,12 +118,14 @@ def bench_cmd(  # noqa: PLR0917  (click passes each option by name)
 ) -> None:
     """Measure MODEL on each selected board, in the variant its plan calls for.
 
-    Takes the compression options of `edgeopt compress` (the variant to measure). Nothing is
-    activated on the boards. Exit status 1 when any board gave no measurement.
+    Without --precision the planner chooses the variant for each board. Takes the compression
+    options of `edgeopt compress`. Nothing is activated on the boards. Exit status 1 when any
+    board gave no measurement.
     """
     session: Session = ctx.obj
     devices, _ = selection(session, selectors, whole_fleet)
     request = build_request(model, None, **compression)
+    planned = ctx.get_parameter_source("precision") == click.core.ParameterSource.DEFAULT
     shapes: dict[str, tuple[int, ...]] = {}
     if request.input_shape is not None and Path(model).suffix == ".onnx":
         specs = datasets.input_specs(onnx.load(model, load_external_data=False))
@@ -133,7 +135,7 @@ def bench_cmd(  # noqa: PLR0917  (click passes each option by name)
         deploy=DeployOptions(
             request=request, name=Path(model).stem, threads=threads, provider=provider,
             graph_optimization="" if graph_optimization == "all" else graph_optimization,
-            parallel=parallel,
+            parallel=parallel, traits=traits_of(request) if planned else None,
         ),
         inputs=inputs, input_shapes=shapes, max_seconds=max_seconds, target_ci=target_ci,
         warmup=warmup,

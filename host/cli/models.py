@@ -26,7 +26,7 @@ from google.protobuf import json_format
 from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.compress import build_request, compression_options
 from edgeopt.host.client import AgentClient
-from edgeopt.host.deploy import Deployer, DeployOptions, DeployReport, DeviceResult
+from edgeopt.host.deploy import Deployer, DeployOptions, DeployReport, DeviceResult, traits_of
 from edgeopt.host.inventory import Device
 from edgeopt.host.output import echo_json, table
 from edgeopt.host.state import State
@@ -192,13 +192,16 @@ def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
 ) -> None:
     """Compress MODEL for each selected board, push it, activate it, smoke-test it.
 
-    Takes the compression options of `edgeopt compress`. One compression per distinct plan;
+    Without --precision the planner chooses precision, threads and provider for each board
+    from what it reports (see `edgeopt plan`). Takes the compression options of `edgeopt
+    compress`. One compression per distinct plan;
     pushes send only what a board lacks and resume when cut; a board that fails never blocks
     the others. Exit status 0 only when every selected device succeeded.
     """
     session: Session = ctx.obj
     devices, chosen = selection(session, selectors, whole_fleet)
     request = build_request(model, None, **compression)
+    planned = ctx.get_parameter_source("precision") == click.core.ParameterSource.DEFAULT
     stem = (
         model.rpartition(":")[2]
         if ":" in model and not Path(model).exists()  # a package.module:factory reference
@@ -208,6 +211,7 @@ def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
         request=request, name=name or stem, version=version_label, threads=threads,
         provider=provider, graph_optimization="" if graph_optimization == "all"
         else graph_optimization, parallel=parallel, canary=canary, smoke=smoke,
+        traits=traits_of(request) if planned else None,
     )  # fmt: skip
     progress = (
         LiveProgress([d.name for d in devices]) if sys.stderr.isatty() and not as_json

@@ -221,3 +221,26 @@ def test_a_version_1_state_database_is_migrated(tmp_path: Path) -> None:
     with State(str(path)) as state:
         assert state.schema_version() == SCHEMA_VERSION == 2
         assert state.benchmarks() == []
+
+
+def test_deploy_without_a_precision_follows_the_planner(
+    agent_factory: Callable[..., RunningAgent], digits: DigitsModel, tmp_path: Path
+) -> None:
+    agents = {"a": agent_factory(name="a")}
+    inv = inventory(tmp_path, agents)
+    result = edgeopt(
+        tmp_path, inv, "deploy", str(digits.onnx), "--calibration", str(digits.calibration),
+        "--name", "digits", "--device", "a", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (device,) = json.loads(result.stdout)["devices"]
+    plan = device["plan"]
+    # What the planner says for this machine's own report, read from the same agent.
+    planned = json.loads(
+        edgeopt(tmp_path, inv, "plan", str(digits.onnx), "--device", "a", "--calibration",
+                str(digits.calibration), "--json").stdout
+    )  # fmt: skip
+    assert plan["precision"] == planned["chosen"]["precision"]
+    assert plan["intra_op_threads"] == planned["chosen"]["intra_op_threads"]
+    assert plan["reasons"][0].startswith("planned: ")
+    assert plan["alternatives"]
