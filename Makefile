@@ -74,6 +74,7 @@ bench: venv system-packages
 	$(PY) benchmarks/corpus.py
 	$(PY) benchmarks/deploy.py
 	$(PY) benchmarks/agent_bench.py
+	$(PY) benchmarks/planner_table.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

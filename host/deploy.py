@@ -37,6 +37,7 @@ from edgeopt.host.compress.target import parse_version
 from edgeopt.host.compress.weights import census
 from edgeopt.host.inventory import Device
 from edgeopt.host.state import DeviceRecord, State
+from edgeopt.host.tune import TuneOptions, TuneResult, tune_device
 from edgeopt.proto.capabilities import Capabilities, to_dict
 from edgeopt.proto.errors import EdgeoptError, UnsupportedModel
 from edgeopt.proto.v1 import agent_pb2
@@ -66,6 +67,20 @@ class DeployOptions:
     """`.npz` whose first sample is the smoke input (default: validation, else calibration)."""
     traits: planner.ModelTraits | None = None
     """The model's traits when the planner chooses the precision (no --precision given)."""
+    tune: TuneSettings | None = None
+    """Measure the planner's candidates on each board first (needs `traits`)."""
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """`--tune`: how long and how widely to measure."""
+
+    budget_s: float = 60.0
+    """Seconds of measuring per board."""
+    top_k: int = 4
+    """Candidates at most."""
+    retune: bool = False
+    """Measure again although a board of the same kind was tuned."""
 
 
 @dataclass
@@ -84,7 +99,9 @@ class DeviceResult:
     error: str = ""
     canary: bool = False
     phases: dict[str, float] = field(default_factory=dict)
-    """Phase → seconds (connect, compress, push, activate)."""
+    """Phase → seconds (connect, tune, compress, push, activate)."""
+    tuning: dict[str, Any] | None = None
+    """What tuning measured and chose, with --tune."""
 
 
 @dataclass
@@ -136,7 +153,10 @@ def _host_ort() -> tuple[int, int]:
 
 
 def plan_for(
-    options: DeployOptions, caps: Capabilities, name: str = "board"
+    options: DeployOptions,
+    caps: Capabilities,
+    name: str = "board",
+    tuned: dict[str, Any] | None = None,
 ) -> tuple[CompressRequest, dict[str, Any]]:
     """The compression request and the run plan for one board, from the flags and its report.
 
@@ -150,6 +170,13 @@ def plan_for(
     if target is None and board and parse_version(board) < _host_ort():
         target = board
     request = replace(options.request, output=None, target_ort=target)
+    if tuned is not None:
+        request = replace(request, precision=tuned["precision"])
+        measured: dict[str, Any] = {**tuned, "target_ort": target or "", "alternatives": []}
+        if target:
+            lowered = f"lowered for the board's ONNX Runtime {board}"
+            measured["reasons"] = [*tuned["reasons"], lowered]
+        return request, measured
     if options.traits is not None:
         decision = planner.plan(
             planner.Board.from_capabilities(name, caps),
@@ -249,6 +276,7 @@ class _Run:
     plans: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     artifacts: dict[str, CompressionReport] = field(default_factory=dict)
     compressions: int = 0
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Deployer:
@@ -300,6 +328,8 @@ class Deployer:
     async def _run(self, run: _Run) -> DeployReport:
         options, deployment = self.options, run.deployment
         ready = await self._ask(run)
+        if options.tune is not None:
+            ready = await self._tune_all(run, ready)
         runnable = await self._compress_all(run, ready)
         canaries, rest = runnable[: options.canary], runnable[options.canary :]
         for device in canaries:
@@ -344,6 +374,69 @@ class Deployer:
             ready.append((device, caps))
         return ready
 
+    async def _tune_all(
+        self, run: _Run, ready: list[tuple[Device, Capabilities]]
+    ) -> list[tuple[Device, Capabilities]]:
+        """Tune each board (concurrently, each on its own); a board with no winner fails."""
+        settings, options = self.options.tune, self.options
+        assert settings is not None and options.traits is not None
+        tune_options = TuneOptions(
+            request=options.request, name=options.name, traits=options.traits,
+            budget_s=settings.budget_s, top_k=settings.top_k, retune=settings.retune,
+            threads=options.threads, provider=options.provider,
+        )  # fmt: skip
+
+        async def one(device: Device, caps: Capabilities) -> TuneResult | None:
+            self.progress.phase(device.name, "tune")
+            start = time.monotonic()
+            board = caps.onnxruntime.version
+            target = options.request.target_ort
+            if target is None and board and parse_version(board) < _host_ort():
+                target = board
+            try:
+                return await tune_device(
+                    device, caps, tune_options, self.state, config=self.config, target=target,
+                    progress=lambda d, text: self.progress.phase(d, f"tune: {text}"),
+                    compress_fn=self._compress,
+                )  # fmt: skip
+            except EdgeoptError as exc:
+                run.results[device.name].error = f"tuning failed: {exc}"
+                return None
+            finally:
+                run.results[device.name].phases["tune"] = time.monotonic() - start
+
+        # Devices of one kind share an answer: the first of each kind measures, the others
+        # reuse it (unless --retune).
+        by_kind: dict[str, list[tuple[Device, Capabilities]]] = {}
+        for device, caps in ready:
+            by_kind.setdefault(caps.fingerprint or device.name, []).append((device, caps))
+        firsts = [group[0] for group in by_kind.values()]
+        first_results = await asyncio.gather(*(one(d, c) for d, c in firsts))
+        rest = [pair for group in by_kind.values() for pair in group[1:]]
+        rest_results = await asyncio.gather(*(one(d, c) for d, c in rest))
+        kept = []
+        for (device, caps), result in zip([*firsts, *rest], [*first_results, *rest_results],
+                                          strict=True):  # fmt: skip
+            outcome = run.results[device.name]
+            if result is None:
+                self._finish(run, outcome)
+                continue
+            outcome.tuning = {
+                "reused": result.reused, "best": result.best, "seconds": result.seconds,
+                "trials": [t.__dict__ for t in result.trials],
+            }  # fmt: skip
+            if result.best is None:
+                lost = "; ".join(
+                    f"{t.plan['precision']} ({t.plan['intra_op_threads']} threads): {t.error}"
+                    for t in result.trials
+                )
+                outcome.error = f"tuning found no candidate that passes the gate: {lost}"
+                self._finish(run, outcome)
+                continue
+            run.tuned[device.name] = result.best
+            kept.append((device, caps))
+        return kept
+
     async def _compress_all(
         self, run: _Run, ready: list[tuple[Device, Capabilities]]
     ) -> list[Device]:
@@ -351,7 +444,9 @@ class Deployer:
         failures: dict[str, str] = {}
         for device, caps in ready:
             try:
-                request, plan = plan_for(self.options, caps, device.name)
+                request, plan = plan_for(
+                    self.options, caps, device.name, run.tuned.get(device.name)
+                )
             except (EdgeoptError, planner.PlanError) as exc:
                 run.results[device.name].error = str(exc)
                 self._finish(run, run.results[device.name])

@@ -132,6 +132,8 @@ class ModelTraits:
     """Share inside If/Loop/Scan bodies (static int8 cannot reach it)."""
     already_quantized: bool = False
     """Its weights are int8/int4 already."""
+    matmul_only_share: float = 0.0
+    """Share read by MatMul alone (what int4 weight-only quantization reaches)."""
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,7 @@ def _candidates(
         ]
     if int8 == "int8-dynamic" and model.conv_share >= 0.5:
         out = [(p, s - 2.0, r) if p == "int8-dynamic" else (p, s, r) for p, s, r in out]
-    if model.matmul_share >= 0.5:
+    if model.matmul_only_share >= 0.5:
         out.append(("int4-weight", 1.0, "int4 weight-only MatMul: smallest, usually slower"))
     if arm and isa is not None and "fp16" in isa and not gpu:
         out.append(("fp16", 0.5, "fp16: the core has half-precision arithmetic; measure"))
@@ -357,4 +359,5 @@ def model_traits(census: object) -> ModelTraits:
         recurrent_share=(kinds["LSTM"] + kinds["GRU"] + kinds["RNN"]) / total,
         subgraph_share=sum(sub.values()) / all_elements,
         already_quantized=quantized >= 0.99,
+        matmul_only_share=kinds["MatMul"] / total,
     )

@@ -26,7 +26,14 @@ from google.protobuf import json_format
 from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.compress import build_request, compression_options
 from edgeopt.host.client import AgentClient
-from edgeopt.host.deploy import Deployer, DeployOptions, DeployReport, DeviceResult, traits_of
+from edgeopt.host.deploy import (
+    Deployer,
+    DeployOptions,
+    DeployReport,
+    DeviceResult,
+    TuneSettings,
+    traits_of,
+)
 from edgeopt.host.inventory import Device
 from edgeopt.host.output import echo_json, table
 from edgeopt.host.state import State
@@ -123,7 +130,7 @@ def _result_json(r: DeviceResult) -> dict[str, Any]:
         "device": r.device, "outcome": r.outcome, "version": r.version, "sha256": r.sha256,
         "plan": r.plan, "bytes_sent": r.bytes_sent, "already_present": r.already_present,
         "previous_version": r.previous_version, "canary": r.canary, "error": r.error or None,
-        "phases": {k: round(v, 3) for k, v in r.phases.items()},
+        "phases": {k: round(v, 3) for k, v in r.phases.items()}, "tuning": r.tuning,
     }  # fmt: skip
 
 
@@ -171,6 +178,11 @@ def _report_text(report: DeployReport, name: str, state: State) -> str:
     type=click.Path(path_type=Path, dir_okay=False),
     help=".npz whose first sample is the smoke input (default: --validate, else --calibration)",
 )
+@click.option("--tune", is_flag=True, help="measure the planner's candidates on each board")
+@click.option("--tune-budget", type=float, default=60.0, show_default=True,
+              help="seconds of measuring per board")  # fmt: skip
+@click.option("--tune-top", type=int, default=4, show_default=True, help="candidates at most")
+@click.option("--retune", is_flag=True, help="measure again, even for a kind of board tuned before")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
 @click.pass_context
 def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
@@ -187,6 +199,10 @@ def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
     parallel: int,
     canary: int,
     smoke: Path | None,
+    tune: bool,
+    tune_budget: float,
+    tune_top: int,
+    retune: bool,
     as_json: bool,
     **compression: Any,
 ) -> None:
@@ -202,6 +218,8 @@ def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
     devices, chosen = selection(session, selectors, whole_fleet)
     request = build_request(model, None, **compression)
     planned = ctx.get_parameter_source("precision") == click.core.ParameterSource.DEFAULT
+    if (tune or retune) and not planned:
+        raise click.UsageError("--tune chooses the precision itself: drop --precision")
     stem = (
         model.rpartition(":")[2]
         if ":" in model and not Path(model).exists()  # a package.module:factory reference
@@ -212,6 +230,7 @@ def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
         provider=provider, graph_optimization="" if graph_optimization == "all"
         else graph_optimization, parallel=parallel, canary=canary, smoke=smoke,
         traits=traits_of(request) if planned else None,
+        tune=TuneSettings(tune_budget, tune_top, retune) if tune or retune else None,
     )  # fmt: skip
     progress = (
         LiveProgress([d.name for d in devices]) if sys.stderr.isatty() and not as_json
@@ -447,4 +466,30 @@ def _when(epoch: float) -> str:
     return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
 
 
-COMMANDS = (deploy_cmd, models_cmd, infer_cmd, rollback_cmd, remove_cmd, deployments_cmd)
+@click.group("tune")
+def tune_cmd() -> None:
+    """Remembered tuning results (see `deploy --tune`)."""
+
+
+@tune_cmd.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_obj
+def tune_ls(session: Session, as_json: bool) -> None:
+    """Every remembered answer: kind of board, ONNX Runtime, model, constraints, the winner."""
+    with State(session.state) as state:
+        rows = state.tunings()
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(table(
+        ["WHEN", "DEVICE", "FINGERPRINT", "ORT", "MODEL", "BEST", "THREADS", "MEASURED"],
+        [[_when(r["taken"]), r["device"], r["fingerprint"], r["onnxruntime_version"],
+          r["model_digest"][:12], r["best"]["precision"], str(r["best"]["intra_op_threads"]),
+          f"{sum(1 for t in r['trials'] if t['passed'])} in {r['seconds']:.0f} s"]
+         for r in rows],
+    ))  # fmt: skip
+
+
+COMMANDS = (
+    deploy_cmd, models_cmd, infer_cmd, rollback_cmd, remove_cmd, deployments_cmd, tune_cmd,
+)  # fmt: skip

@@ -19,7 +19,9 @@ from edgeopt.host.planner import (
 from tests.models import DigitsModel
 
 DETECTOR = ModelTraits(weight_bytes=12 << 20, conv_share=0.97, matmul_share=0.0)
-TRANSFORMER = ModelTraits(weight_bytes=90 << 20, conv_share=0.0, matmul_share=0.99)
+TRANSFORMER = ModelTraits(
+    weight_bytes=90 << 20, conv_share=0.0, matmul_share=0.99, matmul_only_share=0.9
+)
 WITH_DATA = Constraints(calibration=True)
 
 # profile → (detector precision, transformer precision, threads, provider)

@@ -1,0 +1,276 @@
+"""`--tune`: the planner proposes, a short measurement on the board decides.
+
+The answer is remembered for every board of the same kind.
+
+For one board: the planner's choice and its best alternatives (at most `top_k`), each made by
+the compression pipeline (cached), pushed under a scratch name (`<name>--tune`, removed after),
+checked for accuracy on the board itself (its `Infer` outputs on the validation data against
+the host's fp32 reference, through the same gate as `compress`), and measured with the agent's
+Benchmark, within a time budget shared by the candidates. The fastest candidate that passes is
+the answer; candidates that fail to load, to run or the gate are reported, never fatal.
+
+The answer is stored under (device fingerprint, ONNX Runtime version, model digest,
+constraints): the next tune of that model on any board of the same kind measures nothing
+(`retune` forces it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.host import planner
+from edgeopt.host.client import AgentClient, ClientConfig, file_digest, to_tensors
+from edgeopt.host.compress import CompressionReport, CompressRequest, compress
+from edgeopt.host.compress import data as datasets
+from edgeopt.host.compress import model as onnx_model
+from edgeopt.host.compress.validate import compare, run_model
+from edgeopt.host.inventory import Device
+from edgeopt.host.state import State
+from edgeopt.proto.capabilities import Capabilities
+from edgeopt.proto.errors import AccuracyGateFailed, DataError, EdgeoptError
+from edgeopt.proto.v1 import agent_pb2
+
+TUNE_SUFFIX = "--tune"
+VALIDATION_SAMPLES = 64
+"""Validation samples run on the board per candidate (the accuracy check's cost)."""
+
+
+@dataclass
+class Trial:
+    """One candidate measured (or why not)."""
+
+    plan: dict[str, Any]
+    p50_ms: float | None = None
+    ci_relative: float | None = None
+    cosine: float | None = None
+    accuracy_drop: float | None = None
+    passed: bool = False
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class TuneResult:
+    """What tuning decided for one board."""
+
+    device: str
+    key: str
+    best: dict[str, Any] | None
+    """The winning plan (None: every candidate failed)."""
+    trials: list[Trial] = field(default_factory=list)
+    reused: bool = False
+    """Taken from an earlier tuning of a board of the same kind: nothing was measured."""
+    seconds: float = 0.0
+
+
+def tuning_key(caps: Capabilities, model_digest: str, constraints: dict[str, Any]) -> str:
+    """What a tuning result is valid for: the kind of board, its runtime, the model, the gate."""
+    payload = {
+        "fingerprint": caps.fingerprint,
+        "onnxruntime": caps.onnxruntime.version,
+        "model": model_digest,
+        "constraints": constraints,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def candidates(decision: planner.Decision, top_k: int) -> list[planner.Plan]:
+    """The planner's choice and its alternatives, best first, at most `top_k`."""
+    seen, out = set(), []
+    for p in (decision.chosen, *decision.alternatives):
+        key = (p.precision, p.intra_op_threads, p.execution_provider)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out[:top_k]
+
+
+def _plan_dict(p: planner.Plan, target: str | None) -> dict[str, Any]:
+    return {
+        "precision": p.precision, "intra_op_threads": p.intra_op_threads,
+        "inter_op_threads": p.inter_op_threads, "execution_provider": p.execution_provider,
+        "graph_optimization_level": "", "target_ort": target or "",
+        "reasons": ["tuned: " + r for r in p.reasons],
+    }  # fmt: skip
+
+
+def _plan_message(plan: dict[str, Any]) -> agent_pb2.Plan:
+    return agent_pb2.Plan(
+        precision=plan["precision"],
+        intra_op_threads=int(plan["intra_op_threads"]),
+        inter_op_threads=int(plan["inter_op_threads"]),
+        execution_provider=plan["execution_provider"],
+        graph_optimization_level=plan["graph_optimization_level"],
+    )
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """How to tune."""
+
+    request: CompressRequest
+    """The model and its compression settings (validation data and gate included)."""
+    name: str
+    """The model's name on the board (candidates go under `<name>--tune`, removed after)."""
+    traits: planner.ModelTraits
+    """What the planner knows of the model."""
+    budget_s: float = 60.0
+    """Seconds of measuring per board, shared by the candidates."""
+    top_k: int = 4
+    """Candidates at most."""
+    retune: bool = False
+    """Measure again even when a board of the same kind was tuned."""
+    threads: int | None = None
+    """Keep this thread count."""
+    provider: str | None = None
+    """Keep this execution provider."""
+
+
+@dataclass
+class _Context:
+    """What every candidate of one board's tuning shares."""
+
+    client: AgentClient
+    options: TuneOptions
+    scratch: str
+    target: str | None
+    compress_fn: Callable[[CompressRequest], CompressionReport]
+    data: datasets.Dataset | None = None
+    expected: np.ndarray | None = None
+    sample: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+async def _on_board(ctx: _Context, label: str) -> np.ndarray:
+    """The candidate's first output on the validation data, computed by the board."""
+    assert ctx.data is not None
+    outputs = []
+    size = ctx.data.fixed_batch or min(16, len(ctx.data))
+    for feed in ctx.data.batches(size):
+        result, _ = await ctx.client.infer(ctx.scratch, feed, label, timeout=120.0)
+        outputs.append(next(iter(result.values())))
+    return np.concatenate(outputs).astype(np.float64)
+
+
+async def _try(ctx: _Context, index: int, trial: Trial, seconds: float) -> None:
+    """Make, push, check and measure one candidate; its failure is the trial's, not ours."""
+    request, plan = ctx.options.request, trial.plan
+    try:
+        artifact = ctx.compress_fn(replace(request, precision=plan["precision"], output=None,
+                                           validation=None, target_ort=ctx.target))  # fmt: skip
+        label = f"c{index + 1}-{plan['precision']}"
+        await ctx.client.push(artifact.artifact, ctx.scratch, version=label,
+                              plan=_plan_message(plan))  # fmt: skip
+        if ctx.data is not None and ctx.expected is not None:
+            report = compare(ctx.expected, await _on_board(ctx, label), ctx.data.labels)
+            trial.cosine, trial.accuracy_drop = report.cosine, report.accuracy_drop
+            request.gate.check(report, plan["precision"])
+        bench = await ctx.client.benchmark(
+            agent_pb2.BenchmarkRequest(
+                name=ctx.scratch, version=label, plan=_plan_message(plan),
+                inputs=to_tensors(ctx.sample), max_seconds=seconds, target_ci=0.02,
+            )
+        )  # fmt: skip
+        lat = bench.latency
+        trial.p50_ms = lat.p50_ms
+        trial.ci_relative = (lat.ci_high_ms - lat.ci_low_ms) / 2 / lat.p50_ms
+        trial.passed = True
+    except (AccuracyGateFailed, DataError) as exc:
+        trial.error = str(exc)  # "int8-static fails the gate: cosine similarity ..."
+    except EdgeoptError as exc:
+        trial.error = str(exc)
+
+
+def _validation(ctx: _Context, reference: Path) -> None:
+    request = ctx.options.request
+    if request.validation is None:
+        return
+    full = datasets.load(request.validation, onnx_model.load(reference, check=False),
+                         purpose="validation")  # fmt: skip
+    keep = min(len(full), VALIDATION_SAMPLES)
+    ctx.data = datasets.Dataset(
+        {k: v[:keep] for k, v in full.arrays.items()},
+        full.labels[:keep] if full.labels is not None else None,
+        full.path, full.fixed_batch, full.constants,
+    )  # fmt: skip
+    ctx.expected = run_model(reference, ctx.data)
+    ctx.sample = next(ctx.data.batches(ctx.data.fixed_batch or 1))
+
+
+async def tune_device(
+    device: Device,
+    caps: Capabilities,
+    options: TuneOptions,
+    state: State,
+    *,
+    config: ClientConfig,
+    target: str | None = None,
+    progress: Callable[[str, str], None] | None = None,
+    compress_fn: Callable[[CompressRequest], CompressionReport] = compress,
+) -> TuneResult:
+    """Tune one board; see the module docstring."""
+    start = time.monotonic()
+    request = options.request
+    source = Path(request.model)
+    digest = file_digest(source) if source.is_file() else str(request.model)
+    constraints = {
+        "max_accuracy_drop": request.gate.max_accuracy_drop,
+        "min_cosine": request.gate.min_cosine,
+        "calibration": request.calibration is not None,
+        "threads": options.threads, "provider": options.provider,
+    }  # fmt: skip
+    key = tuning_key(caps, digest, constraints)
+
+    def say(text: str) -> None:
+        if progress is not None:
+            progress(device.name, text)
+
+    if not options.retune:
+        known = state.tuning(key)
+        if known is not None:
+            say("tuned before on a board of this kind: reusing, nothing measured")
+            return TuneResult(device.name, key, known["best"], reused=True,
+                              trials=[Trial(**t) for t in known["trials"]])  # fmt: skip
+    decision = planner.plan(
+        planner.Board.from_capabilities(device.name, caps), options.traits,
+        planner.Constraints(calibration=request.calibration is not None,
+                            threads=options.threads, provider=options.provider),
+    )  # fmt: skip
+    chosen = candidates(decision, options.top_k)
+    reference = compress_fn(replace(request, precision="fp32", output=None, validation=None,
+                                    target_ort=None)).artifact  # fmt: skip
+    trials = [Trial(_plan_dict(c, target)) for c in chosen]
+    async with AgentClient(device.address, token=device.token(), device=device.name,
+                           config=config) as client:  # fmt: skip
+        ctx = _Context(client, options, f"{options.name}{TUNE_SUFFIX}", target, compress_fn)
+        _validation(ctx, reference)
+        try:
+            for index, trial in enumerate(trials):
+                left = options.budget_s - (time.monotonic() - start)
+                if left <= 1.0:
+                    trial.error = "not measured: the tuning budget was spent"
+                    continue
+                say(f"candidate {index + 1}/{len(trials)}: {trial.plan['precision']}, "
+                    f"{trial.plan['intra_op_threads']} threads")  # fmt: skip
+                t0 = time.monotonic()
+                await _try(ctx, index, trial, max(2.0, left / (len(trials) - index) - 2.0))
+                trial.seconds = time.monotonic() - t0
+        finally:
+            with contextlib.suppress(EdgeoptError):  # nothing pushed, or the board is gone
+                await client.delete(ctx.scratch, force=True)
+    passing = [t for t in trials if t.passed and t.p50_ms is not None]
+    best = min(passing, key=lambda t: t.p50_ms or 0.0).plan if passing else None
+    result = TuneResult(device.name, key, best, trials, seconds=time.monotonic() - start)
+    if best is not None:
+        state.record_tuning(key, device.name, caps.fingerprint, caps.onnxruntime.version,
+                            digest, constraints, best,
+                            [t.__dict__ for t in trials], result.seconds)  # fmt: skip
+    return result
