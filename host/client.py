@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -397,6 +397,18 @@ def file_digest(path: Path) -> str:
         _DIGESTS.clear()
     _DIGESTS[key] = h.hexdigest()
     return _DIGESTS[key]
+
+
+def plan_message(plan: dict[str, Any], metadata: dict[str, str] | None = None) -> agent_pb2.Plan:
+    """A run plan (the host's dict: precision, threads, provider, ...) as the wire's Plan."""
+    return agent_pb2.Plan(
+        precision=plan["precision"],
+        intra_op_threads=int(plan["intra_op_threads"]),
+        inter_op_threads=int(plan["inter_op_threads"]),
+        execution_provider=plan["execution_provider"],
+        graph_optimization_level=plan["graph_optimization_level"],
+        metadata=metadata or {},
+    )
 
 
 def to_tensors(arrays: dict[str, np.ndarray]) -> list[agent_pb2.Tensor]:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeopt.host import planner
-from edgeopt.host.client import AgentClient, ClientConfig, file_digest
+from edgeopt.host.client import AgentClient, ClientConfig, file_digest, plan_message
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import model as onnx_model
@@ -230,17 +230,7 @@ def traits_of(request: CompressRequest) -> planner.ModelTraits:
 
 
 def _plan_message(plan: dict[str, Any], artifact: CompressionReport) -> agent_pb2.Plan:
-    return agent_pb2.Plan(
-        precision=plan["precision"],
-        intra_op_threads=int(plan["intra_op_threads"]),
-        inter_op_threads=int(plan["inter_op_threads"]),
-        execution_provider=plan["execution_provider"],
-        graph_optimization_level=plan["graph_optimization_level"],
-        metadata={
-            "source": str(artifact.input),
-            "target_ort": plan["target_ort"],
-        },
-    )
+    return plan_message(plan, {"source": str(artifact.input), "target_ort": plan["target_ort"]})
 
 
 def _smoke_inputs(options: DeployOptions, artifact: Path) -> dict[str, np.ndarray] | None:

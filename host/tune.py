@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from edgeopt.host import planner
-from edgeopt.host.client import AgentClient, ClientConfig, file_digest, to_tensors
+from edgeopt.host.client import (
+    AgentClient,
+    ClientConfig,
+    file_digest,
+    plan_message,
+    to_tensors,
+)
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import model as onnx_model
@@ -103,16 +109,6 @@ def _plan_dict(p: planner.Plan, target: str | None) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _plan_message(plan: dict[str, Any]) -> agent_pb2.Plan:
-    return agent_pb2.Plan(
-        precision=plan["precision"],
-        intra_op_threads=int(plan["intra_op_threads"]),
-        inter_op_threads=int(plan["inter_op_threads"]),
-        execution_provider=plan["execution_provider"],
-        graph_optimization_level=plan["graph_optimization_level"],
-    )
-
-
 @dataclass(frozen=True)
 class TuneOptions:
     """How to tune."""
@@ -168,14 +164,14 @@ async def _try(ctx: _Context, index: int, trial: Trial, seconds: float) -> None:
                                            validation=None, target_ort=ctx.target))  # fmt: skip
         label = f"c{index + 1}-{plan['precision']}"
         await ctx.client.push(artifact.artifact, ctx.scratch, version=label,
-                              plan=_plan_message(plan))  # fmt: skip
+                              plan=plan_message(plan))  # fmt: skip
         if ctx.data is not None and ctx.expected is not None:
             report = compare(ctx.expected, await _on_board(ctx, label), ctx.data.labels)
             trial.cosine, trial.accuracy_drop = report.cosine, report.accuracy_drop
             request.gate.check(report, plan["precision"])
         bench = await ctx.client.benchmark(
             agent_pb2.BenchmarkRequest(
-                name=ctx.scratch, version=label, plan=_plan_message(plan),
+                name=ctx.scratch, version=label, plan=plan_message(plan),
                 inputs=to_tensors(ctx.sample), max_seconds=seconds, target_ci=0.02,
             )
         )  # fmt: skip
