@@ -75,6 +75,7 @@ bench: venv system-packages
 	$(PY) benchmarks/deploy.py
 	$(PY) benchmarks/agent_bench.py
 	$(PY) benchmarks/planner_table.py
+	$(PY) benchmarks/tuning.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.agent.runner import Runner, RunnerCrashed, TensorTuple, rss_bytes
-from edgeopt.agent.store import Limits, ModelStore, Refusal, Version, check_digest, check_name
+from edgeopt.agent.store import (
+    Limits,
+    ModelStore,
+    Refusal,
+    Version,
+    check_digest,
+    check_name,
+    check_version,
+)
 
 log = logging.getLogger("edgeopt.agent")
 
@@ -87,6 +95,7 @@ class Models:
         size, offset, plan = int(header["size"]), int(header["offset"]), header["plan"]
         if name or version:  # no name: the artifact alone, for a Benchmark by digest
             check_name(name)
+            self._check_label(name, version, sha256)
         if size <= 0:
             raise Refusal("INVALID_ARGUMENT", "the header's size must be positive")
         with self.store.digest_lock(sha256):
@@ -111,10 +120,28 @@ class Models:
             stored = self.store.add_version(name, version, sha256, size, plan)
         return PushOutcome(stored, received, complete)
 
+    def _check_label(self, name: str, version: str, sha256: str) -> None:
+        """ALREADY_EXISTS before any byte is sent when the label names another artifact."""
+        if not version:
+            return
+        check_version(version)
+        entry = self.store.entries().get(name)
+        existing = entry.find(version) if entry else None
+        if existing is not None and existing.sha256 != sha256:
+            raise Refusal(
+                "ALREADY_EXISTS",
+                f"{name} {version} already holds another artifact ({existing.sha256[:12]}); "
+                "push under a new version label",
+            )
+
     # --- activation ---------------------------------------------------------------------
 
     def _load(
-        self, name: str, version: Version, plan: dict[str, Any], smoke: list[TensorTuple] | None
+        self,
+        name: str,
+        version: Version,
+        plan: dict[str, Any],
+        smoke: list[TensorTuple] | bool | None,
     ) -> tuple[LoadedModel, float, float]:
         answer = self._call(
             {
@@ -228,7 +255,7 @@ class Models:
                                 "key": f"{name}@{version.version}",
                                 "path": str(self.store.blob(version.sha256)),
                                 "plan": version.plan,
-                                "smoke": None,
+                                "smoke": False,  # it passed its smoke test when activated
                             }
                         )
                         if answer.get("ok"):
@@ -270,16 +297,23 @@ class Models:
                     "FAILED_PRECONDITION", f"{name} has no active version; activate one first"
                 )
             loaded = self._loaded.get(name)
+            transient = False
             if loaded is None or loaded.version != wanted:
                 target = self.store.version(name, wanted)
                 if wanted == entry.active:
-                    self._loaded[name], _, _ = self._load(name, target, target.plan, None)
-                else:
-                    self._load(name, target, target.plan, None)
-        answer = self._call(
-            {"op": "infer", "key": f"{name}@{wanted}", "inputs": inputs},
-            during=f"running {name} {wanted}",
-        )
+                    self._loaded[name], _, _ = self._load(name, target, target.plan, False)
+                else:  # a version that is not active: loaded for this call only
+                    self._load(name, target, target.plan, False)
+                    transient = True
+            # Under the lock: an activation or a forced delete cannot unload it meanwhile.
+            try:
+                answer = self._call(
+                    {"op": "infer", "key": f"{name}@{wanted}", "inputs": inputs},
+                    during=f"running {name} {wanted}",
+                )
+            finally:
+                if transient:
+                    self._unload(f"{name}@{wanted}")
         return {"version": wanted, **answer}
 
     def benchmark(

@@ -348,9 +348,18 @@ class Child:
         raise RequestError("INVALID_ARGUMENT", f"unknown runner request {op!r}")
 
     def load(
-        self, key: str, path: str, plan: dict[str, Any], smoke: list[TensorTuple] | None
+        self,
+        key: str,
+        path: str,
+        plan: dict[str, Any],
+        smoke: list[TensorTuple] | bool | None,
     ) -> dict[str, Any]:
-        """Load a model, run the smoke inference, keep the session under `key`."""
+        """Load a model, run the smoke inference, keep the session under `key`.
+
+        `smoke` False skips the smoke inference: a version that passed it when activated is
+        loaded again after a restart, or for one inference, without made-up inputs (which
+        may not suit a model that wants particular sizes).
+        """
         import numpy as np  # noqa: PLC0415
 
         before = rss_bytes()
@@ -364,7 +373,19 @@ class Child:
                 "FAILED_PRECONDITION", f"ONNX Runtime cannot load it: {_line(exc)}"
             ) from exc
         load_ms = (time.perf_counter() - start) * 1e3
-        feeds = _to_arrays(smoke, session) if smoke else _smoke_inputs(session)
+        if smoke is False:
+            memory = max(0, rss_bytes() - before)
+            self.loaded[key] = Loaded(session, memory)
+            return {
+                "ok": True, "load_ms": load_ms, "smoke_ms": 0.0, "memory_bytes": memory,
+                "inputs": _signature(session.get_inputs()),
+                "outputs": _signature(session.get_outputs()),
+            }  # fmt: skip
+        feeds = (
+            _to_arrays(smoke, session)
+            if isinstance(smoke, list) and smoke
+            else _smoke_inputs(session)
+        )
         start = time.perf_counter()
         try:
             outputs = session.run(None, feeds)

@@ -22,6 +22,7 @@ Pushes of one digest are serialized, and so are changes to the manifest.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -261,6 +262,22 @@ class ModelStore:
         os.replace(tmp, self.manifest_path)
         _fsync_dir(self.root)
 
+    @contextlib.contextmanager
+    def _mutating(self) -> Iterator[None]:
+        """Change the entries, then write the manifest.
+
+        If the write fails (a full disk), the entries in memory go back to what the manifest
+        on disk says.
+        """
+        with self._lock:
+            before = copy.deepcopy(self._entries)
+            try:
+                yield
+                self._write_manifest()
+            except BaseException:
+                self._entries = before
+                raise
+
     def recover(self, stale_after: float = STALE_UPLOAD_SECONDS) -> list[str]:
         """Tidy after a crash: drop stray temporary files and blobs no version names.
 
@@ -427,11 +444,13 @@ class ModelStore:
             Refusal: ALREADY_EXISTS when the label names another digest.
         """
         check_name(name)
+        check_digest(sha256)
         if version:
             check_version(version)
-        if not self.blob(sha256).is_file():
-            raise Refusal("FAILED_PRECONDITION", f"artifact {sha256} is not in the store")
-        with self._lock:
+        with self._mutating():
+            # Under the lock: a delete of the last version naming this blob cannot slip in.
+            if not self.blob(sha256).is_file():
+                raise Refusal("FAILED_PRECONDITION", f"artifact {sha256} is not in the store")
             entry = self._entries.setdefault(name, Entry())
             same = next((v for v in entry.versions if v.sha256 == sha256 and not version), None)
             if same is not None:
@@ -454,12 +473,11 @@ class ModelStore:
                 )
             record = Version(version, sha256, size, time.time(), plan)
             entry.versions.append(record)
-            self._write_manifest()
-            return record
+        return record
 
     def set_active(self, name: str, version: str, *, rollback: bool = False) -> str:
         """Make `version` active; returns the previously active version ("" for none)."""
-        with self._lock:
+        with self._mutating():
             entry = self._entries[name]
             previous = entry.active
             if rollback:
@@ -468,16 +486,14 @@ class ModelStore:
             elif previous and previous != version:
                 entry.history.append(previous)
             entry.active = version
-            self._write_manifest()
-            return previous
+        return previous
 
     def set_plan(self, name: str, version: str, plan: dict[str, Any]) -> None:
         """Record the plan a version runs with."""
-        with self._lock:
+        with self._mutating():
             found = self._entries[name].find(version)
             if found is not None:
                 found.plan = plan
-                self._write_manifest()
 
     def rollback_target(self, name: str) -> str:
         """The version a rollback would activate; FAILED_PRECONDITION when there is none."""
@@ -503,7 +519,7 @@ class ModelStore:
                 f"{name} {entry.active} is the active version; activate another first, or "
                 "pass force to remove it anyway",
             )
-        with self._lock:
+        with self._mutating():
             live = self._entries[name]
             gone = {v.version for v in doomed}
             live.versions = [v for v in live.versions if v.version not in gone]
@@ -512,11 +528,14 @@ class ModelStore:
                 live.active = ""
             if not live.versions:
                 del self._entries[name]
-            self._write_manifest()
+        with self._lock:
             still = {v.sha256 for e in self._entries.values() for v in e.versions}
             freed = 0
             for v in doomed:
                 blob = self.blob(v.sha256)
+                lock = self._digest_locks.get(v.sha256)
+                if lock is not None and lock.locked():
+                    continue  # a push of this very artifact is under way: it needs the blob
                 if v.sha256 not in still and blob.is_file():
                     freed += blob.stat().st_size
                     blob.unlink()

@@ -173,6 +173,8 @@ async def _try(ctx: _Context, index: int, trial: Trial, seconds: float) -> None:
             agent_pb2.BenchmarkRequest(
                 name=ctx.scratch, version=label, plan=plan_message(plan),
                 inputs=to_tensors(ctx.sample), max_seconds=seconds, target_ci=0.02,
+                # At least 30 runs: on a busy board a handful can hit one quiet spell.
+                min_repeats=30,
             )
         )  # fmt: skip
         lat = bench.latency

@@ -215,8 +215,9 @@ _VIEW_OPS = frozenset(
 """Operators that only cut or rearrange a constant: their reader is the weight's real user
 (spox and tf2onnx slice an LSTM's W and R out of one fused tensor)."""
 
-Sources = dict[str, tuple[str, bool]]
-"""Value name → (the initializer it is a view of, whether a DequantizeLinear is on the way)."""
+Sources = dict[str, tuple[tuple[str, ...], bool]]
+"""Value name → (the initializers it is a view of, whether a DequantizeLinear is on the way);
+several for a Concat of weights."""
 
 
 @dataclass
@@ -235,15 +236,21 @@ def _count(
     depth: int,
 ) -> None:
     initializers = {**outer, **{t.name: t for t in graph.initializer}}
-    sources: Sources = {**outer_sources, **{t.name: (t.name, False) for t in graph.initializer}}
+    sources: Sources = {**outer_sources, **{t.name: ((t.name,), False) for t in graph.initializer}}
     for node in graph.node:
         for attr in node.attribute:
             subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
             for sub in subs:
                 _count(walk, sub, initializers, sources, depth + 1)
         data = sources.get(node.input[0]) if node.input else None
-        if node.op_type == "Concat" and not all(name in sources for name in node.input):
-            data = None  # a Concat of weights (spox joins an LSTM's slices) is a view too
+        if node.op_type == "Concat":
+            # A Concat of weights (spox joins an LSTM's slices) is a view of all of them.
+            parts = [sources.get(name) for name in node.input]
+            if parts and all(p is not None for p in parts):
+                roots = tuple(dict.fromkeys(r for p in parts if p for r in p[0]))
+                data = (roots, any(p[1] for p in parts if p))
+            else:
+                data = None
         if data is not None and (
             node.op_type == "Concat"
             or node.op_type in _VIEW_OPS
@@ -256,13 +263,13 @@ def _count(
         _count_node(walk, node, (initializers, sources), depth)
 
 
-def _count_node(  # noqa: PLR0912  (one walk over a node's inputs and their sources)
+def _count_node(
     walk: _Walk,
     node: onnx.NodeProto,
     scope: tuple[dict[str, onnx.TensorProto], Sources],
     depth: int,
 ) -> None:
-    census, seen = walk.census, walk.seen
+    census = walk.census
     initializers, sources = scope
     kind = _KIND.get(node.op_type, node.op_type)
     slots = _WEIGHT_SLOTS.get(node.op_type)
@@ -270,38 +277,56 @@ def _count_node(  # noqa: PLR0912  (one walk over a node's inputs and their sour
     for index, name in enumerate(node.input):
         if (slots is not None and index not in slots) or name not in sources:
             continue
-        source, through_dq = sources[name]
-        tensor = initializers[source]
-        elements = _elements(tensor)
-        storage: Storage | None
-        if node.op_type == "MatMulNBits" and index == 1:
-            storage = "int4" if _attr(node, "bits", 4) == 4 else "int8"
-            elements = _attr(node, "K", 0) * _attr(node, "N", 0)
-        elif len(tensor.dims) < 2:
-            continue  # biases, scales, zero points, shapes
-        else:
-            storage = _storage(tensor, through_dq or node.op_type in _INT_OPS)
-        if storage is None:
-            continue
-        storages.add(storage)
-        key = (id(tensor), source)
-        if ("kind", *key, kind) not in seen:
-            seen.add(("kind", *key, kind))
-            census.kind_elements[(kind, storage)] += elements
-            if depth:
-                census.subgraph_kind_elements[(kind, storage)] += elements
-        if ("all", *key) in seen:
-            continue
-        seen.add(("all", *key))
-        census.elements[storage] += elements
-        if kind in COMPUTE_KINDS:
-            census.compute_elements[storage] += elements
-        if depth:
-            census.subgraph_elements[storage] += elements
+        roots, through_dq = sources[name]
+        for source in roots:
+            storage = _count_input(walk, node, index, initializers[source], source, through_dq,
+                                   kind, depth)  # fmt: skip
+            if storage is not None:
+                storages.add(storage)
     for storage in storages:  # a node counts once per storage class it reads
         census.nodes[(kind, storage)] += 1
         if depth:
             census.subgraph_nodes[(kind, storage)] += 1
+
+
+def _count_input(  # noqa: PLR0917  (one input of one node: all of it is needed)
+    walk: _Walk,
+    node: onnx.NodeProto,
+    index: int,
+    tensor: onnx.TensorProto,
+    source: str,
+    through_dq: bool,
+    kind: str,
+    depth: int,
+) -> Storage | None:
+    """Count one weight a node reads; returns its storage (None: not a weight)."""
+    census, seen = walk.census, walk.seen
+    elements = _elements(tensor)
+    storage: Storage | None
+    if node.op_type == "MatMulNBits" and index == 1:
+        storage = "int4" if _attr(node, "bits", 4) == 4 else "int8"
+        elements = _attr(node, "K", 0) * _attr(node, "N", 0)
+    elif len(tensor.dims) < 2:
+        return None  # biases, scales, zero points, shapes
+    else:
+        storage = _storage(tensor, through_dq or node.op_type in _INT_OPS)
+    if storage is None:
+        return None
+    key = (id(tensor), source)
+    if ("kind", *key, kind) not in seen:
+        seen.add(("kind", *key, kind))
+        census.kind_elements[(kind, storage)] += elements
+        if depth:
+            census.subgraph_kind_elements[(kind, storage)] += elements
+    if ("all", *key) in seen:
+        return storage
+    seen.add(("all", *key))
+    census.elements[storage] += elements
+    if kind in COMPUTE_KINDS:
+        census.compute_elements[storage] += elements
+    if depth:
+        census.subgraph_elements[storage] += elements
+    return storage
 
 
 def census(model: onnx.ModelProto) -> WeightCensus:

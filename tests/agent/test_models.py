@@ -27,7 +27,7 @@ from onnx import helper, numpy_helper
 
 from edgeopt.host.client import AgentClient, file_digest, to_tensors
 from edgeopt.proto import auth
-from edgeopt.proto.errors import InvalidRequest, NotFound, ResourceExhausted
+from edgeopt.proto.errors import AlreadyExists, InvalidRequest, NotFound, ResourceExhausted
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 from tests.conftest import RunningAgent, start_agent
 from tests.models import DigitsModel
@@ -582,3 +582,68 @@ def test_two_pushes_at_once_cannot_both_squeeze_under_the_quota(
 async def _listing(agent: RunningAgent) -> agent_pb2.ModelList:
     async with client(agent) as c:
         return await c.list_models()
+
+
+def test_a_version_label_that_names_another_artifact_is_refused_before_any_byte(
+    agent_factory: Callable[..., RunningAgent], digits: DigitsModel, tmp_path: Path
+) -> None:
+    agent = agent_factory()
+
+    async def push(path: Path) -> agent_pb2.PushResult:
+        async with client(agent) as c:
+            return await c.push(path, "m", version="v1")
+
+    run(push(digits.onnx))
+    other = tmp_path / "other.bin"
+    other.write_bytes(os.urandom(1 << 20))
+    with pytest.raises(AlreadyExists) as caught:
+        run(push(other))
+    assert said(caught.value) == (
+        f"PushModel: m v1 already holds another artifact ({file_digest(digits.onnx)[:12]}); "
+        "push under a new version label"
+    )
+    # Refused from the header: no orphan blob, no partial upload.
+    assert store_files(agent) == {"blobs": [file_digest(digits.onnx)], "uploads": []}
+
+
+def picky_model(path: Path) -> Path:
+    """A model whose free dim must be a multiple of 96: made-up inputs (128 wide) fail it."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+         helper.make_node("MatMul", ["r", "w"], ["y"])],
+        "picky",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, "width"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["rows", 8])],
+        initializer=[numpy_helper.from_array(np.array([-1, 96], np.int64), "shape"),
+                     numpy_helper.from_array(np.ones((96, 8), np.float32), "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_model_activated_with_real_inputs_comes_back_after_a_restart(tmp_path: Path) -> None:
+    path = picky_model(tmp_path / "picky.onnx")
+    sample = {"x": np.ones((1, 192), np.float32)}
+    agent = start_agent(tmp_path / "a")
+
+    async def deploy(made_up: bool) -> agent_pb2.ActivateResult:
+        async with client(agent) as c:
+            pushed = await c.push(path, "picky")
+            return await c.activate("picky", pushed.version,
+                                    smoke_inputs=None if made_up else sample)  # fmt: skip
+
+    with pytest.raises(InvalidRequest) as caught:
+        run(deploy(made_up=True))
+    assert "smoke inference failed" in said(caught.value)
+    assert run(deploy(made_up=False)).version == "v1"
+    agent.stop()
+    (tmp_path / "a" / "ready").unlink()
+    again = start_agent(tmp_path / "a")
+    try:
+        # Loaded again without a made-up smoke inference, which this model would fail.
+        np.testing.assert_allclose(infer(again, "picky", sample), np.full((2, 8), 96.0))
+        assert run(_listing(again)).models[0].loaded
+    finally:
+        again.stop()

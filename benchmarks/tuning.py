@@ -1,0 +1,192 @@
+"""Regret of the planner and of tuning, against an exhaustive sweep on the same board.
+
+    python benchmarks/tuning.py [--budget 60]      (or `make bench`)
+
+The board is a real agent on this machine. For each model (the digits CNN, all-MiniLM-L6-v2,
+and two public models of the corpus): every precision x {1, 2} threads is made by the
+compression pipeline, held to the same accuracy gate on the host, and measured with the
+agent's Benchmark (the exhaustive sweep). The rules-only plan is what `edgeopt plan` chooses;
+the tuned plan is what `deploy --tune` chooses within its budget. Regret = the sweep's p50 of
+that plan / the sweep's best p50 (same run, same measurement), so 1.00 means it found the best.
+Tuning cost: wall time and candidates measured; a second tune of the same kind of board
+measures nothing. Writes its table into benchmarks/RESULTS.md between the tuning markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from results import write_section  # noqa: E402
+
+from edgeopt.host import planner  # noqa: E402
+from edgeopt.host.client import AgentClient, ClientConfig, to_tensors  # noqa: E402
+from edgeopt.host.compress import CompressRequest, Gate, compress  # noqa: E402
+from edgeopt.host.compress import data as datasets  # noqa: E402
+from edgeopt.host.compress.latency import host_cpu  # noqa: E402
+from edgeopt.host.compress.model import load  # noqa: E402
+from edgeopt.host.deploy import traits_of  # noqa: E402
+from edgeopt.host.inventory import Device  # noqa: E402
+from edgeopt.host.state import State  # noqa: E402
+from edgeopt.host.tune import TuneOptions, tune_device  # noqa: E402
+from edgeopt.proto.errors import EdgeoptError  # noqa: E402
+from edgeopt.proto.v1 import agent_pb2  # noqa: E402
+from tests.conftest import RunningAgent, start_agent  # noqa: E402
+from tests.corpus import CORPUS, fetch, write_data  # noqa: E402
+from tests.models import minilm_data, train_digits_cnn  # noqa: E402
+
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
+THREADS = (1, 2)
+
+
+async def _bench(agent: RunningAgent, path: Path, threads: int, feed: dict[str, Any]) -> float:
+    async with AgentClient(agent.address, token=agent.token) as client:
+        sha = (await client.push(path, "")).sha256
+        result = await client.benchmark(
+            agent_pb2.BenchmarkRequest(
+                sha256=sha, inputs=to_tensors(feed), max_seconds=3, target_ci=0.02,
+                plan=agent_pb2.Plan(intra_op_threads=threads, inter_op_threads=1),
+            )
+        )  # fmt: skip
+        return result.latency.p50_ms
+
+
+def sweep(agent: RunningAgent, request: CompressRequest) -> dict[tuple[str, int], Any]:
+    """(precision, threads) → p50 ms, or the reason it is out."""
+    table: dict[tuple[str, int], Any] = {}
+    reference = compress(replace(request, precision="fp32", validation=None))
+    data = datasets.load(request.validation, load(reference.artifact), purpose="validation")  # type: ignore[arg-type]
+    feed = next(data.batches(data.fixed_batch or 1))
+    for precision in PRECISIONS:
+        try:
+            report = compress(replace(request, precision=precision))  # type: ignore[arg-type]
+        except EdgeoptError as exc:
+            for t in THREADS:
+                table[(precision, t)] = str(exc).split(":")[0][:60]
+            continue
+        for t in THREADS:
+            table[(precision, t)] = asyncio.run(_bench(agent, report.artifact, t, feed))
+    return table
+
+
+def tune(agent: RunningAgent, request: CompressRequest, name: str, state: State,
+         budget: float, caps: Any, traits: planner.ModelTraits) -> Any:  # fmt: skip
+    device = Device(name="local", address=agent.address, token_file=agent.token_file)
+    options = TuneOptions(request=request, name=name, traits=traits, budget_s=budget)
+    return asyncio.run(tune_device(device, caps, options, state, config=ClientConfig(60)))
+
+
+def regret(
+    key: tuple[str, int] | None,
+    timed: dict[tuple[str, int], float],
+    table: dict[tuple[str, int], Any],
+    best: tuple[str, int],
+) -> str:
+    """The sweep's p50 of `key` over the best p50, or why there is none."""
+    if key is None:
+        return "n/a (no plan)"
+    if key not in timed:
+        return f"n/a ({table.get(key, 'not in the sweep')})"
+    return f"{timed[key] / timed[best]:.2f}"
+
+
+async def _caps(agent: RunningAgent) -> Any:
+    async with AgentClient(agent.address, token=agent.token) as client:
+        return await client.capabilities()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=60.0)
+    args = parser.parse_args()
+    rows, sweeps = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        os.environ["EDGEOPT_CACHE_DIR"] = str(tmp / "cache")
+        (tmp / "digits").mkdir()
+        digits = train_digits_cnn(tmp / "digits")
+        calib, val = minilm_data(tmp)
+        models: list[tuple[str, CompressRequest]] = [
+            ("digits CNN", CompressRequest(
+                model=digits.onnx, calibration=digits.calibration, validation=digits.validation,
+                gate=Gate(max_accuracy_drop=0.01))),
+            ("all-MiniLM-L6-v2", CompressRequest(
+                model="tests.models:minilm_embedder", example=calib, calibration=calib,
+                validation=val, gate=Gate(min_cosine=0.99))),
+        ]  # fmt: skip
+        for key in ("yolov8n-nudenet", "ppocr-rec"):
+            m = next(c for c in CORPUS if c.key == key)
+            path = fetch((m,))[key]
+            models.append((key, CompressRequest(
+                model=path, calibration=write_data(m, tmp, 8, 1),
+                validation=write_data(m, tmp, 4, 2), gate=Gate(min_cosine=0.99))))  # fmt: skip
+        agent = start_agent(tmp / "agent")
+        try:
+            caps = asyncio.run(_caps(agent))
+            board = planner.Board.from_capabilities("local", caps)
+            with State(str(tmp / "state.db")) as state:
+                for label, request in models:
+                    table = sweep(agent, request)
+                    timed = {k: v for k, v in table.items() if isinstance(v, float)}
+                    best_key = min(timed, key=lambda k: timed[k])
+                    traits = traits_of(request)
+                    rules = planner.plan(board, traits, planner.Constraints(calibration=True))
+                    rules_key = (rules.chosen.precision, rules.chosen.intra_op_threads)
+                    tuned = tune(agent, request, label.split()[0].lower(), state, args.budget,
+                                 caps, traits)  # fmt: skip
+                    again = tune(agent, request, label.split()[0].lower(), state, args.budget,
+                                 caps, traits)  # fmt: skip
+                    tuned_key = (tuned.best["precision"], tuned.best["intra_op_threads"]) \
+                        if tuned.best else None  # fmt: skip
+
+                    measured = sum(1 for t in tuned.trials if t.p50_ms is not None)
+                    rules_regret = regret(rules_key, timed, table, best_key)
+                    rows.append(
+                        f"| {label} | {best_key[0]}, {best_key[1]}T: {timed[best_key]:.3g} ms | "
+                        f"{rules_key[0]}, {rules_key[1]}T | {rules_regret} | "
+                        f"{tuned_key[0] + ', ' + str(tuned_key[1]) + 'T' if tuned_key else '-'}"
+                        f" | {regret(tuned_key, timed, table, best_key)} | {tuned.seconds:.0f} s, "
+                        f"{measured} measured | "
+                        f"{'reused, 0 measured' if again.reused else 'measured again'} |"
+                    )
+                    cells = " ".join(
+                        f"{p}/{t}T={v:.3g}" if isinstance(v, float) else f"{p}/{t}T=out"
+                        for (p, t), v in table.items()
+                    )
+                    sweeps.append(f"- {label}: {cells}")
+                    print(rows[-1], flush=True)
+        finally:
+            agent.stop()
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = "\n".join([
+        "## Regret of the rules and of tuning (`python benchmarks/tuning.py`)",
+        "",
+        f"Measured {when} on {host_cpu()}, a real agent on loopback as the board. Gate: digits "
+        "accuracy drop <= 1 pt; the others cosine >= 0.99 on their validation data. Regret = "
+        "sweep p50 of the chosen plan / best sweep p50 (goals: tuned <= 1.05, rules <= 1.25). "
+        f"Tuning budget {args.budget:.0f} s per board.",
+        "",
+        "| model | best in the sweep | rules chose | rules regret | tuning chose | tuned regret "
+        "| tuning cost | second board of the kind |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "The sweeps (p50 ms; out = not made or failing the gate):",
+        *sweeps,
+    ])  # fmt: skip
+    print(write_section("tuning", text))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
