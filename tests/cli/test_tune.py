@@ -12,6 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgeopt.host.client import ClientConfig
+from edgeopt.host.compress import CompressRequest, Gate
+from edgeopt.host.deploy import Deployer, DeployOptions, DeviceResult, TuneSettings, traits_of
+from edgeopt.host.inventory import Device
+from edgeopt.host.state import State
 from tests.cli.test_deploy import edgeopt, inventory
 from tests.conftest import RunningAgent
 from tests.models import DigitsModel
@@ -77,3 +82,46 @@ def test_every_candidate_failing_the_gate_is_refused_with_what_each_lost(
     assert any("fails the gate: cosine similarity" in t["error"] for t in trials)
     listing = json.loads(edgeopt(tmp_path, inv, "models", "--device", "a", "--json").stdout)
     assert listing[0]["models"].get("models", []) == []
+
+
+def test_a_board_that_dies_while_tuning_fails_alone_and_keeps_what_it_measured(
+    agent_factory: Callable[..., RunningAgent], digits: DigitsModel, tmp_path: Path
+) -> None:
+    """Board b is killed (SIGKILL, for real) when its tuning reaches the second candidate."""
+    agents = {"b": agent_factory(name="b"), "a": agent_factory(name="a")}
+    devices = [
+        Device(name=name, address=agent.address, token_file=agent.token_file)
+        for name, agent in agents.items()
+    ]
+
+    class KillAtSecondCandidate:
+        def phase(self, device: str, phase: str) -> None:
+            if device == "b" and phase.startswith("tune: candidate 2/"):
+                agents["b"].process.kill()
+                agents["b"].process.wait()
+
+        def sent(self, device: str, done: int, total: int) -> None:
+            pass
+
+        def finished(self, result: DeviceResult) -> None:
+            pass
+
+    request = CompressRequest(
+        model=digits.onnx, calibration=digits.calibration, validation=digits.validation,
+        gate=Gate(max_accuracy_drop=0.02),
+    )  # fmt: skip
+    options = DeployOptions(
+        request=request, name="digits", traits=traits_of(request),
+        tune=TuneSettings(budget_s=20, retune=True),
+    )  # fmt: skip
+    with State(str(tmp_path / "state.db")) as state:
+        report = Deployer(devices, options, state, config=ClientConfig(deadline=3),
+                          progress=KillAtSecondCandidate()).run("test")  # fmt: skip
+    results = {r.device: r for r in report.results}
+    assert results["a"].outcome == "ok"
+    assert results["b"].outcome == "failed"
+    assert "cannot reach the agent" in results["b"].error
+    trials = (results["b"].tuning or {}).get("trials", [])
+    assert trials and trials[0]["passed"] and trials[0]["p50_ms"] > 0  # measured before it died
+    assert all(not t["passed"] for t in trials[1:])
+    assert report.outcome == "failed"
