@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: start a real edgeopt-agent on a free loopback port with a generated token, write a
 # temporary inventory naming it `local`, ask it what it is through the host CLI; train a small
-# CNN on scikit-learn's handwritten digits, deploy it (fp32, then static int8), list the models,
-# run a real digit through the board, roll back to fp32, and stop the agent.
+# CNN on scikit-learn's handwritten digits, show the plan for this board and measure it there,
+# deploy it (fp32, then static int8), list the models, run a real digit through the board,
+# roll back to fp32, and stop the agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -68,6 +69,13 @@ data = np.load(m.validation)
 np.savez('$work/digit.npz', image=data['image'][:1])
 print(f'held-out accuracy {m.accuracy:.1%}; the digit to read is a {int(data[\"labels\"][0])}')
 "
+echo
+echo '$ edgeopt plan digits.onnx --device local --calibration calib.npz'
+"$BIN/edgeopt" plan "$work/digits.onnx" --device local --calibration "$work/calib.npz"
+echo
+echo '$ edgeopt bench digits.onnx --device local --precision int8-static --calibration calib.npz --max-seconds 2'
+"$BIN/edgeopt" bench "$work/digits.onnx" --device local --precision int8-static \
+    --calibration "$work/calib.npz" --max-seconds 2
 echo
 echo '$ edgeopt deploy digits.onnx --device local --precision fp32'
 "$BIN/edgeopt" deploy "$work/digits.onnx" --device local --precision fp32 2>/dev/null

@@ -28,3 +28,5 @@ def test_demo_script() -> None:
     read = out.split("the digit to read is a ")[1].split()[0]
     assert f"argmax per row [{read}]" in out
     assert "local   v2    v1" in out  # rolled back from v2 to v1
+    assert "digits.onnx on local: " in out and "alternatives, best first:" in out  # the plan
+    assert "(target_ci)" in out or "(max_seconds)" in out  # the benchmark's stop rule
