@@ -43,6 +43,9 @@ ORT_LIMITS: dict[tuple[int, int], tuple[int, int]] = {
 
 CONTRIB_OPS_SINCE: dict[str, tuple[int, int]] = {
     "MatMulNBits": (1, 17),
+    # Dynamic int8 of LSTMs (also static int8's recurrent layers); loaded by a real 1.16.3 in
+    # tests/integration/test_corpus.py; older releases are not claimed.
+    "DynamicQuantizeLSTM": (1, 16),
 }
 """com.microsoft operators edgeopt's quantizers emit → the first ONNX Runtime release with them.
 Any other contrib operator (the fusions of `--optimize extended`) has no known history here,

@@ -36,7 +36,7 @@ print("ok", [o.shape for o in outputs])
 """
 
 DYNAMIC_KINDS = frozenset({"MatMul", "Gemm", "Gather", "LSTM", "GRU", "Attention"})
-STATIC_KINDS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather"})
+STATIC_KINDS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "LSTM", "GRU"})
 PRECISIONS: tuple[Precision, ...] = ("int8-dynamic", "int8-static", "fp16", "int4-weight")
 
 
