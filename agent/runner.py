@@ -272,6 +272,20 @@ def _session(path: str, plan: dict[str, Any]) -> Any:
     return ort.InferenceSession(path, options, providers=providers)
 
 
+def _load_session(path: str, plan: dict[str, Any]) -> tuple[Any, float]:
+    """A session with the plan's options, and how long loading took (ms)."""
+    start = time.perf_counter()
+    try:
+        session = _session(path, plan)
+    except RequestError:
+        raise
+    except Exception as exc:
+        raise RequestError(
+            "FAILED_PRECONDITION", f"ONNX Runtime cannot load it: {_line(exc)}"
+        ) from exc
+    return session, (time.perf_counter() - start) * 1e3
+
+
 def _to_arrays(tensors: list[TensorTuple], session: Any) -> dict[str, Any]:
     """Check tensors against the session's inputs and turn them into arrays."""
     import numpy as np  # noqa: PLC0415
@@ -363,16 +377,7 @@ class Child:
         import numpy as np  # noqa: PLC0415
 
         before = rss_bytes()
-        start = time.perf_counter()
-        try:
-            session = _session(path, plan)
-        except RequestError:
-            raise
-        except Exception as exc:
-            raise RequestError(
-                "FAILED_PRECONDITION", f"ONNX Runtime cannot load it: {_line(exc)}"
-            ) from exc
-        load_ms = (time.perf_counter() - start) * 1e3
+        session, load_ms = _load_session(path, plan)
         if smoke is False:
             memory = max(0, rss_bytes() - before)
             self.loaded[key] = Loaded(session, memory)
@@ -424,16 +429,7 @@ class Child:
         target = float(request.get("target_ci") or 0.02)
         budget = float(request.get("max_seconds") or 10.0)
         before = conditions()
-        start = time.perf_counter()
-        try:
-            session = _session(request["path"], plan)
-        except RequestError:
-            raise
-        except Exception as exc:
-            raise RequestError(
-                "FAILED_PRECONDITION", f"ONNX Runtime cannot load it: {_line(exc)}"
-            ) from exc
-        load_ms = (time.perf_counter() - start) * 1e3
+        session, load_ms = _load_session(request["path"], plan)
         inputs = request.get("inputs")
         feeds = (
             _to_arrays(inputs, session) if inputs

@@ -16,14 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from google.protobuf import json_format
 
 from edgeopt.host.client import AgentClient, ClientConfig, file_digest, to_tensors
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
-from edgeopt.host.compress import data as datasets
-from edgeopt.host.compress import model as onnx_model
-from edgeopt.host.deploy import DeployOptions, plan_for
+from edgeopt.host.deploy import DeployOptions, capabilities_of, first_sample, plan_for
 from edgeopt.host.inventory import Device
 from edgeopt.host.state import State
 from edgeopt.proto.capabilities import Capabilities
@@ -61,16 +58,6 @@ class BenchResult:
     run_id: int | None = None
 
 
-def _feed(options: BenchOptions, artifact: Path) -> dict[str, np.ndarray] | None:
-    request = options.deploy.request
-    path = options.inputs or request.validation or request.calibration
-    if path is None:
-        return None
-    model = onnx_model.load(artifact, check=False)
-    data = datasets.load(path, model, purpose="benchmark input")
-    return next(data.batches(data.fixed_batch or 1))
-
-
 async def _measure(
     device: Device,
     artifact: CompressionReport,
@@ -84,6 +71,7 @@ async def _measure(
         device.address, token=device.token(), device=device.name, config=config
     ) as client:
         pushed = await client.push(artifact.artifact, "")
+        request_ = options.deploy.request
         request = agent_pb2.BenchmarkRequest(
             sha256=pushed.sha256,
             plan=agent_pb2.Plan(
@@ -93,7 +81,13 @@ async def _measure(
                 execution_provider=plan["execution_provider"],
                 graph_optimization_level=plan["graph_optimization_level"],
             ),
-            inputs=to_tensors(_feed(options, artifact.artifact) or {}),
+            inputs=to_tensors(
+                first_sample(
+                    options.inputs or request_.validation or request_.calibration,
+                    artifact.artifact,
+                )
+                or {}
+            ),
             input_shapes=[
                 agent_pb2.InputShape(name=n, dims=list(d)) for n, d in options.input_shapes.items()
             ],
@@ -138,15 +132,9 @@ async def _bench(
     limit = asyncio.Semaphore(max(1, options.deploy.parallel))
 
     async def ask(device: Device) -> Capabilities | None:
-        async with limit:
-            try:
-                async with AgentClient(
-                    device.address, token=device.token(), device=device.name, config=config
-                ) as client:
-                    return await client.capabilities()
-            except EdgeoptError as exc:
-                results[device.name].error = str(exc)
-                return None
+        caps, error, _ = await capabilities_of(device, config, limit)
+        results[device.name].error = error
+        return caps
 
     caps_list = await asyncio.gather(*(ask(d) for d in devices))
     artifacts: dict[str, CompressionReport | str] = {}

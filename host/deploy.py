@@ -20,6 +20,7 @@ state database (`State`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -233,18 +234,22 @@ def _plan_message(plan: dict[str, Any], artifact: CompressionReport) -> agent_pb
     return plan_message(plan, {"source": str(artifact.input), "target_ort": plan["target_ort"]})
 
 
-def _smoke_inputs(options: DeployOptions, artifact: Path) -> dict[str, np.ndarray] | None:
-    path = options.smoke or options.request.validation or options.request.calibration
-    if path is None:
+@functools.lru_cache(maxsize=16)
+def first_sample(data: Path | None, artifact: Path) -> dict[str, np.ndarray] | None:
+    """The first sample of an `.npz` as a feed for `artifact` (None without data).
+
+    Cached: a fleet deploy feeds the same sample to every board that runs the artifact.
+    """
+    if data is None:
         return None
-    model = onnx_model.load(artifact, check=False)
-    data = datasets.load(path, model, purpose="smoke")
-    return next(data.batches(data.fixed_batch or 1))
+    dataset = datasets.load(data, onnx_model.load(artifact, check=False), purpose="sample")
+    return next(dataset.batches(dataset.fixed_batch or 1))
 
 
-async def _capabilities(
+async def capabilities_of(
     device: Device, config: ClientConfig, limit: asyncio.Semaphore
 ) -> tuple[Capabilities | None, str, float]:
+    """A device's report, or the error that kept it, and the seconds it took."""
     async with limit:
         start = time.monotonic()
         try:
@@ -348,7 +353,7 @@ class Deployer:
         for device in self.devices:
             self.progress.phase(device.name, "connect")
         asked = await asyncio.gather(
-            *(_capabilities(d, self.config, run.limit) for d in self.devices)
+            *(capabilities_of(d, self.config, run.limit) for d in self.devices)
         )
         ready = []
         for device, (caps, error, seconds) in zip(self.devices, asked, strict=True):
@@ -520,7 +525,10 @@ class Deployer:
             result.already_present = pushed.already_present
             self.progress.phase(device.name, "activate")
             start = time.monotonic()
-            smoke = _smoke_inputs(options, artifact.artifact)
+            request = options.request
+            smoke = first_sample(
+                options.smoke or request.validation or request.calibration, artifact.artifact
+            )
             # The plan goes with the activation too: a version the board already had keeps
             # the plan it was pushed with otherwise.
             activated = await client.activate(
