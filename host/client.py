@@ -407,6 +407,7 @@ def plan_message(plan: dict[str, Any], metadata: dict[str, str] | None = None) -
         inter_op_threads=int(plan["inter_op_threads"]),
         execution_provider=plan["execution_provider"],
         graph_optimization_level=plan["graph_optimization_level"],
+        execution_mode=plan.get("execution_mode", ""),
         metadata=metadata or {},
     )
 

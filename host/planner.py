@@ -44,6 +44,10 @@ INT8_DOT = frozenset({"avx512_vnni", "avx_vnni", "amx", "amx_int8", "dotprod", "
 """ISA features with int8 dot products: int8 inference pays there."""
 WORKING_SET = 2.5
 """Memory a session needs, as a multiple of the weight bytes (arena, activations, copies)."""
+TINY_WEIGHTS = 1 << 20
+"""fp32 weight bytes below which int8 does not pay on a CPU: the weights sit in the L2 cache
+already and the quantize/dequantize steps cost more than int8 saves (measured on the 0.4 MiB
+digits CNN: 1.05-1.36x slower than fp32, benchmarks/tuning.py)."""
 BYTES_PER_WEIGHT: dict[str, float] = {
     "fp32": 4, "fp16": 2, "int8-dynamic": 1, "int8-static": 1, "int4-weight": 0.5,
 }  # fmt: skip
@@ -245,6 +249,13 @@ def _candidates(
         return [("fp32", 1.0, "the model's weights are int8 already: run it as it is")]
     if gpu:
         out.append(("fp16", 3.0, "fp16 on the GPU provider: half the memory traffic"))
+    elif model.weight_bytes < TINY_WEIGHTS:
+        kib = model.weight_bytes / 1024
+        tiny = (f"fp32: the model is tiny ({kib:.0f} KiB of weights, cached already), so "
+                "int8's quantize steps would cost more than they save")  # fmt: skip
+        out.append(("fp32", 2.6, tiny))
+        out.append((int8, 1.0, f"{int8}: 4x smaller, but on a tiny model rarely faster"))
+        return out
     if isa is None:
         out.append(("fp32", 2.0, "ISA unknown: fp32 is the safe choice"))
         out.append((int8, 1.0, f"{int8} may pay if the CPU has int8 dot products: measure"))

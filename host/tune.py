@@ -104,7 +104,8 @@ def _plan_dict(p: planner.Plan, target: str | None) -> dict[str, Any]:
     return {
         "precision": p.precision, "intra_op_threads": p.intra_op_threads,
         "inter_op_threads": p.inter_op_threads, "execution_provider": p.execution_provider,
-        "graph_optimization_level": "", "target_ort": target or "",
+        "graph_optimization_level": "", "execution_mode": p.execution_mode,
+        "target_ort": target or "",
         "reasons": ["tuned: " + r for r in p.reasons],
     }  # fmt: skip
 

@@ -9,6 +9,7 @@ from edgeopt.host import profiles
 from edgeopt.host.compress.normalize import normalize
 from edgeopt.host.compress.weights import census
 from edgeopt.host.planner import (
+    TINY_WEIGHTS,
     Board,
     Constraints,
     ModelTraits,
@@ -140,3 +141,21 @@ def test_traits_from_a_real_model(digits: DigitsModel) -> None:
     assert traits.conv_share > 0.3 and traits.matmul_share > 0.3  # 3 Conv, 2 Linear layers
     assert traits.weight_bytes == 4 * sum(census(model).elements.values())
     assert not traits.already_quantized
+
+
+def test_a_tiny_model_stays_fp32_even_with_int8_dot_products(
+    known: dict[str, profiles.DeviceProfile], digits: DigitsModel
+) -> None:
+    model, _ = normalize(onnx.load(str(digits.onnx)))
+    traits = model_traits(census(model))
+    assert traits.weight_bytes < TINY_WEIGHTS  # the digits CNN: well under 1 MiB
+    d = plan(Board.from_profile(known["x86-avx512-vnni"]), traits, WITH_DATA)
+    assert d.chosen.precision == "fp32"
+    kib = traits.weight_bytes / 1024
+    assert d.chosen.reasons[0] == (
+        f"fp32: the model is tiny ({kib:.0f} KiB of weights, cached already), so int8's "
+        "quantize steps would cost more than they save"
+    )
+    assert d.alternatives[0].precision in ("int8-dynamic", "int8-static")
+    # A GPU board still takes fp16 for it: the rule is about CPU kernels.
+    assert plan(Board.from_profile(known["jetson-orin-nano"]), traits).chosen.precision == "fp16"
