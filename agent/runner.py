@@ -441,9 +441,11 @@ class Child:
             first_ms = (time.perf_counter() - start) * 1e3
             for _ in range(warmup):
                 session.run(None, feeds)
+            busy = CpuClock()
             samples, peak, reason = _timed_runs(
                 session, feeds, (min_repeats, max_repeats, target, budget), emit
             )
+            others = busy.others()
         except Exception as exc:
             raise RequestError("INVALID_ARGUMENT", f"inference failed: {_line(exc)}") from exc
         peak = max(peak, rss_bytes())
@@ -471,6 +473,7 @@ class Child:
                 "temperatures_before": before["temperatures"],
                 "temperatures_after": after["temperatures"],
                 "load_average": before["load_average"], "usable_cores": before["usable_cores"],
+                "other_cpu_load": others,
             },
         }  # fmt: skip
 
@@ -561,6 +564,37 @@ def conditions() -> dict[str, Any]:
         "load_average": float(load.split()[0]) if load else 0.0,
         "usable_cores": len(os.sched_getaffinity(0)),
     }
+
+
+class CpuClock:
+    """CPU time other processes use from now on, as a share of the whole machine."""
+
+    def __init__(self) -> None:
+        self.start = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float, float] | None:
+        """(wall s, busy s of all CPUs, this process's CPU s), or None without /proc/stat."""
+        text = _read(Path("/proc/stat"))
+        if not text or not text.startswith("cpu "):
+            return None
+        ticks = [int(v) for v in text.splitlines()[0].split()[1:]]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        hz = os.sysconf("SC_CLK_TCK")
+        own = os.times()
+        return time.monotonic(), (sum(ticks[:8]) - idle) / hz, own.user + own.system
+
+    def others(self) -> float:
+        """Share (0 to 1) of all CPUs' time used by other processes since creation."""
+        end = self._now()
+        if self.start is None or end is None:
+            return 0.0
+        wall = end[0] - self.start[0]
+        cpus = os.cpu_count() or 1
+        if wall <= 0:
+            return 0.0
+        other = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        return min(1.0, max(0.0, other / (wall * cpus)))
 
 
 def _read(path: Path) -> str | None:

@@ -4,6 +4,9 @@ the stop rules, one benchmark at a time with a bounded queue, and bad requests."
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +75,29 @@ def test_a_benchmark_of_the_active_model(
     assert [(s.name, list(s.dims)) for s in result.input_shapes] == [("image", [1, 1, 8, 8])]
     c = result.conditions
     assert c.onnxruntime_version and c.usable_cores >= 1 and c.load_average >= 0
+    assert 0 <= c.other_cpu_load <= 1
+
+
+def test_other_processes_busy_during_the_run_show_in_the_conditions(
+    agent_factory: Callable[..., RunningAgent], digits: DigitsModel
+) -> None:
+    agent = agent_factory()
+    asyncio.run(_push_activate(agent, digits.onnx))
+    x = np.load(digits.validation)["image"][:1]
+    request = agent_pb2.BenchmarkRequest(
+        name="digits", inputs=to_tensors({"image": x}), min_repeats=100_000, max_repeats=100_000,
+        max_seconds=2, plan=agent_pb2.Plan(intra_op_threads=1),
+    )  # fmt: skip
+    # A real busy process (a spinning Python) on the same machine during the whole run: one
+    # CPU of os.cpu_count() kept busy is 1/cpu_count of the machine, less what others leave.
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        result, _ = run_bench(agent, request)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    share = 1 / (os.cpu_count() or 1)
+    assert result.conditions.other_cpu_load >= 0.6 * share
 
 
 def test_progress_then_a_stop_on_the_time_budget(
