@@ -15,9 +15,11 @@ ORT_OLD := $(VENV)/ort-1.16.3
 
 .PHONY: venv test lint typecheck unit demo proto bench clean system-packages FORCE
 
-# Debian packages that benchmarks and tests start for real (a loopback sshd), installed when
-# missing: CI and a fresh machine get them from the project's own files.
-DEB_PACKAGES := openssh-server
+# Debian packages that benchmarks and tests start for real: a loopback sshd (tests/sshd.py), a
+# PostgreSQL server (tests/pg.py), Chromium for the HTML report. As root (CI, a fresh machine) the
+# missing ones are installed from the project's own files; otherwise they are named and the
+# tests that need them skip, saying why. No service is started: the tests run their own servers.
+DEB_PACKAGES := openssh-server postgresql chromium
 
 venv: $(STAMP)
 
@@ -49,7 +51,7 @@ $(ORT_OLD)/.installed: | $(STAMP)
 	    || { cat $(ORT_OLD)/install.log; exit 1; }
 	@touch $@
 
-unit: venv $(ORT_OLD)/.installed
+unit: venv $(ORT_OLD)/.installed system-packages
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
@@ -60,13 +62,26 @@ demo: venv
 proto: venv
 	$(PY) scripts/gen_proto.py
 
+# policy-rc.d answering 101 is Debian's way to keep a package's service (postgresql's cluster,
+# sshd) from starting on install; one is put in place only for the install if there is none.
 system-packages:
-	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; mkdir -p $(VENV); \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } \
-	    > $(VENV)/apt.log 2>&1 || { cat $(VENV)/apt.log; exit 1; }; \
-	fi
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "missing Debian packages:$$missing (as root, 'make system-packages' installs them);" \
+	    "the tests that need them will skip"; \
+	  exit 0; \
+	fi; \
+	echo "installing Debian packages:$$missing (log: $(VENV)/apt.log)"; mkdir -p $(VENV); \
+	rcd=/usr/sbin/policy-rc.d; \
+	if [ ! -e $$rcd ]; then \
+	  trap 'rm -f '$$rcd EXIT; printf '#!/bin/sh\nexit 101\n' > $$rcd; chmod 755 $$rcd; \
+	fi; \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } \
+	  > $(VENV)/apt.log 2>&1 || { cat $(VENV)/apt.log; exit 1; }
 
 bench: venv system-packages
 	$(PY) benchmarks/agent_startup.py
@@ -76,6 +91,8 @@ bench: venv system-packages
 	$(PY) benchmarks/agent_bench.py
 	$(PY) benchmarks/planner_table.py
 	$(PY) benchmarks/tuning.py
+	$(PY) benchmarks/vs_olive.py
+	$(PY) benchmarks/fleet.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,31 +1,48 @@
-"""`edgeopt bench`: a model measured on the boards themselves, with honest statistics.
+"""`edgeopt bench`: a model and its variants measured on the boards themselves, side by side.
 
-For each selected device: its capabilities, the variant its plan calls for (compressed once per
-distinct plan, as `deploy` does), a push of the bare artifact (only the bytes the board lacks;
-nothing is activated, nothing shows in `models`), then the agent's Benchmark RPC: session load,
-first inference, warm-up, and timed runs until the median's 95 % confidence interval is within
-the target or the time budget is spent. Devices run concurrently (`parallel`); each board runs
-its own benchmarks one at a time (the agent queues them). Every run goes into the state database.
+One command run measures a matrix per selected device: variants (precisions) x intra-op
+threads x execution providers, or, by default, the one variant each board's plan calls for.
+Each variant is compressed once per distinct request (the compression cache serves repeats),
+pushed as a bare artifact (only the bytes the board lacks; nothing is activated) and measured
+with the agent's Benchmark RPC: session load, first inference, warm-up, then timed runs until
+the median's 95 % confidence interval is within the target or the time budget is spent.
+
+Devices run concurrently (at most `parallel` at once); one device runs its cases one at a time,
+with `cooldown_s` between them, because two benchmarks on one board corrupt each other. A dead
+or slow device never blocks the others: its remaining cases are marked, its finished ones kept.
+An overall `deadline_s` stops whatever still runs and marks it. Every case, measured or not,
+goes into the state database under one run id, with the conditions that may skew it flagged:
+other processes using the CPU during the run ("loaded") and a hot SoC ("hot").
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 
-from edgeopt.host.client import AgentClient, ClientConfig, file_digest, to_tensors
+from edgeopt.host.client import AgentClient, ClientConfig, file_digest, plan_message, to_tensors
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.deploy import DeployOptions, capabilities_of, first_sample, plan_for
 from edgeopt.host.inventory import Device
+from edgeopt.host.planner import PlanError
 from edgeopt.host.state import State
 from edgeopt.proto.capabilities import Capabilities
-from edgeopt.proto.errors import EdgeoptError
+from edgeopt.proto.errors import AgentTimeout, AgentUnavailable, EdgeoptError
 from edgeopt.proto.v1 import agent_pb2
+
+VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
+"""Variant names `--variants` accepts (the precisions of `edgeopt compress`)."""
+LOADED = 0.10
+"""Share of the machine's CPU time used by other processes during a run that flags it."""
+HOT_CELSIUS = 80.0
+"""SoC temperature after a run that flags it: where boards such as the Pi 4 start throttling."""
 
 
 @dataclass(frozen=True)
@@ -39,68 +56,223 @@ class BenchOptions:
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Dims for made-up inputs."""
     max_seconds: float = 10.0
-    """Time budget of the timed runs per device."""
+    """Time budget of the timed runs per case."""
     target_ci: float = 0.02
     """Stop when the median's 95 % CI is within this share of it."""
     warmup: int = 5
     """Discarded runs."""
+    variants: tuple[str, ...] = ()
+    """Precisions to measure on every device; empty: the one each board's plan calls for."""
+    threads: tuple[int, ...] = ()
+    """Intra-op thread counts to measure; empty: the plan's (or `deploy.threads`)."""
+    providers: tuple[str, ...] = ()
+    """Execution providers to measure; empty: the plan's (or `deploy.provider`)."""
+    cooldown_s: float = 0.0
+    """Pause between two cases on one device (lets a passively cooled board cool down)."""
+    deadline_s: float | None = None
+    """Wall-time limit of the whole run; what is unfinished then is marked "not run"."""
+    selection: str = ""
+    """How the devices were chosen, for the run's record."""
 
 
 @dataclass
-class BenchResult:
-    """One device's measurement, or why there is none."""
+class CaseResult:
+    """One device x variant x threads x provider: its measurement, or why there is none."""
 
     device: str
+    variant: str
+    threads: int | None = None
+    provider: str | None = None
     plan: dict[str, Any] = field(default_factory=dict)
+    status: str = "not run"
+    """"ok", "unsupported" (the board cannot run it), "failed" or "not run"."""
+    error: str = ""
     result: dict[str, Any] | None = None
     """The agent's BenchmarkResult as a dict."""
-    error: str = ""
-    run_id: int | None = None
+    size_bytes: int = 0
+    accuracy: dict[str, float] | None = None
+    """The variant against fp32 on the host's validation data (--validate)."""
+    flags: list[str] = field(default_factory=list)
+    case_id: int | None = None
+    """Its row in the state database."""
+    seconds: float = 0.0
+    """Wall time of the case on the host: compression wait, push and benchmark."""
+
+
+@dataclass
+class BenchRun:
+    """A whole command run."""
+
+    id: str
+    cases: list[CaseResult]
+    status: str
+    """"ok" (every case measured or unsupported), "partial" or "failed" (nothing measured)."""
+
+
+def new_run_id() -> str:
+    """Sortable and unique enough for one team's history: r<UTC time>-<4 hex>."""
+    return time.strftime("r%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(2)
+
+
+def flags_of(result: dict[str, Any]) -> list[str]:
+    """What in a run's conditions makes its figure doubtful."""
+    conditions = result.get("conditions", {})
+    flags = []
+    others = float(conditions.get("other_cpu_load", 0.0))
+    if others >= LOADED:
+        flags.append(f"loaded {others:.0%}")
+    hottest = max((t["celsius"] for t in conditions.get("temperatures_after", [])), default=0.0)
+    if hottest >= HOT_CELSIUS:
+        flags.append(f"hot {hottest:.0f}C")
+    return flags
+
+
+def _accuracy(report: CompressionReport) -> dict[str, float] | None:
+    v = report.validation
+    if v is None:
+        return None
+    out = {"cosine": v.cosine}
+    if v.accuracy_drop is not None:
+        out["accuracy_drop"] = v.accuracy_drop
+    return out
 
 
 async def _measure(
-    device: Device,
+    client: AgentClient,
+    device: str,
     artifact: CompressionReport,
     plan: dict[str, Any],
     options: BenchOptions,
     *,
-    config: ClientConfig,
-    progress: Callable[[str, agent_pb2.BenchmarkProgress], None] | None,
+    progress: Callable[[str, str], None] | None,
 ) -> dict[str, Any]:
-    async with AgentClient(
-        device.address, token=device.token(), device=device.name, config=config
-    ) as client:
-        pushed = await client.push(artifact.artifact, "")
-        request_ = options.deploy.request
-        request = agent_pb2.BenchmarkRequest(
-            sha256=pushed.sha256,
-            plan=agent_pb2.Plan(
-                precision=plan["precision"],
-                intra_op_threads=int(plan["intra_op_threads"]),
-                inter_op_threads=int(plan["inter_op_threads"]),
-                execution_provider=plan["execution_provider"],
-                graph_optimization_level=plan["graph_optimization_level"],
-            ),
-            inputs=to_tensors(
-                first_sample(
-                    options.inputs or request_.validation or request_.calibration,
-                    artifact.artifact,
-                )
-                or {}
-            ),
-            input_shapes=[
-                agent_pb2.InputShape(name=n, dims=list(d)) for n, d in options.input_shapes.items()
-            ],
-            warmup=options.warmup,
-            target_ci=options.target_ci,
-            max_seconds=options.max_seconds,
-        )
-        reply = await client.benchmark(
-            request, (lambda p: progress(device.name, p)) if progress else None
-        )
-        return json_format.MessageToDict(
-            reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
+    pushed = await client.push(artifact.artifact, "")
+    request_ = options.deploy.request
+    feed = first_sample(options.inputs or request_.validation or request_.calibration,
+                        artifact.artifact)  # fmt: skip
+    request = agent_pb2.BenchmarkRequest(
+        sha256=pushed.sha256,
+        plan=plan_message(plan),
+        inputs=to_tensors(feed or {}),
+        input_shapes=[
+            agent_pb2.InputShape(name=n, dims=list(d)) for n, d in options.input_shapes.items()
+        ],
+        warmup=options.warmup,
+        target_ci=options.target_ci,
+        max_seconds=options.max_seconds,
+    )
+
+    def said(p: agent_pb2.BenchmarkProgress) -> None:
+        if progress is not None:
+            progress(device, f"{plan['precision']}, {plan['intra_op_threads']} threads: "
+                     f"{p.repeats} runs, p50 {p.p50_ms:.3g} ms ±{p.ci_relative:.1%}")  # fmt: skip
+
+    reply = await client.benchmark(request, said)
+    return json_format.MessageToDict(
+        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+class _Artifacts:
+    """Each distinct compression request made once, even when devices ask at the same time."""
+
+    def __init__(self, compress_fn: Callable[[CompressRequest], CompressionReport]) -> None:
+        self.compress_fn = compress_fn
+        self.made: dict[str, asyncio.Task[CompressionReport]] = {}
+
+    async def get(self, request: CompressRequest) -> CompressionReport:
+        key = repr(request)
+        if key not in self.made:
+            self.made[key] = asyncio.ensure_future(asyncio.to_thread(self.compress_fn, request))
+        return await asyncio.shield(self.made[key])
+
+
+def _cases(options: BenchOptions, caps: Capabilities, device: Device) -> list[CaseResult]:
+    """The device's matrix, each case planned (or marked unsupported)."""
+    variants: tuple[str | None, ...] = options.variants or (None,)
+    threads: tuple[int | None, ...] = options.threads or (options.deploy.threads,)
+    providers: tuple[str | None, ...] = options.providers or (options.deploy.provider,)
+    offered = [p for p in caps.onnxruntime.execution_providers if p != "AzureExecutionProvider"]
+    out = []
+    for variant in variants:
+        for t in threads:
+            for provider in providers:
+                case = CaseResult(device.name, variant or "planned", t, provider)
+                out.append(case)
+                if provider and offered and provider not in offered:
+                    case.status = "unsupported"
+                    case.error = (f"{device.name} has no {provider}; its ONNX Runtime offers "
+                                  f"{', '.join(offered)}")  # fmt: skip
+                    continue
+                deploy = replace(options.deploy, threads=t, provider=provider)
+                if variant is not None:
+                    request = replace(deploy.request, precision=variant)  # type: ignore[arg-type]
+                    deploy = replace(deploy, request=request, traits=None)
+                try:
+                    request, plan = plan_for(deploy, caps, device.name)
+                except (PlanError, EdgeoptError) as exc:
+                    case.status, case.error = "unsupported", str(exc)
+                    continue
+                case.plan = {**plan, "_request": request}
+                case.variant = plan["precision"] if variant is None else variant
+                case.threads = int(plan["intra_op_threads"])
+                case.provider = plan["execution_provider"]
+    return out
+
+
+async def _device(
+    device: Device,
+    caps: Capabilities,
+    cases: list[CaseResult],
+    options: BenchOptions,
+    artifacts: _Artifacts,
+    *,
+    config: ClientConfig,
+    record: Callable[[CaseResult, Capabilities], None],
+    progress: Callable[[str, str], None] | None,
+) -> None:
+    """One device's cases, one at a time; a lost device marks the rest and keeps what it has."""
+    todo = [c for c in cases if c.status == "not run"]
+    lost = ""
+    async with AgentClient(device.address, token=device.token(), device=device.name,
+                           config=config) as client:  # fmt: skip
+        for index, case in enumerate(todo):
+            if lost:
+                case.error = f"not run: {lost}"
+                continue
+            if index and options.cooldown_s > 0:
+                if progress is not None:
+                    progress(device.name, f"cooling down {options.cooldown_s:g} s")
+                await asyncio.sleep(options.cooldown_s)
+            start = time.monotonic()
+            request: CompressRequest = case.plan.pop("_request")
+            try:
+                made = await artifacts.get(request)
+            except EdgeoptError as exc:
+                case.status, case.error = "unsupported", str(exc)
+                record(case, caps)
+                continue
+            case.size_bytes = made.artifact.stat().st_size
+            case.accuracy = _accuracy(made)
+            if progress is not None:
+                progress(device.name, f"{case.variant}, {case.threads} threads: measuring")
+            try:
+                case.result = await _measure(client, device.name, made, case.plan, options,
+                                             progress=progress)  # fmt: skip
+            except (AgentUnavailable, AgentTimeout) as exc:
+                case.status, case.error = "failed", str(exc)
+                lost = "the device stopped answering during the run"
+            except EdgeoptError as exc:
+                case.status, case.error = "failed", str(exc)
+            else:
+                case.status = "ok"
+                case.flags = flags_of(case.result)
+            case.seconds = time.monotonic() - start
+            record(case, caps)
+    if lost:
+        for case in cases:
+            if case.status == "ok":
+                case.flags.append("partial")
 
 
 def bench(
@@ -109,10 +281,10 @@ def bench(
     state: State,
     *,
     config: ClientConfig | None = None,
-    progress: Callable[[str, agent_pb2.BenchmarkProgress], None] | None = None,
+    progress: Callable[[str, str], None] | None = None,
     compress_fn: Callable[[CompressRequest], CompressionReport] = compress,
-) -> list[BenchResult]:
-    """Measure on every device; see the module docstring. A failing device is its own row."""
+) -> BenchRun:
+    """Measure the matrix on every device; see the module docstring."""
     return asyncio.run(
         _bench(devices, options, state, config=config or ClientConfig(), progress=progress,
                compress_fn=compress_fn)
@@ -125,61 +297,118 @@ async def _bench(
     state: State,
     *,
     config: ClientConfig,
-    progress: Callable[[str, agent_pb2.BenchmarkProgress], None] | None,
+    progress: Callable[[str, str], None] | None,
     compress_fn: Callable[[CompressRequest], CompressionReport],
-) -> list[BenchResult]:
-    results = {d.name: BenchResult(d.name) for d in devices}
-    limit = asyncio.Semaphore(max(1, options.deploy.parallel))
-
-    async def ask(device: Device) -> Capabilities | None:
-        caps, error, _ = await capabilities_of(device, config, limit)
-        results[device.name].error = error
-        return caps
-
-    caps_list = await asyncio.gather(*(ask(d) for d in devices))
-    artifacts: dict[str, CompressionReport | str] = {}
-    work = []
-    for device, caps in zip(devices, caps_list, strict=True):
-        if caps is None:
-            continue
-        request, plan = plan_for(options.deploy, caps)
-        results[device.name].plan = plan
-        key = repr(request)
-        if key not in artifacts:
-            try:
-                artifacts[key] = await asyncio.to_thread(compress_fn, request)
-            except EdgeoptError as exc:
-                artifacts[key] = str(exc)
-        made = artifacts[key]
-        if isinstance(made, str):
-            results[device.name].error = made
-            continue
-        work.append((device, caps, made, plan))
-
+) -> BenchRun:
     source = Path(options.deploy.request.model)
     model_digest = file_digest(source) if source.is_file() else str(source)
+    run_id = new_run_id()
+    state.start_bench_run(run_id, str(options.deploy.request.model), model_digest,
+                          options.selection, _options_record(options))  # fmt: skip
+    limit = asyncio.Semaphore(max(1, options.deploy.parallel))
+    per_device: dict[str, list[CaseResult]] = {}
+    artifacts = _Artifacts(compress_fn)
 
-    async def one(
-        device: Device, caps: Capabilities, artifact: CompressionReport, plan: dict[str, Any]
-    ) -> None:
+    def record(case: CaseResult, caps: Capabilities | None) -> None:
+        result = case.result or {}
+        case.case_id = state.record_benchmark({
+            "run": run_id, "device": case.device,
+            "fingerprint": caps.fingerprint if caps else "",
+            "model": str(options.deploy.request.model), "model_digest": model_digest,
+            "artifact_digest": result.get("sha256", ""), "precision": case.variant,
+            "threads": case.threads or 0, "provider": case.provider or "",
+            "plan": case.plan, "result": result, "status": case.status, "error": case.error,
+            "onnxruntime_version": result.get("conditions", {}).get("onnxruntime_version", "")
+            or (caps.onnxruntime.version if caps else ""),
+            "size_bytes": case.size_bytes, "accuracy": case.accuracy or {}, "flags": case.flags,
+        })  # fmt: skip
+
+    async def one(device: Device) -> None:
         async with limit:
-            try:
-                result = await _measure(
-                    device, artifact, plan, options, config=config, progress=progress
-                )
-            except EdgeoptError as exc:
-                results[device.name].error = str(exc)
+            caps, error, _ = await capabilities_of(device, config, asyncio.Semaphore(1))
+            if caps is None:
+                case = CaseResult(device.name, ",".join(options.variants) or "planned",
+                                  status="failed", error=error)  # fmt: skip
+                per_device[device.name] = [case]
+                record(case, None)
                 return
-        results[device.name].result = result
-        results[device.name].run_id = state.record_benchmark(
-            {
-                "device": device.name, "fingerprint": caps.fingerprint,
-                "model": str(options.deploy.request.model), "model_digest": model_digest,
-                "artifact_digest": result["sha256"], "precision": plan["precision"],
-                "plan": plan, "result": result,
-                "onnxruntime_version": result["conditions"]["onnxruntime_version"],
-            }
-        )  # fmt: skip
+            cases = _cases(options, caps, device)
+            per_device[device.name] = cases
+            for case in cases:
+                if case.status == "unsupported":
+                    record(case, caps)
+            await _device(device, caps, cases, options, artifacts, config=config,
+                          record=record, progress=progress)  # fmt: skip
 
-    await asyncio.gather(*(one(*w) for w in work))
-    return [results[d.name] for d in devices]
+    tasks = [asyncio.ensure_future(one(d)) for d in devices]
+    done, pending = await asyncio.wait(tasks, timeout=options.deadline_s)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        task.result()  # a bug in edgeopt surfaces here rather than vanishing
+    cases = []
+    for device in devices:
+        mine = per_device.get(device.name) or [
+            CaseResult(device.name, ",".join(options.variants) or "planned")
+        ]
+        for case in mine:
+            if case.status == "not run" and pending:
+                case.error = case.error or f"not run: the {options.deadline_s:g} s deadline passed"
+            case.plan.pop("_request", None)
+            if case.case_id is None:
+                record(case, None)
+        cases.extend(mine)
+    measured = sum(c.status == "ok" for c in cases)
+    status = ("failed" if not measured
+              else "ok" if all(c.status in ("ok", "unsupported") for c in cases)
+              else "partial")  # fmt: skip
+    state.finish_bench_run(run_id, status)
+    return BenchRun(run_id, cases, status)
+
+
+def _options_record(options: BenchOptions) -> dict[str, Any]:
+    request = options.deploy.request
+    return {
+        "variants": list(options.variants), "threads": list(options.threads),
+        "providers": list(options.providers), "max_seconds": options.max_seconds,
+        "target_ci": options.target_ci, "warmup": options.warmup,
+        "cooldown_s": options.cooldown_s, "deadline_s": options.deadline_s,
+        "calibration": str(request.calibration or ""), "validation": str(request.validation or ""),
+    }  # fmt: skip
+
+
+def speedups(cases: Sequence[CaseResult]) -> dict[int, float]:
+    """Index in `cases` -> fp32's p50 / this p50, same device, threads and provider."""
+    fp32 = {
+        (c.device, c.threads, c.provider): c.result["latency"]["p50_ms"]
+        for c in cases
+        if c.status == "ok" and c.variant == "fp32" and c.result
+    }
+    out = {}
+    for i, c in enumerate(cases):
+        base = fp32.get((c.device, c.threads, c.provider))
+        if c.status == "ok" and c.result and base and c.result["latency"]["p50_ms"]:
+            out[i] = base / c.result["latency"]["p50_ms"]
+    return out
+
+
+def report_rows(run: BenchRun) -> list[dict[str, Any]]:
+    """The run's cases as flat dicts (what `edgeopt.host.report` and --json/--csv take)."""
+    ups = speedups(run.cases)
+    rows = []
+    for i, c in enumerate(run.cases):
+        lat = (c.result or {}).get("latency", {})
+        ok = c.status == "ok"
+        rows.append({
+            "run": run.id, "device": c.device, "variant": c.variant, "threads": c.threads or 0,
+            "provider": c.provider or "", "status": c.status, "error": c.error,
+            **{k: (float(lat[k]) if ok else None)
+               for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "ci_low_ms",
+                         "ci_high_ms")},
+            "samples": int(lat.get("samples", 0)) if ok else 0,
+            "throughput": float((c.result or {}).get("throughput", 0.0)) if ok else None,
+            "size_bytes": c.size_bytes, "speedup": ups.get(i), "accuracy": c.accuracy,
+            "flags": list(c.flags), "case": c.case_id,
+        })  # fmt: skip
+    return rows

@@ -10,6 +10,7 @@ written by a newer edgeopt is refused with both versions named rather than misre
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import time
@@ -21,6 +22,8 @@ from typing import Any
 
 import platformdirs
 import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 
 from edgeopt.proto.errors import ConfigError
 
@@ -96,6 +99,33 @@ benchmark_runs_table = sa.Table(
     sa.Column("plan", sa.Text, nullable=False),
     sa.Column("result", sa.Text, nullable=False),
     sa.Column("onnxruntime_version", sa.String(32), nullable=False),
+    # Schema 4 (fleet benchmarking): the command run this case belongs to, the case's settings
+    # as columns for history queries, its outcome, and what the report shows beside latency.
+    sa.Column("run", sa.String(40), nullable=False, server_default=""),
+    sa.Column("threads", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("provider", sa.String(64), nullable=False, server_default=""),
+    sa.Column("status", sa.String(16), nullable=False, server_default="ok"),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("accuracy", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("flags", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("edgeopt_version", sa.String(32), nullable=False, server_default=""),
+)
+BENCH_V4_COLUMNS = ("run", "threads", "provider", "status", "error", "size_bytes", "accuracy",
+                    "flags", "edgeopt_version")  # fmt: skip
+
+bench_runs_table = sa.Table(
+    "bench_runs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("finished", sa.Float),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("model_digest", sa.String(64), nullable=False),
+    sa.Column("selection", sa.Text, nullable=False),
+    sa.Column("options", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("edgeopt_version", sa.String(32), nullable=False),
 )
 
 
@@ -129,6 +159,7 @@ def _create_v1(connection: sa.Connection) -> None:
 
 
 def _add_benchmark_runs(connection: sa.Connection) -> None:
+    # Created as the newest schema has it; _add_bench_matrix then adds nothing to it.
     metadata.create_all(connection, tables=[benchmark_runs_table])
 
 
@@ -136,10 +167,26 @@ def _add_tuning_results(connection: sa.Connection) -> None:
     metadata.create_all(connection, tables=[tuning_table])
 
 
+def _add_bench_matrix(connection: sa.Connection) -> None:
+    # ALTER TABLE through Alembic's operations, which speak every dialect SQLAlchemy does.
+    have = {c["name"] for c in sa.inspect(connection).get_columns(benchmark_runs_table.name)}
+    operations = Operations(MigrationContext.configure(connection))
+    for name in BENCH_V4_COLUMNS:
+        if name not in have:
+            column = benchmark_runs_table.c[name]
+            operations.add_column(
+                benchmark_runs_table.name,
+                sa.Column(name, column.type, nullable=False,
+                          server_default=column.server_default.arg),  # type: ignore[union-attr]
+            )  # fmt: skip
+    metadata.create_all(connection, tables=[bench_runs_table])
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _create_v1,
     _add_benchmark_runs,
     _add_tuning_results,
+    _add_bench_matrix,
 ]
 """Migration N (1-based) brings a database from schema N-1 to N; only ever appended."""
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -154,11 +201,35 @@ def default_url() -> str:
 
 
 def _url(location: str) -> str:
+    if location.startswith(("postgresql://", "postgres://")):
+        # SQLAlchemy's default PostgreSQL driver is psycopg2; edgeopt ships psycopg 3.
+        return "postgresql+psycopg://" + location.split("://", 1)[1]
     if "://" in location:
         return location
     path = Path(location).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+CONNECT_TIMEOUT = 10
+"""Seconds a database server has to answer before State gives up (a URL's connect_timeout wins)."""
+
+
+def _engine(url: str) -> sa.Engine:
+    parsed = sa.engine.make_url(url)
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # Without it psycopg waits 130 s for a server that accepts and never answers.
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT
+    return sa.create_engine(parsed, connect_args=connect_args)
+
+
+def edgeopt_version() -> str:
+    """The installed edgeopt's version, recorded with each benchmark run."""
+    try:
+        return importlib.metadata.version("edgeopt")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 class StateError(ConfigError):
@@ -186,13 +257,22 @@ class State:
     def __init__(self, location: str | None = None) -> None:
         self.location = location or default_url()
         url = _url(self.location)
+        self.shown = self.location
+        """Where the database is, for messages: the path, or the URL with its password hidden."""
         try:
-            self.engine = sa.create_engine(url)
-            with self.engine.begin() as connection:
-                self._migrate(connection)
+            if "://" in self.location:
+                self.shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+            self.engine = _engine(url)
+            try:
+                with self.engine.begin() as connection:
+                    self._migrate(connection)
+            except BaseException:
+                self.engine.dispose()  # a refused database keeps no connection open
+                raise
         except sa.exc.SQLAlchemyError as exc:
-            shown = sa.engine.make_url(url).render_as_string(hide_password=True)
-            raise StateError(shown, f"cannot open the state database: {_first_line(exc)}") from exc
+            raise StateError(
+                self.shown, f"cannot open the state database: {_first_line(exc)}"
+            ) from exc
 
     def __enter__(self) -> State:
         return self
@@ -214,7 +294,7 @@ class State:
             version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
             raise StateError(
-                self.location,
+                self.shown,
                 f"written by a newer edgeopt (schema version {version}; this edgeopt knows up "
                 f"to {SCHEMA_VERSION}): upgrade edgeopt, or use another --state",
             )
@@ -232,7 +312,7 @@ class State:
             with self.engine.begin() as connection:
                 yield connection
         except sa.exc.OperationalError as exc:
-            raise StateError(self.location, f"state database error: {_first_line(exc)}") from exc
+            raise StateError(self.shown, f"state database error: {_first_line(exc)}") from exc
 
     def schema_version(self) -> int:
         """The schema version the database is at."""
@@ -306,31 +386,74 @@ class State:
             )
 
     def record_benchmark(self, run: dict[str, Any]) -> int:
-        """One benchmark of one device; `run` holds the columns (plan and result as dicts)."""
+        """One benchmark case of one device; `run` holds the columns (JSON ones as objects)."""
+        encoded = {k: json.dumps(run[k], default=str) for k in _JSON_COLUMNS if k in run}
         with self._begin() as c:
             result = c.execute(
                 sa.insert(benchmark_runs_table).values(
                     taken=time.time(),
-                    **{k: v for k, v in run.items() if k not in ("plan", "result")},
-                    plan=json.dumps(run["plan"], default=str),
-                    result=json.dumps(run["result"], default=str),
+                    **{k: v for k, v in run.items() if k not in _JSON_COLUMNS},
+                    **encoded,
                 )
             )
             key = result.inserted_primary_key
             assert key is not None
             return int(key[0])
 
-    def benchmarks(self, device: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Benchmark runs, newest first (of one device when named)."""
-        query = sa.select(benchmark_runs_table).order_by(benchmark_runs_table.c.id.desc())
-        if device is not None:
-            query = query.where(benchmark_runs_table.c.device == device)
+    def benchmarks(
+        self,
+        device: str | None = None,
+        limit: int = 100,
+        *,
+        run: str | None = None,
+        model_digest: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Benchmark cases, newest first; of one device, command run or model when named."""
+        t = benchmark_runs_table
+        query = sa.select(t).order_by(t.c.id.desc())
+        for column, value in ((t.c.device, device), (t.c.run, run),
+                              (t.c.model_digest, model_digest)):  # fmt: skip
+            if value is not None:
+                query = query.where(column == value)
         with self._begin() as c:
             rows = c.execute(query.limit(limit)).mappings()
-            return [
-                {**dict(r), "plan": json.loads(r["plan"]), "result": json.loads(r["result"])}
-                for r in rows
-            ]
+            return [_decoded(r) for r in rows]
+
+    def start_bench_run(
+        self, run: str, model: str, model_digest: str, selection: str, options: dict[str, Any]
+    ) -> None:
+        """A new `edgeopt bench` command run, "running" until `finish_bench_run`."""
+        with self._begin() as c:
+            c.execute(
+                sa.insert(bench_runs_table).values(
+                    id=run, started=time.time(), model=model, model_digest=model_digest,
+                    selection=selection, options=json.dumps(options, default=str),
+                    status="running", edgeopt_version=edgeopt_version(),
+                )
+            )  # fmt: skip
+
+    def finish_bench_run(self, run: str, status: str) -> None:
+        """Close a command run: "ok", "partial" (some cases without a measurement), "failed"."""
+        with self._begin() as c:
+            c.execute(
+                sa.update(bench_runs_table)
+                .where(bench_runs_table.c.id == run)
+                .values(finished=time.time(), status=status)
+            )
+
+    def bench_runs(
+        self, limit: int = 50, *, run: str | None = None, model_digest: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Command runs, newest first (one by id, or those of one model)."""
+        t = bench_runs_table
+        query = sa.select(t).order_by(t.c.started.desc())
+        if run is not None:
+            query = query.where(t.c.id == run)
+        if model_digest is not None:
+            query = query.where(t.c.model_digest == model_digest)
+        with self._begin() as c:
+            rows = c.execute(query.limit(limit)).mappings()
+            return [{**dict(r), "options": json.loads(r["options"])} for r in rows]
 
     def record_tuning(  # noqa: PLR0917  (one row's columns)
         self,
@@ -399,6 +522,13 @@ class State:
                     }
                 )
             return out
+
+
+_JSON_COLUMNS = ("plan", "result", "accuracy", "flags")
+
+
+def _decoded(row: Any) -> dict[str, Any]:
+    return {**dict(row), **{k: json.loads(row[k]) for k in _JSON_COLUMNS}}
 
 
 def _tuning_row(row: Any) -> dict[str, Any]:

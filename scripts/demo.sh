@@ -73,9 +73,11 @@ echo
 echo '$ edgeopt plan digits.onnx --device local --calibration calib.npz'
 "$BIN/edgeopt" plan "$work/digits.onnx" --device local --calibration "$work/calib.npz"
 echo
-echo '$ edgeopt bench digits.onnx --device local --precision int8-static --calibration calib.npz --max-seconds 2'
-"$BIN/edgeopt" bench "$work/digits.onnx" --device local --precision int8-static \
-    --calibration "$work/calib.npz" --max-seconds 2
+echo '$ edgeopt bench digits.onnx --device local --variants fp32,int8-static --calibration calib.npz --validate val.npz --max-seconds 2 --html report.html'
+"$BIN/edgeopt" bench "$work/digits.onnx" --device local --variants fp32,int8-static \
+    --calibration "$work/calib.npz" --validate "$work/val.npz" --max-seconds 2 \
+    --html "$work/report.html"
+echo "(report.html: $(wc -c < "$work/report.html") bytes, one self-contained page)"
 echo
 echo '$ edgeopt deploy digits.onnx --device local --precision fp32'
 "$BIN/edgeopt" deploy "$work/digits.onnx" --device local --precision fp32 2>/dev/null

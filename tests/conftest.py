@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import pg
+from tests.pg import Postgres
+
 BOARDS = Path(__file__).parent / "agent" / "data" / "boards"
 
 
@@ -38,11 +41,16 @@ class RunningAgent:
 
 
 def start_agent(
-    tmp: Path, *args: str, token: str | None = "", ready_timeout: float = 30.0
+    tmp: Path,
+    *args: str,
+    token: str | None = "",
+    ready_timeout: float = 30.0,
+    prefix: tuple[str, ...] = (),
 ) -> RunningAgent:
     """Start `python -m edgeopt.agent serve` and wait for its ready file.
 
-    token: "" makes a fresh random token, None runs without one.
+    token: "" makes a fresh random token, None runs without one. prefix: a command the agent
+    runs under, such as ("taskset", "-c", "0") for a board that gives the agent one CPU.
     """
     tmp.mkdir(parents=True, exist_ok=True)
     token_file = None
@@ -54,7 +62,7 @@ def start_agent(
     ready = tmp / "ready"
     log = tmp / "agent.log"
     store = tmp / "store"
-    cmd = [sys.executable, "-m", "edgeopt.agent", "serve", "--listen", "127.0.0.1:0"]
+    cmd = [*prefix, sys.executable, "-m", "edgeopt.agent", "serve", "--listen", "127.0.0.1:0"]
     cmd += ["--store", str(store), "--ready-file", str(ready), *args]
     if token_file is not None:
         cmd += ["--token-file", str(token_file)]
@@ -77,8 +85,10 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[..., RunningAgent]]:
     """Start as many real agents as a test needs; all are stopped afterwards."""
     started: list[RunningAgent] = []
 
-    def factory(*args: str, token: str | None = "", name: str = "agent") -> RunningAgent:
-        agent = start_agent(tmp_path / f"{name}{len(started)}", *args, token=token)
+    def factory(
+        *args: str, token: str | None = "", name: str = "agent", prefix: tuple[str, ...] = ()
+    ) -> RunningAgent:
+        agent = start_agent(tmp_path / f"{name}{len(started)}", *args, token=token, prefix=prefix)
         started.append(agent)
         return agent
 
@@ -146,3 +156,19 @@ def digits(tmp_path_factory: pytest.TempPathFactory):
     from tests.models import train_digits_cnn
 
     return train_digits_cnn(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL server on loopback for the session (tests/pg.py), or a skip saying why."""
+    reason = pg.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with Postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: Postgres) -> str:
+    """`postgresql://edgeopt:PASSWORD@127.0.0.1:PORT/edgeopt` on the session's server."""
+    return postgres.url()

@@ -1,10 +1,17 @@
-"""`edgeopt bench`: a model measured on boards, side by side.
+"""`edgeopt bench`: a model and its variants measured on boards, side by side, and its history.
 
-edgeopt bench model.onnx --device pi4 --precision int8-static --calibration c.npz --threads 2
+The commands, each a thin layer over `edgeopt.host.bench`, `history` and `report`:
+
+    edgeopt bench model.onnx --fleet                       every device, its planned variant
+    edgeopt bench model.onnx --device lab --variants fp32,int8-static --threads 1,2
+    edgeopt bench model.onnx --fleet --json --csv out.csv --plot fleet.png --html report.html
+    edgeopt bench history --device pi4 --model model.onnx  runs over time, changes called
+    edgeopt bench compare RUN_A RUN_B                      what got faster or slower
 """
 
 from __future__ import annotations
 
+import datetime
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,74 +19,83 @@ from typing import Any
 import click
 import onnx
 
-from edgeopt.host import bench
+from edgeopt.host import bench, history, report
 from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.compress import build_request, compression_options
 from edgeopt.host.cli.models import device_options, selection
+from edgeopt.host.client import file_digest
 from edgeopt.host.compress import data as datasets
+from edgeopt.host.compress.latency import host_cpu
 from edgeopt.host.deploy import DeployOptions, traits_of
 from edgeopt.host.output import echo_json, table
 from edgeopt.host.state import State
-from edgeopt.proto.v1 import agent_pb2
 
 
-def _ms(value: float) -> str:
-    return f"{value:.3g} ms" if value < 100 else f"{value:.0f} ms"
+class _BenchGroup(click.Group):
+    """`bench MODEL ...` runs a benchmark; `bench history|compare ...` reads the history."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
 
 
-def _rows(results: list[bench.BenchResult]) -> list[list[str]]:
-    rows = []
-    for r in results:
-        if r.result is None:
-            rows.append([r.device, "", "", "", "", "", "", "", "", "", r.error])
-            continue
-        lat = r.result["latency"]
-        half = (lat["ci_high_ms"] - lat["ci_low_ms"]) / 2
-        rows.append([
-            r.device, str(r.plan.get("precision", "")), str(r.plan.get("intra_op_threads", "")),
-            _ms(lat["p50_ms"]), f"±{half / lat['p50_ms']:.1%}" if lat["p50_ms"] else "",
-            _ms(lat["p90_ms"]), _ms(lat["p99_ms"]), f"{r.result['throughput']:.1f}/s",
-            _ms(r.result["session_load_ms"]), f"{lat['samples']} ({r.result['stop_reason']})", "",
-        ])  # fmt: skip
-    return rows
+@click.group("bench", cls=_BenchGroup)
+def bench_cmd() -> None:
+    """Measure MODEL on boards (`bench MODEL ...`, see `bench run --help`), or read history."""
 
 
-def _conditions(results: list[bench.BenchResult]) -> list[str]:
-    lines = []
-    for r in results:
-        if r.result is None:
-            continue
-        c = r.result["conditions"]
-        temps = ", ".join(
-            f"{a['type'] or a['zone']} {a['celsius']:.0f}->{b['celsius']:.0f} C"
-            for a, b in zip(c["temperatures_before"], c["temperatures_after"], strict=False)
-        )
-        lines.append(
-            f"{r.device}: ONNX Runtime {c['onnxruntime_version']}, governor "
-            f"{c['cpu_governor'] or 'unknown'}, load {c['load_average']:.2f}, "
-            f"{c['usable_cores']} usable CPUs"
-            + (f", {temps}" if temps else "")
-            + f", first inference {_ms(r.result['first_inference_ms'])}, peak RSS "
-            f"{int(r.result['peak_rss_bytes']) / 2**20:.0f} MiB"
-        )
-    return lines
+def _csv(kind: type, name: str) -> Any:
+    def parse(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[Any, ...]:
+        if not value:
+            return ()
+        try:
+            items = tuple(kind(v.strip()) for v in value.split(",") if v.strip())
+        except ValueError as exc:
+            raise click.BadParameter(f"a comma-separated list of {name}: {exc}") from exc
+        if kind is str and name == "variants":
+            unknown = [v for v in items if v not in bench.VARIANTS]
+            if unknown:
+                raise click.BadParameter(
+                    f"unknown variant {', '.join(unknown)}; the variants are "
+                    f"{', '.join(bench.VARIANTS)}"
+                )
+        return items
+
+    return parse
 
 
-class _Progress:
-    def __call__(self, device: str, p: agent_pb2.BenchmarkProgress) -> None:
-        click.echo(
-            f"{device}: {p.repeats} runs, p50 {_ms(p.p50_ms)} ±{p.ci_relative:.1%} "
-            f"({p.elapsed_s:.1f} s)",
-            err=True,
-        )
+class _LiveCases:
+    """One line per device on a terminal, updated as its cases progress (rich)."""
+
+    def __init__(self, devices: list[str]) -> None:
+        from rich.console import Console  # noqa: PLC0415
+        from rich.live import Live  # noqa: PLC0415
+
+        self.rows = dict.fromkeys(devices, "waiting")
+        self.live = Live(console=Console(stderr=True), refresh_per_second=4, transient=True)
+
+    def __call__(self, device: str, text: str) -> None:
+        from rich.table import Table  # noqa: PLC0415
+
+        self.rows[device] = text
+        grid = Table("device", "now", box=None)
+        for name, now in self.rows.items():
+            grid.add_row(name, now)
+        self.live.update(grid)
 
 
-@click.command("bench")
+@bench_cmd.command("run")
 @click.argument("model")
 @device_options
 @compression_options
-@click.option("--threads", type=int, help="intra-op threads (default: the board's cores)")
-@click.option("--provider", help="execution provider (default: CPUExecutionProvider)")
+@click.option("--variants", callback=_csv(str, "variants"), metavar="LIST",
+              help=f"precisions to measure on every device ({','.join(bench.VARIANTS)}); "
+              "default: the one each board's plan calls for (overrides --precision)")  # fmt: skip
+@click.option("--threads", callback=_csv(int, "thread counts"), metavar="LIST",
+              help="intra-op thread counts, e.g. 1,2,4 (default: the board's cores)")  # fmt: skip
+@click.option("--provider", "providers", callback=_csv(str, "providers"), metavar="LIST",
+              help="execution providers (default: the plan's, else the CPU's)")  # fmt: skip
 @click.option(
     "--graph-optimization",
     type=click.Choice(["disable", "basic", "extended", "all"]),
@@ -93,39 +109,57 @@ class _Progress:
     help=".npz whose first sample is fed (default: --validate, else --calibration, else made up)",
 )
 @click.option("--max-seconds", type=float, default=10.0, show_default=True,
-              help="time budget of the timed runs per board")  # fmt: skip
+              help="time budget of the timed runs per case")  # fmt: skip
 @click.option("--target-ci", type=float, default=0.02, show_default=True,
               help="stop when the median's 95 % CI is within this share of it")  # fmt: skip
 @click.option("--warmup", type=int, default=5, show_default=True, help="discarded runs")
+@click.option("--cooldown", type=float, default=0.0, show_default=True, metavar="SECONDS",
+              help="pause between two cases on one board")  # fmt: skip
+@click.option("--deadline", "run_deadline", type=float, metavar="SECONDS",
+              help="wall-time limit of the whole run; unfinished cases are marked")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="write one row per case")  # fmt: skip
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="write a PNG: latency, speed-up vs fp32, size vs latency")  # fmt: skip
+@click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="write one self-contained HTML page: the table and the plots")  # fmt: skip
 @click.pass_context
-def bench_cmd(  # noqa: PLR0917  (click passes each option by name)
+def run_cmd(  # noqa: PLR0917  (click passes each option by name)
     ctx: click.Context,
     /,
     model: str,
     selectors: tuple[str, ...],
     whole_fleet: bool,
-    threads: int | None,
-    provider: str | None,
+    variants: tuple[str, ...],
+    threads: tuple[int, ...],
+    providers: tuple[str, ...],
     graph_optimization: str,
     parallel: int,
     inputs: Path | None,
     max_seconds: float,
     target_ci: float,
     warmup: int,
+    cooldown: float,
+    run_deadline: float | None,
     as_json: bool,
+    csv_path: Path | None,
+    plot_path: Path | None,
+    html_path: Path | None,
     **compression: Any,
 ) -> None:
-    """Measure MODEL on each selected board, in the variant its plan calls for.
+    """Measure MODEL on each selected board: its variants x threads x providers.
 
-    Without --precision the planner chooses the variant for each board. Takes the compression
-    options of `edgeopt compress`. Nothing is activated on the boards. Exit status 1 when any
-    board gave no measurement.
+    Without --variants or --precision the planner chooses the variant for each board. Takes the
+    compression options of `edgeopt compress`. Nothing is activated on the boards. Every case
+    goes into the history under one run id. Exit status 1 when any case has no measurement
+    (unsupported cases excepted).
     """
     session: Session = ctx.obj
-    devices, _ = selection(session, selectors, whole_fleet)
+    devices, chosen = selection(session, selectors, whole_fleet)
     request = build_request(model, None, **compression)
-    planned = ctx.get_parameter_source("precision") == click.core.ParameterSource.DEFAULT
+    planned = (ctx.get_parameter_source("precision") == click.core.ParameterSource.DEFAULT
+               and not variants)  # fmt: skip
     shapes: dict[str, tuple[int, ...]] = {}
     if request.input_shape is not None and Path(model).suffix == ".onnx":
         specs = datasets.input_specs(onnx.load(model, load_external_data=False))
@@ -133,29 +167,151 @@ def bench_cmd(  # noqa: PLR0917  (click passes each option by name)
             shapes = {specs[0].name: request.input_shape}
     options = bench.BenchOptions(
         deploy=DeployOptions(
-            request=request, name=Path(model).stem, threads=threads, provider=provider,
+            request=request, name=Path(model).stem,
             graph_optimization="" if graph_optimization == "all" else graph_optimization,
             parallel=parallel, traits=traits_of(request) if planned else None,
         ),
         inputs=inputs, input_shapes=shapes, max_seconds=max_seconds, target_ci=target_ci,
-        warmup=warmup,
+        warmup=warmup, variants=variants, threads=threads, providers=providers,
+        cooldown_s=cooldown, deadline_s=run_deadline, selection=chosen,
     )  # fmt: skip
+    live = None if as_json or not sys.stderr.isatty() else _LiveCases([d.name for d in devices])
     with State(session.state) as state:
-        results = bench.bench(
-            devices, options, state, config=session.client,
-            progress=None if as_json or not sys.stderr.isatty() else _Progress(),
-        )  # fmt: skip
+        if live is not None:
+            with live.live:
+                run = bench.bench(devices, options, state, config=session.client, progress=live)
+        else:
+            run = bench.bench(devices, options, state, config=session.client)
+    rows = bench.report_rows(run)
+    meta = {
+        "model": model, "run": run.id, "devices": chosen,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "host CPU": host_cpu(),
+    }  # fmt: skip
+    if csv_path:
+        report.write_csv(rows, csv_path)
+    if plot_path:
+        report.plot(rows, plot_path)
+    if html_path:
+        report.write_html(rows, html_path, f"edgeopt bench: {Path(model).name}", meta)
+    if as_json:
+        results = {str(c.case_id): c.result for c in run.cases if c.result}
+        records = [{**r, "case": row["case"]} for r, row in zip(report.to_records(rows), rows,
+                                                                 strict=True)]  # fmt: skip
+        echo_json({"run": run.id, "status": run.status, "cases": records, "results": results})
+    else:
+        click.echo(f"run {run.id} ({run.status})")
+        click.echo(report.terminal_table(rows))
+        for line in _conditions(run):
+            click.echo(line)
+    if any(c.status in ("failed", "not run") for c in run.cases):
+        ctx.exit(1)
+
+
+def _conditions(run: bench.BenchRun) -> list[str]:
+    lines = []
+    seen = set()
+    for c in run.cases:
+        if c.result is None or c.device in seen:
+            continue
+        seen.add(c.device)
+        k = c.result["conditions"]
+        temps = ", ".join(
+            f"{a['type'] or a['zone']} {a['celsius']:.0f}->{b['celsius']:.0f} C"
+            for a, b in zip(k["temperatures_before"], k["temperatures_after"], strict=False)
+        )
+        lines.append(
+            f"{c.device}: ONNX Runtime {k['onnxruntime_version']}, governor "
+            f"{k['cpu_governor'] or 'unknown'}, load {k['load_average']:.2f}, "
+            f"{k['usable_cores']} usable CPUs" + (f", {temps}" if temps else "")
+        )
+    return lines
+
+
+@bench_cmd.command("history")
+@click.option("--device", "-d", "device", help="one device's runs")
+@click.option("--model", "model", help="one model's runs (its file: matched by digest)")
+@click.option("--limit", type=int, default=200, show_default=True)
+@click.option("--threshold", type=float, default=history.THRESHOLD, show_default=True,
+              help="smallest change of the median called a change")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_context
+def history_cmd(  # noqa: PLR0917  (click passes each option by name)
+    ctx: click.Context,
+    device: str | None,
+    model: str | None,
+    limit: int,
+    threshold: float,
+    as_json: bool,
+) -> None:
+    """Benchmark runs over time, each against the previous run of the same case."""
+    session: Session = ctx.obj
+    digest = None
+    if model is not None:
+        path = Path(model)
+        digest = file_digest(path) if path.is_file() else model
+    with State(session.state) as state:
+        rows = state.benchmarks(device, limit, model_digest=digest)
+    line = history.timeline(rows, threshold)
     if as_json:
         echo_json([
-            {"device": r.device, "plan": r.plan, "result": r.result, "error": r.error or None,
-             "run": r.run_id}
-            for r in results
+            {"case": r["id"], "run": r["run"], "taken": r["taken"], "device": r["device"],
+             "variant": r["precision"], "threads": r["threads"], "provider": r["provider"],
+             "p50_ms": r["result"]["latency"]["p50_ms"], "ci_low_ms":
+             r["result"]["latency"]["ci_low_ms"], "ci_high_ms":
+             r["result"]["latency"]["ci_high_ms"], "flags": r["flags"], "change": words}
+            for r, words in line
         ])  # fmt: skip
+        return
+    if not line:
+        click.echo("no measured benchmark runs match")
+        return
+    out = []
+    for r, words in line:
+        lat = r["result"]["latency"]
+        when = datetime.datetime.fromtimestamp(r["taken"], datetime.UTC)
+        half = (lat["ci_high_ms"] - lat["ci_low_ms"]) / 2
+        out.append([when.strftime("%Y-%m-%d %H:%M"), r["run"] or str(r["id"]), r["device"],
+                    r["precision"], str(r["threads"]), f"{lat['p50_ms']:.3g} ms",
+                    f"±{half / lat['p50_ms']:.1%}", ",".join(r["flags"]), words])  # fmt: skip
+    click.echo(table(["WHEN", "RUN", "DEVICE", "VARIANT", "THREADS", "P50", "CI95", "FLAGS",
+                      "CHANGE"], out))  # fmt: skip
+
+
+@bench_cmd.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--threshold", type=float, default=history.THRESHOLD, show_default=True,
+              help="smallest change of the median called a change")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_context
+def compare_cmd(
+    ctx: click.Context, run_a: str, run_b: str, threshold: float, as_json: bool
+) -> None:
+    """What got faster or slower from RUN_A to RUN_B, beyond the noise.
+
+    Exit status 1 when anything got slower (for CI gates).
+    """
+    session: Session = ctx.obj
+    with State(session.state) as state:
+        rows = {}
+        for run in (run_a, run_b):
+            rows[run] = state.benchmarks(run=run, limit=100_000)
+            if not rows[run]:
+                raise click.ClickException(
+                    f"{run}: no such benchmark run (see `edgeopt bench history`)"
+                )
+    changes, alone = history.compare(rows[run_a], rows[run_b], threshold)
+    if as_json:
+        echo_json({
+            "changes": [{"case": history.name(c.key), "verdict": c.verdict, "ratio": c.ratio,
+                         "words": c.words} for c in changes],
+            "unmatched": alone,
+        })  # fmt: skip
     else:
-        headers = ["DEVICE", "PRECISION", "THREADS", "P50", "CI95", "P90", "P99", "THROUGHPUT",
-                   "LOAD", "RUNS", "ERROR"]  # fmt: skip
-        click.echo(table(headers, _rows(results)))
-        for line in _conditions(results):
+        click.echo(table(["CASE", "VERDICT", "CHANGE"],
+                         [[history.name(c.key), c.verdict, c.words] for c in changes]))  # fmt: skip
+        for line in alone:
             click.echo(line)
-    if any(r.result is None for r in results):
+    if any(c.verdict == "slower" for c in changes):
         ctx.exit(1)

@@ -151,7 +151,7 @@ def _report_text(report: DeployReport, name: str, state: State) -> str:
         table(headers, rows),
         f"{name}: {ok} of {len(report.results)} devices ok ({report.outcome}); "
         f"{report.compressions} compression(s) run, {len(report.artifacts)} distinct artifact(s); "
-        f"deployment #{report.deployment} recorded in {state.location}",
+        f"deployment #{report.deployment} recorded in {state.shown}",
     ]
     return "\n".join(lines)
 

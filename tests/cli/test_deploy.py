@@ -183,33 +183,6 @@ def test_a_state_database_from_a_newer_edgeopt_is_refused(tmp_path: Path) -> Non
     )
 
 
-def test_bench_measures_on_the_board_and_reports_a_dead_one(
-    agent_factory: Callable[..., RunningAgent], digits: DigitsModel, tmp_path: Path
-) -> None:
-    agents = {"a": agent_factory(name="a")}
-    inv = inventory(tmp_path, agents, dead=("gone",))
-    result = edgeopt(
-        tmp_path, inv, "bench", str(digits.onnx), "--device", "shelf", "--precision",
-        "int8-static", "--calibration", str(digits.calibration), "--threads", "1",
-        "--max-seconds", "2", "--json",
-    )  # fmt: skip
-    assert result.exit_code == 1
-    rows = {r["device"]: r for r in json.loads(result.stdout)}
-    assert "cannot reach the agent at 127.0.0.1:1" in rows["gone"]["error"]
-    measured = rows["a"]["result"]
-    assert rows["a"]["plan"]["precision"] == "int8-static"
-    assert measured["plan"]["intra_op_threads"] == 1
-    lat = measured["latency"]
-    assert lat["samples"] >= 10 and lat["ci_low_ms"] <= lat["p50_ms"] <= lat["ci_high_ms"]
-    # Measured, not deployed: nothing is listed or active on the board.
-    listing = json.loads(edgeopt(tmp_path, inv, "models", "--device", "a", "--json").stdout)
-    assert listing[0]["models"].get("models", []) == []
-    with State(str(tmp_path / "state.db")) as state:
-        (run,) = state.benchmarks("a")
-    assert run["id"] == rows["a"]["run"] and run["precision"] == "int8-static"
-    assert run["result"]["latency"]["p50_ms"] == lat["p50_ms"]
-
-
 def test_a_version_1_state_database_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     State(str(path)).close()
@@ -219,7 +192,7 @@ def test_a_version_1_state_database_is_migrated(tmp_path: Path) -> None:
         c.execute(sa.update(meta_table).values(value="1"))
     engine.dispose()
     with State(str(path)) as state:
-        assert state.schema_version() == SCHEMA_VERSION == 3
+        assert state.schema_version() == SCHEMA_VERSION == 4
         assert state.benchmarks() == []
 
 

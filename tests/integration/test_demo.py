@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -29,4 +30,9 @@ def test_demo_script() -> None:
     assert f"argmax per row [{read}]" in out
     assert "local   v2    v1" in out  # rolled back from v2 to v1
     assert "digits.onnx on local: " in out and "alternatives, best first:" in out  # the plan
-    assert "(target_ci)" in out or "(max_seconds)" in out  # the benchmark's stop rule
+    # The benchmark: fp32 and int8-static side by side in one run, and its HTML report.
+    bench = out.split("$ edgeopt bench ")[1]
+    assert re.search(r"^run r\d{8}-\d{6}-[0-9a-f]{4} \(ok\)$", bench, re.M)
+    assert re.search(r"^local +fp32 .* 1\.00x ", bench, re.M)
+    assert re.search(r"^local +int8-static .* \d\.\d\dx ", bench, re.M)
+    assert "bytes, one self-contained page)" in bench

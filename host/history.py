@@ -1,0 +1,111 @@
+"""What changed between benchmark runs, beyond the run-to-run noise.
+
+A change is called only when both tests agree: the 95 % confidence intervals of the two
+medians do not overlap (the measurements really differ), and the change is larger than a
+threshold (5 % by default: a shared or thermally busy board moves by a few percent between
+runs although each run's interval is tight). Anything else is "no change", and the words say
+which test held it back. Cases are matched by device, variant, threads and provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+THRESHOLD = 0.05
+"""Smallest relative change of the median that is called a change."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One case in two runs."""
+
+    key: tuple[str, str, int, str]
+    """(device, variant, threads, provider)."""
+    before: dict[str, Any]
+    after: dict[str, Any]
+    verdict: str
+    """"slower", "faster" or "no change"."""
+    words: str
+
+    @property
+    def ratio(self) -> float:
+        """p50 after / p50 before."""
+        return float(_lat(self.after)["p50_ms"]) / float(_lat(self.before)["p50_ms"])
+
+
+def _lat(row: dict[str, Any]) -> dict[str, Any]:
+    return dict(row["result"]["latency"])
+
+
+def case_key(row: dict[str, Any]) -> tuple[str, str, int, str]:
+    """How a state row is matched across runs."""
+    return (row["device"], row["precision"], int(row.get("threads") or 0),
+            row.get("provider") or "")  # fmt: skip
+
+
+def judge(
+    before: dict[str, Any], after: dict[str, Any], threshold: float = THRESHOLD
+) -> tuple[str, str]:
+    """(verdict, words) for two measurements of the same case (state rows)."""
+    a, b = _lat(before), _lat(after)
+    ratio = b["p50_ms"] / a["p50_ms"]
+    change = f"{ratio - 1:+.1%} ({a['p50_ms']:.3g} ms -> {b['p50_ms']:.3g} ms)"
+    apart = b["ci_low_ms"] > a["ci_high_ms"] or b["ci_high_ms"] < a["ci_low_ms"]
+    big = abs(ratio - 1) > threshold
+    if apart and big:
+        verdict = "slower" if ratio > 1 else "faster"
+        return verdict, f"{verdict}: {change}; the 95 % intervals do not overlap"
+    if not apart:
+        return "no change", f"no change: {change} is within the noise (the intervals overlap)"
+    return "no change", (f"no change: {change} is real but under the {threshold:.0%} "
+                         "threshold")  # fmt: skip
+
+
+def _ok(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, int, str], dict[str, Any]]:
+    """The newest ok row per case."""
+    out: dict[tuple[str, str, int, str], dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: r["id"]):
+        if row.get("status", "ok") == "ok" and row["result"].get("latency"):
+            out[case_key(row)] = row
+    return out
+
+
+def compare(
+    before: Sequence[dict[str, Any]],
+    after: Sequence[dict[str, Any]],
+    threshold: float = THRESHOLD,
+) -> tuple[list[Change], list[str]]:
+    """Changes between two runs' rows, and the cases only one of them measured (in words)."""
+    a, b = _ok(before), _ok(after)
+    changes = []
+    for key in sorted(a.keys() & b.keys()):
+        verdict, words = judge(a[key], b[key], threshold)
+        changes.append(Change(key, a[key], b[key], verdict, words))
+    alone = [f"{name(k)}: measured only in the first run" for k in sorted(a.keys() - b.keys())]
+    alone += [f"{name(k)}: measured only in the second run" for k in sorted(b.keys() - a.keys())]
+    return changes, alone
+
+
+def timeline(
+    rows: Sequence[dict[str, Any]], threshold: float = THRESHOLD
+) -> list[tuple[dict[str, Any], str]]:
+    """Each ok row oldest first, with what changed since the previous run of the same case."""
+    last: dict[tuple[str, str, int, str], dict[str, Any]] = {}
+    out = []
+    for row in sorted(rows, key=lambda r: r["id"]):
+        if row.get("status", "ok") != "ok" or not row["result"].get("latency"):
+            continue
+        key = case_key(row)
+        words = "first run" if key not in last else judge(last[key], row, threshold)[1]
+        out.append((row, words))
+        last[key] = row
+    return out
+
+
+def name(key: tuple[str, str, int, str]) -> str:
+    """A case key in words: "pi4 int8-static 2T CPU"."""
+    device, variant, threads, provider = key
+    ep = provider.removesuffix("ExecutionProvider") or "CPU"
+    return f"{device} {variant} {threads}T {ep}"
