@@ -26,6 +26,7 @@ from edgeopt.host.cli.compress import cache_cmd, compress_cmd
 from edgeopt.host.cli.devices import devices, profiles_cmd
 from edgeopt.host.cli.models import COMMANDS as MODEL_COMMANDS
 from edgeopt.host.cli.plan import plan_cmd
+from edgeopt.host.cli.ssh import ssh_cmd
 
 
 @click.group(cls=EdgeoptGroup)
@@ -74,6 +75,7 @@ for command in (
     *MODEL_COMMANDS,
     bench_cmd,
     plan_cmd,
+    ssh_cmd,
 ):
     cli.add_command(command)
 
