@@ -62,6 +62,8 @@ class Trial:
     passed: bool = False
     error: str = ""
     seconds: float = 0.0
+    rounds: int = 0
+    """Benchmarks run (the p50 kept is the lowest)."""
 
 
 @dataclass
@@ -170,22 +172,30 @@ async def _try(ctx: _Context, index: int, trial: Trial, seconds: float) -> None:
             report = compare(ctx.expected, await _on_board(ctx, label), ctx.data.labels)
             trial.cosine, trial.accuracy_drop = report.cosine, report.accuracy_drop
             request.gate.check(report, plan["precision"])
-        bench = await ctx.client.benchmark(
-            agent_pb2.BenchmarkRequest(
-                name=ctx.scratch, version=label, plan=plan_message(plan),
-                inputs=to_tensors(ctx.sample), max_seconds=seconds, target_ci=0.02,
-                # At least 30 runs: on a busy board a handful can hit one quiet spell.
-                min_repeats=30,
-            )
-        )  # fmt: skip
-        lat = bench.latency
-        trial.p50_ms = lat.p50_ms
-        trial.ci_relative = (lat.ci_high_ms - lat.ci_low_ms) / 2 / lat.p50_ms
+        await _measure(ctx, index, trial, seconds)
         trial.passed = True
     except (AccuracyGateFailed, DataError) as exc:
         trial.error = str(exc)  # "int8-static fails the gate: cosine similarity ..."
     except EdgeoptError as exc:
         trial.error = str(exc)
+
+
+async def _measure(ctx: _Context, index: int, trial: Trial, seconds: float) -> None:
+    """Benchmark a pushed candidate; a second round keeps the lower p50 of the two."""
+    plan = trial.plan
+    bench = await ctx.client.benchmark(
+        agent_pb2.BenchmarkRequest(
+            name=ctx.scratch, version=f"c{index + 1}-{plan['precision']}",
+            plan=plan_message(plan), inputs=to_tensors(ctx.sample), max_seconds=seconds,
+            # At least 30 runs: on a busy board a handful can hit one quiet spell.
+            target_ci=0.02, min_repeats=30,
+        )
+    )  # fmt: skip
+    lat = bench.latency
+    if trial.p50_ms is None or lat.p50_ms < trial.p50_ms:
+        trial.p50_ms = lat.p50_ms
+        trial.ci_relative = (lat.ci_high_ms - lat.ci_low_ms) / 2 / lat.p50_ms
+    trial.rounds += 1
 
 
 def _validation(ctx: _Context, reference: Path) -> None:
@@ -260,8 +270,22 @@ async def tune_device(
                 say(f"candidate {index + 1}/{len(trials)}: {trial.plan['precision']}, "
                     f"{trial.plan['intra_op_threads']} threads")  # fmt: skip
                 t0 = time.monotonic()
-                await _try(ctx, index, trial, max(2.0, left / (len(trials) - index) - 2.0))
+                # Half the share of what is left: the second round below takes the rest.
+                share = max(2.0, left / (len(trials) - index) / 2 - 1.0)
+                await _try(ctx, index, trial, share)
                 trial.seconds = time.monotonic() - t0
+            # A second round, in reverse order: a burst of load on the board during one
+            # candidate's run would otherwise decide the choice; the lower p50 of the two counts.
+            passed = [(i, t) for i, t in enumerate(trials) if t.passed][::-1]
+            left = options.budget_s - (time.monotonic() - start)
+            if len(passed) > 1 and left > 2.0 * len(passed):
+                for index, trial in passed:
+                    say(f"round 2: {trial.plan['precision']}, "
+                        f"{trial.plan['intra_op_threads']} threads")  # fmt: skip
+                    t0 = time.monotonic()
+                    with contextlib.suppress(EdgeoptError):  # the first round's figure stands
+                        await _measure(ctx, index, trial, min(5.0, left / len(passed) - 1.0))
+                    trial.seconds += time.monotonic() - t0
         finally:
             with contextlib.suppress(EdgeoptError):  # nothing pushed, or the board is gone
                 await client.delete(ctx.scratch, force=True)
