@@ -24,6 +24,7 @@ import grpc.aio
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from edgeopt.host import tunnel
 from edgeopt.proto import auth
 from edgeopt.proto.capabilities import Capabilities, from_message
 from edgeopt.proto.errors import AgentError, AgentTimeout, error_for_status
@@ -143,7 +144,8 @@ class AgentClient:
         code = exc.code()
         details = exc.details() or code.name
         if code == grpc.StatusCode.UNAVAILABLE:
-            details = f"{what}: cannot reach the agent at {self.address}: {details}"
+            why = tunnel.explain(self.address)
+            details = f"{what}: cannot reach the agent at {self.address}: {why or details}"
         elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
             details = f"{what}: no answer from {self.address} within {self.config.deadline:g} s"
         else:

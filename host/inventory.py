@@ -27,6 +27,8 @@ from edgeopt.proto.errors import InventoryError, UnknownDevice
 
 ENV_VAR = "EDGEOPT_INVENTORY"
 DEFAULT_FILE = "edgeopt.toml"
+DEFAULT_TUNNEL_REMOTE = "127.0.0.1:50051"
+"""The agent's address on the board for a device reached over SSH that names none."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,9 @@ class Device:
     token_file: Path | None = None
     """File holding the agent's bearer token (already resolved against the inventory's folder)."""
     ssh: str | None = None
-    """SSH target (user@host) for bootstrapping and profiling."""
+    """SSH target ([user@]host[:port] or a ~/.ssh/config alias): the host reaches the agent
+    through an SSH tunnel to `address`, which is then as seen from the board (default
+    127.0.0.1:50051, so the agent never listens on the network)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Keys this version does not interpret."""
 
@@ -159,7 +163,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Inventory:
         ) -> Any:
             return tomlfile.expect(_t, key, kind, path=path, where=_w, error=err, **kw)
 
-        address = get("address", str, required=True)
+        ssh_target = get("ssh", str)
+        # Reached through an SSH tunnel, the agent listens on the board's loopback only.
+        address = get("address", str, required=ssh_target is None) or DEFAULT_TUNNEL_REMOTE
         _check_address(path, f"{where}.address", address)
         token_file = get("token_file", str)
         known = {"address", "profile", "tags", "token_file", "ssh"}
@@ -169,7 +175,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Inventory:
             profile=get("profile", str),
             tags=tuple(get("tags", list, item=str) or ()),
             token_file=_resolve_path(path.parent, token_file) if token_file else None,
-            ssh=get("ssh", str),
+            ssh=ssh_target,
             extra={k: v for k, v in table.items() if k not in known},
         )
     groups: dict[str, tuple[str, ...]] = {}

@@ -243,7 +243,8 @@ def _login(
             target.hostname, port=target.port, username=target.user,
             key_filename=files or None,  # type: ignore[arg-type]  # a list is documented
             timeout=timeout, banner_timeout=timeout,
-            auth_timeout=timeout, sock=sock, allow_agent=key_file is None,
+            auth_timeout=timeout, sock=sock,
+            allow_agent=key_file is None and bool(os.environ.get("SSH_AUTH_SOCK")),
             look_for_keys=key_file is None and not files,
         )  # fmt: skip
     except paramiko.BadHostKeyException as exc:
@@ -261,7 +262,13 @@ def _login(
         client.close()
         tried = ", ".join(files) if files else "ssh-agent and ~/.ssh/id_*"
         raise SshError(f"{target}: no key was accepted (tried {tried}): {exc}") from exc
-    except (paramiko.SSHException, OSError, EOFError) as exc:
+    except paramiko.SSHException as exc:
+        client.close()
+        if "No authentication methods available" not in str(exc):
+            raise SshError(f"{target}: cannot connect: {exc}") from exc
+        raise SshError(f"{target}: no key to offer (no IdentityFile in ~/.ssh/config, no "
+                       "ssh-agent, no ~/.ssh/id_* file)") from exc  # fmt: skip
+    except (OSError, EOFError) as exc:
         client.close()
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) and exc.errors:

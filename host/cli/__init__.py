@@ -65,6 +65,7 @@ def cli(
 ) -> None:
     """edgeopt: get neural-network models running well on fleets of edge boards."""
     ctx.obj = Session(inventory_path, profiles_dir, deadline, state)
+    ctx.call_on_close(ctx.obj.close)
 
 
 for command in (

@@ -6,13 +6,15 @@ formatting helpers.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from edgeopt.host import inventory, profiles
+from edgeopt.host import inventory, profiles, tunnel
 from edgeopt.host.client import ClientConfig
+from edgeopt.host.inventory import Device
 from edgeopt.proto.errors import EdgeoptError
 
 
@@ -47,6 +49,7 @@ class Session:
         self.client = ClientConfig(deadline=deadline)
         self.state = state
         """The state database (a path or URL); None: $EDGEOPT_STATE or the default."""
+        self.tunnels: dict[tuple[str, str], tunnel.Tunnel] = {}
 
     def inventory(self) -> inventory.Inventory:
         """Load the inventory (a missing file is an error that says how to make one)."""
@@ -56,6 +59,30 @@ class Session:
                 f"--inventory FILE or set ${inventory.ENV_VAR}"
             )
         return inventory.load(self.inventory_path)
+
+    def reach(self, devices: list[Device]) -> list[Device]:
+        """The devices, those with `ssh` set pointed at a local SSH tunnel to their agent.
+
+        Tunnels log in in the background (a board whose login fails is reported by the first
+        call to it, with the SSH reason) and close when the command ends.
+        """
+        out = []
+        for device in devices:
+            if device.ssh is None:
+                out.append(device)
+                continue
+            key = (device.ssh, device.address)
+            if key not in self.tunnels:
+                self.tunnels[key] = tunnel.Tunnel(device.ssh, device.address,
+                                                  timeout=self.client.deadline)  # fmt: skip
+            out.append(replace(device, address=self.tunnels[key].address))
+        return out
+
+    def close(self) -> None:
+        """Close what the command opened (SSH tunnels)."""
+        for t in self.tunnels.values():
+            t.close()
+        self.tunnels.clear()
 
     def profiles(self) -> dict[str, profiles.DeviceProfile]:
         """Every known device profile."""

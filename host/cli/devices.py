@@ -80,7 +80,7 @@ def devices(
     if ctx.invoked_subcommand is not None:
         return
     session: Session = ctx.obj
-    chosen = session.inventory().select(selectors, fleet=whole_fleet)
+    chosen = session.reach(session.inventory().select(selectors, fleet=whole_fleet))
     reports = fleet.probe(chosen, session.client, parallel)
     if as_json:
         echo_json([_report_json(r) for r in reports])
@@ -92,7 +92,7 @@ def devices(
 
 
 def _one_report(session: Session, name: str) -> tuple[fleet.DeviceReport, Capabilities]:
-    device = session.inventory().get(name)
+    (device,) = session.reach([session.inventory().get(name)])
     report = fleet.probe([device], session.client)[0]
     if report.error is not None:
         raise report.error
@@ -126,7 +126,7 @@ def devices_check(ctx: click.Context, name: str, profile_name: str | None, as_js
     Exit status 1 when the board is not of the profile's kind (a "mismatch").
     """
     session: Session = ctx.obj
-    device = session.inventory().get(name)
+    (device,) = session.reach([session.inventory().get(name)])
     wanted = profile_name or device.profile
     if not wanted:
         raise click.ClickException(

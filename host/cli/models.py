@@ -52,7 +52,7 @@ def selection(
     """The devices `--device`/`--fleet` select, and the selection in words."""
     if not selectors and not whole_fleet:
         raise click.UsageError("say which devices: --device NAME|GROUP|TAG|PROFILE, or --fleet")
-    chosen = session.inventory().select(selectors, fleet=whole_fleet)
+    chosen = session.reach(session.inventory().select(selectors, fleet=whole_fleet))
     if not chosen:
         raise click.UsageError(f"the selection {' '.join(selectors) or '--fleet'} has no devices")
     return chosen, "--fleet" if whole_fleet else " ".join(selectors)
@@ -342,7 +342,7 @@ def infer_cmd(  # noqa: PLR0917  (click passes each option by name)
     as_json: bool,
 ) -> None:
     """Run NAME on a board on the given inputs; print (and save) the outputs."""
-    devices = session.inventory().select([selector])
+    devices = session.reach(session.inventory().select([selector]))
     if len(devices) != 1:
         raise click.UsageError(
             f"infer runs on one device; {selector!r} selects {len(devices)}: "

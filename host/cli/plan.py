@@ -67,7 +67,7 @@ def plan_cmd(  # noqa: PLR0917  (click passes each option by name)
             raise ProfileError(profile_name, f"no such profile; known: {', '.join(sorted(known))}")
         board = planner.Board.from_profile(known[profile_name])
     else:
-        device = session.inventory().get(str(device_name))
+        (device,) = session.reach([session.inventory().get(str(device_name))])
         (report,) = fleet.probe([device], session.client)
         if report.error is not None:
             raise report.error

@@ -1,0 +1,92 @@
+"""Devices with `ssh = ...` are reached through an SSH tunnel to their agent's loopback port:
+a real sshd, a real agent, the real CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from edgeopt.host.cli import cli
+from tests import sshd
+from tests.conftest import RunningAgent
+from tests.models import DigitsModel
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.Sshd]:
+    reason = sshd.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with sshd.Sshd(tmp_path_factory.mktemp("sshd")) as running:
+        yield running
+
+
+def setup(tmp_path: Path, server: sshd.Sshd, agent: RunningAgent, ssh: str = "board") -> Path:
+    """A home whose ~/.ssh knows the board, and an inventory reaching the agent through SSH."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host board\n  HostName 127.0.0.1\n  Port {server.port}\n  User root\n"
+        f"  IdentityFile {server.client_key}\n"
+    )
+    kind, blob = (server.folder / "host_ed25519.pub").read_text().split()[:2]
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{server.port} {kind} {blob}\n")
+    inv = tmp_path / "edgeopt.toml"
+    inv.write_text(
+        f'[devices.pi]\nssh = "{ssh}"\naddress = "{agent.address}"\n'
+        f'token_file = "{agent.token_file}"\n'
+    )
+    return home
+
+
+def edgeopt(tmp_path: Path, home: Path, *args: str) -> Result:
+    base = ["--inventory", str(tmp_path / "edgeopt.toml"), "--state", str(tmp_path / "s.db"),
+            "--deadline", "10"]  # fmt: skip
+    env = {"HOME": str(home), "SSH_AUTH_SOCK": ""}
+    return CliRunner(env=env).invoke(cli, [*base, *args], catch_exceptions=False)
+
+
+def test_every_command_works_through_the_tunnel(
+    agent_factory: Callable[..., RunningAgent],
+    server: sshd.Sshd,
+    digits: DigitsModel,
+    tmp_path: Path,
+) -> None:
+    agent = agent_factory()
+    home = setup(tmp_path, server, agent)
+    listed = edgeopt(tmp_path, home, "devices", "--device", "pi", "--json")
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.stdout)
+    assert row["reachable"] is True
+    # The CLI talked to a local port of its own, not to the agent's address.
+    assert row["address"].startswith("127.0.0.1:") and row["address"] != agent.address
+    deployed = edgeopt(tmp_path, home, "deploy", str(digits.onnx), "--device", "pi",
+                       "--precision", "fp32", "--name", "digits", "--json")  # fmt: skip
+    assert deployed.exit_code == 0, deployed.output
+    assert json.loads(deployed.stdout)["devices"][0]["outcome"] == "ok"
+    models = json.loads(edgeopt(tmp_path, home, "models", "--device", "pi", "--json").stdout)
+    assert models[0]["models"]["models"][0]["name"] == "digits"
+    measured = edgeopt(tmp_path, home, "bench", str(digits.onnx), "--device", "pi",
+                       "--precision", "fp32", "--threads", "1", "--max-seconds", "0.5",
+                       "--json")  # fmt: skip
+    assert measured.exit_code == 0, measured.output
+    assert json.loads(measured.stdout)["cases"][0]["status"] == "ok"
+
+
+def test_a_failed_ssh_login_is_the_reason_the_agent_cannot_be_reached(
+    agent_factory: Callable[..., RunningAgent], server: sshd.Sshd, tmp_path: Path
+) -> None:
+    agent = agent_factory()
+    home = setup(tmp_path, server, agent, ssh=f"nobody-here@127.0.0.1:{server.port}")
+    result = edgeopt(tmp_path, home, "models", "--device", "pi", "--json")
+    assert result.exit_code == 1
+    (row,) = json.loads(result.stdout)
+    assert "cannot reach the agent at 127.0.0.1:" in row["error"]
+    target = f"nobody-here@127.0.0.1:{server.port}"
+    assert (f"the SSH tunnel through {target} failed: {target}: no key to offer (no "
+            "IdentityFile in ~/.ssh/config, no ssh-agent, no ~/.ssh/id_* file)"
+            ) in row["error"]  # fmt: skip
