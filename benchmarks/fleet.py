@@ -9,9 +9,11 @@
   orchestration's.
 - Spread: 5 runs of the same case (YOLOv8n of the corpus, int8-static, 2 threads, one agent):
   (max - min) / median of their p50s (goal <= 3 %).
-- compare: `--pairs` pairs of runs of the same case on the same board: how many `compare`
-  calls a change (goal: none); then as many pairs where the second run's agent is pinned to one
-  CPU (2 threads on 1 CPU, a real slowdown): how many it calls slower (goal: all).
+- compare: 2 x `--pairs` consecutive runs of the same case on the same board, compared in
+  pairs with the history so far (as `edgeopt bench compare` does): how many it calls a change
+  (goal: none); then as many runs with the board's agent pinned to one CPU (2 threads on 1 CPU,
+  a real slowdown), each compared with one of the earlier runs: how many it calls slower
+  (goal: all).
 Writes its table into benchmarks/RESULTS.md between the fleet markers.
 """
 
@@ -107,36 +109,34 @@ def main() -> int:
             whole = start_agent(tmp / "whole")
             pinned = start_agent(tmp / "pinned", prefix=("taskset", "-c", "0"))
             try:
-                same, slow = [], []
-                for _ in range(args.pairs):
-                    a, b = one_run(whole, options, state), one_run(whole, options, state)
-                    c = one_run(pinned, options, state)
-                    same.append((a, b))
-                    slow.append((b, c))
+                # The board's history first (consecutive runs, nothing changed), then the same
+                # board with its agent pinned to one CPU: a real slowdown.
+                steady = [one_run(whole, options, state) for _ in range(2 * args.pairs)]
+                slowed = [one_run(pinned, options, state) for _ in range(args.pairs)]
             finally:
                 whole.stop()
                 pinned.stop()
-            p50s = [
-                r["result"]["latency"]["p50_ms"]
-                for r in state.benchmarks("pi", limit=100_000)
-                if r["run"] in {x for pair in same for x in pair}
-            ]
-            first5 = p50s[-5:]
+            everything = state.benchmarks("pi", limit=100_000)
+            by_run = {r["run"]: r for r in everything}
+            p50s = [by_run[r]["result"]["latency"]["p50_ms"] for r in steady]
+            first5 = p50s[:5]
             spread = (max(first5) - min(first5)) / statistics.median(first5)
+            spread_all = (max(p50s) - min(p50s)) / statistics.median(p50s)
+            same = list(zip(steady[::2], steady[1::2], strict=True))
+            slow = list(zip(steady[-args.pairs :], slowed, strict=True))
 
-            def verdicts(pairs: list[tuple[str, str]]) -> list[str]:
+            def verdicts(pairs: list[tuple[str, str]]) -> list[history.Change]:
                 out = []
                 for x, y in pairs:
-                    changes, _ = history.compare(state.benchmarks(run=x), state.benchmarks(run=y))
-                    out.append(changes[0].verdict)
+                    changes, _ = history.compare(state.benchmarks(run=x), state.benchmarks(run=y),
+                                                 history=everything)  # fmt: skip
+                    out.append(changes[0])
                 return out
 
-            false_calls = [v for v in verdicts(same) if v != "no change"]
-            caught = [v for v in verdicts(slow) if v == "slower"]
-            ratios = []
-            for x, y in slow:
-                changes, _ = history.compare(state.benchmarks(run=x), state.benchmarks(run=y))
-                ratios.append(changes[0].ratio)
+            false_calls = [c.verdict for c in verdicts(same) if c.verdict != "no change"]
+            slow_changes = verdicts(slow)
+            caught = [c for c in slow_changes if c.verdict == "slower"]
+            ratios = [c.ratio for c in slow_changes]
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = "\n".join([
         "## Fleet benchmarking (`python benchmarks/fleet.py`)",
@@ -147,9 +147,11 @@ def main() -> int:
         "|---|---|---|---|---|---|",
         fan,
         "",
-        f"- Run-to-run spread of p50 over 5 runs of one case (YOLOv8n int8-static, 2 threads, "
-        f"--max-seconds 3): {spread:.1%} (goal <= 3 %: {'met' if spread <= 0.03 else 'not met'}); "
-        f"p50s {', '.join(f'{p:.2f}' for p in first5)} ms.",
+        f"- Run-to-run spread of p50 over 5 consecutive runs of one case (YOLOv8n int8-static, 2 "
+        f"threads, --max-seconds 3): {spread:.1%} (goal <= 3 %: "
+        f"{'met' if spread <= 0.03 else 'not met'}); p50s {', '.join(f'{p:.2f}' for p in first5)}"
+        f" ms; over all {len(p50s)} runs: {spread_all:.1%} (min {min(p50s):.2f}, median "
+        f"{statistics.median(p50s):.2f}, max {max(p50s):.2f} ms).",
         f"- `compare` on {len(same)} pairs of runs of that case on the same board: "
         f"{len(false_calls)} change(s) called (goal: none)"
         + (": " + ", ".join(false_calls) if false_calls else "") + ".",

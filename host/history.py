@@ -2,13 +2,18 @@
 
 A change is called only when both tests agree: the 95 % confidence intervals of the two
 medians do not overlap (the measurements really differ), and the change is larger than a
-threshold (5 % by default: a shared or thermally busy board moves by a few percent between
-runs although each run's interval is tight). Anything else is "no change", and the words say
-which test held it back. Cases are matched by device, variant, threads and provider.
+threshold. The threshold is 5 % or, when the history holds at least three earlier runs of the
+case, three times the median change between its consecutive runs, whichever is larger: a run's
+interval only covers the noise within one session, and a shared or thermally busy board moves
+more than that between sessions (benchmarks/fleet.py measured it). Anything else is "no
+change", and the words say which test held it back. Cases are matched by device, variant,
+threads and provider.
 """
 
 from __future__ import annotations
 
+import itertools
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,10 +50,35 @@ def case_key(row: dict[str, Any]) -> tuple[str, str, int, str]:
             row.get("provider") or "")  # fmt: skip
 
 
+NOISE_RUNS = 3
+"""Earlier consecutive-run changes needed before the history's own noise sets the threshold."""
+
+
+def noise(rows: Sequence[dict[str, Any]]) -> tuple[float, int]:
+    """3 x the median relative change between consecutive runs, and how many changes it saw."""
+    p50s = [float(_lat(r)["p50_ms"]) for r in sorted(rows, key=lambda r: r["id"])]
+    changes = [abs(b / a - 1) for a, b in itertools.pairwise(p50s) if a > 0]
+    if len(changes) < NOISE_RUNS:
+        return 0.0, len(changes)
+    return 3 * statistics.median(changes), len(changes)
+
+
 def judge(
-    before: dict[str, Any], after: dict[str, Any], threshold: float = THRESHOLD
+    before: dict[str, Any],
+    after: dict[str, Any],
+    threshold: float = THRESHOLD,
+    earlier: Sequence[dict[str, Any]] = (),
 ) -> tuple[str, str]:
-    """(verdict, words) for two measurements of the same case (state rows)."""
+    """(verdict, words) for two measurements of the same case (state rows).
+
+    `earlier`: other runs of the case, whose run-to-run noise may raise the threshold.
+    """
+    spread, seen = noise(earlier)
+    if spread > threshold:
+        threshold = spread
+        why = f"the {threshold:.0%} run-to-run noise of {seen + 1} earlier runs"
+    else:
+        why = f"the {threshold:.0%} threshold"
     a, b = _lat(before), _lat(after)
     ratio = b["p50_ms"] / a["p50_ms"]
     change = f"{ratio - 1:+.1%} ({a['p50_ms']:.3g} ms -> {b['p50_ms']:.3g} ms)"
@@ -59,8 +89,7 @@ def judge(
         return verdict, f"{verdict}: {change}; the 95 % intervals do not overlap"
     if not apart:
         return "no change", f"no change: {change} is within the noise (the intervals overlap)"
-    return "no change", (f"no change: {change} is real but under the {threshold:.0%} "
-                         "threshold")  # fmt: skip
+    return "no change", f"no change: {change} is real but under {why}"
 
 
 def _ok(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, int, str], dict[str, Any]]:
@@ -76,12 +105,19 @@ def compare(
     before: Sequence[dict[str, Any]],
     after: Sequence[dict[str, Any]],
     threshold: float = THRESHOLD,
+    history: Sequence[dict[str, Any]] = (),
 ) -> tuple[list[Change], list[str]]:
-    """Changes between two runs' rows, and the cases only one of them measured (in words)."""
+    """Changes between two runs' rows, and the cases only one of them measured (in words).
+
+    `history`: rows of other runs (any), whose same cases measured before the first run give
+    the run-to-run noise.
+    """
     a, b = _ok(before), _ok(after)
     changes = []
     for key in sorted(a.keys() & b.keys()):
-        verdict, words = judge(a[key], b[key], threshold)
+        earlier = [r for r in history if case_key(r) == key and r["id"] < a[key]["id"]
+                   and r.get("status", "ok") == "ok" and r["result"].get("latency")]  # fmt: skip
+        verdict, words = judge(a[key], b[key], threshold, [*earlier, a[key]])
         changes.append(Change(key, a[key], b[key], verdict, words))
     alone = [f"{name(k)}: measured only in the first run" for k in sorted(a.keys() - b.keys())]
     alone += [f"{name(k)}: measured only in the second run" for k in sorted(b.keys() - a.keys())]
@@ -92,15 +128,16 @@ def timeline(
     rows: Sequence[dict[str, Any]], threshold: float = THRESHOLD
 ) -> list[tuple[dict[str, Any], str]]:
     """Each ok row oldest first, with what changed since the previous run of the same case."""
-    last: dict[tuple[str, str, int, str], dict[str, Any]] = {}
+    seen: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {}
     out = []
     for row in sorted(rows, key=lambda r: r["id"]):
         if row.get("status", "ok") != "ok" or not row["result"].get("latency"):
             continue
         key = case_key(row)
-        words = "first run" if key not in last else judge(last[key], row, threshold)[1]
+        earlier = seen.setdefault(key, [])
+        words = "first run" if not earlier else judge(earlier[-1], row, threshold, earlier)[1]
         out.append((row, words))
-        last[key] = row
+        earlier.append(row)
     return out
 
 

@@ -301,7 +301,9 @@ def compare_cmd(
                 raise click.ClickException(
                     f"{run}: no such benchmark run (see `edgeopt bench history`)"
                 )
-    changes, alone = history.compare(rows[run_a], rows[run_b], threshold)
+        earlier = [r for device in {r["device"] for r in rows[run_a]}
+                   for r in state.benchmarks(device, limit=10_000)]  # fmt: skip
+    changes, alone = history.compare(rows[run_a], rows[run_b], threshold, earlier)
     if as_json:
         echo_json({
             "changes": [{"case": history.name(c.key), "verdict": c.verdict, "ratio": c.ratio,

@@ -299,3 +299,17 @@ def test_failed_rows_are_left_out_of_history() -> None:
     failed = {**_row(10, 0.2, 2), "status": "failed"}
     line = history.timeline([_row(10, 0.2, 1), failed, _row(10.1, 0.2, 3)])
     assert [r["id"] for r, _ in line] == [1, 3]
+
+
+def test_a_noisy_history_raises_the_threshold() -> None:
+    # Earlier runs swinging by 9-10 % between sessions: 3 x the median swing is 29 %.
+    earlier = [_row(p, 0.1, i) for i, p in enumerate((10.0, 11.0, 10.0, 11.0, 10.0), start=1)]
+    verdict, words = history.judge(earlier[-1], _row(11.5, 0.1, 9), earlier=earlier)
+    assert verdict == "no change"
+    assert words.endswith("is real but under the 29% run-to-run noise of 5 earlier runs")
+    # A quiet history leaves the 5 % threshold: the same 15 % change is called.
+    quiet = [_row(10.0 + 0.01 * i, 0.1, i) for i in range(1, 6)]
+    assert history.judge(quiet[-1], _row(11.5, 0.1, 9), earlier=quiet)[0] == "slower"
+    # compare takes the runs of the same case measured before the first run as history.
+    changes, _ = history.compare([earlier[-1]], [_row(11.5, 0.1, 9)], history=earlier)
+    assert changes[0].verdict == "no change"
