@@ -19,7 +19,7 @@ ORT_OLD := $(VENV)/ort-1.16.3
 # PostgreSQL server (tests/pg.py), Chromium for the HTML report. As root (CI, a fresh machine) the
 # missing ones are installed from the project's own files; otherwise they are named and the
 # tests that need them skip, saying why. No service is started: the tests run their own servers.
-DEB_PACKAGES := openssh-server postgresql chromium
+DEB_PACKAGES := openssh-server postgresql chromium python3-venv
 
 venv: $(STAMP)
 

@@ -138,6 +138,10 @@ class Connection:
     def run(self, command: str, *, timeout: float = 120.0, stdin: bytes | None = None,
             check: bool = True) -> tuple[int, str, str]:  # fmt: skip
         """Run `command` in the board's shell; (exit status, stdout, stderr)."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SshError(f"{self.target}: the connection dropped (run it again: what was "
+                           "done so far is kept)")  # fmt: skip
         try:
             chan_in, out, err = self.client.exec_command(command, timeout=timeout)
             if stdin is not None:

@@ -40,6 +40,8 @@ class Sshd:
     folder: Path
     user: str = "root"
     port: int = 0
+    extra: str = ""
+    """More sshd_config lines (e.g. SetEnv PATH=... for a board without a usable python3)."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -64,7 +66,7 @@ class Sshd:
             f"HostKey {self.folder / 'host_ed25519'}\nPidFile {self.folder / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {keys}/%u\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n"
-            "Subsystem sftp internal-sftp\nStrictModes no\n"
+            "Subsystem sftp internal-sftp\nStrictModes no\n" + self.extra
         )
         Path("/run/sshd").mkdir(exist_ok=True)
         log = (self.folder / "sshd.log").open("wb")
@@ -96,3 +98,25 @@ class Sshd:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+UNPRIVILEGED = "edgeopt-ssh"
+"""A plain user for tests that log in as somebody other than root."""
+
+
+def ensure_user(name: str = UNPRIVILEGED) -> str | None:
+    """Make sure `name` exists and may log in with a key; None, or why it cannot be done."""
+    import os
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        if os.geteuid() != 0:
+            return f"no user {name} and not root to create it"
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True)
+    if os.geteuid() == 0:
+        # useradd leaves the account locked ("!"), which sshd refuses without PAM; "*" means
+        # no password: keys only.
+        subprocess.run(["usermod", "-p", "*", name], check=True)
+    return None

@@ -6,12 +6,14 @@ edgeopt ssh facts pi@raspberrypi.local [--json]     what the board is, with no a
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from edgeopt.host import remote, ssh
+from edgeopt.host import bootstrap, remote, ssh
+from edgeopt.host.cli.common import Session
 from edgeopt.host.output import echo_json
 from edgeopt.proto.capabilities import format_summary, to_dict
 
@@ -41,7 +43,7 @@ def open_connection(target: str, accept_new_host_key: bool, identity: Path | Non
 
 @click.group("ssh")
 def ssh_cmd() -> None:
-    """Boards over SSH: facts without an agent."""
+    """Boards over SSH: facts without an agent, installing and removing the agent."""
 
 
 @ssh_cmd.command("facts")
@@ -64,3 +66,95 @@ def facts_cmd(
         return
     click.echo(f"{conn.target} (over SSH, no agent)")
     click.echo(format_summary(found.capabilities))
+
+
+def _cache() -> Path:
+    import os  # noqa: PLC0415
+
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "edgeopt" / "bootstrap"
+
+
+@ssh_cmd.command("bootstrap")
+@click.argument("target", metavar="[USER@]HOST[:PORT]")
+@click.option("--name", required=True, help="the device's name in the inventory")
+@click.option("--offline", is_flag=True,
+              help="install from wheels fetched here for the board (no index there)")  # fmt: skip
+@click.option("--folder", default="~/.edgeopt", show_default=True,
+              help="the agent's folder on the board (venv, store, token, log)")  # fmt: skip
+@click.option("--port", type=int, default=50051, show_default=True,
+              help="the agent's loopback port on the board")  # fmt: skip
+@click.option("--wheel", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="install this edgeopt wheel (default: build one from the source)")  # fmt: skip
+@click.option("--start-timeout", type=float, default=60.0, show_default=True)
+@ssh_options
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_obj
+def bootstrap_cmd(  # noqa: PLR0917  (click passes each option by name)
+    session: Session,
+    target: str,
+    name: str,
+    offline: bool,
+    folder: str,
+    port: int,
+    wheel: Path | None,
+    start_timeout: float,
+    accept_new_host_key: bool,
+    identity: Path | None,
+    connect_timeout: float,
+    as_json: bool,
+) -> None:
+    """Install (or upgrade) and start the agent on a board; add it to the inventory.
+
+    The agent listens on the board's loopback only; edgeopt reaches it through an SSH tunnel.
+    Running it again upgrades in place and keeps the store and the token.
+    """
+    start = time.monotonic()
+
+    def say(text: str) -> None:
+        if not as_json:
+            click.echo(f"{name}: {text}", err=True)
+
+    with open_connection(target, accept_new_host_key, identity, connect_timeout) as conn:
+        done = bootstrap.bootstrap(conn, folder=folder, port=port, offline=offline,
+                                   wheel=wheel, cache=_cache(), start_timeout=start_timeout,
+                                   say=say)  # fmt: skip
+        spec = target if "@" in target else f"{conn.target.user}@{target}"
+    token_file = bootstrap.add_to_inventory(session.inventory_path, name, spec, done)
+    seconds = time.monotonic() - start
+    if as_json:
+        echo_json({"device": name, "ssh": spec, "address": done.address, "folder": done.folder,
+                   "manager": done.manager, "upgraded": done.upgraded,
+                   "token_file": str(token_file), "inventory": str(session.inventory_path),
+                   "seconds": round(seconds, 2)})  # fmt: skip
+        return
+    verb = "upgraded" if done.upgraded else "installed"
+    click.echo(f"{name}: agent {verb} in {done.folder}, serving on the board's {done.address} "
+               f"({done.manager}); reached through SSH ({spec}); {seconds:.1f} s")  # fmt: skip
+    click.echo(f"{name}: added to {session.inventory_path}")
+
+
+@ssh_cmd.command("remove")
+@click.argument("name")
+@click.option("--purge", is_flag=True, help="delete the board's model store too")
+@ssh_options
+@click.pass_obj
+def remove_cmd(  # noqa: PLR0917  (click passes each option by name)
+    session: Session,
+    name: str,
+    purge: bool,
+    accept_new_host_key: bool,
+    identity: Path | None,
+    connect_timeout: float,
+) -> None:
+    """Stop and uninstall a bootstrapped agent and drop it from the inventory."""
+    device = session.inventory().get(name)
+    if device.ssh is None:
+        raise click.ClickException(f"{name} has no ssh target in the inventory: nothing to remove")
+    folder = str(device.extra.get("agent_folder", "~/.edgeopt"))
+    with open_connection(device.ssh, accept_new_host_key, identity, connect_timeout) as conn:
+        gone = bootstrap.remove(conn, folder=folder, purge=purge)
+    bootstrap.drop_from_inventory(session.inventory_path, name)
+    kept = "" if purge else f"; the store {folder}/store is kept (--purge deletes it)"
+    click.echo(f"{name}: agent stopped, {', '.join(Path(g).name for g in gone)} removed{kept}")
+    click.echo(f"{name}: dropped from {session.inventory_path}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
@@ -20,7 +19,7 @@ from edgeopt.host.cli import cli
 from edgeopt.proto.capabilities import from_dict
 from tests import sshd
 
-UNPRIVILEGED = "edgeopt-ssh"
+UNPRIVILEGED = sshd.UNPRIVILEGED
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +37,9 @@ def user_server() -> Iterator[sshd.Sshd]:
     reason = sshd.unavailable_reason()
     if reason:
         pytest.skip(reason)
-    try:
-        pwd.getpwnam(UNPRIVILEGED)
-    except KeyError:
-        if os.geteuid() != 0:
-            pytest.skip(f"no user {UNPRIVILEGED} and not root to create it")
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", UNPRIVILEGED],
-                       check=True)  # fmt: skip
-    if os.geteuid() == 0:
-        # useradd leaves the account locked ("!"), which sshd refuses without PAM; "*" means
-        # no password, keys only.
-        subprocess.run(["usermod", "-p", "*", UNPRIVILEGED], check=True)
+    problem = sshd.ensure_user(UNPRIVILEGED)
+    if problem:
+        pytest.skip(problem)
     # sshd reads the user's authorized keys as that user: pytest's folders are root's alone.
     folder = Path(tempfile.mkdtemp(prefix="edgeopt-sshd-"))
     folder.chmod(0o755)

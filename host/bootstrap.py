@@ -1,0 +1,384 @@
+"""Install, start, upgrade and remove the agent on a board over SSH.
+
+`bootstrap` builds the agent's wheel on the host (edgeopt's own wheel: the base install is
+the agent's, see pyproject.toml), checks the board (architecture, glibc, python3 and its venv
+module, free disk), uploads the wheel by SFTP into the agent's folder on the board (`~/.edgeopt`
+by default), makes a venv there and installs the agent with its minimal dependencies, either
+from the board's package index or offline, from wheels the host downloads for the board's
+platform (`pip download --platform ... --only-binary=:all:`). It keeps or makes the board's
+token, starts the agent on the board's loopback port (a systemd user unit where systemd runs,
+else a detached process with a pid file), waits until it serves, and returns what the
+inventory needs; the host reaches the agent through an SSH tunnel, so it never listens on the
+network. Running it again upgrades in place: same folder, same token, same store.
+
+`remove` stops the agent and deletes its unit, venv, wheels and token; the store only with
+`purge`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeopt.host.ssh import Connection, SshError
+
+MIN_PYTHON = (3, 10)
+"""The oldest Python the agent's wheel installs on (pyproject's requires-python)."""
+MIN_FREE_BYTES = 400 << 20
+"""Room the venv needs: onnxruntime, numpy, grpcio and protobuf take about 250 MiB."""
+UNIT = "edgeopt-agent.service"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class BootstrapError(SshError):
+    """The board cannot take the agent, or the agent did not start; the message says why."""
+
+
+@dataclass(frozen=True)
+class Board:
+    """What bootstrap learned about the board."""
+
+    arch: str
+    glibc: tuple[int, int] | None
+    python: tuple[int, int, int] | None
+    venv: bool
+    free_bytes: int | None
+    systemd: bool
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What the inventory needs about a bootstrapped agent."""
+
+    folder: str
+    """The agent's folder on the board, absolute."""
+    address: str
+    """The agent's address as seen from the board (loopback)."""
+    token: str
+    manager: str
+    """"systemd" or "pidfile"."""
+    upgraded: bool
+    """An agent was installed there before (the store was kept)."""
+
+
+def _q(text: str) -> str:
+    return shlex.quote(text)
+
+
+def probe(conn: Connection, folder: str) -> Board:
+    """Architecture, glibc, python3, venv, free disk and systemd of the board."""
+    script = (
+        "uname -m; (getconf GNU_LIBC_VERSION 2>/dev/null || echo none); "
+        "(command -v python3 >/dev/null 2>&1 && python3 -c "
+        "'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])' || echo none); "
+        "(python3 -c 'import venv, ensurepip' >/dev/null 2>&1 && echo venv || echo novenv); "
+        f"mkdir -p {folder} && (df -Pk {folder} | tail -n 1); "
+        "(systemctl --user show-environment >/dev/null 2>&1 && echo systemd || echo nosystemd)"
+    )
+    _, out, _ = conn.run(script, timeout=60)
+    lines = out.splitlines()
+    if len(lines) < 6:
+        raise BootstrapError(f"{conn.target}: unexpected answer to the board check: {out!r}")
+    arch, libc, python, venv, df, systemd = lines[:6]
+    glibc = None
+    if libc.startswith("glibc "):
+        major, _, minor = libc.split()[1].partition(".")
+        glibc = (int(major), int(minor.split(".")[0] or 0))
+    version = tuple(int(p) for p in python.split(".")) if python != "none" else None
+    fields = df.split()
+    free = int(fields[3]) * 1024 if len(fields) >= 4 and fields[3].isdigit() else None
+    py = (version[0], version[1], version[2]) if version and len(version) == 3 else None
+    return Board(arch.strip(), glibc, py, venv.strip() == "venv", free,
+                 systemd.strip() == "systemd")  # fmt: skip
+
+
+def check(board: Board, target: object, folder: str) -> None:
+    """Refuse a board the agent cannot run on, saying what to fix."""
+    if board.python is None:
+        need = f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]}"
+        raise BootstrapError(f"{target}: the board has no python3 on the PATH: install Python "
+                             f">= {need} (e.g. apt install python3)")  # fmt: skip
+    if board.python[:2] < MIN_PYTHON:
+        shown = ".".join(map(str, board.python))
+        raise BootstrapError(f"{target}: python3 on the board is {shown}; the agent needs "
+                             f"Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]}")  # fmt: skip
+    if not board.venv:
+        raise BootstrapError(f"{target}: the board's python3 has no venv module: install it "
+                             "(e.g. apt install python3-venv)")  # fmt: skip
+    if board.glibc is None:
+        raise BootstrapError(f"{target}: no glibc on the board (musl?): ONNX Runtime's wheels "
+                             "need glibc")  # fmt: skip
+    if board.free_bytes is not None and board.free_bytes < MIN_FREE_BYTES:
+        raise BootstrapError(
+            f"{target}: only {board.free_bytes / 2**20:.0f} MiB free in {folder}; the agent "
+            f"needs about {MIN_FREE_BYTES / 2**20:.0f} MiB"
+        )
+
+
+def _source_digest() -> str:
+    files = sorted(p for d in ("agent", "proto") for p in (ROOT / d).rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts)  # fmt: skip
+    h = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    for path in files:
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_wheel(cache: Path) -> Path:
+    """Edgeopt's wheel built from this source tree (cached by the agent's sources' digest).
+
+    Raises:
+        BootstrapError: no source tree here (edgeopt installed from a wheel: pass --wheel).
+    """
+    if not (ROOT / "pyproject.toml").is_file():
+        raise BootstrapError("no edgeopt source tree next to this install: pass --wheel FILE")
+    out = cache / f"wheel-{_source_digest()}"
+    found = sorted(out.glob("edgeopt-*.whl"))
+    if found:
+        return found[0]
+    out.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "-w", str(out), str(ROOT)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    found = sorted(out.glob("edgeopt-*.whl"))
+    if done.returncode != 0 or not found:
+        raise BootstrapError(f"building the agent's wheel failed: {done.stderr.strip()[-500:]}")
+    return found[0]
+
+
+def platform_tags(board: Board) -> list[str]:
+    """Pip --platform tags the board's wheels may carry (manylinux up to its glibc)."""
+    assert board.glibc is not None
+    major, minor = board.glibc
+    tags = [f"manylinux_{major}_{m}_{board.arch}" for m in range(minor, 16, -1)]
+    tags += [f"manylinux2014_{board.arch}", f"linux_{board.arch}"]
+    return tags
+
+
+def download_wheels(wheel: Path, board: Board, cache: Path) -> Path:
+    """The agent's dependencies as wheels for the board's platform, fetched on the host."""
+    assert board.python is not None
+    py = f"{board.python[0]}{board.python[1]}"
+    out = cache / f"deps-{board.arch}-glibc{board.glibc[0]}.{board.glibc[1]}-py{py}"  # type: ignore[index]
+    stamp = out / f".{wheel.name}.done"
+    if stamp.exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+           "--only-binary=:all:", "--python-version", py, "--implementation", "cp",
+           "--dest", str(out), str(wheel)]  # fmt: skip
+    for tag in platform_tags(board):
+        cmd += ["--platform", tag]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BootstrapError(
+            f"downloading the agent's wheels for {board.arch}, Python {py}: "
+            f"{done.stderr.strip()[-800:]}"
+        )
+    stamp.touch()
+    return out
+
+
+def _upload(conn: Connection, files: list[Path], folder: str) -> None:
+    with conn.sftp() as sftp:
+        for path in files:
+            remote = f"{folder}/wheels/{path.name}"
+            try:
+                if sftp.stat(remote).st_size == path.stat().st_size:
+                    continue  # there from an earlier run (or an interrupted one that got this far)
+            except OSError:
+                pass
+            sftp.put(str(path), remote + ".part")
+            sftp.posix_rename(remote + ".part", remote)
+
+
+def _stop(conn: Connection, folder: str) -> None:
+    f = _q(folder)
+    conn.run(
+        f"systemctl --user stop {UNIT} >/dev/null 2>&1; "
+        f"if [ -f {f}/agent.pid ]; then pid=$(cat {f}/agent.pid); kill $pid 2>/dev/null; "
+        "for i in $(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done; "
+        f"kill -9 $pid 2>/dev/null; rm -f {f}/agent.pid; fi; true",
+        timeout=30,
+    )
+
+
+def _start(conn: Connection, folder: str, port: int, systemd: bool) -> str:
+    f = _q(folder)
+    serve = (f"{folder}/venv/bin/edgeopt-agent serve --listen 127.0.0.1:{port} "
+             f"--store {folder}/store --token-file {folder}/token "
+             f"--ready-file {folder}/ready")  # fmt: skip
+    conn.run(f"rm -f {f}/ready", timeout=30)
+    if systemd:
+        unit = (
+            "[Unit]\nDescription=edgeopt agent\n\n[Service]\n"
+            f"ExecStart={serve}\nRestart=on-failure\n"
+            f"StandardOutput=append:{folder}/agent.log\nStandardError=append:{folder}/agent.log\n"
+            "\n[Install]\nWantedBy=default.target\n"
+        )
+        conn.run(
+            f"mkdir -p ~/.config/systemd/user && cat > ~/.config/systemd/user/{UNIT} && "
+            f"systemctl --user daemon-reload && systemctl --user enable --now {UNIT}",
+            stdin=unit.encode(), timeout=60,
+        )  # fmt: skip
+        return "systemd"
+    conn.run(
+        f"cd {f} && (setsid nohup {serve} >> {f}/agent.log 2>&1 < /dev/null & "
+        f"echo $! > {f}/agent.pid)",
+        timeout=30,
+    )
+    return "pidfile"
+
+
+def _wait_ready(conn: Connection, folder: str, manager: str, timeout: float) -> str:
+    f = _q(folder)
+    alive = (f"systemctl --user is-active --quiet {UNIT}" if manager == "systemd"
+             else f"kill -0 $(cat {f}/agent.pid) 2>/dev/null")  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, out, _ = conn.run(
+            f"if [ -s {f}/ready ]; then echo READY; cat {f}/ready; "
+            f"elif {alive}; then echo STARTING; else echo DEAD; fi",
+            timeout=30,
+        )
+        state, _, rest = out.partition("\n")
+        if state == "READY":
+            return rest.strip()
+        if state == "DEAD":
+            _, log, _ = conn.run(f"tail -n 15 {f}/agent.log 2>/dev/null", check=False)
+            raise BootstrapError(f"{conn.target}: the agent did not start; the end of its log "
+                                 f"({folder}/agent.log):\n{log.rstrip()}")  # fmt: skip
+        time.sleep(0.3)
+    raise BootstrapError(f"{conn.target}: the agent did not serve within {timeout:g} s "
+                         f"(see {folder}/agent.log on the board)")  # fmt: skip
+
+
+def bootstrap(
+    conn: Connection,
+    *,
+    folder: str = "~/.edgeopt",
+    port: int = 50051,
+    offline: bool = False,
+    wheel: Path | None = None,
+    cache: Path,
+    start_timeout: float = 60.0,
+    say: Callable[[str], None] = lambda _: None,
+) -> Installed:
+    """Install or upgrade the agent on the board and start it; see the module docstring."""
+    _, home, _ = conn.run("cd && pwd", timeout=30)
+    folder = folder.replace("~", home.strip(), 1) if folder.startswith("~") else folder
+    f = _q(folder)
+    say("checking the board")
+    board = probe(conn, f)
+    check(board, conn.target, folder)
+    say("building the agent's wheel")
+    built = wheel or build_wheel(cache)
+    files = [built]
+    if offline:
+        say("downloading the agent's dependencies for the board")
+        deps = download_wheels(built, board, cache)
+        files += sorted(p for p in deps.glob("*.whl") if p.name != built.name)
+    conn.run(f"mkdir -p {f}/wheels {f}/store", timeout=30)
+    say(f"uploading {len(files)} wheel(s)")
+    _upload(conn, files, folder)
+    _, before, _ = conn.run(f"test -x {f}/venv/bin/edgeopt-agent && echo yes || echo no",
+                            timeout=30)  # fmt: skip
+    upgraded = before.strip() == "yes"
+    say("installing" if not upgraded else "upgrading in place")
+    pip = f"{f}/venv/bin/python -m pip --disable-pip-version-check --quiet"
+    index = f"--no-index --find-links {f}/wheels" if offline else ""
+    remote_wheel = f"{f}/wheels/{_q(built.name)}"
+    conn.run(
+        f"(test -x {f}/venv/bin/python || python3 -m venv {f}/venv) && "
+        f"{pip} install {index} {remote_wheel} && "
+        f"{pip} install --force-reinstall --no-deps {index} {remote_wheel}",
+        timeout=1800,
+    )
+    conn.run(
+        f"test -s {f}/token || (umask 077 && python3 -c "
+        f"'import secrets; print(secrets.token_urlsafe(32))' > {f}/token)",
+        timeout=30,
+    )
+    _, token, _ = conn.run(f"cat {f}/token", timeout=30)
+    say("starting the agent")
+    _stop(conn, folder)
+    manager = _start(conn, folder, port, board.systemd)
+    address = _wait_ready(conn, folder, manager, start_timeout)
+    return Installed(folder, address, token.strip(), manager, upgraded)
+
+
+def remove(conn: Connection, *, folder: str = "~/.edgeopt", purge: bool = False) -> list[str]:
+    """Stop the agent and delete what bootstrap made; the store too with `purge`."""
+    _, home, _ = conn.run("cd && pwd", timeout=30)
+    folder = folder.replace("~", home.strip(), 1) if folder.startswith("~") else folder
+    f = _q(folder)
+    _stop(conn, folder)
+    conn.run(
+        f"systemctl --user disable {UNIT} >/dev/null 2>&1; "
+        f"rm -f ~/.config/systemd/user/{UNIT}; systemctl --user daemon-reload >/dev/null 2>&1; "
+        "true",
+        timeout=30,
+    )
+    gone = ["venv", "wheels", "token", "ready", "agent.log", "agent.pid"]
+    if purge:
+        gone.append("store")
+    conn.run(f"cd {f} 2>/dev/null && rm -rf {' '.join(gone)}; "
+             f"{'rmdir ' + f + ' 2>/dev/null; ' if purge else ''}true", timeout=120)  # fmt: skip
+    return [f"{folder}/{g}" for g in gone]
+
+
+TOKENS_DIR = ".edgeopt-tokens"
+"""Folder beside the inventory that holds the tokens of bootstrapped agents (mode 0700)."""
+
+
+def _blocks(text: str) -> list[tuple[str | None, list[str]]]:
+    """The inventory's lines grouped by table header ([devices.x]), comments kept."""
+    out: list[tuple[str | None, list[str]]] = [(None, [])]
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            out.append((stripped.strip("[]").strip(), [line]))
+        else:
+            out[-1][1].append(line)
+    return out
+
+
+def add_to_inventory(inventory: Path, name: str, target: str, installed: Installed) -> Path:
+    """Write (or replace) the device's table; its token goes into a 0600 file beside it."""
+    tokens = inventory.parent / TOKENS_DIR
+    tokens.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token_file = tokens / f"{name}.token"
+    token_file.touch(mode=0o600)
+    token_file.chmod(0o600)
+    token_file.write_text(installed.token + "\n")
+    table = [
+        f"[devices.{name}]",
+        f'ssh = "{target}"',
+        f'address = "{installed.address}"',
+        f'token_file = "{TOKENS_DIR}/{name}.token"',
+        f'agent_folder = "{installed.folder}"',
+    ]
+    text = inventory.read_text() if inventory.exists() else ""
+    kept = [b for b in _blocks(text) if b[0] != f"devices.{name}"]
+    lines = [line for _, block in kept for line in block]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    lines += ([""] if lines else []) + table
+    inventory.write_text("\n".join(lines) + "\n")
+    return token_file
+
+
+def drop_from_inventory(inventory: Path, name: str) -> None:
+    """Remove the device's table and its token file (groups naming it are left to the user)."""
+    text = inventory.read_text()
+    kept = [b for b in _blocks(text) if b[0] != f"devices.{name}"]
+    inventory.write_text("\n".join(line for _, block in kept for line in block).rstrip() + "\n")
+    (inventory.parent / TOKENS_DIR / f"{name}.token").unlink(missing_ok=True)

@@ -1,0 +1,230 @@
+"""`edgeopt ssh bootstrap` / `ssh remove` against a real sshd: the agent installed offline from
+wheels the host fetched, started, reached through the tunnel, upgraded in place, removed; and
+the boards that cannot take it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from edgeopt.host import bootstrap, ssh
+from edgeopt.host.cli import cli
+from tests import sshd
+from tests.models import DigitsModel
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.Sshd]:
+    reason = sshd.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with sshd.Sshd(tmp_path_factory.mktemp("sshd")) as running:
+        yield running
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def home_for(tmp_path: Path, server: sshd.Sshd) -> Path:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, exist_ok=True)
+    kind, blob = (server.folder / "host_ed25519.pub").read_text().split()[:2]
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{server.port} {kind} {blob}\n")
+    (home / ".ssh" / "config").write_text(f"Host *\n  IdentityFile {server.client_key}\n")
+    return home
+
+
+def edgeopt(tmp_path: Path, home: Path, *args: str) -> Result:
+    base = ["--inventory", str(tmp_path / "edgeopt.toml"), "--state", str(tmp_path / "s.db"),
+            "--deadline", "20"]  # fmt: skip
+    # The wheels the host fetches for the board are cached across tests (and CI steps).
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    env = {"HOME": str(home), "SSH_AUTH_SOCK": "", "XDG_CACHE_HOME": str(cache)}
+    return CliRunner(env=env).invoke(cli, [*base, *args], catch_exceptions=False)
+
+
+def alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def test_bootstrap_deploy_upgrade_and_remove(
+    server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
+) -> None:
+    home = home_for(tmp_path, server)
+    folder, port = tmp_path / "board-agent", free_port()
+    target = f"root@127.0.0.1:{server.port}"
+    args = ("ssh", "bootstrap", target, "--name", "board", "--offline", "--folder", str(folder),
+            "--port", str(port), "--json")  # fmt: skip
+    first = edgeopt(tmp_path, home, *args)
+    assert first.exit_code == 0, first.output
+    done = json.loads(first.stdout)
+    assert done["upgraded"] is False and done["manager"] in ("pidfile", "systemd")
+    assert done["address"] == f"127.0.0.1:{port}" and done["folder"] == str(folder)
+    inventory = (tmp_path / "edgeopt.toml").read_text()
+    assert inventory == (
+        f'[devices.board]\nssh = "{target}"\naddress = "127.0.0.1:{port}"\n'
+        f'token_file = ".edgeopt-tokens/board.token"\nagent_folder = "{folder}"\n'
+    )
+    token = tmp_path / ".edgeopt-tokens" / "board.token"
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert token.read_text().strip() == (folder / "token").read_text().strip()
+    # The agent's promise: its venv holds the agent's dependencies and nothing of the host's.
+    pip = [str(folder / "venv/bin/python"), "-m", "pip", "list", "--format=json"]
+    listed = subprocess.run(pip, capture_output=True, text=True, check=True)
+    names = {p["name"].lower() for p in json.loads(listed.stdout)}
+    assert {"edgeopt", "grpcio", "protobuf", "numpy", "onnxruntime"} <= names
+    assert not names & {"torch", "onnx", "click", "paramiko", "sqlalchemy", "matplotlib"}
+    # Through the tunnel: deploy a real model.
+    deployed = edgeopt(tmp_path, home, "deploy", str(digits.onnx), "--device", "board",
+                       "--precision", "fp32", "--name", "digits", "--json")  # fmt: skip
+    assert deployed.exit_code == 0, deployed.output
+    # Again: an upgrade in place that keeps the store and the token.
+    pid_before = (folder / "agent.pid").read_text() if done["manager"] == "pidfile" else ""
+    second = edgeopt(tmp_path, home, *args)
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["upgraded"] is True
+    assert token.read_text().strip() == (folder / "token").read_text().strip()
+    if pid_before:
+        assert (folder / "agent.pid").read_text() != pid_before  # restarted on the new code
+    models = json.loads(edgeopt(tmp_path, home, "models", "--device", "board", "--json").stdout)
+    assert models[0]["models"]["models"][0]["name"] == "digits"
+    # Remove: stopped, its files gone, the store kept, the device dropped.
+    removed = edgeopt(tmp_path, home, "ssh", "remove", "board")
+    assert removed.exit_code == 0, removed.output
+    assert removed.output.splitlines()[0] == (
+        "board: agent stopped, venv, wheels, token, ready, agent.log, agent.pid removed; the "
+        f"store {folder}/store is kept (--purge deletes it)"
+    )
+    assert not (folder / "venv").exists() and (folder / "store").is_dir()
+    assert "[devices.board]" not in (tmp_path / "edgeopt.toml").read_text()
+    assert not token.exists()
+    with socket.socket() as s:  # nothing listens on the agent's port any more
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_an_agent_that_cannot_start_shows_its_log(server: sshd.Sshd, tmp_path: Path) -> None:
+    home = home_for(tmp_path, server)
+    folder = tmp_path / "board-agent"
+    with socket.socket() as taken:  # the agent's port is held by something else on the board
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = edgeopt(tmp_path, home, "ssh", "bootstrap", f"root@127.0.0.1:{server.port}",
+                         "--name", "board", "--offline", "--folder", str(folder), "--port",
+                         str(port), "--start-timeout", "30")  # fmt: skip
+    assert result.exit_code == 1
+    assert (f"Error: root@127.0.0.1:{server.port}: the agent did not start; the end of its "
+            f"log ({folder}/agent.log):") in result.output  # fmt: skip
+    assert f"127.0.0.1:{port}" in result.output.split("agent.log):", 1)[1]
+    assert not (tmp_path / "edgeopt.toml").exists()  # nothing written for a failed install
+
+
+def fake_board(tmp_path: Path, python: str | None) -> Path:
+    """A PATH folder: the tools bootstrap's check uses, and a python3 that is old or absent."""
+    bin_dir = Path(tempfile.mkdtemp(prefix="edgeopt-fakebin-"))
+    bin_dir.chmod(0o755)
+    for tool in ("sh", "uname", "getconf", "mkdir", "df", "tail", "cat", "pwd"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    if python is not None:
+        (bin_dir / "python3").write_text(f"#!/bin/sh\necho {python}\n")
+        (bin_dir / "python3").chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize(
+    ("python", "message"),
+    [
+        ("3.7.3", "python3 on the board is 3.7.3; the agent needs Python >= 3.10"),
+        (None, "the board has no python3 on the PATH: install Python >= 3.10"),
+    ],
+)
+def test_a_board_without_a_usable_python_is_refused(
+    python: str | None, message: str, tmp_path: Path
+) -> None:
+    reason = sshd.unavailable_reason() or sshd.ensure_user()
+    if reason:
+        pytest.skip(reason)
+    bin_dir = fake_board(tmp_path, python)
+    # The board's user: a plain account whose shell (sh) reads no rc file that would put
+    # another python3 first on the PATH.
+    folder = Path(tempfile.mkdtemp(prefix="edgeopt-sshd-"))
+    folder.chmod(0o755)
+    target = ""
+    try:
+        with sshd.Sshd(folder, user=sshd.UNPRIVILEGED, extra=f"SetEnv PATH={bin_dir}\n") as board:
+            home = home_for(tmp_path, board)
+            target = f"{sshd.UNPRIVILEGED}@127.0.0.1:{board.port}"
+            result = edgeopt(tmp_path, home, "ssh", "bootstrap", target, "--name", "old",
+                             "-i", str(board.client_key))  # fmt: skip
+    finally:
+        shutil.rmtree(bin_dir)
+        shutil.rmtree(folder, ignore_errors=True)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1].startswith(f"Error: {target}: {message}")
+    assert not (Path(f"~{sshd.UNPRIVILEGED}").expanduser() / ".edgeopt" / "venv").exists()
+
+
+def test_a_full_disk_is_refused(server: sshd.Sshd, tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        home = home_for(tmp_path, server)
+        result = edgeopt(tmp_path, home, "ssh", "bootstrap", f"root@127.0.0.1:{server.port}",
+                         "--name", "full", "--folder", str(small / "agent"))  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+    assert result.exit_code == 1
+    assert (f"Error: root@127.0.0.1:{server.port}: only 2 MiB free in {small}/agent; the "
+            "agent needs about 400 MiB") in result.output  # fmt: skip
+
+
+def test_a_connection_dropped_mid_bootstrap_then_a_rerun_completes(
+    server: sshd.Sshd, tmp_path: Path
+) -> None:
+    home = home_for(tmp_path, server)
+    os.environ["HOME"], old_home = str(home), os.environ.get("HOME", "")
+    folder, port = tmp_path / "board-agent", free_port()
+    try:
+        conn = ssh.connect(f"root@127.0.0.1:{server.port}", key_file=server.client_key)
+
+        def cut(text: str) -> None:
+            if text.startswith("installing"):
+                conn.client.close()  # the link goes down while the board installs
+
+        cache = Path(old_home or "/root") / ".cache" / "edgeopt" / "bootstrap"
+        with pytest.raises(ssh.SshError) as dropped:
+            bootstrap.bootstrap(conn, folder=str(folder), port=port, offline=True, cache=cache,
+                                say=cut)  # fmt: skip
+        assert "the connection dropped" in str(dropped.value) or "closed" in str(dropped.value)
+        with ssh.connect(f"root@127.0.0.1:{server.port}", key_file=server.client_key) as again:
+            done = bootstrap.bootstrap(again, folder=str(folder), port=port, offline=True,
+                                       cache=cache)  # fmt: skip
+            assert done.address == f"127.0.0.1:{port}"
+            bootstrap.remove(again, folder=str(folder), purge=True)
+        assert not folder.exists()
+    finally:
+        os.environ["HOME"] = old_home
