@@ -325,6 +325,20 @@ class Models:
             Refusal: RESOURCE_EXHAUSTED when `MAX_BENCH_QUEUE` callers already wait, NOT_FOUND
                 for an unknown model, and what the runner refuses.
         """
+        return self._heavy(request, "bench", "benchmarking", progress)
+
+    def profile(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Profile a stored model in the runner (agent.proto, Profile); in the Benchmark queue."""
+        return self._heavy(request, "profile", "profiling", lambda _: None)
+
+    def _heavy(
+        self,
+        request: dict[str, Any],
+        op: str,
+        doing: str,
+        progress: Callable[[dict[str, Any]], None],
+    ) -> dict[str, Any]:
+        """A benchmark or profile: the model resolved, then run alone in the runner."""
         if request.get("sha256"):
             sha256 = request["sha256"]
             if not self.store.blob(sha256).is_file():
@@ -355,8 +369,8 @@ class Models:
                 self._waiting -= 1
         try:
             answer = self._call(
-                {**request, "op": "bench", "path": str(self.store.blob(sha256)), "plan": plan},
-                during=f"benchmarking {what}",
+                {**request, "op": op, "path": str(self.store.blob(sha256)), "plan": plan},
+                during=f"{doing} {what}",
                 progress=progress,
             )
         finally:

@@ -20,6 +20,7 @@ Requests ("op" and its fields) and answers ("ok" and fields, or "ok": False, "co
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -245,11 +246,14 @@ def _smoke_inputs(session: Any, shapes: dict[str, list[int]] | None = None) -> d
     return feeds
 
 
-def _session(path: str, plan: dict[str, Any]) -> Any:
+def _session(path: str, plan: dict[str, Any], profile_prefix: str | None = None) -> Any:
     import onnxruntime as ort  # noqa: PLC0415
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     options.intra_op_num_threads = int(plan.get("intra_op_threads") or 0)
     options.inter_op_num_threads = int(plan.get("inter_op_threads") or 0)
     level = plan.get("graph_optimization_level", "")
@@ -272,11 +276,13 @@ def _session(path: str, plan: dict[str, Any]) -> Any:
     return ort.InferenceSession(path, options, providers=providers)
 
 
-def _load_session(path: str, plan: dict[str, Any]) -> tuple[Any, float]:
+def _load_session(
+    path: str, plan: dict[str, Any], profile_prefix: str | None = None
+) -> tuple[Any, float]:
     """A session with the plan's options, and how long loading took (ms)."""
     start = time.perf_counter()
     try:
-        session = _session(path, plan)
+        session = _session(path, plan, profile_prefix)
     except RequestError:
         raise
     except Exception as exc:
@@ -356,6 +362,8 @@ class Child:
             return self.infer(request["key"], request["inputs"])
         if op == "bench":
             return self.bench(request, emit)
+        if op == "profile":
+            return self.profile(request)
         if op == "stats":
             return {"ok": True, "rss_bytes": rss_bytes(),
                     "loaded": {k: v.memory_bytes for k, v in self.loaded.items()}}  # fmt: skip
@@ -476,6 +484,36 @@ class Child:
                 "other_cpu_load": others,
             },
         }  # fmt: skip
+
+    def profile(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Profile a model with ONNX Runtime's profiler; see agent.proto, Profile."""
+        import tempfile  # noqa: PLC0415
+
+        import onnxruntime as ort  # noqa: PLC0415
+
+        from edgeopt.proto import profiling  # noqa: PLC0415
+
+        plan = request.get("plan") or {}
+        runs = int(request.get("runs") or 20)
+        warmup = int(request.get("warmup") or 3)
+        with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as folder:
+            session, _ = _load_session(request["path"], plan,
+                                       profile_prefix=f"{folder}/trace")  # fmt: skip
+            inputs = request.get("inputs")
+            feeds = (
+                _to_arrays(inputs, session) if inputs
+                else _smoke_inputs(session, request.get("shapes"))
+            )  # fmt: skip
+            try:
+                for _ in range(warmup + runs):
+                    session.run(None, feeds)
+            except Exception as exc:
+                raise RequestError("INVALID_ARGUMENT", f"inference failed: {_line(exc)}") from exc
+            trace_path = session.end_profiling()
+            trace = Path(trace_path).read_bytes()
+        figures = profiling.aggregate(json.loads(trace), skip_runs=warmup)
+        return {"ok": True, **figures, "onnxruntime_version": ort.__version__,
+                "trace": trace if request.get("include_trace") else b""}  # fmt: skip
 
     def infer(self, key: str, inputs: list[TensorTuple]) -> dict[str, Any]:
         """Run a loaded model."""

@@ -350,6 +350,32 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             else:
                 _refused(context, payload)
 
+    def Profile(
+        self, request: agent_pb2.ProfileRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.ProfileResult:
+        """Profile a model with ONNX Runtime's profiler (agent.proto)."""
+        params = {
+            "name": request.name, "version": request.version, "sha256": request.sha256,
+            "plan": _plan_dict(request.plan) if request.HasField("plan") else None,
+            "inputs": [_tuple(t) for t in request.inputs] or None,
+            "shapes": {s.name: list(s.dims) for s in request.input_shapes} or None,
+            "runs": request.runs, "warmup": request.warmup,
+            "include_trace": request.include_trace,
+        }  # fmt: skip
+        try:
+            answer = self.models.profile(params)
+        except Refusal as exc:
+            _refused(context, exc)
+        plan = json_format.ParseDict(answer["plan"], agent_pb2.Plan(), ignore_unknown_fields=True)
+        return agent_pb2.ProfileResult(
+            sha256=answer["sha256"],
+            plan=plan,
+            runs=answer["runs"], run_ms=answer["run_ms"], node_ms=answer["node_ms"],
+            nodes=[agent_pb2.NodeProfile(**n) for n in answer["nodes"]],
+            op_types=[agent_pb2.OpTypeProfile(**t) for t in answer["op_types"]],
+            trace=answer["trace"], onnxruntime_version=answer["onnxruntime_version"],
+        )  # fmt: skip
+
     def Infer(
         self, request: agent_pb2.InferRequest, context: grpc.ServicerContext
     ) -> agent_pb2.InferResult:

@@ -357,6 +357,19 @@ class AgentClient:
 
         return await self._call("Benchmark", attempt, budget)
 
+    async def profile(
+        self, request: agent_pb2.ProfileRequest, timeout: float = 600.0
+    ) -> agent_pb2.ProfileResult:
+        """Run the agent's Profile (it waits in the Benchmark queue)."""
+
+        async def attempt(remaining: float) -> agent_pb2.ProfileResult:
+            reply: agent_pb2.ProfileResult = await self._stub.Profile(
+                request, timeout=remaining, metadata=self._metadata
+            )
+            return reply
+
+        return await self._call("Profile", attempt, timeout)
+
     async def infer(
         self,
         name: str,

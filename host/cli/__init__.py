@@ -26,6 +26,7 @@ from edgeopt.host.cli.compress import cache_cmd, compress_cmd
 from edgeopt.host.cli.devices import devices, profiles_cmd
 from edgeopt.host.cli.models import COMMANDS as MODEL_COMMANDS
 from edgeopt.host.cli.plan import plan_cmd
+from edgeopt.host.cli.profile import profile_cmd
 from edgeopt.host.cli.ssh import ssh_cmd
 
 
@@ -77,6 +78,7 @@ for command in (
     bench_cmd,
     plan_cmd,
     ssh_cmd,
+    profile_cmd,
 ):
     cli.add_command(command)
 

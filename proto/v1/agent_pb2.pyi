@@ -477,3 +477,81 @@ class Capabilities(_message.Message):
     hostname: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, arch: _Optional[str] = ..., cpu_vendor: _Optional[str] = ..., cpu_model: _Optional[str] = ..., physical_cores: _Optional[int] = ..., logical_cores: _Optional[int] = ..., usable_cores: _Optional[int] = ..., clusters: _Optional[_Iterable[_Union[CpuCluster, _Mapping]]] = ..., isa_features: _Optional[_Iterable[str]] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., store_free_bytes: _Optional[int] = ..., board_model: _Optional[str] = ..., os_name: _Optional[str] = ..., kernel: _Optional[str] = ..., libc: _Optional[str] = ..., python_version: _Optional[str] = ..., onnxruntime: _Optional[_Union[OnnxRuntimeInfo, _Mapping]] = ..., accelerators: _Optional[_Iterable[_Union[Accelerator, _Mapping]]] = ..., cpu_governor: _Optional[str] = ..., temperatures: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., agent_version: _Optional[str] = ..., fingerprint: _Optional[str] = ..., device_id: _Optional[str] = ..., hostname: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ProfileRequest(_message.Message):
+    __slots__ = ("name", "version", "sha256", "plan", "inputs", "input_shapes", "runs", "warmup", "include_trace")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_TRACE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    sha256: str
+    plan: Plan
+    inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    input_shapes: _containers.RepeatedCompositeFieldContainer[InputShape]
+    runs: int
+    warmup: int
+    include_trace: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., runs: _Optional[int] = ..., warmup: _Optional[int] = ..., include_trace: _Optional[bool] = ...) -> None: ...
+
+class NodeProfile(_message.Message):
+    __slots__ = ("node", "op_type", "provider", "calls", "total_ms", "mean_ms", "share")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    OP_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_MS_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    op_type: str
+    provider: str
+    calls: int
+    total_ms: float
+    mean_ms: float
+    share: float
+    def __init__(self, node: _Optional[str] = ..., op_type: _Optional[str] = ..., provider: _Optional[str] = ..., calls: _Optional[int] = ..., total_ms: _Optional[float] = ..., mean_ms: _Optional[float] = ..., share: _Optional[float] = ...) -> None: ...
+
+class OpTypeProfile(_message.Message):
+    __slots__ = ("op_type", "provider", "nodes", "calls", "total_ms", "share")
+    OP_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    op_type: str
+    provider: str
+    nodes: int
+    calls: int
+    total_ms: float
+    share: float
+    def __init__(self, op_type: _Optional[str] = ..., provider: _Optional[str] = ..., nodes: _Optional[int] = ..., calls: _Optional[int] = ..., total_ms: _Optional[float] = ..., share: _Optional[float] = ...) -> None: ...
+
+class ProfileResult(_message.Message):
+    __slots__ = ("sha256", "plan", "runs", "run_ms", "node_ms", "nodes", "op_types", "trace", "onnxruntime_version")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    RUN_MS_FIELD_NUMBER: _ClassVar[int]
+    NODE_MS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    OP_TYPES_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    ONNXRUNTIME_VERSION_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    plan: Plan
+    runs: int
+    run_ms: float
+    node_ms: float
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeProfile]
+    op_types: _containers.RepeatedCompositeFieldContainer[OpTypeProfile]
+    trace: bytes
+    onnxruntime_version: str
+    def __init__(self, sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., runs: _Optional[int] = ..., run_ms: _Optional[float] = ..., node_ms: _Optional[float] = ..., nodes: _Optional[_Iterable[_Union[NodeProfile, _Mapping]]] = ..., op_types: _Optional[_Iterable[_Union[OpTypeProfile, _Mapping]]] = ..., trace: _Optional[bytes] = ..., onnxruntime_version: _Optional[str] = ...) -> None: ...

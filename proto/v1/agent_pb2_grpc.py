@@ -79,6 +79,11 @@ class AgentStub:
                 request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.BenchmarkRequest.SerializeToString,
                 response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.BenchmarkEvent.FromString,
                 _registered_method=True)
+        self.Profile = channel.unary_unary(
+                '/edgeopt.v1.Agent/Profile',
+                request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ProfileRequest.SerializeToString,
+                response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ProfileResult.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -168,6 +173,15 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Profile(self, request, context):
+        """Profile a stored model with ONNX Runtime's profiler, in the runner: warm-up runs (left out
+        of the figures), then `runs` profiled runs; per-node and per-op-type aggregates, and the
+        raw Chrome trace when asked. Shares the Benchmark queue: one heavy run at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +229,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Benchmark,
                     request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.BenchmarkRequest.FromString,
                     response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.BenchmarkEvent.SerializeToString,
+            ),
+            'Profile': grpc.unary_unary_rpc_method_handler(
+                    servicer.Profile,
+                    request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ProfileRequest.FromString,
+                    response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.ProfileResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -460,6 +479,33 @@ class Agent:
             '/edgeopt.v1.Agent/Benchmark',
             edgeopt_dot_proto_dot_v1_dot_agent__pb2.BenchmarkRequest.SerializeToString,
             edgeopt_dot_proto_dot_v1_dot_agent__pb2.BenchmarkEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Profile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeopt.v1.Agent/Profile',
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.ProfileRequest.SerializeToString,
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.ProfileResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,118 @@
+"""`edgeopt profile`: per-operator time of a model on a board.
+
+edgeopt profile model.onnx --device pi4-kitchen       through the agent (Profile RPC)
+edgeopt profile model.onnx --ssh pi@raspberrypi.local  one-shot: the board's Python and ORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeopt.host import profile
+from edgeopt.host.cli.common import Session
+from edgeopt.host.cli.ssh import open_connection, ssh_options
+from edgeopt.host.client import AgentClient, plan_message, to_tensors
+from edgeopt.host.deploy import first_sample
+from edgeopt.host.output import echo_json
+from edgeopt.proto.v1 import agent_pb2
+
+
+def _shape(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    if not value:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError as exc:
+        raise click.BadParameter("comma-separated integers, e.g. 1,3,224,224") from exc
+
+
+@click.command("profile")
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--device", "-d", help="a device of the inventory (through its agent)")
+@click.option("--ssh", "ssh_target", metavar="[USER@]HOST[:PORT]",
+              help="one-shot over SSH with the board's own python3 and onnxruntime")  # fmt: skip
+@click.option("--python", default="python3", show_default=True,
+              help="the board's Python for --ssh")  # fmt: skip
+@click.option("--runs", type=int, default=20, show_default=True, help="profiled runs")
+@click.option("--warmup", type=int, default=3, show_default=True,
+              help="runs before, left out of the figures")  # fmt: skip
+@click.option("--threads", type=int, default=0, help="intra-op threads (default: ORT's)")
+@click.option("--provider", default="CPUExecutionProvider", show_default=True)
+@click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help=".npz whose first sample is fed (default: made up)")  # fmt: skip
+@click.option("--input-shape", callback=_shape, help="dims of a single input, e.g. 1,3,320,320")
+@click.option("--top", type=int, default=15, show_default=True, help="nodes listed")
+@click.option("--trace", "trace_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="save the Chrome trace JSON (opens in Perfetto)")  # fmt: skip
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="save a PNG bar chart of op types and top nodes")  # fmt: skip
+@ssh_options
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_obj
+def profile_cmd(  # noqa: PLR0917  (click passes each option by name)
+    session: Session,
+    model: Path,
+    device: str | None,
+    ssh_target: str | None,
+    python: str,
+    runs: int,
+    warmup: int,
+    threads: int,
+    provider: str,
+    inputs: Path | None,
+    input_shape: tuple[int, ...] | None,
+    top: int,
+    trace_path: Path | None,
+    plot_path: Path | None,
+    accept_new_host_key: bool,
+    identity: Path | None,
+    connect_timeout: float,
+    as_json: bool,
+) -> None:
+    """Where MODEL's time goes on a board, operator by operator."""
+    if (device is None) == (ssh_target is None):
+        raise click.UsageError("say where: --device NAME (its agent) or --ssh [USER@]HOST")
+    feed = first_sample(inputs, model) if inputs else None
+    if ssh_target is not None:
+        with open_connection(ssh_target, accept_new_host_key, identity, connect_timeout) as conn:
+            figures, trace, ort = profile.over_ssh(
+                conn, model, feed or profile.made_up_feed(model, input_shape), runs=runs,
+                warmup=warmup, threads=threads, python=python,
+            )  # fmt: skip
+        where = f"{conn.target} (one-shot, ONNX Runtime {ort})"
+    else:
+        assert device is not None
+        (chosen,) = session.reach([session.inventory().get(device)])
+        plan = {"precision": "", "intra_op_threads": threads, "inter_op_threads": 0,
+                "execution_provider": provider, "graph_optimization_level": ""}  # fmt: skip
+        shapes = [] if feed or input_shape is None else [
+            agent_pb2.InputShape(name=n, dims=list(input_shape))
+            for n in profile.made_up_feed(model, input_shape)]  # fmt: skip
+
+        async def go() -> agent_pb2.ProfileResult:
+            async with AgentClient(chosen.address, token=chosen.token(), device=chosen.name,
+                                   config=session.client) as client:  # fmt: skip
+                pushed = await client.push(model, "")
+                return await client.profile(agent_pb2.ProfileRequest(
+                    sha256=pushed.sha256, plan=plan_message(plan),
+                    inputs=to_tensors(feed or {}), input_shapes=shapes, runs=runs,
+                    warmup=warmup, include_trace=trace_path is not None))  # fmt: skip
+
+        reply = asyncio.run(go())
+        figures, trace = profile.result_dict(reply), reply.trace
+        where = f"{device} (agent, ONNX Runtime {reply.onnxruntime_version})"
+    if trace_path is not None:
+        trace_path.write_bytes(trace)
+    if plot_path is not None:
+        profile.plot(figures, plot_path, f"{model.name} on {where}", top)
+    if as_json:
+        echo_json({"where": where, **figures, "trace": str(trace_path) if trace_path else None})
+        return
+    click.echo(f"{model.name} on {where}: {figures['runs']} profiled runs")
+    click.echo(profile.report(figures, top, provider))
+    if trace_path is not None:
+        click.echo(f"trace: {trace_path} ({len(trace) / 1024:.0f} KiB; open it in Perfetto)")

@@ -1,0 +1,167 @@
+"""`edgeopt profile`: where a model's time goes on a board, operator by operator.
+
+Two ways to the same figures: through the agent's Profile RPC (ONNX Runtime's profiler in the
+runner, `runs` runs after a discarded warm-up), or one-shot over SSH with the board's own Python
+and ONNX Runtime when no agent runs there: the model, its input and a small script are uploaded
+to a temporary folder, run, the trace is fetched and the folder removed. Both read the trace with
+`edgeopt.proto.profiling`, so the aggregates mean the same. The trace is ONNX Runtime's Chrome
+trace JSON, which Perfetto (ui.perfetto.dev) and chrome://tracing open.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.host.output import table
+from edgeopt.host.ssh import Connection, SshError, quote
+from edgeopt.proto import profiling
+
+ONE_SHOT = r"""
+import json, sys
+import numpy as np
+import onnxruntime as ort
+model, feed_path, runs, warmup, threads, prefix = sys.argv[1:7]
+options = ort.SessionOptions()
+options.enable_profiling = True
+options.profile_file_prefix = prefix
+options.intra_op_num_threads = int(threads)
+options.log_severity_level = 3
+try:
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+except Exception as exc:
+    sys.stderr.write("ONNX Runtime %s cannot load the model: %s\n" % (ort.__version__, exc))
+    sys.exit(3)
+with np.load(feed_path) as data:
+    feed = {k: data[k] for k in data.files}
+for _ in range(int(warmup) + int(runs)):
+    session.run(None, feed)
+print(json.dumps({"trace": session.end_profiling(), "onnxruntime": ort.__version__}))
+"""
+
+
+def report(agg: Mapping[str, Any], top: int, requested: str = "") -> str:
+    """The top nodes, the op types, and nodes that fell back to the CPU, as text."""
+    lines = [
+        f"one run: {agg['run_ms']:.3g} ms wall, {agg['node_ms']:.3g} ms in operators",
+        "",
+        table(["NODE", "OP", "EP", "CALLS", "MEAN", "SHARE"], [
+            [n["node"][:48], n["op_type"], _ep(n["provider"]), str(n["calls"]),
+             f"{n['mean_ms']:.3g} ms", f"{n['share']:.1%}"]
+            for n in agg["nodes"][:top]
+        ]),
+        "",
+        table(["OP TYPE", "EP", "NODES", "TOTAL", "SHARE"], [
+            [t["op_type"], _ep(t["provider"]), str(t["nodes"]), f"{t['total_ms']:.3g} ms",
+             f"{t['share']:.1%}"]
+            for t in agg["op_types"]
+        ]),
+    ]  # fmt: skip
+    fell = profiling.fallbacks(agg["nodes"], requested)
+    if fell:
+        names = ", ".join(f"{n['node']} ({n['op_type']})" for n in fell[:10])
+        lines += ["", f"{len(fell)} node(s) fell back to the CPU from {_ep(requested)}: {names}"]
+    return "\n".join(lines)
+
+
+def _ep(provider: str) -> str:
+    return provider.removesuffix("ExecutionProvider") or "?"
+
+
+def plot(agg: Mapping[str, Any], path: Path, title: str, top: int = 20) -> None:
+    """A PNG bar chart of the op types' share of the time (and the top nodes)."""
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    types = list(agg["op_types"])[:top][::-1]
+    nodes = list(agg["nodes"])[:top][::-1]
+    figure = Figure(figsize=(10, 8), dpi=100)
+    ax1, ax2 = figure.subplots(2, 1)
+    ax1.barh([f"{t['op_type']} ({_ep(t['provider'])})" for t in types],
+             [100 * t["share"] for t in types], color="#1f77b4")  # fmt: skip
+    ax1.set_xlabel("share of operator time (%)")
+    ax1.set_title(title)
+    ax2.barh([n["node"][-40:] for n in nodes], [n["mean_ms"] for n in nodes], color="#ff7f0e")
+    ax2.set_xlabel("mean time per run (ms)")
+    ax2.set_title(f"top {len(nodes)} nodes")
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def over_ssh(
+    conn: Connection,
+    model: Path,
+    feed: Mapping[str, np.ndarray],
+    *,
+    runs: int,
+    warmup: int,
+    threads: int,
+    python: str = "python3",
+) -> tuple[dict[str, Any], bytes, str]:
+    """Profile with the board's own Python; (aggregates, trace bytes, its ONNX Runtime version).
+
+    Everything uploaded goes into one temporary folder on the board, removed at the end
+    whatever happens.
+    """
+    _, out, _ = conn.run("mktemp -d /tmp/edgeopt-profile.XXXXXX", timeout=30)
+    folder = out.strip()
+    if not folder.startswith("/tmp/edgeopt-profile."):
+        raise SshError(f"{conn.target}: mktemp gave {folder!r}")
+    try:
+        buffer = io.BytesIO()
+        np.savez(buffer, **feed)  # type: ignore[arg-type]
+        with conn.sftp() as sftp:
+            sftp.put(str(model), f"{folder}/model.onnx")
+            sftp.putfo(io.BytesIO(buffer.getvalue()), f"{folder}/feed.npz")
+            sftp.putfo(io.BytesIO(ONE_SHOT.encode()), f"{folder}/profile.py")
+        status, out, err = conn.run(
+            f"cd {quote(folder)} && {python} profile.py model.onnx feed.npz {runs} {warmup} "
+            f"{threads} {quote(folder + '/trace-' + uuid.uuid4().hex[:8])}",
+            timeout=3600, check=False,
+        )  # fmt: skip
+        if status != 0:
+            last = (err.strip().splitlines() or [f"exit status {status}"])[-1]
+            if "No module named 'onnxruntime'" in err or "No module named 'numpy'" in err:
+                last = f"the board's {python} has no onnxruntime (pip install onnxruntime)"
+            raise SshError(f"{conn.target}: profiling failed: {last}")
+        answer = json.loads(out.strip().splitlines()[-1])
+        with conn.sftp() as sftp, sftp.open(answer["trace"], "rb") as f:
+            trace = f.read()
+    finally:
+        conn.run(f"rm -rf {quote(folder)}", timeout=60, check=False)
+    events = json.loads(trace)
+    return profiling.aggregate(events, skip_runs=warmup), trace, answer["onnxruntime"]
+
+
+def made_up_feed(model: Path, shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
+    """Inputs from the model's signature: free dims 1 (or `shape` for a single input)."""
+    import onnx  # noqa: PLC0415
+
+    from edgeopt.host.compress import data as datasets  # noqa: PLC0415
+
+    specs = datasets.input_specs(onnx.load(str(model), load_external_data=False))
+    rng = np.random.default_rng(0)
+    feed = {}
+    for spec in specs:
+        dims = shape if shape is not None and len(specs) == 1 else tuple(
+            d if d is not None else 1 for d in spec.dims)  # fmt: skip
+        dtype = np.dtype(spec.dtype)
+        feed[spec.name] = (rng.random(dims).astype(dtype) if dtype.kind == "f"
+                           else np.zeros(dims, dtype=dtype))  # fmt: skip
+    return feed
+
+
+def result_dict(reply: Any) -> dict[str, Any]:
+    """A ProfileResult as the aggregates dict `report` and `plot` take."""
+    from google.protobuf import json_format  # noqa: PLC0415
+
+    out: dict[str, Any] = json_format.MessageToDict(
+        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    out.pop("trace", None)
+    return out

@@ -1,0 +1,130 @@
+"""`edgeopt profile`: through a real agent, and one-shot over a real sshd with the board's own
+Python and ONNX Runtime (here: the old ONNX Runtime 1.16.3 of the test set-up)."""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner, Result
+
+from edgeopt.host.cli import cli
+from tests import sshd
+from tests.cli.test_deploy import inventory
+from tests.conftest import RunningAgent
+from tests.models import DigitsModel
+
+OLD_ORT = Path(__file__).resolve().parents[2] / ".venv" / "ort-1.16.3" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.Sshd]:
+    reason = sshd.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with sshd.Sshd(tmp_path_factory.mktemp("sshd")) as running:
+        yield running
+
+
+def edgeopt(tmp_path: Path, *args: str, home: Path | None = None) -> Result:
+    base = ["--inventory", str(tmp_path / "edgeopt.toml"), "--state", str(tmp_path / "s.db")]
+    env = {"HOME": str(home)} if home else {}
+    return CliRunner(env=env).invoke(cli, [*base, *args], catch_exceptions=False)
+
+
+def home_for(tmp_path: Path, server: sshd.Sshd) -> Path:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, exist_ok=True)
+    kind, blob = (server.folder / "host_ed25519.pub").read_text().split()[:2]
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{server.port} {kind} {blob}\n")
+    return home
+
+
+def check_figures(out: dict[str, object], runs: int) -> None:
+    assert out["runs"] == runs
+    nodes = out["nodes"]
+    assert isinstance(nodes, list) and nodes
+    assert {n["op_type"] for n in nodes} >= {"Conv", "Gemm"}
+    assert all(n["calls"] == runs and n["provider"] == "CPUExecutionProvider" for n in nodes)
+    assert sum(n["share"] for n in nodes) == pytest.approx(1.0)
+    totals = [n["total_ms"] for n in nodes]
+    assert totals == sorted(totals, reverse=True)
+
+
+def test_profile_through_the_agent(
+    agent_factory: Callable[..., RunningAgent], digits: DigitsModel, tmp_path: Path
+) -> None:
+    inventory(tmp_path, {"a": agent_factory(name="a")})
+    trace, png = tmp_path / "trace.json", tmp_path / "ops.png"
+    result = edgeopt(tmp_path, "profile", str(digits.onnx), "--device", "a", "--runs", "10",
+                     "--warmup", "2", "--inputs", str(digits.validation), "--trace", str(trace),
+                     "--plot", str(png), "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    check_figures(out, 10)
+    assert out["where"].startswith("a (agent, ONNX Runtime ")
+    events = json.loads(trace.read_text())  # Chrome trace JSON, as Perfetto opens it
+    assert sum(e.get("name") == "model_run" for e in events) == 12  # warm-up runs included
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = edgeopt(tmp_path, "profile", str(digits.onnx), "--device", "a", "--runs", "5")
+    assert text.exit_code == 0, text.output
+    assert "OP TYPE" in text.output and "Conv" in text.output
+
+
+def test_profile_one_shot_over_ssh_leaves_nothing_behind(
+    server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
+) -> None:
+    if not OLD_ORT.exists():
+        pytest.skip("the ONNX Runtime 1.16.3 venv of the test set-up is missing (make unit)")
+    home = home_for(tmp_path, server)
+    before = set(glob.glob("/tmp/edgeopt-profile.*"))
+    result = edgeopt(tmp_path, "profile", str(digits.onnx), "--ssh",
+                     f"root@127.0.0.1:{server.port}", "-i", str(server.client_key), "--python",
+                     str(OLD_ORT), "--runs", "8", "--json", home=home)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["where"] == f"root@127.0.0.1:{server.port} (one-shot, ONNX Runtime 1.16.3)"
+    check_figures(out, 8)
+    assert set(glob.glob("/tmp/edgeopt-profile.*")) == before
+
+
+def test_a_model_the_boards_runtime_cannot_load_is_named(
+    server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
+) -> None:
+    if not OLD_ORT.exists():
+        pytest.skip("the ONNX Runtime 1.16.3 venv of the test set-up is missing (make unit)")
+    model = onnx.load(str(digits.onnx))
+    model.ir_version = 10  # ONNX Runtime 1.16 reads IR 9 at most
+    newer = tmp_path / "ir10.onnx"
+    onnx.save(model, str(newer))
+    home = home_for(tmp_path, server)
+    before = set(glob.glob("/tmp/edgeopt-profile.*"))
+    result = edgeopt(tmp_path, "profile", str(newer), "--ssh", f"root@127.0.0.1:{server.port}",
+                     "-i", str(server.client_key), "--python", str(OLD_ORT), home=home)  # fmt: skip
+    assert result.exit_code == 1
+    assert (f"Error: root@127.0.0.1:{server.port}: profiling failed: ONNX Runtime 1.16.3 cannot "
+            "load the model: ") in result.output  # fmt: skip
+    assert "Unsupported model IR version: 10, max supported IR version: 9" in result.output
+    assert set(glob.glob("/tmp/edgeopt-profile.*")) == before
+
+
+def test_a_board_python_without_onnxruntime_is_named(
+    server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
+) -> None:
+    home = home_for(tmp_path, server)
+    bare = tmp_path / "bare"
+    import venv
+
+    venv.create(bare, with_pip=False)  # a real Python with nothing installed
+    result = edgeopt(tmp_path, "profile", str(digits.onnx), "--ssh",
+                     f"root@127.0.0.1:{server.port}", "-i", str(server.client_key), "--python",
+                     str(bare / "bin" / "python"), home=home)  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: root@127.0.0.1:{server.port}: profiling failed: the board's "
+        f"{bare}/bin/python has no onnxruntime (pip install onnxruntime)"
+    )
