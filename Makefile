@@ -93,6 +93,7 @@ bench: venv system-packages
 	$(PY) benchmarks/tuning.py
 	$(PY) benchmarks/vs_olive.py
 	$(PY) benchmarks/fleet.py
+	$(PY) benchmarks/ssh.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -42,6 +42,10 @@ class Sshd:
     port: int = 0
     extra: str = ""
     """More sshd_config lines (e.g. SetEnv PATH=... for a board without a usable python3)."""
+    listen: str = "127.0.0.1"
+    """The address to listen on (a network namespace's own address for a "board")."""
+    prefix: tuple[str, ...] = ()
+    """A command sshd runs under, such as ("ip", "netns", "exec", NS)."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,7 +66,7 @@ class Sshd:
         self.port = self.port or _free_port()
         config = self.folder / "sshd_config"
         config.write_text(
-            f"ListenAddress 127.0.0.1\nPort {self.port}\n"
+            f"ListenAddress {self.listen}\nPort {self.port}\n"
             f"HostKey {self.folder / 'host_ed25519'}\nPidFile {self.folder / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {keys}/%u\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n"
@@ -70,7 +74,7 @@ class Sshd:
         )
         Path("/run/sshd").mkdir(exist_ok=True)
         log = (self.folder / "sshd.log").open("wb")
-        self.process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)],
+        self.process = subprocess.Popen([*self.prefix, str(SSHD), "-D", "-e", "-f", str(config)],
                                         stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         log.close()
         deadline = time.monotonic() + 20
@@ -78,7 +82,7 @@ class Sshd:
             if self.process.poll() is not None:
                 raise RuntimeError((self.folder / "sshd.log").read_text())
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                with socket.create_connection((self.listen, self.port), timeout=1):
                     return self
             except OSError:
                 time.sleep(0.05)

@@ -4,6 +4,7 @@ a real sshd, a real agent, the real CLI."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from edgeopt.host.cli import cli
-from tests import sshd
-from tests.conftest import RunningAgent
+from tests import netns, sshd
+from tests.conftest import RunningAgent, start_agent
 from tests.models import DigitsModel
 
 
@@ -90,3 +91,40 @@ def test_a_failed_ssh_login_is_the_reason_the_agent_cannot_be_reached(
     assert (f"the SSH tunnel through {target} failed: {target}: no key to offer (no "
             "IdentityFile in ~/.ssh/config, no ssh-agent, no ~/.ssh/id_* file)"
             ) in row["error"]  # fmt: skip
+
+
+def test_a_board_in_its_own_network_namespace_is_reached_only_through_ssh(
+    digits: DigitsModel, tmp_path: Path
+) -> None:
+    reason = netns.unavailable_reason() or sshd.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with netns.Lab(1) as lab:
+        board = lab.address(0)
+        inside = ("ip", "netns", "exec", lab.namespaces[0])
+        # The agent listens on the board's own loopback: nothing outside the namespace sees it.
+        agent = start_agent(tmp_path / "agent", prefix=inside)
+        port = int(agent.address.rsplit(":", 1)[1])
+        try:
+            with sshd.Sshd(tmp_path / "sshd", listen=board, port=22, prefix=inside) as server:
+                with socket.socket() as s:
+                    assert s.connect_ex((board, port)) != 0  # no way in but SSH
+                home = tmp_path / "home"
+                (home / ".ssh").mkdir(parents=True)
+                kind, blob = (server.folder / "host_ed25519.pub").read_text().split()[:2]
+                (home / ".ssh" / "known_hosts").write_text(f"{board} {kind} {blob}\n")
+                (home / ".ssh" / "config").write_text(
+                    f"Host pi-board\n  HostName {board}\n  User root\n"
+                    f"  IdentityFile {server.client_key}\n"
+                )
+                (tmp_path / "edgeopt.toml").write_text(
+                    f'[devices.pi]\nssh = "pi-board"\naddress = "127.0.0.1:{port}"\n'
+                    f'token_file = "{agent.token_file}"\n'
+                )
+                deployed = edgeopt(tmp_path, home, "deploy", str(digits.onnx), "--device", "pi",
+                                   "--precision", "fp32", "--name", "digits", "--json")  # fmt: skip
+                assert deployed.exit_code == 0, deployed.output
+                caps = json.loads(edgeopt(tmp_path, home, "devices", "show", "pi", "--json").stdout)
+                assert caps["capabilities"]["arch"]
+        finally:
+            agent.stop()
