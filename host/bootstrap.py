@@ -7,9 +7,10 @@ by default), makes a venv there and installs the agent with its minimal dependen
 from the board's package index or offline, from wheels the host downloads for the board's
 platform (`pip download --platform ... --only-binary=:all:`). It keeps or makes the board's
 token, starts the agent on the board's loopback port (a systemd user unit where systemd runs,
-else a detached process with a pid file), waits until it serves, and returns what the
-inventory needs; the host reaches the agent through an SSH tunnel, so it never listens on the
-network. Running it again upgrades in place: same folder, same token, same store.
+else a detached shell supervisor that restarts it when it dies, with a pid file), waits until
+it serves, and returns what the inventory needs; the host reaches the agent through an SSH
+tunnel, so it never listens on the network. Running it again upgrades in place: same folder,
+same token, same store.
 
 `remove` stops the agent and deletes its unit, venv, wheels and token; the store only with
 `purge`.
@@ -62,7 +63,7 @@ class Installed:
     """The agent's address as seen from the board (loopback)."""
     token: str
     manager: str
-    """"systemd" or "pidfile"."""
+    """"systemd" or "supervisor" (a shell loop that restarts it, with a pid file)."""
     upgraded: bool
     """An agent was installed there before (the store was kept)."""
 
@@ -200,13 +201,35 @@ def _upload(conn: Connection, files: list[Path], folder: str) -> None:
             sftp.posix_rename(remote + ".part", remote)
 
 
+SUPERVISOR = """#!/bin/sh
+# edgeopt's agent, supervised: restarted when it dies, given up after {tries} deaths within
+# {quick} s of starting (a crash loop: the log says why); stopped by SIGTERM to this script.
+trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT
+fails=0
+while :; do
+  started=$(date +%s)
+  {serve} >> {log} 2>&1 < /dev/null &
+  child=$!
+  echo "$child" > {folder}/agent.child
+  wait "$child"
+  code=$?
+  [ "$code" -eq 0 ] && exit 0
+  if [ $(( $(date +%s) - started )) -lt {quick} ]; then fails=$((fails + 1)); else fails=1; fi
+  echo "supervisor: the agent exited with status $code ($fails quick exit(s))" >> {log}
+  [ "$fails" -ge {tries} ] && exit "$code"
+  sleep 1
+done
+"""
+
+
 def _stop(conn: Connection, folder: str) -> None:
     f = _q(folder)
     conn.run(
         f"systemctl --user stop {UNIT} >/dev/null 2>&1; "
         f"if [ -f {f}/agent.pid ]; then pid=$(cat {f}/agent.pid); kill $pid 2>/dev/null; "
-        "for i in $(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done; "
-        f"kill -9 $pid 2>/dev/null; rm -f {f}/agent.pid; fi; true",
+        "for i in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done; "
+        # The supervisor leads its own process group (setsid): whatever is left goes with it.
+        f"kill -9 -- -$pid 2>/dev/null; rm -f {f}/agent.pid {f}/agent.child; fi; true",
         timeout=30,
     )
 
@@ -230,12 +253,16 @@ def _start(conn: Connection, folder: str, port: int, systemd: bool) -> str:
             stdin=unit.encode(), timeout=60,
         )  # fmt: skip
         return "systemd"
+    script = SUPERVISOR.format(serve=serve, log=f"{folder}/agent.log", folder=folder,
+                               tries=3, quick=10)  # fmt: skip
+    conn.run(f"cat > {f}/supervise.sh && chmod 755 {f}/supervise.sh", stdin=script.encode(),
+             timeout=30)  # fmt: skip
     conn.run(
-        f"cd {f} && (setsid nohup {serve} >> {f}/agent.log 2>&1 < /dev/null & "
+        f"cd {f} && (setsid nohup {f}/supervise.sh > /dev/null 2>&1 < /dev/null & "
         f"echo $! > {f}/agent.pid)",
         timeout=30,
     )
-    return "pidfile"
+    return "supervisor"
 
 
 def _wait_ready(conn: Connection, folder: str, manager: str, timeout: float) -> str:
@@ -327,7 +354,7 @@ def remove(conn: Connection, *, folder: str = "~/.edgeopt", purge: bool = False)
         "true",
         timeout=30,
     )
-    gone = ["venv", "wheels", "token", "ready", "agent.log", "agent.pid"]
+    gone = ["venv", "wheels", "token", "ready", "agent.log", "supervise.sh"]
     if purge:
         gone.append("store")
     conn.run(f"cd {f} 2>/dev/null && rm -rf {' '.join(gone)}; "

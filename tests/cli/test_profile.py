@@ -128,3 +128,22 @@ def test_a_board_python_without_onnxruntime_is_named(
         f"Error: root@127.0.0.1:{server.port}: profiling failed: the board's "
         f"{bare}/bin/python has no onnxruntime (pip install onnxruntime)"
     )
+
+
+def test_nodes_that_left_the_asked_provider_are_named() -> None:
+    from edgeopt.proto import profiling
+
+    events = [
+        {"cat": "Session", "name": "model_run", "ts": 0, "dur": 1000},
+        {"cat": "Node", "name": "conv_kernel_time", "ts": 10, "dur": 600,
+         "args": {"op_name": "Conv", "provider": "CUDAExecutionProvider"}},
+        {"cat": "Node", "name": "nms_kernel_time", "ts": 700, "dur": 200,
+         "args": {"op_name": "NonMaxSuppression", "provider": "CPUExecutionProvider"}},
+    ]  # fmt: skip
+    figures = profiling.aggregate(events)
+    assert [n["node"] for n in figures["nodes"]] == ["conv", "nms"]
+    assert figures["nodes"][0]["share"] == pytest.approx(0.75)
+    assert (figures["runs"], figures["run_ms"], figures["node_ms"]) == (1, 1.0, 0.8)
+    fell = profiling.fallbacks(figures["nodes"], "CUDAExecutionProvider")
+    assert [n["node"] for n in fell] == ["nms"]
+    assert profiling.fallbacks(figures["nodes"], "CPUExecutionProvider") == []

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def test_bootstrap_deploy_upgrade_and_remove(
     first = edgeopt(tmp_path, home, *args)
     assert first.exit_code == 0, first.output
     done = json.loads(first.stdout)
-    assert done["upgraded"] is False and done["manager"] in ("pidfile", "systemd")
+    assert done["upgraded"] is False and done["manager"] in ("supervisor", "systemd")
     assert done["address"] == f"127.0.0.1:{port}" and done["folder"] == str(folder)
     inventory = (tmp_path / "edgeopt.toml").read_text()
     assert inventory == (
@@ -92,12 +93,24 @@ def test_bootstrap_deploy_upgrade_and_remove(
     names = {p["name"].lower() for p in json.loads(listed.stdout)}
     assert {"edgeopt", "grpcio", "protobuf", "numpy", "onnxruntime"} <= names
     assert not names & {"torch", "onnx", "click", "paramiko", "sqlalchemy", "matplotlib"}
-    # Through the tunnel: deploy a real model.
+    if done["manager"] == "supervisor":
+        # Supervised: an agent killed for real comes back on its own.
+        child = int((folder / "agent.child").read_text())
+        os.kill(child, 9)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            again = (folder / "agent.child").read_text().strip()
+            if again and int(again) != child:
+                break
+            time.sleep(0.2)
+        assert int((folder / "agent.child").read_text()) != child
+        assert "supervisor: the agent exited with status 137" in (folder / "agent.log").read_text()
+    # Through the tunnel (the client retries while the agent comes back): deploy a real model.
     deployed = edgeopt(tmp_path, home, "deploy", str(digits.onnx), "--device", "board",
                        "--precision", "fp32", "--name", "digits", "--json")  # fmt: skip
     assert deployed.exit_code == 0, deployed.output
     # Again: an upgrade in place that keeps the store and the token.
-    pid_before = (folder / "agent.pid").read_text() if done["manager"] == "pidfile" else ""
+    pid_before = (folder / "agent.pid").read_text() if done["manager"] == "supervisor" else ""
     second = edgeopt(tmp_path, home, *args)
     assert second.exit_code == 0, second.output
     assert json.loads(second.stdout)["upgraded"] is True
@@ -110,7 +123,7 @@ def test_bootstrap_deploy_upgrade_and_remove(
     removed = edgeopt(tmp_path, home, "ssh", "remove", "board")
     assert removed.exit_code == 0, removed.output
     assert removed.output.splitlines()[0] == (
-        "board: agent stopped, venv, wheels, token, ready, agent.log, agent.pid removed; the "
+        "board: agent stopped, venv, wheels, token, ready, agent.log, supervise.sh removed; the "
         f"store {folder}/store is kept (--purge deletes it)"
     )
     assert not (folder / "venv").exists() and (folder / "store").is_dir()
@@ -228,3 +241,20 @@ def test_a_connection_dropped_mid_bootstrap_then_a_rerun_completes(
         assert not folder.exists()
     finally:
         os.environ["HOME"] = old_home
+
+
+def test_bootstrap_online_installs_from_the_boards_index(server: sshd.Sshd, tmp_path: Path) -> None:
+    # The board (this machine, as root over SSH) resolves the agent's dependencies from its own
+    # package index; its pip cache makes repeated runs cheap.
+    home = home_for(tmp_path, server)
+    folder, port = tmp_path / "online-agent", free_port()
+    result = edgeopt(tmp_path, home, "ssh", "bootstrap", f"root@127.0.0.1:{server.port}",
+                     "--name", "online", "--folder", str(folder), "--port", str(port),
+                     "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["upgraded"] is False
+    listed = edgeopt(tmp_path, home, "devices", "--device", "online", "--json")
+    assert json.loads(listed.stdout)[0]["reachable"] is True
+    removed = edgeopt(tmp_path, home, "ssh", "remove", "online", "--purge")
+    assert removed.exit_code == 0, removed.output
+    assert not folder.exists()
