@@ -127,9 +127,13 @@ def op_summary(path: Path) -> str:
                    "DequantizeLinear", "QLinearConv", "DynamicQuantizeLSTM")
         if counts[op]
     ]  # fmt: skip
-    float_convs = counts["Conv"]
-    if float_convs:
-        shown.append(f"{float_convs} float Conv")
+    convs = counts["Conv"]
+    if convs:
+        # In QDQ form a Conv between DequantizeLinear nodes runs as int8 (ORT fuses it).
+        shown.append(
+            f"{convs} Conv"
+            + (" (QDQ)" if counts["DequantizeLinear"] and counts["QuantizeLinear"] else " (float)")
+        )
     return ", ".join(shown) or "float only"
 
 
