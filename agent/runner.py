@@ -292,6 +292,14 @@ def _load_session(
     return session, (time.perf_counter() - start) * 1e3
 
 
+def _feeds(request: dict[str, Any], session: Any) -> dict[str, Any]:
+    """The request's inputs, or inputs made up from the signature (and its shapes)."""
+    inputs = request.get("inputs")
+    if inputs:
+        return _to_arrays(inputs, session)
+    return _smoke_inputs(session, request.get("shapes"))
+
+
 def _to_arrays(tensors: list[TensorTuple], session: Any) -> dict[str, Any]:
     """Check tensors against the session's inputs and turn them into arrays."""
     import numpy as np  # noqa: PLC0415
@@ -438,11 +446,7 @@ class Child:
         budget = float(request.get("max_seconds") or 10.0)
         before = conditions()
         session, load_ms = _load_session(request["path"], plan)
-        inputs = request.get("inputs")
-        feeds = (
-            _to_arrays(inputs, session) if inputs
-            else _smoke_inputs(session, request.get("shapes"))
-        )  # fmt: skip
+        feeds = _feeds(request, session)
         try:
             start = time.perf_counter()
             session.run(None, feeds)
@@ -499,11 +503,7 @@ class Child:
         with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as folder:
             session, _ = _load_session(request["path"], plan,
                                        profile_prefix=f"{folder}/trace")  # fmt: skip
-            inputs = request.get("inputs")
-            feeds = (
-                _to_arrays(inputs, session) if inputs
-                else _smoke_inputs(session, request.get("shapes"))
-            )  # fmt: skip
+            feeds = _feeds(request, session)
             try:
                 for _ in range(warmup + runs):
                     session.run(None, feeds)

@@ -321,10 +321,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         """Measure a model; progress events, then the result (agent.proto)."""
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
         params = {
-            "name": request.name, "version": request.version, "sha256": request.sha256,
-            "plan": _plan_dict(request.plan) if request.HasField("plan") else None,
-            "inputs": [_tuple(t) for t in request.inputs] or None,
-            "shapes": {s.name: list(s.dims) for s in request.input_shapes} or None,
+            **_model_run(request),
             "warmup": request.warmup, "min_repeats": request.min_repeats,
             "max_repeats": request.max_repeats, "target_ci": request.target_ci,
             "max_seconds": request.max_seconds,
@@ -355,10 +352,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     ) -> agent_pb2.ProfileResult:
         """Profile a model with ONNX Runtime's profiler (agent.proto)."""
         params = {
-            "name": request.name, "version": request.version, "sha256": request.sha256,
-            "plan": _plan_dict(request.plan) if request.HasField("plan") else None,
-            "inputs": [_tuple(t) for t in request.inputs] or None,
-            "shapes": {s.name: list(s.dims) for s in request.input_shapes} or None,
+            **_model_run(request),
             "runs": request.runs, "warmup": request.warmup,
             "include_trace": request.include_trace,
         }  # fmt: skip
@@ -418,6 +412,16 @@ def _benchmark_result(answer: dict[str, Any]) -> agent_pb2.BenchmarkResult:
             other_cpu_load=c["other_cpu_load"],
         ),
     )  # fmt: skip
+
+
+def _model_run(request: agent_pb2.BenchmarkRequest | agent_pb2.ProfileRequest) -> dict[str, Any]:
+    """What Benchmark and Profile share: the model, the plan and the inputs."""
+    return {
+        "name": request.name, "version": request.version, "sha256": request.sha256,
+        "plan": _plan_dict(request.plan) if request.HasField("plan") else None,
+        "inputs": [_tuple(t) for t in request.inputs] or None,
+        "shapes": {s.name: list(s.dims) for s in request.input_shapes} or None,
+    }  # fmt: skip
 
 
 def _tuple(tensor: agent_pb2.Tensor) -> TensorTuple:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import pg
+from tests import pg, sshd
 from tests.pg import Postgres
 
 BOARDS = Path(__file__).parent / "agent" / "data" / "boards"
@@ -172,3 +172,13 @@ def postgres() -> Iterator[Postgres]:
 def postgres_url(postgres: Postgres) -> str:
     """`postgresql://edgeopt:PASSWORD@127.0.0.1:PORT/edgeopt` on the session's server."""
     return postgres.url()
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.Sshd]:
+    """A real OpenSSH sshd on a loopback port, key-only, for root (tests/sshd.py)."""
+    reason = sshd.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with sshd.Sshd(tmp_path_factory.mktemp("sshd")) as running:
+        yield running

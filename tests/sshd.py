@@ -124,3 +124,26 @@ def ensure_user(name: str = UNPRIVILEGED) -> str | None:
         # no password: keys only.
         subprocess.run(["usermod", "-p", "*", name], check=True)
     return None
+
+
+def known_hosts_line(server: Sshd) -> str:
+    """The known_hosts line OpenSSH would record for `server`."""
+    kind, blob = (server.folder / "host_ed25519.pub").read_text().split()[:2]
+    name = server.listen if server.port == 22 else f"[{server.listen}]:{server.port}"
+    return f"{name} {kind} {blob}\n"
+
+
+def client_home(folder: Path, server: Sshd | None = None, config: str | None = None) -> Path:
+    """A $HOME whose ~/.ssh knows `server`'s host key and offers its client key to every host.
+
+    `config` replaces the default ~/.ssh/config ("Host *" with the server's client key).
+    """
+    home = folder / "home"
+    (home / ".ssh").mkdir(parents=True, exist_ok=True)
+    if server is not None:
+        with (home / ".ssh" / "known_hosts").open("a") as known:
+            known.write(known_hosts_line(server))
+    if config is None and server is not None:
+        config = f"Host *\n  IdentityFile {server.client_key}\n"
+    (home / ".ssh" / "config").write_text(config or "")
+    return home

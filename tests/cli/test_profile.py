@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -21,27 +21,10 @@ from tests.models import DigitsModel
 OLD_ORT = Path(__file__).resolve().parents[2] / ".venv" / "ort-1.16.3" / "bin" / "python"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.Sshd]:
-    reason = sshd.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with sshd.Sshd(tmp_path_factory.mktemp("sshd")) as running:
-        yield running
-
-
 def edgeopt(tmp_path: Path, *args: str, home: Path | None = None) -> Result:
     base = ["--inventory", str(tmp_path / "edgeopt.toml"), "--state", str(tmp_path / "s.db")]
     env = {"HOME": str(home)} if home else {}
     return CliRunner(env=env).invoke(cli, [*base, *args], catch_exceptions=False)
-
-
-def home_for(tmp_path: Path, server: sshd.Sshd) -> Path:
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True, exist_ok=True)
-    kind, blob = (server.folder / "host_ed25519.pub").read_text().split()[:2]
-    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{server.port} {kind} {blob}\n")
-    return home
 
 
 def check_figures(out: dict[str, object], runs: int) -> None:
@@ -76,24 +59,24 @@ def test_profile_through_the_agent(
 
 
 def test_profile_one_shot_over_ssh_leaves_nothing_behind(
-    server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
+    sshd_server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
 ) -> None:
     if not OLD_ORT.exists():
         pytest.skip("the ONNX Runtime 1.16.3 venv of the test set-up is missing (make unit)")
-    home = home_for(tmp_path, server)
+    home = sshd.client_home(tmp_path, sshd_server)
     before = set(glob.glob("/tmp/edgeopt-profile.*"))
-    result = edgeopt(tmp_path, "profile", str(digits.onnx), "--ssh",
-                     f"root@127.0.0.1:{server.port}", "-i", str(server.client_key), "--python",
-                     str(OLD_ORT), "--runs", "8", "--json", home=home)  # fmt: skip
+    target, key = f"root@127.0.0.1:{sshd_server.port}", str(sshd_server.client_key)
+    result = edgeopt(tmp_path, "profile", str(digits.onnx), "--ssh", target, "-i", key,
+                     "--python", str(OLD_ORT), "--runs", "8", "--json", home=home)  # fmt: skip
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["where"] == f"root@127.0.0.1:{server.port} (one-shot, ONNX Runtime 1.16.3)"
+    assert out["where"] == f"root@127.0.0.1:{sshd_server.port} (one-shot, ONNX Runtime 1.16.3)"
     check_figures(out, 8)
     assert set(glob.glob("/tmp/edgeopt-profile.*")) == before
 
 
 def test_a_model_the_boards_runtime_cannot_load_is_named(
-    server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
+    sshd_server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
 ) -> None:
     if not OLD_ORT.exists():
         pytest.skip("the ONNX Runtime 1.16.3 venv of the test set-up is missing (make unit)")
@@ -101,31 +84,32 @@ def test_a_model_the_boards_runtime_cannot_load_is_named(
     model.ir_version = 10  # ONNX Runtime 1.16 reads IR 9 at most
     newer = tmp_path / "ir10.onnx"
     onnx.save(model, str(newer))
-    home = home_for(tmp_path, server)
+    home = sshd.client_home(tmp_path, sshd_server)
     before = set(glob.glob("/tmp/edgeopt-profile.*"))
-    result = edgeopt(tmp_path, "profile", str(newer), "--ssh", f"root@127.0.0.1:{server.port}",
-                     "-i", str(server.client_key), "--python", str(OLD_ORT), home=home)  # fmt: skip
+    target, key = f"root@127.0.0.1:{sshd_server.port}", str(sshd_server.client_key)
+    result = edgeopt(tmp_path, "profile", str(newer), "--ssh", target, "-i", key, "--python",
+                     str(OLD_ORT), home=home)  # fmt: skip
     assert result.exit_code == 1
-    assert (f"Error: root@127.0.0.1:{server.port}: profiling failed: ONNX Runtime 1.16.3 cannot "
-            "load the model: ") in result.output  # fmt: skip
+    assert (f"Error: {target}: profiling failed: ONNX Runtime 1.16.3 cannot load the model: "
+            ) in result.output  # fmt: skip
     assert "Unsupported model IR version: 10, max supported IR version: 9" in result.output
     assert set(glob.glob("/tmp/edgeopt-profile.*")) == before
 
 
 def test_a_board_python_without_onnxruntime_is_named(
-    server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
+    sshd_server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
 ) -> None:
-    home = home_for(tmp_path, server)
+    home = sshd.client_home(tmp_path, sshd_server)
     bare = tmp_path / "bare"
     import venv
 
     venv.create(bare, with_pip=False)  # a real Python with nothing installed
-    result = edgeopt(tmp_path, "profile", str(digits.onnx), "--ssh",
-                     f"root@127.0.0.1:{server.port}", "-i", str(server.client_key), "--python",
-                     str(bare / "bin" / "python"), home=home)  # fmt: skip
+    target, key = f"root@127.0.0.1:{sshd_server.port}", str(sshd_server.client_key)
+    result = edgeopt(tmp_path, "profile", str(digits.onnx), "--ssh", target, "-i", key,
+                     "--python", str(bare / "bin" / "python"), home=home)  # fmt: skip
     assert result.exit_code == 1
     assert result.output.strip() == (
-        f"Error: root@127.0.0.1:{server.port}: profiling failed: the board's "
+        f"Error: root@127.0.0.1:{sshd_server.port}: profiling failed: the board's "
         f"{bare}/bin/python has no onnxruntime (pip install onnxruntime)"
     )
 

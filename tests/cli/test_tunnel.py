@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,25 +17,15 @@ from tests.conftest import RunningAgent, start_agent
 from tests.models import DigitsModel
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.Sshd]:
-    reason = sshd.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with sshd.Sshd(tmp_path_factory.mktemp("sshd")) as running:
-        yield running
-
-
-def setup(tmp_path: Path, server: sshd.Sshd, agent: RunningAgent, ssh: str = "board") -> Path:
+def setup(tmp_path: Path, sshd_server: sshd.Sshd, agent: RunningAgent, ssh: str = "board") -> Path:
     """A home whose ~/.ssh knows the board, and an inventory reaching the agent through SSH."""
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     (home / ".ssh" / "config").write_text(
-        f"Host board\n  HostName 127.0.0.1\n  Port {server.port}\n  User root\n"
-        f"  IdentityFile {server.client_key}\n"
+        f"Host board\n  HostName 127.0.0.1\n  Port {sshd_server.port}\n  User root\n"
+        f"  IdentityFile {sshd_server.client_key}\n"
     )
-    kind, blob = (server.folder / "host_ed25519.pub").read_text().split()[:2]
-    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{server.port} {kind} {blob}\n")
+    (home / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line(sshd_server))
     inv = tmp_path / "edgeopt.toml"
     inv.write_text(
         f'[devices.pi]\nssh = "{ssh}"\naddress = "{agent.address}"\n'
@@ -53,12 +43,12 @@ def edgeopt(tmp_path: Path, home: Path, *args: str) -> Result:
 
 def test_every_command_works_through_the_tunnel(
     agent_factory: Callable[..., RunningAgent],
-    server: sshd.Sshd,
+    sshd_server: sshd.Sshd,
     digits: DigitsModel,
     tmp_path: Path,
 ) -> None:
     agent = agent_factory()
-    home = setup(tmp_path, server, agent)
+    home = setup(tmp_path, sshd_server, agent)
     listed = edgeopt(tmp_path, home, "devices", "--device", "pi", "--json")
     assert listed.exit_code == 0, listed.output
     (row,) = json.loads(listed.stdout)
@@ -79,15 +69,15 @@ def test_every_command_works_through_the_tunnel(
 
 
 def test_a_failed_ssh_login_is_the_reason_the_agent_cannot_be_reached(
-    agent_factory: Callable[..., RunningAgent], server: sshd.Sshd, tmp_path: Path
+    agent_factory: Callable[..., RunningAgent], sshd_server: sshd.Sshd, tmp_path: Path
 ) -> None:
     agent = agent_factory()
-    home = setup(tmp_path, server, agent, ssh=f"nobody-here@127.0.0.1:{server.port}")
+    home = setup(tmp_path, sshd_server, agent, ssh=f"nobody-here@127.0.0.1:{sshd_server.port}")
     result = edgeopt(tmp_path, home, "models", "--device", "pi", "--json")
     assert result.exit_code == 1
     (row,) = json.loads(result.stdout)
     assert "cannot reach the agent at 127.0.0.1:" in row["error"]
-    target = f"nobody-here@127.0.0.1:{server.port}"
+    target = f"nobody-here@127.0.0.1:{sshd_server.port}"
     assert (f"the SSH tunnel through {target} failed: {target}: no key to offer (no "
             "IdentityFile in ~/.ssh/config, no ssh-agent, no ~/.ssh/id_* file)"
             ) in row["error"]  # fmt: skip
@@ -106,16 +96,15 @@ def test_a_board_in_its_own_network_namespace_is_reached_only_through_ssh(
         agent = start_agent(tmp_path / "agent", prefix=inside)
         port = int(agent.address.rsplit(":", 1)[1])
         try:
-            with sshd.Sshd(tmp_path / "sshd", listen=board, port=22, prefix=inside) as server:
+            with sshd.Sshd(tmp_path / "sshd", listen=board, port=22, prefix=inside) as sshd_server:
                 with socket.socket() as s:
                     assert s.connect_ex((board, port)) != 0  # no way in but SSH
                 home = tmp_path / "home"
                 (home / ".ssh").mkdir(parents=True)
-                kind, blob = (server.folder / "host_ed25519.pub").read_text().split()[:2]
-                (home / ".ssh" / "known_hosts").write_text(f"{board} {kind} {blob}\n")
+                (home / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line(sshd_server))
                 (home / ".ssh" / "config").write_text(
                     f"Host pi-board\n  HostName {board}\n  User root\n"
-                    f"  IdentityFile {server.client_key}\n"
+                    f"  IdentityFile {sshd_server.client_key}\n"
                 )
                 (tmp_path / "edgeopt.toml").write_text(
                     f'[devices.pi]\nssh = "pi-board"\naddress = "127.0.0.1:{port}"\n'

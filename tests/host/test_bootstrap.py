@@ -11,7 +11,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,28 +24,10 @@ from tests.models import DigitsModel
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.Sshd]:
-    reason = sshd.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with sshd.Sshd(tmp_path_factory.mktemp("sshd")) as running:
-        yield running
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def home_for(tmp_path: Path, server: sshd.Sshd) -> Path:
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True, exist_ok=True)
-    kind, blob = (server.folder / "host_ed25519.pub").read_text().split()[:2]
-    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{server.port} {kind} {blob}\n")
-    (home / ".ssh" / "config").write_text(f"Host *\n  IdentityFile {server.client_key}\n")
-    return home
 
 
 def edgeopt(tmp_path: Path, home: Path, *args: str) -> Result:
@@ -67,11 +48,11 @@ def alive(pid_file: Path) -> bool:
 
 
 def test_bootstrap_deploy_upgrade_and_remove(
-    server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
+    sshd_server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
 ) -> None:
-    home = home_for(tmp_path, server)
+    home = sshd.client_home(tmp_path, sshd_server)
     folder, port = tmp_path / "board-agent", free_port()
-    target = f"root@127.0.0.1:{server.port}"
+    target = f"root@127.0.0.1:{sshd_server.port}"
     args = ("ssh", "bootstrap", target, "--name", "board", "--offline", "--folder", str(folder),
             "--port", str(port), "--json")  # fmt: skip
     first = edgeopt(tmp_path, home, *args)
@@ -133,18 +114,18 @@ def test_bootstrap_deploy_upgrade_and_remove(
         assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_an_agent_that_cannot_start_shows_its_log(server: sshd.Sshd, tmp_path: Path) -> None:
-    home = home_for(tmp_path, server)
+def test_an_agent_that_cannot_start_shows_its_log(sshd_server: sshd.Sshd, tmp_path: Path) -> None:
+    home = sshd.client_home(tmp_path, sshd_server)
     folder = tmp_path / "board-agent"
     with socket.socket() as taken:  # the agent's port is held by something else on the board
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        result = edgeopt(tmp_path, home, "ssh", "bootstrap", f"root@127.0.0.1:{server.port}",
+        result = edgeopt(tmp_path, home, "ssh", "bootstrap", f"root@127.0.0.1:{sshd_server.port}",
                          "--name", "board", "--offline", "--folder", str(folder), "--port",
                          str(port), "--start-timeout", "30")  # fmt: skip
     assert result.exit_code == 1
-    assert (f"Error: root@127.0.0.1:{server.port}: the agent did not start; the end of its "
+    assert (f"Error: root@127.0.0.1:{sshd_server.port}: the agent did not start; the end of its "
             f"log ({folder}/agent.log):") in result.output  # fmt: skip
     assert f"127.0.0.1:{port}" in result.output.split("agent.log):", 1)[1]
     assert not (tmp_path / "edgeopt.toml").exists()  # nothing written for a failed install
@@ -185,7 +166,7 @@ def test_a_board_without_a_usable_python_is_refused(
     target = ""
     try:
         with sshd.Sshd(folder, user=sshd.UNPRIVILEGED, extra=f"SetEnv PATH={bin_dir}\n") as board:
-            home = home_for(tmp_path, board)
+            home = sshd.client_home(tmp_path, board)
             target = f"{sshd.UNPRIVILEGED}@127.0.0.1:{board.port}"
             result = edgeopt(tmp_path, home, "ssh", "bootstrap", target, "--name", "old",
                              "-i", str(board.client_key))  # fmt: skip
@@ -197,7 +178,7 @@ def test_a_board_without_a_usable_python_is_refused(
     assert not (Path(f"~{sshd.UNPRIVILEGED}").expanduser() / ".edgeopt" / "venv").exists()
 
 
-def test_a_full_disk_is_refused(server: sshd.Sshd, tmp_path: Path) -> None:
+def test_a_full_disk_is_refused(sshd_server: sshd.Sshd, tmp_path: Path) -> None:
     small = tmp_path / "small"
     small.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)],
@@ -205,24 +186,24 @@ def test_a_full_disk_is_refused(server: sshd.Sshd, tmp_path: Path) -> None:
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
     try:
-        home = home_for(tmp_path, server)
-        result = edgeopt(tmp_path, home, "ssh", "bootstrap", f"root@127.0.0.1:{server.port}",
+        home = sshd.client_home(tmp_path, sshd_server)
+        result = edgeopt(tmp_path, home, "ssh", "bootstrap", f"root@127.0.0.1:{sshd_server.port}",
                          "--name", "full", "--folder", str(small / "agent"))  # fmt: skip
     finally:
         subprocess.run(["umount", str(small)], check=False)
     assert result.exit_code == 1
-    assert (f"Error: root@127.0.0.1:{server.port}: only 2 MiB free in {small}/agent; the "
+    assert (f"Error: root@127.0.0.1:{sshd_server.port}: only 2 MiB free in {small}/agent; the "
             "agent needs about 400 MiB") in result.output  # fmt: skip
 
 
 def test_a_connection_dropped_mid_bootstrap_then_a_rerun_completes(
-    server: sshd.Sshd, tmp_path: Path
+    sshd_server: sshd.Sshd, tmp_path: Path
 ) -> None:
-    home = home_for(tmp_path, server)
+    home = sshd.client_home(tmp_path, sshd_server)
     os.environ["HOME"], old_home = str(home), os.environ.get("HOME", "")
     folder, port = tmp_path / "board-agent", free_port()
     try:
-        conn = ssh.connect(f"root@127.0.0.1:{server.port}", key_file=server.client_key)
+        conn = ssh.connect(f"root@127.0.0.1:{sshd_server.port}", key_file=sshd_server.client_key)
 
         def cut(text: str) -> None:
             if text.startswith("installing"):
@@ -233,7 +214,9 @@ def test_a_connection_dropped_mid_bootstrap_then_a_rerun_completes(
             bootstrap.bootstrap(conn, folder=str(folder), port=port, offline=True, cache=cache,
                                 say=cut)  # fmt: skip
         assert "the connection dropped" in str(dropped.value) or "closed" in str(dropped.value)
-        with ssh.connect(f"root@127.0.0.1:{server.port}", key_file=server.client_key) as again:
+        with ssh.connect(
+            f"root@127.0.0.1:{sshd_server.port}", key_file=sshd_server.client_key
+        ) as again:
             done = bootstrap.bootstrap(again, folder=str(folder), port=port, offline=True,
                                        cache=cache)  # fmt: skip
             assert done.address == f"127.0.0.1:{port}"
@@ -243,12 +226,14 @@ def test_a_connection_dropped_mid_bootstrap_then_a_rerun_completes(
         os.environ["HOME"] = old_home
 
 
-def test_bootstrap_online_installs_from_the_boards_index(server: sshd.Sshd, tmp_path: Path) -> None:
+def test_bootstrap_online_installs_from_the_boards_index(
+    sshd_server: sshd.Sshd, tmp_path: Path
+) -> None:
     # The board (this machine, as root over SSH) resolves the agent's dependencies from its own
     # package index; its pip cache makes repeated runs cheap.
-    home = home_for(tmp_path, server)
+    home = sshd.client_home(tmp_path, sshd_server)
     folder, port = tmp_path / "online-agent", free_port()
-    result = edgeopt(tmp_path, home, "ssh", "bootstrap", f"root@127.0.0.1:{server.port}",
+    result = edgeopt(tmp_path, home, "ssh", "bootstrap", f"root@127.0.0.1:{sshd_server.port}",
                      "--name", "online", "--folder", str(folder), "--port", str(port),
                      "--json")  # fmt: skip
     assert result.exit_code == 0, result.output

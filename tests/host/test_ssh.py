@@ -23,15 +23,6 @@ UNPRIVILEGED = sshd.UNPRIVILEGED
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.Sshd]:
-    reason = sshd.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with sshd.Sshd(tmp_path_factory.mktemp("sshd")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def user_server() -> Iterator[sshd.Sshd]:
     """sshd accepting a key for an unprivileged user (created here when root)."""
     reason = sshd.unavailable_reason()
@@ -64,8 +55,7 @@ def edgeopt(home: Path, *args: str) -> Result:
 
 
 def host_pub(server: sshd.Sshd) -> str:
-    kind, blob = (server.folder / "host_ed25519.pub").read_text().split()[:2]
-    return f"{kind} {blob}"
+    return sshd.known_hosts_line(server).split(" ", 1)[1].strip()
 
 
 def openssh_fingerprint(pub: Path) -> str:
@@ -74,14 +64,14 @@ def openssh_fingerprint(pub: Path) -> str:
 
 
 def test_facts_over_ssh_are_the_agents_report_of_the_same_machine(
-    server: sshd.Sshd, tmp_path: Path
+    sshd_server: sshd.Sshd, tmp_path: Path
 ) -> None:
-    home = home_with(tmp_path, known=f"[127.0.0.1]:{server.port} {host_pub(server)}\n")
-    result = edgeopt(home, "ssh", "facts", f"root@127.0.0.1:{server.port}", "-i",
-                     str(server.client_key), "--json")  # fmt: skip
+    home = home_with(tmp_path, known=f"[127.0.0.1]:{sshd_server.port} {host_pub(sshd_server)}\n")
+    result = edgeopt(home, "ssh", "facts", f"root@127.0.0.1:{sshd_server.port}", "-i",
+                     str(sshd_server.client_key), "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["target"] == f"root@127.0.0.1:{server.port}"
+    assert out["target"] == f"root@127.0.0.1:{sshd_server.port}"
     remote = from_dict(out["capabilities"])
     local = agent_caps.collect(agent_caps.Sources.live_system())
     for name in ("arch", "cpu_vendor", "cpu_model", "physical_cores", "logical_cores",
@@ -98,41 +88,41 @@ def test_facts_over_ssh_are_the_agents_report_of_the_same_machine(
 
 
 def test_an_unknown_host_is_refused_and_accept_new_records_it(
-    server: sshd.Sshd, tmp_path: Path
+    sshd_server: sshd.Sshd, tmp_path: Path
 ) -> None:
     home = home_with(tmp_path)
-    target = f"root@127.0.0.1:{server.port}"
-    refused = edgeopt(home, "ssh", "facts", target, "-i", str(server.client_key))
-    fp = openssh_fingerprint(server.folder / "host_ed25519.pub")
+    target = f"root@127.0.0.1:{sshd_server.port}"
+    refused = edgeopt(home, "ssh", "facts", target, "-i", str(sshd_server.client_key))
+    fp = openssh_fingerprint(sshd_server.folder / "host_ed25519.pub")
     assert refused.exit_code == 1
     assert refused.output.strip() == (
         f"Error: {target}: unknown host key ssh-ed25519 {fp} (not in {home}/.ssh/known_hosts); "
         "check it, then connect again with --accept-new-host-key to record it"
     )
     assert not (home / ".ssh" / "known_hosts").exists()
-    accepted = edgeopt(home, "ssh", "facts", target, "-i", str(server.client_key),
+    accepted = edgeopt(home, "ssh", "facts", target, "-i", str(sshd_server.client_key),
                        "--accept-new-host-key")  # fmt: skip
     assert accepted.exit_code == 0, accepted.output
     recorded = (home / ".ssh" / "known_hosts").read_text()
-    assert recorded == f"[127.0.0.1]:{server.port} {host_pub(server)}\n"
-    again = edgeopt(home, "ssh", "facts", target, "-i", str(server.client_key))
+    assert recorded == f"[127.0.0.1]:{sshd_server.port} {host_pub(sshd_server)}\n"
+    again = edgeopt(home, "ssh", "facts", target, "-i", str(sshd_server.client_key))
     assert again.exit_code == 0, again.output
 
 
 def test_a_changed_host_key_is_refused_with_both_fingerprints(
-    server: sshd.Sshd, tmp_path: Path
+    sshd_server: sshd.Sshd, tmp_path: Path
 ) -> None:
     other = tmp_path / "other_host"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     kind, blob = other.with_suffix(".pub").read_text().split()[:2]
-    home = home_with(tmp_path, known=f"[127.0.0.1]:{server.port} {kind} {blob}\n")
-    target = f"root@127.0.0.1:{server.port}"
-    result = edgeopt(home, "ssh", "facts", target, "-i", str(server.client_key),
+    home = home_with(tmp_path, known=f"[127.0.0.1]:{sshd_server.port} {kind} {blob}\n")
+    target = f"root@127.0.0.1:{sshd_server.port}"
+    result = edgeopt(home, "ssh", "facts", target, "-i", str(sshd_server.client_key),
                      "--accept-new-host-key")  # fmt: skip
     assert result.exit_code == 1
     old, new = (
         openssh_fingerprint(other.with_suffix(".pub")),
-        openssh_fingerprint(server.folder / "host_ed25519.pub"),
+        openssh_fingerprint(sshd_server.folder / "host_ed25519.pub"),
     )
     assert result.output.strip() == (
         f"Error: {target}: the host key CHANGED: known_hosts has ssh-ed25519 {old}, the server "
@@ -142,11 +132,11 @@ def test_a_changed_host_key_is_refused_with_both_fingerprints(
     assert (home / ".ssh" / "known_hosts").read_text().count("\n") == 1  # nothing added
 
 
-def test_a_wrong_key_is_refused(server: sshd.Sshd, tmp_path: Path) -> None:
+def test_a_wrong_key_is_refused(sshd_server: sshd.Sshd, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
-    home = home_with(tmp_path, known=f"[127.0.0.1]:{server.port} {host_pub(server)}\n")
-    target = f"root@127.0.0.1:{server.port}"
+    home = home_with(tmp_path, known=f"[127.0.0.1]:{sshd_server.port} {host_pub(sshd_server)}\n")
+    target = f"root@127.0.0.1:{sshd_server.port}"
     result = edgeopt(home, "ssh", "facts", target, "-i", str(wrong))
     assert result.exit_code == 1
     assert result.output.startswith(
@@ -154,21 +144,23 @@ def test_a_wrong_key_is_refused(server: sshd.Sshd, tmp_path: Path) -> None:
     )
 
 
-def test_config_aliases_identity_files_and_a_proxy_jump(server: sshd.Sshd, tmp_path: Path) -> None:
+def test_config_aliases_identity_files_and_a_proxy_jump(
+    sshd_server: sshd.Sshd, tmp_path: Path
+) -> None:
     config = (
-        f"Host jumpbox\n  HostName 127.0.0.1\n  Port {server.port}\n  User root\n"
-        f"  IdentityFile {server.client_key}\n"
-        f"Host board\n  HostName 127.0.0.1\n  Port {server.port}\n  User root\n"
-        f"  IdentityFile {server.client_key}\n"
+        f"Host jumpbox\n  HostName 127.0.0.1\n  Port {sshd_server.port}\n  User root\n"
+        f"  IdentityFile {sshd_server.client_key}\n"
+        f"Host board\n  HostName 127.0.0.1\n  Port {sshd_server.port}\n  User root\n"
+        f"  IdentityFile {sshd_server.client_key}\n"
         "Host hidden-board\n  HostName 127.0.0.1\n"
-        f"  Port {server.port}\n  User root\n  IdentityFile {server.client_key}\n"
+        f"  Port {sshd_server.port}\n  User root\n  IdentityFile {sshd_server.client_key}\n"
         "  ProxyJump jumpbox\n"
     )
     home = home_with(tmp_path, config=config,
-                     known=f"[127.0.0.1]:{server.port} {host_pub(server)}\n")  # fmt: skip
+                     known=f"[127.0.0.1]:{sshd_server.port} {host_pub(sshd_server)}\n")  # fmt: skip
     direct = edgeopt(home, "ssh", "facts", "board", "--json")
     assert direct.exit_code == 0, direct.output
-    assert json.loads(direct.stdout)["target"] == f"root@127.0.0.1:{server.port}"
+    assert json.loads(direct.stdout)["target"] == f"root@127.0.0.1:{sshd_server.port}"
     jumped = edgeopt(home, "ssh", "facts", "hidden-board", "--json")
     assert jumped.exit_code == 0, jumped.output
     assert (
