@@ -12,6 +12,10 @@ TREE := $(VENV)/.edgeopt-tree
 PYTEST_ARGS ?=
 # An old ONNX Runtime, as boards with glibc 2.17 have, to load --target-ort artifacts for real.
 ORT_OLD := $(VENV)/ort-1.16.3
+# The contract's generator (grpcio-tools 1.70.0: code that old board runtimes load) and the
+# oldest runtimes that code must serve on (what Python 3.8 gets), each in a venv of its own.
+PROTOC_VENV := $(VENV)/grpc-tools-1.70
+GRPC_OLD := $(VENV)/grpc-1.70
 
 .PHONY: venv test lint typecheck unit demo proto bench clean system-packages FORCE
 
@@ -51,7 +55,22 @@ $(ORT_OLD)/.installed: | $(STAMP)
 	    || { cat $(ORT_OLD)/install.log; exit 1; }
 	@touch $@
 
-unit: venv $(ORT_OLD)/.installed system-packages
+$(PROTOC_VENV)/.installed: | $(STAMP)
+	@test -x $(PROTOC_VENV)/bin/python || $(PYTHON) -m venv $(PROTOC_VENV)
+	@$(PROTOC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	    'grpcio-tools==1.70.0' > $(PROTOC_VENV)/install.log 2>&1 \
+	    || { cat $(PROTOC_VENV)/install.log; exit 1; }
+	@touch $@
+
+$(GRPC_OLD)/.installed: | $(STAMP)
+	@test -x $(GRPC_OLD)/bin/python || $(PYTHON) -m venv $(GRPC_OLD)
+	@$(GRPC_OLD)/bin/python -m pip install --quiet --disable-pip-version-check \
+	    'grpcio==1.70.0' 'grpcio-health-checking==1.70.0' 'grpcio-reflection==1.70.0' \
+	    'protobuf==5.29.6' 'numpy<2' 'onnxruntime==1.19.2' > $(GRPC_OLD)/install.log 2>&1 \
+	    || { cat $(GRPC_OLD)/install.log; exit 1; }
+	@touch $@
+
+unit: venv $(ORT_OLD)/.installed $(PROTOC_VENV)/.installed $(GRPC_OLD)/.installed system-packages
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
@@ -59,7 +78,7 @@ test: lint typecheck unit
 demo: venv
 	@bash scripts/demo.sh
 
-proto: venv
+proto: venv $(PROTOC_VENV)/.installed
 	$(PY) scripts/gen_proto.py
 
 # policy-rc.d answering 101 is Debian's way to keep a package's service (postgresql's cluster,

@@ -4,14 +4,20 @@
 `python scripts/gen_proto.py --check` exits 1 and names the files that regenerating would change.
 
 protoc's path mapping (`edgeopt/proto=proto`) makes the generated modules import each other as
-`edgeopt.proto.v1...`, the name the package is installed under. The generator is pinned (the exact
-grpcio-tools in pyproject's dev extra) so that regenerating is byte-for-byte reproducible.
+`edgeopt.proto.v1...`, the name the package is installed under. The generator is pinned and
+old on purpose: grpcio-tools 1.70.0 (protoc 29, protobuf 5.29 code), in its own venv
+(`.venv/grpc-tools-1.70`, made by the Makefile), because generated code refuses any protobuf
+runtime older than its protoc and boards ship old ones: Python 3.8 gets protobuf 5.29 and
+grpcio 1.70 at most. That code loads on every runtime up to protobuf 7 and grpcio 1.85
+(tests/proto/test_old_runtime.py runs a real agent on the oldest pair). Pinned, regenerating
+is byte-for-byte reproducible. $EDGEOPT_PROTOC_PYTHON names another generator interpreter.
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
+import os
 import shutil
 import subprocess
 import sys
@@ -23,15 +29,30 @@ PROTO_DIR = ROOT / "proto"
 VIRTUAL = "edgeopt/proto"
 
 
+GENERATOR = ROOT / ".venv" / "grpc-tools-1.70" / "bin" / "python"
+"""The interpreter with grpcio-tools 1.70.0 (the Makefile's `proto` and `unit` targets make it)."""
+
+
+def generator() -> str:
+    """The Python that runs protoc: $EDGEOPT_PROTOC_PYTHON, else the pinned venv."""
+    chosen = os.environ.get("EDGEOPT_PROTOC_PYTHON") or str(GENERATOR)
+    if not Path(chosen).exists():
+        sys.exit(f"{chosen} is missing: `make proto` (or `make test`) makes it")
+    return chosen
+
+
 def generate(out: Path) -> list[Path]:
     """Run protoc on every .proto under proto/; return the generated files, relative to proto/."""
-    import grpc_tools  # noqa: PLC0415  (a dev dependency: only this script needs it)
-
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    python = generator()
+    found = subprocess.run(
+        [python, "-c", "import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    well_known = Path(found.stdout.strip()) / "_proto"
     sources = sorted(PROTO_DIR.rglob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
-            sys.executable,
+            python,
             "-m",
             "grpc_tools.protoc",
             f"--proto_path={VIRTUAL}={PROTO_DIR}",

@@ -46,11 +46,14 @@ def start_agent(
     token: str | None = "",
     ready_timeout: float = 30.0,
     prefix: tuple[str, ...] = (),
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
 ) -> RunningAgent:
     """Start `python -m edgeopt.agent serve` and wait for its ready file.
 
     token: "" makes a fresh random token, None runs without one. prefix: a command the agent
     runs under, such as ("taskset", "-c", "0") for a board that gives the agent one CPU.
+    python and env: another interpreter (a board's old runtimes) and what its environment adds.
     """
     tmp.mkdir(parents=True, exist_ok=True)
     token_file = None
@@ -62,12 +65,13 @@ def start_agent(
     ready = tmp / "ready"
     log = tmp / "agent.log"
     store = tmp / "store"
-    cmd = [*prefix, sys.executable, "-m", "edgeopt.agent", "serve", "--listen", "127.0.0.1:0"]
+    cmd = [*prefix, python, "-m", "edgeopt.agent", "serve", "--listen", "127.0.0.1:0"]
     cmd += ["--store", str(store), "--ready-file", str(ready), *args]
     if token_file is not None:
         cmd += ["--token-file", str(token_file)]
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **env} if env else None)  # fmt: skip
     deadline = time.monotonic() + ready_timeout
     while not ready.exists():
         if proc.poll() is not None:

@@ -1,8 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -78,7 +77,7 @@ class PushResult(_message.Message):
     size: int
     bytes_received: int
     already_present: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., bytes_received: _Optional[int] = ..., already_present: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., bytes_received: _Optional[int] = ..., already_present: bool = ...) -> None: ...
 
 class UploadStatusRequest(_message.Message):
     __slots__ = ("sha256",)
@@ -94,7 +93,7 @@ class UploadStatus(_message.Message):
     sha256: str
     complete: bool
     offset: int
-    def __init__(self, sha256: _Optional[str] = ..., complete: _Optional[bool] = ..., offset: _Optional[int] = ...) -> None: ...
+    def __init__(self, sha256: _Optional[str] = ..., complete: bool = ..., offset: _Optional[int] = ...) -> None: ...
 
 class TensorInfo(_message.Message):
     __slots__ = ("name", "dtype", "shape", "dim_names")
@@ -156,7 +155,7 @@ class ModelVersion(_message.Message):
     created_unix: float
     plan: Plan
     active: bool
-    def __init__(self, version: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., created_unix: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., active: _Optional[bool] = ...) -> None: ...
+    def __init__(self, version: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., created_unix: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., active: bool = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "active_version", "versions", "loaded", "memory_bytes", "inputs", "outputs")
@@ -174,7 +173,7 @@ class ModelInfo(_message.Message):
     memory_bytes: int
     inputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
     outputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
-    def __init__(self, name: _Optional[str] = ..., active_version: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., loaded: _Optional[bool] = ..., memory_bytes: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., active_version: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., loaded: bool = ..., memory_bytes: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -208,7 +207,7 @@ class DeleteRequest(_message.Message):
     name: str
     version: str
     force: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., force: bool = ...) -> None: ...
 
 class DeleteResult(_message.Message):
     __slots__ = ("versions_removed", "bytes_freed")
@@ -372,7 +371,7 @@ class GetCapabilitiesRequest(_message.Message):
     __slots__ = ("refresh",)
     REFRESH_FIELD_NUMBER: _ClassVar[int]
     refresh: bool
-    def __init__(self, refresh: _Optional[bool] = ...) -> None: ...
+    def __init__(self, refresh: bool = ...) -> None: ...
 
 class CpuCluster(_message.Message):
     __slots__ = ("core_name", "cpus", "max_freq_mhz", "implementer", "part")
@@ -498,7 +497,7 @@ class ProfileRequest(_message.Message):
     runs: int
     warmup: int
     include_trace: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., runs: _Optional[int] = ..., warmup: _Optional[int] = ..., include_trace: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., runs: _Optional[int] = ..., warmup: _Optional[int] = ..., include_trace: bool = ...) -> None: ...
 
 class NodeProfile(_message.Message):
     __slots__ = ("node", "op_type", "provider", "calls", "total_ms", "mean_ms", "share")
