@@ -32,7 +32,10 @@ def default_store() -> Path:
 def _size(text: str) -> int:
     """Bytes from "1048576", "500M", "2G" (binary units)."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    text = text.strip().upper()
+    for suffix in ("B", "I"):  # str.removesuffix is Python 3.9+; the agent runs on 3.8
+        if text.endswith(suffix):
+            text = text[: -len(suffix)]
     factor = units.get(text[-1:], 1)
     number = text[:-1] if text[-1:] in units else text
     try:

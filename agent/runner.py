@@ -33,10 +33,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Tuple  # noqa: UP035  (see TensorTuple)
 
 HEADER = struct.Struct("<Q")
-TensorTuple = tuple[str, str, tuple[int, ...], bytes]
+# typing.Tuple: a module-level alias is evaluated, and tuple[...] needs Python 3.9 (the agent
+# runs on 3.8).
+TensorTuple = Tuple[str, str, Tuple[int, ...], bytes]  # noqa: UP006
 """(name, numpy dtype name, shape, C-order bytes): how tensors cross the pipe."""
 
 
@@ -324,7 +326,8 @@ def _to_arrays(tensors: list[TensorTuple], session: Any) -> dict[str, Any]:
             )
         dims = list(arg.shape or [])
         if len(shape) != len(dims) or any(
-            isinstance(d, int) and d > 0 and d != s for d, s in zip(dims, shape, strict=False)
+            isinstance(d, int) and d > 0 and d != s
+            for d, s in zip(dims, shape)  # noqa: B905  (3.8: no strict=)
         ):
             shown = [d if isinstance(d, int) and d > 0 else "?" for d in dims]
             raise RequestError(
@@ -343,7 +346,7 @@ def _tuples(names: list[str], arrays: list[Any]) -> list[TensorTuple]:
     import numpy as np  # noqa: PLC0415
 
     out = []
-    for name, value in zip(names, arrays, strict=True):
+    for name, value in zip(names, arrays):  # noqa: B905  (3.8: no strict=; same length)
         array = np.ascontiguousarray(value)
         out.append((name, array.dtype.name, tuple(array.shape), array.tobytes()))
     return out
@@ -416,7 +419,7 @@ class Child:
             ) from exc
         smoke_ms = (time.perf_counter() - start) * 1e3
         names = [o.name for o in session.get_outputs()]
-        for name, value in zip(names, outputs, strict=True):
+        for name, value in zip(names, outputs):  # noqa: B905  (3.8: no strict=)
             array = np.asarray(value)
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 raise RequestError(
