@@ -19,7 +19,6 @@ same token, same store.
 from __future__ import annotations
 
 import hashlib
-import shlex
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeopt.host.ssh import Connection, SshError
+from edgeopt.host.ssh import Connection, SshError, quote
 
 MIN_PYTHON = (3, 10)
 """The oldest Python the agent's wheel installs on (pyproject's requires-python)."""
@@ -68,8 +67,12 @@ class Installed:
     """An agent was installed there before (the store was kept)."""
 
 
-def _q(text: str) -> str:
-    return shlex.quote(text)
+def _absolute(conn: Connection, folder: str) -> str:
+    """`folder` with a leading ~ replaced by the board user's home."""
+    if not folder.startswith("~"):
+        return folder
+    _, home, _ = conn.run("cd && pwd", timeout=30)
+    return folder.replace("~", home.strip(), 1)
 
 
 def probe(conn: Connection, folder: str) -> Board:
@@ -223,7 +226,7 @@ done
 
 
 def _stop(conn: Connection, folder: str) -> None:
-    f = _q(folder)
+    f = quote(folder)
     conn.run(
         f"systemctl --user stop {UNIT} >/dev/null 2>&1; "
         f"if [ -f {f}/agent.pid ]; then pid=$(cat {f}/agent.pid); kill $pid 2>/dev/null; "
@@ -235,7 +238,7 @@ def _stop(conn: Connection, folder: str) -> None:
 
 
 def _start(conn: Connection, folder: str, port: int, systemd: bool) -> str:
-    f = _q(folder)
+    f = quote(folder)
     serve = (f"{folder}/venv/bin/edgeopt-agent serve --listen 127.0.0.1:{port} "
              f"--store {folder}/store --token-file {folder}/token "
              f"--ready-file {folder}/ready")  # fmt: skip
@@ -266,7 +269,7 @@ def _start(conn: Connection, folder: str, port: int, systemd: bool) -> str:
 
 
 def _wait_ready(conn: Connection, folder: str, manager: str, timeout: float) -> str:
-    f = _q(folder)
+    f = quote(folder)
     alive = (f"systemctl --user is-active --quiet {UNIT}" if manager == "systemd"
              else f"kill -0 $(cat {f}/agent.pid) 2>/dev/null")  # fmt: skip
     deadline = time.monotonic() + timeout
@@ -300,9 +303,8 @@ def bootstrap(
     say: Callable[[str], None] = lambda _: None,
 ) -> Installed:
     """Install or upgrade the agent on the board and start it; see the module docstring."""
-    _, home, _ = conn.run("cd && pwd", timeout=30)
-    folder = folder.replace("~", home.strip(), 1) if folder.startswith("~") else folder
-    f = _q(folder)
+    folder = _absolute(conn, folder)
+    f = quote(folder)
     say("checking the board")
     board = probe(conn, f)
     check(board, conn.target, folder)
@@ -322,7 +324,7 @@ def bootstrap(
     say("installing" if not upgraded else "upgrading in place")
     pip = f"{f}/venv/bin/python -m pip --disable-pip-version-check --quiet"
     index = f"--no-index --find-links {f}/wheels" if offline else ""
-    remote_wheel = f"{f}/wheels/{_q(built.name)}"
+    remote_wheel = f"{f}/wheels/{quote(built.name)}"
     conn.run(
         f"(test -x {f}/venv/bin/python || python3 -m venv {f}/venv) && "
         f"{pip} install {index} {remote_wheel} && "
@@ -344,9 +346,8 @@ def bootstrap(
 
 def remove(conn: Connection, *, folder: str = "~/.edgeopt", purge: bool = False) -> list[str]:
     """Stop the agent and delete what bootstrap made; the store too with `purge`."""
-    _, home, _ = conn.run("cd && pwd", timeout=30)
-    folder = folder.replace("~", home.strip(), 1) if folder.startswith("~") else folder
-    f = _q(folder)
+    folder = _absolute(conn, folder)
+    f = quote(folder)
     _stop(conn, folder)
     conn.run(
         f"systemctl --user disable {UNIT} >/dev/null 2>&1; "

@@ -44,6 +44,11 @@ def _lat(row: dict[str, Any]) -> dict[str, Any]:
     return dict(row["result"]["latency"])
 
 
+def measured(row: dict[str, Any]) -> bool:
+    """The row holds a latency (an ok run)."""
+    return bool(row.get("status", "ok") == "ok" and row["result"].get("latency"))
+
+
 def case_key(row: dict[str, Any]) -> tuple[str, str, int, str]:
     """How a state row is matched across runs."""
     return (row["device"], row["precision"], int(row.get("threads") or 0),
@@ -96,7 +101,7 @@ def _ok(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, int, str], dict[
     """The newest ok row per case."""
     out: dict[tuple[str, str, int, str], dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: r["id"]):
-        if row.get("status", "ok") == "ok" and row["result"].get("latency"):
+        if measured(row):
             out[case_key(row)] = row
     return out
 
@@ -115,8 +120,8 @@ def compare(
     a, b = _ok(before), _ok(after)
     changes = []
     for key in sorted(a.keys() & b.keys()):
-        earlier = [r for r in history if case_key(r) == key and r["id"] < a[key]["id"]
-                   and r.get("status", "ok") == "ok" and r["result"].get("latency")]  # fmt: skip
+        earlier = [r for r in history
+                   if case_key(r) == key and r["id"] < a[key]["id"] and measured(r)]  # fmt: skip
         verdict, words = judge(a[key], b[key], threshold, [*earlier, a[key]])
         changes.append(Change(key, a[key], b[key], verdict, words))
     alone = [f"{name(k)}: measured only in the first run" for k in sorted(a.keys() - b.keys())]
@@ -131,7 +136,7 @@ def timeline(
     seen: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {}
     out = []
     for row in sorted(rows, key=lambda r: r["id"]):
-        if row.get("status", "ok") != "ok" or not row["result"].get("latency"):
+        if not measured(row):
             continue
         key = case_key(row)
         earlier = seen.setdefault(key, [])

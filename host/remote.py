@@ -113,7 +113,7 @@ def facts(conn: Connection) -> Facts:
         caps,
         arch=caps.arch or found.get("=uname", "").strip(),
         usable_cores=int(nproc) if nproc.isdigit() else None,
-        libc=system.libc_from_confstr(found.get("=libc", "").strip().replace("glibc ", "glibc ")),
+        libc=system.libc_from_confstr(found.get("=libc", "")),
         python_version=python,
         hostname=found.get("=hostname", "").strip(),
         onnxruntime=runtime_info,

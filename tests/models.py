@@ -190,3 +190,24 @@ def minilm_data(folder: Path, max_length: int = 48) -> tuple[Path, Path]:
         datasets.save(path, arrays)
         paths.append(path)
     return paths[0], paths[1]
+
+
+def matmul_chain(path: Path, weight: np.ndarray, depth: int) -> Path:
+    """A real model of `depth` chained MatMuls by `weight` (n x n) on an n x n input."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    n = weight.shape[0]
+    nodes, last = [], "x"
+    for i in range(depth):
+        nodes.append(helper.make_node("MatMul", [last, "w"], [f"h{i}"]))
+        last = f"h{i}"
+    graph = helper.make_graph(
+        nodes, "matmuls", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info(last, onnx.TensorProto.FLOAT, [n, n])],
+        initializer=[numpy_helper.from_array(weight.astype(np.float32), "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

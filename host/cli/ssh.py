@@ -6,6 +6,7 @@ edgeopt ssh facts pi@raspberrypi.local [--json]     what the board is, with no a
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,6 @@ def facts_cmd(
 
 
 def _cache() -> Path:
-    import os  # noqa: PLC0415
-
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "edgeopt" / "bootstrap"
 

@@ -30,7 +30,7 @@ from edgeopt.proto import auth
 from edgeopt.proto.errors import AlreadyExists, InvalidRequest, NotFound, ResourceExhausted
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 from tests.conftest import RunningAgent, start_agent
-from tests.models import DigitsModel
+from tests.models import DigitsModel, matmul_chain
 
 
 def stub(agent: RunningAgent) -> tuple[grpc.Channel, agent_pb2_grpc.AgentStub, tuple[Any, ...]]:
@@ -342,20 +342,7 @@ def runner_pid(agent: RunningAgent) -> int:
 
 def slow_model(path: Path) -> Path:
     """A real model that takes about a second per inference: 40 chained 1024x1024 MatMuls."""
-    w = numpy_helper.from_array(np.eye(1024, dtype=np.float32), "w")
-    nodes, last = [], "x"
-    for i in range(40):
-        nodes.append(helper.make_node("MatMul", [last, "w"], [f"h{i}"]))
-        last = f"h{i}"
-    graph = helper.make_graph(
-        nodes, "slow", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1024, 1024])],
-        [helper.make_tensor_value_info(last, onnx.TensorProto.FLOAT, [1024, 1024])],
-        initializer=[w],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return matmul_chain(path, np.eye(1024), 40)
 
 
 def test_a_runner_that_dies_fails_its_request_and_the_agent_serves_on(

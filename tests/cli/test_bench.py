@@ -9,10 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import sqlalchemy as sa
-from onnx import helper, numpy_helper
 
 from edgeopt.host import bench, history
 from edgeopt.host.client import ClientConfig
@@ -22,25 +20,13 @@ from edgeopt.host.inventory import Device
 from edgeopt.host.state import SCHEMA_VERSION, State, meta_table
 from tests.cli.test_deploy import edgeopt, inventory
 from tests.conftest import RunningAgent
-from tests.models import DigitsModel
+from tests.models import DigitsModel, matmul_chain
 
 
 def matmul_model(path: Path, n: int = 384, depth: int = 4) -> Path:
     """A real model that gains from a second thread: chained n x n MatMuls (~10 ms)."""
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array((rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32), "w")
-    nodes, last = [], "x"
-    for i in range(depth):
-        nodes.append(helper.make_node("MatMul", [last, "w"], [f"h{i}"]))
-        last = f"h{i}"
-    graph = helper.make_graph(
-        nodes, "mm", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, n])],
-        [helper.make_tensor_value_info(last, onnx.TensorProto.FLOAT, [n, n])], initializer=[w],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return matmul_chain(path, rng.standard_normal((n, n)) / np.sqrt(n), depth)
 
 
 def test_a_matrix_on_two_boards_one_compression_per_variant(

@@ -62,7 +62,7 @@ def test_profile_one_shot_over_ssh_leaves_nothing_behind(
     sshd_server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
 ) -> None:
     if not OLD_ORT.exists():
-        pytest.skip("the ONNX Runtime 1.16.3 venv of the test set-up is missing (make unit)")
+        pytest.fail(f"{OLD_ORT} missing: `make test` builds it (Makefile target ORT_OLD)")
     home = sshd.client_home(tmp_path, sshd_server)
     before = set(glob.glob("/tmp/edgeopt-profile.*"))
     target, key = f"root@127.0.0.1:{sshd_server.port}", str(sshd_server.client_key)
@@ -79,7 +79,7 @@ def test_a_model_the_boards_runtime_cannot_load_is_named(
     sshd_server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
 ) -> None:
     if not OLD_ORT.exists():
-        pytest.skip("the ONNX Runtime 1.16.3 venv of the test set-up is missing (make unit)")
+        pytest.fail(f"{OLD_ORT} missing: `make test` builds it (Makefile target ORT_OLD)")
     model = onnx.load(str(digits.onnx))
     model.ir_version = 10  # ONNX Runtime 1.16 reads IR 9 at most
     newer = tmp_path / "ir10.onnx"
