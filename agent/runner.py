@@ -33,12 +33,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Tuple  # noqa: UP035  (see TensorTuple)
+from typing import IO, Any, Tuple
 
 HEADER = struct.Struct("<Q")
 # typing.Tuple: a module-level alias is evaluated, and tuple[...] needs Python 3.9 (the agent
 # runs on 3.8).
-TensorTuple = Tuple[str, str, Tuple[int, ...], bytes]  # noqa: UP006
+TensorTuple = Tuple[str, str, Tuple[int, ...], bytes]
 """(name, numpy dtype name, shape, C-order bytes): how tensors cross the pipe."""
 
 
@@ -326,8 +326,7 @@ def _to_arrays(tensors: list[TensorTuple], session: Any) -> dict[str, Any]:
             )
         dims = list(arg.shape or [])
         if len(shape) != len(dims) or any(
-            isinstance(d, int) and d > 0 and d != s
-            for d, s in zip(dims, shape)  # noqa: B905  (3.8: no strict=)
+            isinstance(d, int) and d > 0 and d != s for d, s in zip(dims, shape)
         ):
             shown = [d if isinstance(d, int) and d > 0 else "?" for d in dims]
             raise RequestError(
@@ -346,7 +345,7 @@ def _tuples(names: list[str], arrays: list[Any]) -> list[TensorTuple]:
     import numpy as np  # noqa: PLC0415
 
     out = []
-    for name, value in zip(names, arrays):  # noqa: B905  (3.8: no strict=; same length)
+    for name, value in zip(names, arrays):
         array = np.ascontiguousarray(value)
         out.append((name, array.dtype.name, tuple(array.shape), array.tobytes()))
     return out
@@ -419,7 +418,7 @@ class Child:
             ) from exc
         smoke_ms = (time.perf_counter() - start) * 1e3
         names = [o.name for o in session.get_outputs()]
-        for name, value in zip(names, outputs):  # noqa: B905  (3.8: no strict=)
+        for name, value in zip(names, outputs):
             array = np.asarray(value)
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 raise RequestError(

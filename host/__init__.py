@@ -1,4 +1,31 @@
 """edgeopt, the host controller: fleet inventory, device profiles, agent clients and the CLI.
 
 The host talks to agents only over gRPC (`edgeopt.host.client`); it never imports the agent.
+
+This module alone is kept parsable by Python 3.8 (ruff checks it as such): it holds the `edgeopt`
+console script, which the base install (the agent's, Python 3.8 and newer) puts on a board too,
+where it must say in words that the host needs a newer Python rather than fail on syntax.
 """
+
+import sys
+
+MIN_PYTHON = (3, 10)
+"""The oldest Python the host runs on; the agent's is pyproject's requires-python (3.8)."""
+
+
+def main() -> None:
+    """The `edgeopt` console script: the host's CLI, or one line saying this Python is too old.
+
+    On a Python older than `MIN_PYTHON` it exits with status 2 (a usage error) before importing
+    any of the host's modules.
+    """
+    if sys.version_info < MIN_PYTHON:
+        have = ".".join(str(n) for n in sys.version_info[:3])
+        need = ".".join(str(n) for n in MIN_PYTHON)
+        sys.stderr.write(f"edgeopt (the host) needs Python {need} or newer; this is Python "
+                         f"{have}. On a board, run edgeopt-agent.\n")  # fmt: skip
+        raise SystemExit(2)
+    # Imported only here: the CLI's modules use syntax an old Python cannot parse.
+    from edgeopt.host.cli import main as cli_main  # noqa: PLC0415
+
+    cli_main()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from edgeopt.host.ssh import Connection, SshError, quote
 
-MIN_PYTHON = (3, 10)
+MIN_PYTHON = (3, 8)
 """The oldest Python the agent's wheel installs on (pyproject's requires-python)."""
 MIN_FREE_BYTES = 400 << 20
 """Room the venv needs: onnxruntime, numpy, grpcio and protobuf take about 250 MiB."""
@@ -158,20 +158,34 @@ def build_wheel(cache: Path) -> Path:
     return found[0]
 
 
-def platform_tags(board: Board) -> list[str]:
-    """Pip --platform tags the board's wheels may carry (manylinux up to its glibc)."""
-    assert board.glibc is not None
-    major, minor = board.glibc
-    tags = [f"manylinux_{major}_{m}_{board.arch}" for m in range(minor, 16, -1)]
-    tags += [f"manylinux2014_{board.arch}", f"linux_{board.arch}"]
-    return tags
+# The legacy manylinux names and the glibc each stands for (PEP 600).
+_LEGACY_MANYLINUX = {(2, 17): "manylinux2014", (2, 12): "manylinux2010", (2, 5): "manylinux1"}
+
+
+def platform_tags(arch: str, glibc: tuple[int, int]) -> list[str]:
+    """Every platform tag pip on the board accepts, best first, to pass as pip's --platform.
+
+    What `packaging.tags` derives on a glibc board: manylinux_2_N for each N from the board's
+    glibc down to the first of its architecture (2.5 on x86, 2.17 elsewhere), each legacy alias
+    (manylinux2014, 2010, 1) beside its equivalent, then linux_ARCH. pip given --platform tries
+    exactly the tags listed: one left out and a wheel that carries only it is not found.
+    """
+    major, minor = glibc
+    oldest = 5 if arch in ("x86_64", "i686") else 17
+    tags = []
+    for m in range(minor, oldest - 1, -1):
+        tags.append(f"manylinux_{major}_{m}_{arch}")
+        legacy = _LEGACY_MANYLINUX.get((major, m))
+        if legacy:
+            tags.append(f"{legacy}_{arch}")
+    return [*tags, f"linux_{arch}"]
 
 
 def download_wheels(wheel: Path, board: Board, cache: Path) -> Path:
     """The agent's dependencies as wheels for the board's platform, fetched on the host."""
-    assert board.python is not None
+    assert board.python is not None and board.glibc is not None  # check() refused the others
     py = f"{board.python[0]}{board.python[1]}"
-    out = cache / f"deps-{board.arch}-glibc{board.glibc[0]}.{board.glibc[1]}-py{py}"  # type: ignore[index]
+    out = cache / f"deps-{board.arch}-glibc{board.glibc[0]}.{board.glibc[1]}-py{py}"
     stamp = out / f".{wheel.name}.done"
     if stamp.exists():
         return out
@@ -179,7 +193,7 @@ def download_wheels(wheel: Path, board: Board, cache: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
            "--only-binary=:all:", "--python-version", py, "--implementation", "cp",
            "--dest", str(out), str(wheel)]  # fmt: skip
-    for tag in platform_tags(board):
+    for tag in platform_tags(board.arch, board.glibc):
         cmd += ["--platform", tag]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:

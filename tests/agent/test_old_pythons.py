@@ -1,7 +1,10 @@
-"""The agent runs on the Pythons boards ship: a real agent on Python 3.8 (Jetson JetPack 5) and
-3.9 (Raspberry Pi OS bullseye), with what pip resolves there for the agent's requirements,
-serving this host. The interpreters are pyenv's on this machine; a missing one is skipped with
-its reason."""
+"""The agent installs and runs on the Pythons boards ship: Python 3.8 (Jetson JetPack 5) and 3.9
+(Raspberry Pi OS bullseye). Edgeopt's wheel, built from this tree, is installed the ordinary way
+(`pip install edgeopt-*.whl`, binary wheels only, as on a board without a compiler: pip checks its
+Requires-Python and resolves the agent's requirements for that Python); there `edgeopt-agent`
+answers, `edgeopt` (the host, Python 3.10 and newer) refuses in one line, every module of the
+agent and of the contract compiles, and a real agent serves this host. The interpreters are
+pyenv's on this machine; a missing one is skipped with its reason."""
 
 from __future__ import annotations
 
@@ -9,55 +12,92 @@ import asyncio
 import glob
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from packaging.utils import parse_wheel_filename
 
 from edgeopt.host.client import AgentClient, to_tensors
 from edgeopt.proto.v1 import agent_pb2
 from tests.conftest import start_agent
 from tests.models import DigitsModel
 
-ROOT = Path(__file__).resolve().parents[2]
-# What pyproject's base dependencies ask, for a venv of an interpreter the package itself does
-# not install on yet (requires-python >= 3.10 for the host).
-AGENT_REQUIREMENTS = ("grpcio>=1.70.0", "grpcio-health-checking>=1.70.0",
-                      "grpcio-reflection>=1.70.0", "protobuf>=5.29.0", "numpy>=1.21",
-                      "onnxruntime>=1.16")  # fmt: skip
-
 pytestmark = pytest.mark.slow
 
 
-def agent_venv(version: str) -> Path:
-    """A venv of pyenv's Python `version` with the agent's dependencies (cached)."""
+def agent_venv(version: str, wheel: Path) -> Path:
+    """A venv of pyenv's Python `version` with `wheel` installed as a board installs it.
+
+    The venv and the dependencies pip chose for it are kept between runs (~/.cache/edgeopt);
+    edgeopt itself is installed afresh from `wheel` each time.
+    """
     found = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python3")))
     if not found:
         pytest.skip(f"no Python {version} here (pyenv's ~/.pyenv/versions/{version}.*)")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeopt"
     venv = cache / f"agent-py{version}"
     python = venv / "bin" / "python"
-    stamp = venv / ".installed"
-    if stamp.exists() and stamp.read_text() == "\n".join(AGENT_REQUIREMENTS):
-        return python
-    subprocess.run([found[-1], "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "--only-binary=:all:", *AGENT_REQUIREMENTS], check=True)  # fmt: skip
-    stamp.write_text("\n".join(AGENT_REQUIREMENTS))
+    made = venv / ".made"
+    if not made.exists():
+        subprocess.run([found[-1], "-m", "venv", "--clear", str(venv)], check=True)
+        made.touch()
+    pip = [str(python), "-m", "pip", "--quiet", "--disable-pip-version-check"]
+    # An earlier run's build has the same version number, which pip would keep.
+    subprocess.run([*pip, "uninstall", "--yes", "edgeopt"], check=True, capture_output=True)
+    subprocess.run([*pip, "install", "--only-binary=:all:", str(wheel)], check=True)
     return python
+
+
+@pytest.fixture(scope="module")
+def old_python(agent_wheel: Path) -> Callable[[str], Path]:
+    """The venv's python for a version, made (or refreshed) once per module."""
+    made: dict[str, Path] = {}
+
+    def get(version: str) -> Path:
+        if version not in made:
+            made[version] = agent_venv(version, agent_wheel)
+        return made[version]
+
+    return get
+
+
+def run(*cmd: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("version", ["3.8", "3.9"])
+def test_the_wheel_installs_with_its_two_commands(
+    version: str, old_python: Callable[[str], Path], agent_wheel: Path
+) -> None:
+    python = old_python(version)
+    bin_dir = python.parent
+    full = run(python, "-c", "import platform; print(platform.python_version())").stdout.strip()
+    assert full.startswith(f"{version}.")
+
+    agent = run(bin_dir / "edgeopt-agent", "--version")
+    wheel_version = parse_wheel_filename(agent_wheel.name)[1]
+    assert (agent.returncode, agent.stdout) == (0, f"edgeopt-agent {wheel_version}\n")
+    host = run(bin_dir / "edgeopt", "devices")
+    assert (host.returncode, host.stdout) == (2, "")
+    assert host.stderr == (f"edgeopt (the host) needs Python 3.10 or newer; this is Python "
+                           f"{full}. On a board, run edgeopt-agent.\n")  # fmt: skip
+
+    # From here (the agent below starts in this folder too), edgeopt is the installed wheel's.
+    where = run(python, "-c", "import edgeopt.agent as a; print(a.__file__)").stdout.strip()
+    package = Path(where).resolve().parent.parent
+    assert package.is_relative_to(python.parent.parent.resolve()), where
+    # Every module of the agent and of the contract, not only those the agent below imports.
+    compiled = run(python, "-m", "compileall", "-q", "-f", package / "agent", package / "proto")
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
 
 
 @pytest.mark.parametrize("version", ["3.8", "3.9"])
 def test_the_agent_serves_on_an_old_python(
-    version: str, digits: DigitsModel, tmp_path: Path
+    version: str, old_python: Callable[[str], Path], digits: DigitsModel, tmp_path: Path
 ) -> None:
-    python = agent_venv(version)
-    shim = tmp_path / "shim" / "edgeopt"  # the source tree under the package's name
-    shim.mkdir(parents=True)
-    for part in ("agent", "proto"):
-        (shim / part).symlink_to(ROOT / part)
-    agent = start_agent(tmp_path / "agent", python=str(python),
-                        env={"PYTHONPATH": str(shim.parent)})  # fmt: skip
+    agent = start_agent(tmp_path / "agent", python=str(old_python(version)))
     try:
 
         async def go() -> tuple[object, agent_pb2.InferResult, agent_pb2.BenchmarkResult]:

@@ -148,8 +148,8 @@ def fake_board(tmp_path: Path, python: str | None) -> Path:
 @pytest.mark.parametrize(
     ("python", "message"),
     [
-        ("3.7.3", "python3 on the board is 3.7.3; the agent needs Python >= 3.10"),
-        (None, "the board has no python3 on the PATH: install Python >= 3.10"),
+        ("3.7.3", "python3 on the board is 3.7.3; the agent needs Python >= 3.8"),
+        (None, "the board has no python3 on the PATH: install Python >= 3.8"),
     ],
 )
 def test_a_board_without_a_usable_python_is_refused(
