@@ -119,6 +119,8 @@ CAPTURE_PATTERNS: tuple[str, ...] = (
     "proc/version",
     "proc/sys/kernel/osrelease",
     "proc/device-tree/model",
+    "sys/firmware/devicetree/base/model",
+    "proc/sys/kernel/arch",
     "sys/devices/system/cpu/cpu[0-9]*/cpufreq/cpuinfo_max_freq",
     "sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor",
     "sys/devices/system/cpu/cpu[0-9]*/topology/physical_package_id",
@@ -169,6 +171,8 @@ def fingerprint(caps: Capabilities) -> str:
         "isa": list(caps.isa_features),
         "memory_gib_class": memory_class,
     }
+    if caps.emulation:  # an emulated board's timings must never stand for the real kind's
+        canonical["emulation"] = caps.emulation
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
     return digest[:16]
 
@@ -251,7 +255,9 @@ def collect(
         memory_available_bytes=memory.available_bytes(meminfo),
         store_free_bytes=_free_bytes(store) if live and store else None,
         board_model=system.board_model(
-            reader.read("proc/device-tree/model", quiet=True),
+            # /proc/device-tree links to the second; a container or a chroot may have only /sys.
+            reader.read("proc/device-tree/model", quiet=True)
+            or reader.read("sys/firmware/devicetree/base/model", quiet=True),
             reader.read("sys/class/dmi/id/sys_vendor", quiet=True),
             reader.read("sys/class/dmi/id/product_name", quiet=True),
         ),
@@ -270,6 +276,9 @@ def collect(
         agent_version=agent_version(),
         device_id=system.device_id(reader.read("etc/machine-id", quiet=True), serial),
         hostname=socket.gethostname() if live else "",
+        emulation=system.emulation(
+            reader.read("proc/sys/kernel/arch", quiet=True), platform.machine() if live else ""
+        ),
         warnings=tuple(reader.warnings),
     )
     return replace(caps, fingerprint=fingerprint(caps))

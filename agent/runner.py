@@ -256,7 +256,10 @@ def _session(path: str, plan: dict[str, Any], profile_prefix: str | None = None)
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
-    options.intra_op_num_threads = int(plan.get("intra_op_threads") or 0)
+    # ONNX Runtime's default (0) is one thread per physical core, each pinned to its core: under
+    # taskset, a cpuset or an emulator the pins fail ("pthread_setaffinity_np failed") and the
+    # pool oversubscribes. Unplanned, the pool gets the CPUs this process may use, unpinned.
+    options.intra_op_num_threads = int(plan.get("intra_op_threads") or len(os.sched_getaffinity(0)))
     options.inter_op_num_threads = int(plan.get("inter_op_threads") or 0)
     level = plan.get("graph_optimization_level", "")
     if level not in _LEVELS:

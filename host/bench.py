@@ -12,7 +12,8 @@ with `cooldown_s` between them, because two benchmarks on one board corrupt each
 or slow device never blocks the others: its remaining cases are marked, its finished ones kept.
 An overall `deadline_s` stops whatever still runs and marks it. Every case, measured or not,
 goes into the state database under one run id, with the conditions that may skew it flagged:
-other processes using the CPU during the run ("loaded") and a hot SoC ("hot").
+other processes using the CPU during the run ("loaded"), a hot SoC ("hot") and a board whose CPU
+is emulated ("EMULATED": qemu-user, whose timings say nothing about the real hardware).
 """
 
 from __future__ import annotations
@@ -114,10 +115,10 @@ def new_run_id() -> str:
     return time.strftime("r%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(2)
 
 
-def flags_of(result: dict[str, Any]) -> list[str]:
-    """What in a run's conditions makes its figure doubtful."""
+def flags_of(result: dict[str, Any], emulation: str = "") -> list[str]:
+    """What in a run's conditions (or an emulated board's CPU) makes its figure doubtful."""
     conditions = result.get("conditions", {})
-    flags = []
+    flags = ["EMULATED"] if emulation else []
     others = float(conditions.get("other_cpu_load", 0.0))
     if others >= LOADED:
         flags.append(f"loaded {others:.0%}")
@@ -266,7 +267,7 @@ async def _device(
                 case.status, case.error = "failed", str(exc)
             else:
                 case.status = "ok"
-                case.flags = flags_of(case.result)
+                case.flags = flags_of(case.result, caps.emulation)
             case.seconds = time.monotonic() - start
             record(case, caps)
     if lost:

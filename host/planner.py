@@ -75,6 +75,8 @@ class Board:
     """Execution providers the board's ONNX Runtime offers; empty when unknown."""
     onnxruntime: str = ""
     """The board's ONNX Runtime version, when known."""
+    emulation: str = ""
+    """Set when the board's CPU is emulated (qemu-user): the rules plan for the CPU it imitates."""
 
     @classmethod
     def from_capabilities(cls, name: str, caps: object) -> Board:
@@ -96,6 +98,7 @@ class Board:
             memory_available=getattr(c, "memory_available_bytes", None),
             providers=tuple(getattr(ort, "execution_providers", ()) or ()),
             onnxruntime=getattr(ort, "version", "") or "",
+            emulation=getattr(c, "emulation", "") or "",
         )
 
     @classmethod
@@ -292,6 +295,11 @@ def plan(board: Board, model: ModelTraits, constraints: Constraints | None = Non
     """
     constraints = constraints or Constraints()
     reasons: list[str] = []
+    if board.emulation:
+        reasons.append(
+            f"EMULATED board ({board.emulation}): planned as the CPU it imitates; what is measured "
+            "there says nothing about that CPU's speed"
+        )
     provider = _provider(board, constraints.provider, reasons)
     threads = _threads(board, constraints.threads, reasons)
     gpu = provider in GPU_EPS

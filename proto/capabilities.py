@@ -139,6 +139,9 @@ class Capabilities:
     """Hashed unique id of this board."""
     hostname: str = ""
     """The board's host name."""
+    emulation: str = ""
+    """How this userland's CPU is emulated ("aarch64 code emulated on an x86_64 kernel
+    (qemu-user)"), "" on real hardware: timings measured there say nothing about a real board."""
     warnings: tuple[str, ...] = ()
     """Facts that could not be read, and why."""
 
@@ -224,6 +227,7 @@ def to_message(caps: Capabilities) -> agent_pb2.Capabilities:
         fingerprint=caps.fingerprint,
         device_id=caps.device_id,
         hostname=caps.hostname,
+        emulation=caps.emulation,
         warnings=caps.warnings,
     )
 
@@ -276,6 +280,7 @@ def from_message(msg: agent_pb2.Capabilities) -> Capabilities:
         fingerprint=msg.fingerprint,
         device_id=msg.device_id,
         hostname=msg.hostname,
+        emulation=msg.emulation,
         warnings=tuple(msg.warnings),
     )
 
@@ -307,7 +312,9 @@ def summary(caps: Capabilities) -> list[tuple[str, str]]:
     ort_text = ort.version or (f"unavailable ({ort.error})" if ort.error else "unknown")
     if ort.version:
         ort_text += f" (IR ≤ {known(ort.max_ir_version)}, opset ≤ {known(ort.max_opset)})"
-    rows = [
+    rows = [("EMULATED", f"{caps.emulation}: timings say nothing about real hardware")]
+    rows = rows if caps.emulation else []
+    rows += [
         ("board", known(caps.board_model)),
         ("arch", known(caps.arch)),
         ("cpu", cpu),

@@ -81,6 +81,7 @@ def probe_in_process() -> OnnxRuntimeInfo:
         return OnnxRuntimeInfo(error=f"cannot import onnxruntime: {exc}")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the probe models are refused on purpose: keep logs quiet
+    options.intra_op_num_threads = 1  # no per-core pool (and no pinning that a cpuset refuses)
     found: dict[str, int | None] = {}
     errors = []
     # IR first (opset 13 loads on every supported release), then the opset at that IR.

@@ -50,6 +50,29 @@ def board_model(
     return " ".join(parts)
 
 
+_FAMILIES = {
+    "x86_64": "x86", "amd64": "x86", "i386": "x86", "i486": "x86", "i586": "x86", "i686": "x86",
+    "aarch64": "arm", "arm64": "arm", "armv6l": "arm", "armv7l": "arm", "armv8l": "arm",
+    "arm": "arm",
+}  # fmt: skip
+
+
+def emulation(kernel_arch: str | None, machine: str) -> str:
+    """Say so when this userland's code is emulated (qemu-user) on another kind of CPU.
+
+    `kernel_arch` is the running kernel's machine (/proc/sys/kernel/arch, Linux 6.1 and newer),
+    `machine` what `uname -m` says to this process: qemu-user answers with the emulated CPU, the
+    kernel file cannot lie. A 32-bit ARM userland on a 64-bit ARM kernel is one family, not an
+    emulation. Returns "" on real hardware or when the kernel does not tell.
+    """
+    kernel = (kernel_arch or "").strip()
+    if not kernel or not machine:
+        return ""
+    if _FAMILIES.get(kernel, kernel) == _FAMILIES.get(machine, machine):
+        return ""
+    return f"{machine} code emulated on an {kernel} kernel (qemu-user)"
+
+
 def libc_from_confstr(value: str | None) -> str:
     """Normalize `os.confstr("CS_GNU_LIBC_VERSION")` ("glibc 2.36") or a `platform.libc_ver()`."""
     return value.strip() if value else ""

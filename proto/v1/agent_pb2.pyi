@@ -424,7 +424,7 @@ class OnnxRuntimeInfo(_message.Message):
     def __init__(self, version: _Optional[str] = ..., max_ir_version: _Optional[int] = ..., max_opset: _Optional[int] = ..., execution_providers: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("arch", "cpu_vendor", "cpu_model", "physical_cores", "logical_cores", "usable_cores", "clusters", "isa_features", "memory_total_bytes", "memory_available_bytes", "store_free_bytes", "board_model", "os_name", "kernel", "libc", "python_version", "onnxruntime", "accelerators", "cpu_governor", "temperatures", "agent_version", "fingerprint", "device_id", "hostname", "warnings")
+    __slots__ = ("arch", "cpu_vendor", "cpu_model", "physical_cores", "logical_cores", "usable_cores", "clusters", "isa_features", "memory_total_bytes", "memory_available_bytes", "store_free_bytes", "board_model", "os_name", "kernel", "libc", "python_version", "onnxruntime", "accelerators", "cpu_governor", "temperatures", "agent_version", "fingerprint", "device_id", "hostname", "warnings", "emulation")
     ARCH_FIELD_NUMBER: _ClassVar[int]
     CPU_VENDOR_FIELD_NUMBER: _ClassVar[int]
     CPU_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -450,6 +450,7 @@ class Capabilities(_message.Message):
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    EMULATION_FIELD_NUMBER: _ClassVar[int]
     arch: str
     cpu_vendor: str
     cpu_model: str
@@ -475,7 +476,8 @@ class Capabilities(_message.Message):
     device_id: str
     hostname: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, arch: _Optional[str] = ..., cpu_vendor: _Optional[str] = ..., cpu_model: _Optional[str] = ..., physical_cores: _Optional[int] = ..., logical_cores: _Optional[int] = ..., usable_cores: _Optional[int] = ..., clusters: _Optional[_Iterable[_Union[CpuCluster, _Mapping]]] = ..., isa_features: _Optional[_Iterable[str]] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., store_free_bytes: _Optional[int] = ..., board_model: _Optional[str] = ..., os_name: _Optional[str] = ..., kernel: _Optional[str] = ..., libc: _Optional[str] = ..., python_version: _Optional[str] = ..., onnxruntime: _Optional[_Union[OnnxRuntimeInfo, _Mapping]] = ..., accelerators: _Optional[_Iterable[_Union[Accelerator, _Mapping]]] = ..., cpu_governor: _Optional[str] = ..., temperatures: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., agent_version: _Optional[str] = ..., fingerprint: _Optional[str] = ..., device_id: _Optional[str] = ..., hostname: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    emulation: str
+    def __init__(self, arch: _Optional[str] = ..., cpu_vendor: _Optional[str] = ..., cpu_model: _Optional[str] = ..., physical_cores: _Optional[int] = ..., logical_cores: _Optional[int] = ..., usable_cores: _Optional[int] = ..., clusters: _Optional[_Iterable[_Union[CpuCluster, _Mapping]]] = ..., isa_features: _Optional[_Iterable[str]] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., store_free_bytes: _Optional[int] = ..., board_model: _Optional[str] = ..., os_name: _Optional[str] = ..., kernel: _Optional[str] = ..., libc: _Optional[str] = ..., python_version: _Optional[str] = ..., onnxruntime: _Optional[_Union[OnnxRuntimeInfo, _Mapping]] = ..., accelerators: _Optional[_Iterable[_Union[Accelerator, _Mapping]]] = ..., cpu_governor: _Optional[str] = ..., temperatures: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., agent_version: _Optional[str] = ..., fingerprint: _Optional[str] = ..., device_id: _Optional[str] = ..., hostname: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., emulation: _Optional[str] = ...) -> None: ...
 
 class ProfileRequest(_message.Message):
     __slots__ = ("name", "version", "sha256", "plan", "inputs", "input_shapes", "runs", "warmup", "include_trace")

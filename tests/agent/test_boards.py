@@ -140,6 +140,26 @@ def test_fingerprint_is_equal_for_equal_hardware_and_differs_otherwise() -> None
     assert pi4.fingerprint != pi5.fingerprint
 
 
+def test_board_model_from_sysfs_when_proc_has_no_device_tree(tmp_path: Path) -> None:
+    """A chroot or container may mount /sys but show no /proc/device-tree link."""
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "cpuinfo").write_text((board("pi4") / "proc" / "cpuinfo").read_text())
+    model = tmp_path / "sys" / "firmware" / "devicetree" / "base" / "model"
+    model.parent.mkdir(parents=True)
+    model.write_bytes((board("pi4") / "proc" / "device-tree" / "model").read_bytes())
+    caps = collect(Sources.captured(rootfs=tmp_path))
+    assert caps.board_model == "Raspberry Pi 4 Model B Rev 1.4"
+
+
+def test_an_emulated_board_never_shares_a_real_boards_fingerprint() -> None:
+    from dataclasses import replace
+
+    pi4 = collect(Sources.captured(rootfs=board("pi4")))
+    emulated = replace(pi4, emulation="aarch64 code emulated on an x86_64 kernel (qemu-user)")
+    assert pi4.emulation == ""  # a captured tree is never live: nothing is emulated
+    assert fingerprint(emulated) != pi4.fingerprint
+
+
 def test_capture_round_trips_the_live_machine(tmp_path: Path) -> None:
     written = capture(Sources.live_system(), tmp_path / "tree")
     assert "proc/cpuinfo" in written

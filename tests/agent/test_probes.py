@@ -35,6 +35,37 @@ def test_board_model_prefers_device_tree_then_dmi() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("kernel", "machine", "emulated"),
+    [
+        ("x86_64", "aarch64", True),  # qemu-user: uname -m says what it emulates
+        ("aarch64", "x86_64", True),
+        ("aarch64", "aarch64", False),
+        ("aarch64", "armv7l", False),  # a 32-bit userland on a 64-bit ARM kernel is native
+        ("x86_64", "i686", False),
+        ("", "aarch64", False),  # a kernel older than 6.1 has no /proc/sys/kernel/arch
+        (None, "aarch64", False),
+    ],
+)
+def test_emulation_compares_the_kernels_cpu_family_with_uname(
+    kernel: str | None, machine: str, emulated: bool
+) -> None:
+    said = system.emulation(None if kernel is None else kernel + "\n", machine)
+    if emulated:
+        assert said == f"{machine} code emulated on an {kernel} kernel (qemu-user)"
+    else:
+        assert said == ""
+
+
+def test_this_machine_is_not_emulated() -> None:
+    import platform
+    from pathlib import Path
+
+    arch = Path("/proc/sys/kernel/arch")
+    kernel = arch.read_text() if arch.exists() else None
+    assert system.emulation(kernel, platform.machine()) == ""
+
+
 def test_device_id_is_hashed_and_stable() -> None:
     a = system.device_id("0123456789abcdef0123456789abcdef\n", None)
     assert a == system.device_id("0123456789abcdef0123456789abcdef", "ignored")

@@ -159,3 +159,27 @@ def test_a_tiny_model_stays_fp32_even_with_int8_dot_products(
     assert d.alternatives[0].precision in ("int8-dynamic", "int8-static")
     # A GPU board still takes fp16 for it: the rule is about CPU kernels.
     assert plan(Board.from_profile(known["jetson-orin-nano"]), traits).chosen.precision == "fp16"
+
+
+def test_an_emulated_board_is_planned_as_its_cpu_and_says_it_is_emulated(known) -> None:
+    from dataclasses import replace
+
+    pi4 = Board.from_profile(known["pi4"])
+    emulated = replace(pi4, emulation="aarch64 code emulated on an x86_64 kernel (qemu-user)")
+    real, fake = plan(pi4, DETECTOR, WITH_DATA), plan(emulated, DETECTOR, WITH_DATA)
+    assert (fake.chosen.precision, fake.chosen.intra_op_threads) == (
+        real.chosen.precision,
+        real.chosen.intra_op_threads,
+    )
+    assert not any("EMULATED" in r for r in real.chosen.reasons)
+    assert any(r.startswith("EMULATED board (aarch64 code emulated") for r in fake.chosen.reasons)
+
+
+def test_every_case_measured_on_an_emulated_board_is_flagged() -> None:
+    from edgeopt.host.bench import flags_of
+
+    quiet = {"conditions": {"other_cpu_load": 0.0, "temperatures_after": []}}
+    assert flags_of(quiet) == []
+    assert flags_of(quiet, "aarch64 code emulated on an x86_64 kernel (qemu-user)") == ["EMULATED"]
+    busy = {"conditions": {"other_cpu_load": 0.5, "temperatures_after": []}}
+    assert flags_of(busy, "x") == ["EMULATED", "loaded 50%"]
