@@ -16,14 +16,19 @@ ORT_OLD := $(VENV)/ort-1.16.3
 # oldest runtimes that code must serve on (what Python 3.8 gets), each in a venv of its own.
 PROTOC_VENV := $(VENV)/grpc-tools-1.70
 GRPC_OLD := $(VENV)/grpc-1.70
+MYPY38 := $(VENV)/mypy-1.14
 
-.PHONY: venv test lint typecheck unit demo proto bench clean system-packages FORCE
+.PHONY: venv test lint typecheck unit demo proto bench clean system-packages arm-lab arm-lab-stop \
+	FORCE
 
 # Debian packages that benchmarks and tests start for real: a loopback sshd (tests/sshd.py), a
 # PostgreSQL server (tests/pg.py), Chromium for the HTML report. As root (CI, a fresh machine) the
 # missing ones are installed from the project's own files; otherwise they are named and the
 # tests that need them skip, saying why. No service is started: the tests run their own servers.
-DEB_PACKAGES := openssh-server postgresql chromium python3-venv
+# The ARM lab (tests/arm_lab.py) builds an arm64 Debian root with debootstrap and runs it through
+# qemu-user-static, which binfmt-support registers with the kernel.
+DEB_PACKAGES := openssh-server postgresql chromium python3-venv \
+	qemu-user-static debootstrap binfmt-support zstd
 
 venv: $(STAMP)
 
@@ -45,8 +50,18 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-typecheck: venv
+# The agent and the contract run on the boards' Python 3.8 and 3.9: a second mypy checks them as
+# 3.8 (mypy 1.16 is the last that targets 3.8; 1.14.1 is what its venv pins).
+typecheck: venv $(MYPY38)/.installed
 	$(VENV)/bin/mypy
+	$(MYPY38)/bin/mypy --python-version 3.8 --python-executable $(PY) \
+	    --cache-dir .mypy_cache/py38 -p edgeopt.agent -p edgeopt.proto
+
+$(MYPY38)/.installed: | $(STAMP)
+	@test -x $(MYPY38)/bin/python || $(PYTHON) -m venv $(MYPY38)
+	@$(MYPY38)/bin/python -m pip install --quiet --disable-pip-version-check 'mypy==1.14.1' \
+	    > $(MYPY38)/install.log 2>&1 || { cat $(MYPY38)/install.log; exit 1; }
+	@touch $@
 
 $(ORT_OLD)/.installed: | $(STAMP)
 	@test -x $(ORT_OLD)/bin/python || $(PYTHON) -m venv $(ORT_OLD)
@@ -113,6 +128,17 @@ bench: venv system-packages
 	$(PY) benchmarks/vs_olive.py
 	$(PY) benchmarks/fleet.py
 	$(PY) benchmarks/ssh.py
+	$(PY) benchmarks/arm_lab.py
+
+# An emulated Raspberry Pi 4 (Debian bullseye arm64, Python 3.9, under qemu-user) running the
+# real agent on its own address; built once (about 3 minutes), then restored from a cache in
+# seconds. It keeps running and the last line printed is EDGEOPT_INVENTORY=PATH naming it
+# `arm-pi4`. Needs root.
+arm-lab: venv system-packages
+	@$(PY) -m tests.arm_lab start
+
+arm-lab-stop: venv
+	@$(PY) -m tests.arm_lab stop
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,161 @@
+"""The emulated Raspberry Pi 4 (tests/arm_lab.py): the real agent on Debian bullseye's arm64
+userland (Python 3.9, glibc 2.31) under qemu-user, seen through `edgeopt` as users see a board.
+
+The lab's root is built once (debootstrap, about 3 minutes, then cached as a zstd tarball); when
+the cache is empty this module builds it, unless EDGEOPT_ARM_LAB_BUILD=0 says not to (the skip
+then says so). It needs root and Debian's qemu-user-static, debootstrap and binfmt-support, which
+`make system-packages` installs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from packaging.utils import canonicalize_name
+
+from edgeopt.host.cli import cli
+from tests import arm_lab, corpus
+from tests.agent.test_wheel_sets import AGENT_SET
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+DEVICE = "arm-test"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[arm_lab.Lab, arm_lab.State]]:
+    reason = arm_lab.unavailable_reason()
+    if reason:
+        pytest.skip(f"ARM lab unavailable: {reason}")
+    if not arm_lab.base_tarball().exists() and os.environ.get("EDGEOPT_ARM_LAB_BUILD") == "0":
+        pytest.skip(
+            f"no cached arm64 root at {arm_lab.base_tarball()} and EDGEOPT_ARM_LAB_BUILD=0: "
+            "`make arm-lab` builds it once (about 3 minutes)"
+        )
+    board = arm_lab.Lab(name=DEVICE, run_dir=tmp_path_factory.mktemp("arm-lab"), subnet=251)
+    try:
+        state = board.start(log=print)
+        yield board, state
+    finally:
+        board.stop(quiet=True)
+
+
+def _edgeopt(state: arm_lab.State, tmp: Path, *args: str) -> str:
+    result = CliRunner().invoke(
+        cli,
+        ["--inventory", state.inventory, "--state", str(tmp / "state.db"), *args],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_the_board_reports_a_pi4_and_says_it_is_emulated(lab, tmp_path: Path) -> None:
+    _, state = lab
+    shown = json.loads(_edgeopt(state, tmp_path, "devices", "show", DEVICE, "--json"))
+    caps = shown["capabilities"]
+    assert caps["arch"] == "aarch64"
+    assert (caps["cpu_vendor"], caps["cpu_model"]) == ("ARM", "Cortex-A72")
+    assert (caps["physical_cores"], caps["logical_cores"]) == (4, 4)
+    # What cannot be faked is reported as it is: the CPUs the agent may run on are this host's.
+    assert caps["usable_cores"] == len(os.sched_getaffinity(0))
+    assert "neon" in caps["isa_features"] and "dotprod" not in caps["isa_features"]
+    assert caps["board_model"] == "Raspberry Pi 4 Model B Rev 1.4"
+    assert caps["os_name"] == "Debian GNU/Linux 11 (bullseye)"
+    assert caps["libc"] == "glibc 2.31"
+    assert re.fullmatch(r"3\.9\.\d+", caps["python_version"])
+    assert caps["onnxruntime"]["version"] and not caps["onnxruntime"]["error"]
+    if arm_lab.native():
+        assert caps["emulation"] == ""
+    else:
+        kernel = platform.machine()
+        assert caps["emulation"] == f"aarch64 code emulated on an {kernel} kernel (qemu-user)"
+        text = _edgeopt(state, tmp_path, "devices", "show", DEVICE)
+        assert text.splitlines()[1].startswith("EMULATED")
+
+
+def test_the_planner_plans_it_as_a_pi4(lab, tmp_path: Path) -> None:
+    """A Conv model from the wild (YOLOv8n, PyTorch 2.3 export): no dynamic int8 on a Pi 4."""
+    _, state = lab
+    yolo = corpus.fetch(tuple(m for m in corpus.CORPUS if m.key == "yolov8n-nudenet"))
+    model = str(yolo["yolov8n-nudenet"])
+    plan = json.loads(_edgeopt(state, tmp_path, "plan", model, "--device", DEVICE, "--json"))
+    chosen = plan["chosen"]
+    usable = len(os.sched_getaffinity(0))
+    assert chosen["intra_op_threads"] == min(4, usable)
+    assert "4 threads: one per physical core" in chosen["reasons"]
+    precisions = [chosen["precision"], *(a["precision"] for a in plan["alternatives"])]
+    assert "int8-dynamic" not in precisions
+    if not arm_lab.native():
+        assert any(r.startswith("EMULATED board") for r in chosen["reasons"])
+    # The same model on the Pi 4's profile (all four cores usable) gets four threads.
+    offline = json.loads(_edgeopt(state, tmp_path, "plan", model, "--profile", "pi4", "--json"))
+    assert offline["chosen"]["intra_op_threads"] == 4
+    assert offline["chosen"]["precision"] == chosen["precision"]
+
+
+def test_deploy_activate_infer_and_benchmark(lab, digits, tmp_path: Path) -> None:
+    _, state = lab
+    out = _edgeopt(state, tmp_path, "deploy", str(digits.onnx), "--device", DEVICE,
+                   "--name", "digits")  # fmt: skip
+    assert "1 of 1 devices ok" in out
+    models = json.loads(_edgeopt(state, tmp_path, "models", "--device", DEVICE, "--json"))
+    assert "digits" in json.dumps(models)
+    images = np.load(digits.validation)["image"][:16]
+    np.savez(tmp_path / "in.npz", image=images)
+    _edgeopt(state, tmp_path, "infer", "digits", "-d", DEVICE, "--input",
+             str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"))  # fmt: skip
+    on_board = np.load(tmp_path / "out.npz")["logits"]
+    here = ort.InferenceSession(str(digits.onnx)).run(None, {"image": images})[0]
+    # aarch64 kernels and x86 kernels sum in different orders: close, not equal.
+    np.testing.assert_allclose(on_board, here, rtol=1e-4, atol=1e-4)
+    assert (on_board.argmax(1) == here.argmax(1)).all()
+    bench = json.loads(_edgeopt(state, tmp_path, "bench", str(digits.onnx), "--device", DEVICE,
+                                "--warmup", "2", "--json"))  # fmt: skip
+    cases = bench["cases"]
+    assert [c["status"] for c in cases] == ["ok"]
+    assert cases[0]["p50_ms"] > 0 and cases[0]["samples"] > 0
+    if not arm_lab.native():
+        assert cases[0]["flags"][0] == "EMULATED"
+
+
+def test_the_install_is_the_agents_wheel_set_and_nothing_was_built(lab) -> None:
+    board, _ = lab
+    script = (
+        "import json, importlib.metadata as m; "
+        "print(json.dumps(sorted([d.metadata['Name'], d.version] for d in m.distributions())))"
+    )
+    listed = subprocess.run(
+        ["chroot", str(board.root), f"{arm_lab.VENV}/bin/python", "-c", script],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    installed = {canonicalize_name(n): v for n, v in json.loads(listed.stdout)}
+    agent = {n: v for n, v in installed.items() if n not in arm_lab.SEEDS}
+    assert "torch" not in installed
+    assert set(agent) <= AGENT_SET, f"outside the agent's set: {set(agent) - AGENT_SET}"
+    assert {"edgeopt", "grpcio", "protobuf", "numpy", "onnxruntime"} <= set(agent)
+    # Each came from one of the wheels fetched on the host: same name and version.
+    wheels = board.root / arm_lab.WHEELS.lstrip("/")
+    shipped = set()
+    for path in wheels.glob("*.whl"):
+        name, version = path.name.split("-")[:2]
+        shipped.add((canonicalize_name(name), version))
+    assert {(n, v) for n, v in agent.items()} <= shipped
+    # No compiler on the board: pip could not have built anything there.
+    found = [
+        str(p)
+        for d in ("usr/bin", "usr/local/bin", "bin")
+        for name in arm_lab.COMPILERS
+        if (p := board.root / d / name).exists()
+    ]
+    assert found == []
