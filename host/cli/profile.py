@@ -77,6 +77,7 @@ def profile_cmd(  # noqa: PLR0917  (click passes each option by name)
     if (device is None) == (ssh_target is None):
         raise click.UsageError("say where: --device NAME (its agent) or --ssh [USER@]HOST")
     feed = first_sample(inputs, model) if inputs else None
+    emulation = ""  # what the agent reports; a one-shot profile over SSH has no agent to ask
     if ssh_target is not None:
         with open_connection(ssh_target, accept_new_host_key, identity, connect_timeout) as conn:
             figures, trace, ort = profile.over_ssh(
@@ -93,26 +94,38 @@ def profile_cmd(  # noqa: PLR0917  (click passes each option by name)
             agent_pb2.InputShape(name=n, dims=list(input_shape))
             for n in profile.made_up_feed(model, input_shape)]  # fmt: skip
 
-        async def go() -> agent_pb2.ProfileResult:
+        async def go() -> tuple[str, agent_pb2.ProfileResult]:
             async with AgentClient(chosen.address, token=chosen.token(), device=chosen.name,
                                    config=session.client) as client:  # fmt: skip
+                emulation = (await client.capabilities()).emulation
                 pushed = await client.push(model, "")
-                return await client.profile(agent_pb2.ProfileRequest(
+                return emulation, await client.profile(agent_pb2.ProfileRequest(
                     sha256=pushed.sha256, plan=plan_message(plan),
                     inputs=to_tensors(feed or {}), input_shapes=shapes, runs=runs,
                     warmup=warmup, include_trace=trace_path is not None))  # fmt: skip
 
-        reply = asyncio.run(go())
+        emulation, reply = asyncio.run(go())
         figures, trace = profile.result_dict(reply), reply.trace
         where = f"{device} (agent, ONNX Runtime {reply.onnxruntime_version})"
+        if emulation:  # qemu's timings, not the board's: every output says so
+            where += " EMULATED"
     if trace_path is not None:
         trace_path.write_bytes(trace)
     if plot_path is not None:
         profile.plot(figures, plot_path, f"{model.name} on {where}", top)
     if as_json:
-        echo_json({"where": where, **figures, "trace": str(trace_path) if trace_path else None})
+        echo_json(
+            {
+                "where": where,
+                "emulation": emulation,
+                **figures,
+                "trace": str(trace_path) if trace_path else None,
+            }
+        )
         return
     click.echo(f"{model.name} on {where}: {figures['runs']} profiled runs")
+    if emulation:
+        click.echo(f"EMULATED: {emulation}; these timings say nothing about real hardware")
     click.echo(profile.report(figures, top, provider))
     if trace_path is not None:
         click.echo(f"trace: {trace_path} ({len(trace) / 1024:.0f} KiB; open it in Perfetto)")

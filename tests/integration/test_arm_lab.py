@@ -104,7 +104,7 @@ def test_the_planner_plans_it_as_a_pi4(lab, tmp_path: Path) -> None:
     assert offline["chosen"]["precision"] == chosen["precision"]
 
 
-def test_deploy_activate_infer_and_benchmark(lab, digits, tmp_path: Path) -> None:
+def test_deploy_activate_infer_benchmark_and_profile(lab, digits, tmp_path: Path) -> None:
     _, state = lab
     out = _edgeopt(state, tmp_path, "deploy", str(digits.onnx), "--device", DEVICE,
                    "--name", "digits")  # fmt: skip
@@ -127,6 +127,16 @@ def test_deploy_activate_infer_and_benchmark(lab, digits, tmp_path: Path) -> Non
     assert cases[0]["p50_ms"] > 0 and cases[0]["samples"] > 0
     if not arm_lab.native():
         assert cases[0]["flags"][0] == "EMULATED"
+    profiled = json.loads(_edgeopt(state, tmp_path, "profile", str(digits.onnx), "--device",
+                                   DEVICE, "--runs", "5", "--json"))  # fmt: skip
+    assert profiled["runs"] == 5
+    assert any("Conv" in row["op_type"] for row in profiled["op_types"]), profiled["op_types"]
+    assert profiled["emulation"] == ("" if arm_lab.native() else caps_emulation(state, tmp_path))
+
+
+def caps_emulation(state: arm_lab.State, tmp: Path) -> str:
+    shown = json.loads(_edgeopt(state, tmp, "devices", "show", DEVICE, "--json"))
+    return str(shown["capabilities"]["emulation"])
 
 
 def test_the_install_is_the_agents_wheel_set_and_nothing_was_built(lab) -> None:
