@@ -442,12 +442,19 @@ def _accuracy_columns(cases: Iterable[Case]) -> list[str]:
     return [f"accuracy_{k}" for k in extra]
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a cell as a formula (OWASP's CSV injection list)."""
+
+
 def _csv_value(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
         return repr(value)  # the shortest text that reads back as the same float
-    return str(value)
+    text = str(value)
+    if isinstance(value, str) and text.startswith(FORMULA_STARTS):
+        return "'" + text  # shown as text, never run: a device named =HYPERLINK(...) stays a name
+    return text
 
 
 def write_csv(cases: Iterable[CaseLike], path: str | Path) -> None:
@@ -456,8 +463,8 @@ def write_csv(cases: Iterable[CaseLike], path: str | Path) -> None:
     Accuracy is flattened to `accuracy_cosine`, `accuracy_drop` (then `accuracy_<name>` for any
     other metric present), flags are joined by ";", `pareto` is "true" or "false" (per device),
     and missing values are empty. Floats are written so that they read back exactly. UTF-8.
-    Text is written as given: a spreadsheet may treat a device name starting with "=" as a
-    formula.
+    Text is written as given, except that text a spreadsheet would run as a formula (starting
+    with = + - @ or a tab) gets a leading apostrophe, which spreadsheets show as text.
     """
     pairs = _checked(cases)
     checked = [c for _, c in pairs]

@@ -323,6 +323,18 @@ def test_csv_joins_flags_and_keeps_user_text(tmp_path: Path) -> None:
     assert row["flags"] == "throttled;partial"
 
 
+def test_csv_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> None:
+    path = tmp_path / "bench.csv"
+    report.write_csv(
+        [case('=HYPERLINK("http://127.0.0.1/x","pi")', "fp32", p50=40.0),
+         case("@SUM(A1)", "fp32", p50=41.0), case("pi-4", "fp32", p50=42.0)], path,
+    )  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    assert [r["device"] for r in rows] == ["'=HYPERLINK(\"http://127.0.0.1/x\",\"pi\")",
+                                           "'@SUM(A1)", "pi-4"]  # fmt: skip
+    assert [r["p50_ms"] for r in rows] == ["40.0", "41.0", "42.0"]
+
+
 def test_records_are_json_ready() -> None:
     cases = [*CASES, case("pi4", "fp32", p50=80.0, std_ms=float("nan"), speedup=float("inf"))]
     records = report.to_records(cases)
