@@ -349,7 +349,7 @@ def _tuples(names: list[str], arrays: list[Any]) -> list[TensorTuple]:
 
     out = []
     for name, value in zip(names, arrays):
-        array = np.ascontiguousarray(value)
+        array = np.asarray(value, order="C")  # ascontiguousarray would make a scalar 1-d
         out.append((name, array.dtype.name, tuple(array.shape), array.tobytes()))
     return out
 

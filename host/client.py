@@ -431,7 +431,7 @@ def to_tensors(arrays: dict[str, np.ndarray]) -> list[agent_pb2.Tensor]:
     """Arrays as wire tensors (C order, the array's own dtype)."""
     out = []
     for name, value in arrays.items():
-        array = np.ascontiguousarray(value)
+        array = np.asarray(value, order="C")  # ascontiguousarray would make a scalar 1-d
         out.append(
             agent_pb2.Tensor(
                 name=name, dtype=array.dtype.name, shape=list(array.shape), data=array.tobytes()

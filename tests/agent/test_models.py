@@ -634,3 +634,31 @@ def test_a_model_activated_with_real_inputs_comes_back_after_a_restart(tmp_path:
         assert run(_listing(again)).models[0].loaded
     finally:
         again.stop()
+
+
+def test_scalars_cross_the_wire_as_scalars(tmp_path: Path) -> None:
+    """A scalar input (silero's sample rate) and a scalar output keep shape [] both ways.
+
+    The model: y = sum(x) * scale, x float32[3], scale float32[] and y float32[].
+    """
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+         helper.make_node("Mul", ["s", "scale"], ["y"])],
+        "scalars",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [3]),
+         helper.make_tensor_value_info("scale", onnx.TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "scalars.onnx"
+    onnx.save(model, str(path))
+    agent = start_agent(tmp_path / "agent")
+    try:
+        run(_push_activate(agent, path, name="scalars"))
+        feed = {"x": np.array([1.0, 2.0, 3.0], np.float32), "scale": np.array(0.5, np.float32)}
+        assert [t.shape for t in to_tensors(feed)] == [[3], []]
+        y = infer(agent, "scalars", feed)
+        assert y.shape == () and y == np.float32(3.0)
+    finally:
+        agent.stop()
