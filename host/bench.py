@@ -33,9 +33,10 @@ from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.deploy import DeployOptions, capabilities_of, first_sample, plan_for
 from edgeopt.host.inventory import Device
 from edgeopt.host.planner import PlanError
+from edgeopt.host.profile import made_up_hint
 from edgeopt.host.state import State
 from edgeopt.proto.capabilities import Capabilities
-from edgeopt.proto.errors import AgentTimeout, AgentUnavailable, EdgeoptError
+from edgeopt.proto.errors import AgentTimeout, AgentUnavailable, EdgeoptError, InvalidRequest
 from edgeopt.proto.v1 import agent_pb2
 
 VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
@@ -168,7 +169,14 @@ async def _measure(
             progress(device, f"{plan['precision']}, {plan['intra_op_threads']} threads: "
                      f"{p.repeats} runs, p50 {p.p50_ms:.3g} ms ±{p.ci_relative:.1%}")  # fmt: skip
 
-    reply = await client.benchmark(request, said)
+    try:
+        reply = await client.benchmark(request, said)
+    except InvalidRequest as exc:
+        if feed is not None or "inference failed" not in exc.details:
+            raise
+        hint = made_up_hint(artifact.artifact, options.input_shapes)
+        raise InvalidRequest(f"{exc.details}; {hint}", device=exc.device,
+                             status=exc.status) from exc  # fmt: skip
     return json_format.MessageToDict(
         reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )

@@ -18,6 +18,7 @@ from edgeopt.host.cli.ssh import open_connection, ssh_options
 from edgeopt.host.client import AgentClient, plan_message, to_tensors
 from edgeopt.host.deploy import first_sample
 from edgeopt.host.output import echo_json
+from edgeopt.proto.errors import InvalidRequest
 from edgeopt.proto.v1 import agent_pb2
 
 
@@ -104,7 +105,15 @@ def profile_cmd(  # noqa: PLR0917  (click passes each option by name)
                     inputs=to_tensors(feed or {}), input_shapes=shapes, runs=runs,
                     warmup=warmup, include_trace=trace_path is not None))  # fmt: skip
 
-        emulation, reply = asyncio.run(go())
+        try:
+            emulation, reply = asyncio.run(go())
+        except InvalidRequest as exc:
+            if feed is not None or "inference failed" not in exc.details:
+                raise
+            given = {shapes[0].name: input_shape} if shapes and input_shape else None
+            hint = profile.made_up_hint(model, given)
+            raise InvalidRequest(f"{exc.details}; {hint}", device=exc.device,
+                                 status=exc.status) from exc  # fmt: skip
         figures, trace = profile.result_dict(reply), reply.trace
         where = f"{device} (agent, ONNX Runtime {reply.onnxruntime_version})"
         if emulation:  # qemu's timings, not the board's: every output says so
