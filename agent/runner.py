@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Tuple
 
+from edgeopt.proto.inputs import made_up_shape
+
 HEADER = struct.Struct("<Q")
 # typing.Tuple: a module-level alias is evaluated, and tuple[...] needs Python 3.9 (the agent
 # runs on 3.8).
@@ -173,8 +175,6 @@ _LEVELS = {
     "all": "ORT_ENABLE_ALL",
     "": "ORT_ENABLE_ALL",
 }
-DEFAULT_SIZES = {2: (1, 128), 3: (1, 16, 128), 4: (1, 3, 224, 224), 5: (1, 3, 8, 112, 112)}
-"""Sizes for symbolic dims in smoke inputs, by rank (batch 1, then what such inputs hold)."""
 
 
 class RequestError(Exception):
@@ -225,19 +225,14 @@ def _smoke_inputs(session: Any, shapes: dict[str, list[int]] | None = None) -> d
     feeds = {}
     for arg in session.get_inputs():
         dims = list(arg.shape or [])
-        default = DEFAULT_SIZES.get(len(dims), (1,) * len(dims))
-        if len(default) != len(dims):
-            default = (1,) * len(dims)
-        shape = [d if isinstance(d, int) and d > 0 else default[i] for i, d in enumerate(dims)]
         given = (shapes or {}).get(arg.name)
-        if given is not None:
-            if len(given) != len(dims):
-                raise RequestError(
-                    "INVALID_ARGUMENT",
-                    f"input shape for {arg.name!r} has rank {len(given)}, the model's input "
-                    f"has rank {len(dims)}",
-                )
-            shape = list(given)
+        if given is not None and len(given) != len(dims):
+            raise RequestError(
+                "INVALID_ARGUMENT",
+                f"input shape for {arg.name!r} has rank {len(given)}, the model's input "
+                f"has rank {len(dims)}",
+            )
+        shape = made_up_shape(dims, given)
         dtype = np.dtype(_numpy_dtype(arg.type))
         if dtype.kind == "f":
             feeds[arg.name] = rng.random(shape).astype(dtype)

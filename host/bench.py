@@ -30,10 +30,10 @@ from google.protobuf import json_format
 
 from edgeopt.host.client import AgentClient, ClientConfig, file_digest, plan_message, to_tensors
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
+from edgeopt.host.compress import data as datasets
 from edgeopt.host.deploy import DeployOptions, capabilities_of, first_sample, plan_for
 from edgeopt.host.inventory import Device
 from edgeopt.host.planner import PlanError
-from edgeopt.host.profile import made_up_hint
 from edgeopt.host.state import State
 from edgeopt.proto.capabilities import Capabilities
 from edgeopt.proto.errors import AgentTimeout, AgentUnavailable, EdgeoptError, InvalidRequest
@@ -174,7 +174,7 @@ async def _measure(
     except InvalidRequest as exc:
         if feed is not None or "inference failed" not in exc.details:
             raise
-        hint = made_up_hint(artifact.artifact, options.input_shapes)
+        hint = datasets.made_up_hint(artifact.artifact, options.input_shapes)
         raise InvalidRequest(f"{exc.details}; {hint}", device=exc.device,
                              status=exc.status) from exc  # fmt: skip
     return json_format.MessageToDict(

@@ -40,7 +40,7 @@ from edgeopt.host.inventory import Device
 from edgeopt.host.state import DeviceRecord, State
 from edgeopt.host.tune import TuneOptions, TuneResult, tune_device
 from edgeopt.proto.capabilities import Capabilities, to_dict
-from edgeopt.proto.errors import EdgeoptError, UnsupportedModel
+from edgeopt.proto.errors import EdgeoptError, InvalidRequest, UnsupportedModel
 from edgeopt.proto.v1 import agent_pb2
 
 
@@ -531,10 +531,17 @@ class Deployer:
             )
             # The plan goes with the activation too: a version the board already had keeps
             # the plan it was pushed with otherwise.
-            activated = await client.activate(
-                options.name, pushed.version, plan=_plan_message(plan, artifact),
-                smoke_inputs=smoke, timeout=max(60.0, self.config.deadline),
-            )  # fmt: skip
+            try:
+                activated = await client.activate(
+                    options.name, pushed.version, plan=_plan_message(plan, artifact),
+                    smoke_inputs=smoke, timeout=max(60.0, self.config.deadline),
+                )  # fmt: skip
+            except InvalidRequest as exc:
+                if smoke is not None or "smoke inference failed" not in exc.details:
+                    raise
+                hint = datasets.made_up_hint(artifact.artifact, remedy=datasets.DEPLOY_REMEDY)
+                raise InvalidRequest(f"{exc.details}; {hint}", device=exc.device,
+                                     status=exc.status) from exc  # fmt: skip
             result.phases["activate"] = time.monotonic() - start
             result.previous_version = activated.previous_version
 

@@ -22,6 +22,7 @@ import numpy as np
 from edgeopt.host.output import table
 from edgeopt.host.ssh import Connection, SshError, quote
 from edgeopt.proto import profiling
+from edgeopt.proto.inputs import made_up_shape
 
 ONE_SHOT = r"""
 import json, sys
@@ -139,7 +140,10 @@ def over_ssh(
 
 
 def made_up_feed(model: Path, shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
-    """Inputs from the model's signature: free dims 1 (or `shape` for a single input)."""
+    """Inputs from the model's signature, made up as the agent makes them.
+
+    `shape` gives a single input's dims; the rule is `edgeopt.proto.inputs`'s.
+    """
     import onnx  # noqa: PLC0415
 
     from edgeopt.host.compress import data as datasets  # noqa: PLC0415
@@ -148,40 +152,11 @@ def made_up_feed(model: Path, shape: tuple[int, ...] | None = None) -> dict[str,
     rng = np.random.default_rng(0)
     feed = {}
     for spec in specs:
-        dims = shape if shape is not None and len(specs) == 1 else tuple(
-            d if d is not None else 1 for d in spec.dims)  # fmt: skip
+        dims = made_up_shape(spec.dims, shape if len(specs) == 1 else None)
         dtype = np.dtype(spec.dtype)
         feed[spec.name] = (rng.random(dims).astype(dtype) if dtype.kind == "f"
                            else np.zeros(dims, dtype=dtype))  # fmt: skip
     return feed
-
-
-def made_up_hint(model: Path, shapes: Mapping[str, tuple[int, ...]] | None = None) -> str:
-    """What a run on made-up inputs fed, and how to give real ones: for a failure's message.
-
-    A model from the wild often needs sizes its signature leaves free (an OCR line's width, an
-    audio clip's length) or values zeros do not make (a sample rate), so a run on made-up
-    inputs may fail deep inside the graph; this says why and what to pass instead.
-    """
-    import onnx  # noqa: PLC0415
-
-    from edgeopt.host.compress import data as datasets  # noqa: PLC0415
-
-    specs = datasets.input_specs(onnx.load(str(model), load_external_data=False))
-    shown = []
-    for spec in specs:
-        given = (shapes or {}).get(spec.name)
-        dims = given or tuple(d if d is not None else 1 for d in spec.dims)
-        wanted = ", ".join("?" if d is None else str(d) for d in spec.dims)
-        fed = f"[{', '.join(map(str, dims))}]" if dims else "a scalar"
-        shown.append(f"{spec.name} {np.dtype(spec.dtype).name}[{wanted}] fed as {fed}")
-    free = any(None in s.dims for s in specs)
-    return (
-        "the inputs were made up from the model's signature"
-        + (" (free dimensions set to 1)" if free else "")
-        + f": {'; '.join(shown)}. This model needs real ones: pass --inputs FILE.npz (an array "
-        "per input name), or for a single input its dims with --input-shape"
-    )
 
 
 def result_dict(reply: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from edgeopt.host import profile
 from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.ssh import open_connection, ssh_options
 from edgeopt.host.client import AgentClient, plan_message, to_tensors
+from edgeopt.host.compress import data as datasets
 from edgeopt.host.deploy import first_sample
 from edgeopt.host.output import echo_json
 from edgeopt.proto.errors import InvalidRequest
@@ -111,7 +112,7 @@ def profile_cmd(  # noqa: PLR0917  (click passes each option by name)
             if feed is not None or "inference failed" not in exc.details:
                 raise
             given = {shapes[0].name: input_shape} if shapes and input_shape else None
-            hint = profile.made_up_hint(model, given)
+            hint = datasets.made_up_hint(model, given)
             raise InvalidRequest(f"{exc.details}; {hint}", device=exc.device,
                                  status=exc.status) from exc  # fmt: skip
         figures, trace = profile.result_dict(reply), reply.trace

@@ -10,7 +10,7 @@ into feeds for ONNX Runtime.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from edgeopt.proto.errors import DataError
+from edgeopt.proto.inputs import made_up_shape, values_text
 
 LABELS = "labels"
 
@@ -209,19 +210,45 @@ def save(path: Path, arrays: dict[str, np.ndarray], labels: np.ndarray | None = 
     np.savez(path, **payload)  # type: ignore[arg-type]
 
 
-DEFAULT_SIZES = {2: (1, 128), 3: (1, 16, 128), 4: (1, 3, 224, 224), 5: (1, 3, 8, 112, 112)}
-"""Sizes for symbolic dims when nothing else tells them, by input rank: batch 1, then what
-models of that rank usually take (token sequences, feature frames, images, video clips)."""
-
-
 def concrete_dims(spec: InputSpec, given: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    """Concrete dims for `spec`: `given` where it fits, else fixed dims, else sensible defaults."""
-    if given is not None and len(given) == len(spec.dims):
-        return given
-    default = DEFAULT_SIZES.get(len(spec.dims), (1,) * len(spec.dims))
-    if len(default) != len(spec.dims):
-        default = (1,) * len(spec.dims)
-    return tuple(d if d is not None else default[i] for i, d in enumerate(spec.dims))
+    """Concrete dims for `spec`: `given` where it fits, else fixed dims, else usual sizes.
+
+    The usual sizes are `edgeopt.proto.inputs`'s, the rule the agent makes up inputs by.
+    """
+    fits = given is not None and len(given) == len(spec.dims)
+    return made_up_shape(spec.dims, given if fits else None)
+
+
+BENCH_REMEDY = (
+    "pass --inputs FILE.npz (an array per input name), or for a single input its dims with "
+    "--input-shape"
+)
+DEPLOY_REMEDY = "pass --smoke FILE.npz (its first sample is the smoke input), or --validate"
+
+
+def made_up_hint(
+    model: Path,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    remedy: str = BENCH_REMEDY,
+) -> str:
+    """What a run on made-up inputs fed, and how to give real ones: for a failure's message.
+
+    A model from the wild often needs sizes its signature leaves free (an OCR line's width, an
+    audio clip's length) or values zeros do not make (a sample rate), so a run on made-up
+    inputs may fail deep inside the graph; this says why and what to pass instead.
+    """
+    specs = input_specs(onnx.load(str(model), load_external_data=False))
+    shown = []
+    for spec in specs:
+        dims = made_up_shape(spec.dims, (shapes or {}).get(spec.name))
+        wanted = ", ".join("?" if d is None else str(d) for d in spec.dims)
+        dtype = np.dtype(spec.dtype)
+        fed = f"[{', '.join(map(str, dims))}]" if dims else "a scalar"
+        shown.append(f"{spec.name} {dtype.name}[{wanted}] fed {values_text(dtype.kind)} as {fed}")
+    return (
+        f"the inputs were made up from the model's signature: {'; '.join(shown)}. This model "
+        f"needs real ones: {remedy}"
+    )
 
 
 def dims_from(dataset: Dataset) -> dict[str, tuple[int, ...]]:

@@ -60,10 +60,13 @@ def test_made_up_inputs_that_a_model_cannot_take_are_explained(
     """PP-OCR's recognizer (Paddle2ONNX) takes x[?, 3, ?, ?]: a 1x1 image breaks its Concat."""
     inventory(tmp_path, {"board": shared_agent})
     path = str(models["ppocr-rec"])
-    hint = (
-        "the inputs were made up from the model's signature (free dimensions set to 1): "
-        "x float32[?, 3, ?, ?] fed as [1, 3, 1, 1]. This model needs real ones: pass --inputs "
-        "FILE.npz (an array per input name), or for a single input its dims with --input-shape"
+    made_up = (
+        "the inputs were made up from the model's signature: x float32[?, 3, ?, ?] fed random "
+        "in [0, 1) as [1, 3, 224, 224]. This model needs real ones: "
+    )
+    hint = made_up + (
+        "pass --inputs FILE.npz (an array per input name), or for a single input its dims with "
+        "--input-shape"
     )
     bench = edgeopt(tmp_path, "bench", path, "--device", "board", "--variants", "fp32",
                     "--threads", "1", "--warmup", "1", "--json")  # fmt: skip
@@ -79,3 +82,19 @@ def test_made_up_inputs_that_a_model_cannot_take_are_explained(
     sized = edgeopt(tmp_path, "profile", path, "--device", "board", "--runs", "2",
                     "--input-shape", "1,3,48,320")  # fmt: skip
     assert sized.exit_code == 0, sized.output
+    # deploy's smoke inference: refused on made-up inputs, with what to pass; then passed.
+    deploy = edgeopt(tmp_path, "deploy", path, "--device", "board", "--precision", "fp32",
+                     "--name", "rec", "--json")  # fmt: skip
+    [result] = json.loads(deploy.stdout)["devices"]
+    assert result["outcome"] == "failed"
+    assert "smoke inference failed: [ONNXRuntimeError]" in result["error"]
+    assert result["error"].endswith(
+        f"; {made_up}pass --smoke FILE.npz (its first sample is the smoke input), or --validate "
+        "(FAILED_PRECONDITION)"
+    )
+    model = next(m for m in CORPUS if m.key == "ppocr-rec")
+    smoke = str(write_data(model, tmp_path, 1, seed=4))
+    deploy = edgeopt(tmp_path, "deploy", path, "--device", "board", "--precision", "fp32",
+                     "--name", "rec", "--smoke", smoke, "--json")  # fmt: skip
+    [result] = json.loads(deploy.stdout)["devices"]
+    assert result["outcome"] == "ok", result["error"]
