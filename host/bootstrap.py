@@ -31,6 +31,8 @@ from edgeopt.host.ssh import Connection, SshError, quote
 MIN_PYTHON = (3, 8)
 """The oldest Python the agent's wheel installs on (pyproject's requires-python)."""
 MIN_FREE_BYTES = 400 << 20
+ARCHES = ("aarch64", "x86_64")
+"""What `uname -m` says on boards ONNX Runtime publishes Linux wheels for."""
 """Room the venv needs: onnxruntime, numpy, grpcio and protobuf take about 250 MiB."""
 UNIT = "edgeopt-agent.service"
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,6 +106,14 @@ def probe(conn: Connection, folder: str) -> Board:
 
 def check(board: Board, target: object, folder: str) -> None:
     """Refuse a board the agent cannot run on, saying what to fix."""
+    if board.arch not in ARCHES:
+        what = "a 32-bit ARM userland" if board.arch.startswith("arm") else "an architecture"
+        raise BootstrapError(
+            f"{target}: the board runs {what} ({board.arch}) that ONNX Runtime publishes no "
+            f"wheels for; the agent runs on {' and '.join(ARCHES)}"
+            + (": install a 64-bit OS (Raspberry Pi OS 64-bit, for one)"
+               if board.arch.startswith("arm") else "")
+        )  # fmt: skip
     if board.python is None:
         need = f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]}"
         raise BootstrapError(f"{target}: the board has no python3 on the PATH: install Python "

@@ -131,14 +131,18 @@ def test_an_agent_that_cannot_start_shows_its_log(sshd_server: sshd.Sshd, tmp_pa
     assert not (tmp_path / "edgeopt.toml").exists()  # nothing written for a failed install
 
 
-def fake_board(tmp_path: Path, python: str | None) -> Path:
-    """A PATH folder: the tools bootstrap's check uses, and a python3 that is old or absent."""
+def fake_board(tmp_path: Path, python: str | None, machine: str | None = None) -> Path:
+    """A PATH folder: the tools bootstrap's check uses, a python3 that is old or absent, and a
+    `uname` that says `machine` (a 32-bit Raspberry Pi OS says armv7l) when given."""
     bin_dir = Path(tempfile.mkdtemp(prefix="edgeopt-fakebin-"))
     bin_dir.chmod(0o755)
     for tool in ("sh", "uname", "getconf", "mkdir", "df", "tail", "cat", "pwd"):
         found = shutil.which(tool)
-        if found:
+        if found and not (tool == "uname" and machine):
             (bin_dir / tool).symlink_to(found)
+    if machine:
+        (bin_dir / "uname").write_text(f"#!/bin/sh\necho {machine}\n")
+        (bin_dir / "uname").chmod(0o755)
     if python is not None:
         (bin_dir / "python3").write_text(f"#!/bin/sh\necho {python}\n")
         (bin_dir / "python3").chmod(0o755)
@@ -146,19 +150,24 @@ def fake_board(tmp_path: Path, python: str | None) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("python", "message"),
+    ("python", "machine", "message"),
     [
-        ("3.7.3", "python3 on the board is 3.7.3; the agent needs Python >= 3.8"),
-        (None, "the board has no python3 on the PATH: install Python >= 3.8"),
+        ("3.7.3", None, "python3 on the board is 3.7.3; the agent needs Python >= 3.8"),
+        (None, None, "the board has no python3 on the PATH: install Python >= 3.8"),
+        ("3.9.2", "armv7l", "the board runs a 32-bit ARM userland (armv7l) that ONNX Runtime "
+         "publishes no wheels for; the agent runs on aarch64 and x86_64: install a 64-bit OS "
+         "(Raspberry Pi OS 64-bit, for one)"),
+        ("3.11.2", "riscv64", "the board runs an architecture (riscv64) that ONNX Runtime "
+         "publishes no wheels for; the agent runs on aarch64 and x86_64"),
     ],
-)
-def test_a_board_without_a_usable_python_is_refused(
-    python: str | None, message: str, tmp_path: Path
+)  # fmt: skip
+def test_a_board_the_agent_cannot_run_on_is_refused(
+    python: str | None, machine: str | None, message: str, tmp_path: Path
 ) -> None:
     reason = sshd.unavailable_reason() or sshd.ensure_user()
     if reason:
         pytest.skip(reason)
-    bin_dir = fake_board(tmp_path, python)
+    bin_dir = fake_board(tmp_path, python, machine)
     # The board's user: a plain account whose shell (sh) reads no rc file that would put
     # another python3 first on the PATH.
     folder = Path(tempfile.mkdtemp(prefix="edgeopt-sshd-"))
