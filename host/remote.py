@@ -118,6 +118,10 @@ def facts(conn: Connection) -> Facts:
         hostname=found.get("=hostname", "").strip(),
         onnxruntime=runtime_info,
         agent_version="",
+        # uname -m answers for the emulated CPU under qemu-user; the kernel's file cannot lie.
+        emulation=system.emulation(
+            found.get("proc/sys/kernel/arch"), found.get("=uname", "").strip()
+        ),
     )
     caps = replace(caps, fingerprint=agent_caps.fingerprint(caps))
     return Facts(caps, python, free)

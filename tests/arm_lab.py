@@ -56,7 +56,8 @@ SUITE = "bullseye"
 """Debian 11: Python 3.9.2 and glibc 2.31, as Raspberry Pi OS bullseye."""
 BOARD = Board(arch="aarch64", glibc=(2, 31), python=(3, 9, 2), venv=True, free_bytes=None,
               systemd=False)  # fmt: skip
-PACKAGES = ("python3", "python3-venv")
+PACKAGES = ("python3", "python3-venv", "openssh-server")
+"""What a Raspberry Pi OS board has that the agent and `edgeopt ssh` use."""
 VENV = "/opt/edgeopt-agent"
 """The agent's venv inside the root."""
 WHEELS = "/opt/wheels"
@@ -82,8 +83,9 @@ def cache_dir() -> Path:
 
 
 def base_tarball() -> Path:
-    """The cached arm64 root (debootstrap's output, packed)."""
-    return cache_dir() / f"debian-{SUITE}-arm64.tar.zst"
+    """The cached arm64 root (debootstrap's output, packed), named by its package list."""
+    tag = hashlib.sha256(",".join(PACKAGES).encode()).hexdigest()[:8]
+    return cache_dir() / f"debian-{SUITE}-arm64-{tag}.tar.zst"
 
 
 def native() -> bool:
@@ -223,6 +225,12 @@ class State:
     """Seconds from launching the agent to its health service answering SERVING."""
     install_s: float
     """Seconds spent restoring the root and installing the agent."""
+    ssh_target: str = ""
+    """root@ADDRESS[:PORT] of the board's OpenSSH server (key login only)."""
+    ssh_key: str = ""
+    """The private key that logs in there."""
+    known_hosts: str = ""
+    """A known_hosts file holding the board's host key."""
 
 
 @dataclass
@@ -299,8 +307,11 @@ class Lab:
         (inside / "token").chmod(0o600)
         install_s = time.monotonic() - began
         netns = self._network(log)
-        listen = f"10.77.{self.subnet}.2:{PORT}" if netns else f"127.0.0.1:{_free_port()}"
-        pid, started_s = self._launch(listen, netns, token)
+        host = f"10.77.{self.subnet}.2" if netns else "127.0.0.1"
+        listen = f"{host}:{PORT}" if netns else f"{host}:{_free_port()}"
+        ssh_port = 22 if netns else _free_port()
+        ssh_target, ssh_key, known = self._ssh(host, ssh_port)
+        pid, started_s = self._launch(listen, netns, token, f"{host}:{ssh_port}")
         inventory = self.run_dir / "edgeopt.toml"
         inventory.write_text(
             f"# The emulated Raspberry Pi 4 of `make arm-lab` ({SUITE} arm64 under qemu-user):\n"
@@ -313,7 +324,8 @@ class Lab:
         )
         state = State(pid=pid, address=listen, inventory=str(inventory),
                       token_file=str(token_file), netns=netns, started_s=started_s,
-                      install_s=install_s)  # fmt: skip
+                      install_s=install_s, ssh_target=ssh_target, ssh_key=str(ssh_key),
+                      known_hosts=str(known))  # fmt: skip
         self.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
         log(f"agent pid {pid} serving at {listen} after {started_s:.1f} s "
             f"(root and install {install_s:.0f} s)")  # fmt: skip
@@ -331,10 +343,28 @@ class Lab:
         _terminate(state.pid, self.process)
         self.process = None
         token = Path(state.token_file).read_text().strip()
-        pid, started_s = self._launch(state.address, state.netns, token)
+        ssh = state.ssh_target.split("@", 1)[1]
+        ssh = ssh if ":" in ssh else f"{ssh}:22"
+        pid, started_s = self._launch(state.address, state.netns, token, ssh)
         state = State(**{**asdict(state), "pid": pid, "started_s": started_s})
         self.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
         return state
+
+    def _ssh(self, host: str, port: int) -> tuple[str, Path, Path]:
+        """A key that logs in as root, and a known_hosts file holding the board's host key."""
+        key = self.run_dir / "id_ed25519"
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"edgeopt-{self.name}",
+              "-f", str(key)], "ssh-keygen")  # fmt: skip
+        dot_ssh = self.root / "root" / ".ssh"
+        dot_ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (dot_ssh / "authorized_keys").write_text(key.with_suffix(".pub").read_text())
+        (dot_ssh / "authorized_keys").chmod(0o600)
+        known = self.run_dir / "known_hosts"
+        name = host if port == 22 else f"[{host}]:{port}"
+        keys = sorted((self.root / "etc" / "ssh").glob("ssh_host_*_key.pub"))
+        lines = [f"{name} {' '.join(p.read_text().split()[:2])}" for p in keys]
+        known.write_text("\n".join(lines) + "\n")
+        return f"root@{host}" + (f":{port}" if port != 22 else ""), key, known
 
     def _chroot(self, *cmd: str) -> list[str]:
         return ["chroot", str(self.root), *cmd]
@@ -385,7 +415,7 @@ class Lab:
             _run(["ip", *step], f"ip {' '.join(step)}")
         return self.netns
 
-    def _launch(self, listen: str, netns: str, token: str) -> tuple[int, float]:
+    def _launch(self, listen: str, netns: str, token: str, ssh: str) -> tuple[int, float]:
         """Start the agent chrooted with the board's view; its pid and seconds to SERVING."""
         root, board = self.root, self.run_dir / "board"
         ready = root / "run" / "edgeopt-agent.ready"
@@ -402,6 +432,11 @@ class Lab:
             'mount -o remount,bind,ro "$R/sys"\n'
             'mount --rbind /dev "$R/dev"\n'
             'mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"\n'
+            'mkdir -p "$R/run/sshd"\n'
+            "# The board's OpenSSH server (key login only), in the agent's process group.\n"
+            f'chroot "$R" /usr/sbin/sshd -D -e -o ListenAddress={ssh} '
+            "-o PasswordAuthentication=no -o UseDNS=no "
+            f">> '{self.run_dir}/sshd.log' 2>&1 &\n"
             "cd /\n"
             f'exec chroot "$R" {VENV}/bin/edgeopt-agent serve --listen {listen} '
             f"--store {STORE} --token-file /etc/edgeopt-agent/token "
@@ -451,14 +486,15 @@ class Lab:
 
 
 def _terminate(pid: int, process: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM (the agent drains and stops its runner), SIGKILL to the group after 15 s."""
-    if _alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
+    """SIGTERM to the lab's process group (the agent drains and stops its runner; sshd), then
+    SIGKILL to whatever of it is left after 15 s, or once the agent is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
     if process is not None:
         process.wait(timeout=15)
 
@@ -517,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
         log(str(exc))
         return 2
     log(f"try: EDGEOPT_INVENTORY={state.inventory} .venv/bin/edgeopt devices show {lab.name}")
+    log(f"over SSH (root, key login): .venv/bin/edgeopt ssh facts {state.ssh_target} "
+        f"-i {state.ssh_key} --accept-new-host-key")
     log("`make arm-lab-stop` stops it")
     print(f"EDGEOPT_INVENTORY={state.inventory}")
     return 0

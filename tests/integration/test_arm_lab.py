@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from packaging.utils import canonicalize_name
 
 from edgeopt.host.cli import cli
@@ -58,6 +59,20 @@ def _edgeopt(state: arm_lab.State, tmp: Path, *args: str) -> str:
     )
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def _over_ssh(state: arm_lab.State, tmp: Path, *args: str) -> Result:
+    """`edgeopt` as a person with the board's host key in known_hosts and its login key."""
+    home = tmp / "home"
+    if not home.exists():
+        (home / ".ssh").mkdir(parents=True, mode=0o700)
+        shutil.copy(state.known_hosts, home / ".ssh" / "known_hosts")
+        shutil.copy(state.ssh_key, home / ".ssh" / "id_ed25519")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    env = {"HOME": str(home), "SSH_AUTH_SOCK": "", "XDG_CACHE_HOME": str(cache)}
+    base = ["--inventory", str(tmp / "edgeopt.toml"), "--state", str(tmp / "state.db"),
+            "--deadline", "60"]  # fmt: skip
+    return CliRunner(env=env).invoke(cli, [*base, *args], catch_exceptions=False)
 
 
 def test_the_board_reports_a_pi4_and_says_it_is_emulated(lab, tmp_path: Path) -> None:
@@ -169,3 +184,52 @@ def test_the_install_is_the_agents_wheel_set_and_nothing_was_built(lab) -> None:
         if (p := board.root / d / name).exists()
     ]
     assert found == []
+
+
+def test_ssh_facts_read_the_same_board_the_agent_reports(lab, tmp_path: Path) -> None:
+    _, state = lab
+    result = _over_ssh(state, tmp_path, "ssh", "facts", state.ssh_target, "--json")
+    assert result.exit_code == 0, result.output
+    remote = json.loads(result.stdout)["capabilities"]
+    agent = json.loads(_edgeopt(state, tmp_path, "devices", "show", DEVICE, "--json"))
+    agent = agent["capabilities"]
+    for name in ("arch", "cpu_vendor", "cpu_model", "physical_cores", "logical_cores",
+                 "usable_cores", "clusters", "isa_features", "board_model", "os_name", "libc",
+                 "python_version", "emulation", "device_id"):  # fmt: skip
+        assert remote[name] == agent[name], name
+    # The board's own python3 has no onnxruntime: the agent lives in its venv.
+    assert remote["onnxruntime"]["error"].startswith("cannot import onnxruntime")
+
+
+def test_ssh_bootstrap_installs_a_second_agent_on_the_emulated_board(
+    lab, digits, tmp_path: Path
+) -> None:
+    """The user's path to a new board: bootstrap over SSH with wheels fetched here, on the
+    board's Python 3.9 and aarch64; then deploy and infer through the SSH tunnel; remove."""
+    _, state = lab
+    installed = _over_ssh(state, tmp_path, "ssh", "bootstrap", state.ssh_target, "--name",
+                          "arm-ssh", "--offline", "--port", "50052", "--start-timeout", "180",
+                          "--json")  # fmt: skip
+    assert installed.exit_code == 0, installed.output
+    done = json.loads(installed.stdout)
+    assert done["manager"] == "supervisor"  # no systemd in the emulated root
+    assert done["address"] == "127.0.0.1:50052" and done["folder"] == "/root/.edgeopt"
+    shown = _over_ssh(state, tmp_path, "devices", "show", "arm-ssh", "--json")
+    assert shown.exit_code == 0, shown.output
+    caps = json.loads(shown.stdout)["capabilities"]
+    assert (caps["arch"], caps["cpu_model"]) == ("aarch64", "Cortex-A72")
+    assert re.fullmatch(r"3\.9\.\d+", caps["python_version"])
+    deployed = _over_ssh(state, tmp_path, "deploy", str(digits.onnx), "--device", "arm-ssh",
+                         "--name", "digits", "--json")  # fmt: skip
+    assert deployed.exit_code == 0, deployed.output
+    images = np.load(digits.validation)["image"][:4]
+    np.savez(tmp_path / "in.npz", image=images)
+    inferred = _over_ssh(state, tmp_path, "infer", "digits", "-d", "arm-ssh", "--input",
+                         str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"))  # fmt: skip
+    assert inferred.exit_code == 0, inferred.output
+    here = ort.InferenceSession(str(digits.onnx)).run(None, {"image": images})[0]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")["logits"], here, rtol=1e-4,
+                               atol=1e-4)  # fmt: skip
+    removed = _over_ssh(state, tmp_path, "ssh", "remove", "arm-ssh", "--purge")
+    assert removed.exit_code == 0, removed.output
+    assert "[devices.arm-ssh]" not in (tmp_path / "edgeopt.toml").read_text()
