@@ -269,6 +269,16 @@ def check(profile: DeviceProfile, caps: Capabilities) -> list[Finding]:
             f"not available: {', '.join(absent)}" if absent else "",
         )
     )
+    if caps.emulation:
+        findings.append(
+            Finding(
+                "warn",
+                "emulation",
+                "none",
+                caps.emulation,
+                "EMULATED: the report is the imitated board's, its timings are the emulator's",
+            )
+        )
     if (
         caps.usable_cores is not None
         and caps.logical_cores

@@ -25,7 +25,7 @@ def _device_row(report: fleet.DeviceReport) -> list[str]:
         d.name,
         d.address,
         "yes",
-        caps.arch,
+        f"{caps.arch} EMULATED" if caps.emulation else caps.arch,
         _cores(caps),
         gib(caps.memory_total_bytes),
         ort.version or "?",

@@ -97,6 +97,16 @@ def test_the_board_reports_a_pi4_and_says_it_is_emulated(lab, tmp_path: Path) ->
         assert caps["emulation"] == f"aarch64 code emulated on an {kernel} kernel (qemu-user)"
         text = _edgeopt(state, tmp_path, "devices", "show", DEVICE)
         assert text.splitlines()[1].startswith("EMULATED")
+        listed = _edgeopt(state, tmp_path, "devices").splitlines()
+        assert listed[1].split()[3:5] == ["aarch64", "EMULATED"]
+        checked = CliRunner().invoke(
+            cli, ["--inventory", state.inventory, "devices", "check", DEVICE],
+            catch_exceptions=False,
+        )  # fmt: skip
+        rows = {line.split()[1]: line.split()[0] for line in checked.output.splitlines()[2:]}
+        # The board's kind matches the Pi 4 profile; what it cannot fake is called out.
+        assert rows["arch"] == rows["clusters"] == rows["isa_features"] == "OK"
+        assert rows["emulation"] == rows["usable_cores"] == "WARN"
 
 
 def test_the_planner_plans_it_as_a_pi4(lab, tmp_path: Path) -> None:
