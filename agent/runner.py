@@ -486,6 +486,7 @@ class Child:
                 "temperatures_after": after["temperatures"],
                 "load_average": before["load_average"], "usable_cores": before["usable_cores"],
                 "other_cpu_load": others,
+                "throttled_before": before["throttled"], "throttled_after": after["throttled"],
             },
         }  # fmt: skip
 
@@ -601,7 +602,20 @@ def conditions() -> dict[str, Any]:
         ],
         "load_average": float(load.split()[0]) if load else 0.0,
         "usable_cores": len(os.sched_getaffinity(0)),
+        "throttled": _throttle_flags(),
     }
+
+
+def _throttle_flags() -> int | None:
+    """A Raspberry Pi's firmware throttle flags (thermal.THROTTLE_FILES), None elsewhere."""
+    from edgeopt.agent.probes import thermal  # noqa: PLC0415
+
+    for pattern in thermal.THROTTLE_FILES:
+        for path in sorted(Path("/").glob(pattern)):
+            flags = thermal.throttled(_read(path))
+            if flags is not None:
+                return flags
+    return None
 
 
 class CpuClock:

@@ -410,6 +410,7 @@ def _benchmark_result(answer: dict[str, Any]) -> agent_pb2.BenchmarkResult:
             temperatures_after=[agent_pb2.Temperature(**t) for t in c["temperatures_after"]],
             load_average=c["load_average"], usable_cores=c["usable_cores"],
             other_cpu_load=c["other_cpu_load"],
+            throttled_before=c["throttled_before"], throttled_after=c["throttled_after"],
         ),
     )  # fmt: skip
 

@@ -12,7 +12,8 @@ with `cooldown_s` between them, because two benchmarks on one board corrupt each
 or slow device never blocks the others: its remaining cases are marked, its finished ones kept.
 An overall `deadline_s` stops whatever still runs and marks it. Every case, measured or not,
 goes into the state database under one run id, with the conditions that may skew it flagged:
-other processes using the CPU during the run ("loaded"), a hot SoC ("hot") and a board whose CPU
+other processes using the CPU during the run ("loaded"), a hot SoC ("hot"), a Raspberry Pi whose
+firmware throttled or capped its clock or saw under-voltage ("THROTTLED") and a board whose CPU
 is emulated ("EMULATED": qemu-user, whose timings say nothing about the real hardware).
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from edgeopt.agent.probes import thermal
 from edgeopt.host.client import AgentClient, ClientConfig, file_digest, plan_message, to_tensors
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.compress import data as datasets
@@ -126,6 +128,11 @@ def flags_of(result: dict[str, Any], emulation: str = "") -> list[str]:
     hottest = max((t["celsius"] for t in conditions.get("temperatures_after", [])), default=0.0)
     if hottest >= HOT_CELSIUS:
         flags.append(f"hot {hottest:.0f}C")
+    events = thermal.throttle_events(
+        conditions.get("throttled_before"), conditions.get("throttled_after")
+    )
+    if events:  # the Pi's firmware said so: the clock the figure was measured at was not its own
+        flags.append(f"THROTTLED: {', '.join(events)}")
     return flags
 
 

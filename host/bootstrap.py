@@ -22,6 +22,7 @@ import hashlib
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,12 +192,24 @@ def platform_tags(arch: str, glibc: tuple[int, int]) -> list[str]:
     return [*tags, f"linux_{arch}"]
 
 
+def _requirements_digest(wheel: Path) -> str:
+    """A short hash of what the wheel requires (its METADATA's Requires-Dist and -Python)."""
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = archive.read(name).decode("utf-8", "replace").splitlines()
+    wanted = sorted(x for x in lines if x.startswith(("Requires-Dist:", "Requires-Python:")))
+    return hashlib.sha256("\n".join(wanted).encode()).hexdigest()[:12]
+
+
 def download_wheels(wheel: Path, board: Board, cache: Path) -> Path:
     """The agent's dependencies as wheels for the board's platform, fetched on the host."""
     assert board.python is not None and board.glibc is not None  # check() refused the others
     py = f"{board.python[0]}{board.python[1]}"
-    out = cache / f"deps-{board.arch}-glibc{board.glibc[0]}.{board.glibc[1]}-py{py}"
-    stamp = out / f".{wheel.name}.done"
+    # One folder per requirement set: a wheel whose dependencies changed never meets the old set
+    # (the wheel's name stays edgeopt-0.1.0 across edits, so it cannot be the key).
+    glibc = f"{board.glibc[0]}.{board.glibc[1]}"
+    out = cache / f"deps-{board.arch}-glibc{glibc}-py{py}-{_requirements_digest(wheel)}"
+    stamp = out / ".done"
     if stamp.exists():
         return out
     out.mkdir(parents=True, exist_ok=True)

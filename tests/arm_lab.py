@@ -61,6 +61,8 @@ PACKAGES = ("python3", "python3-venv", "openssh-server")
 VENV = "/opt/edgeopt-agent"
 """The agent's venv inside the root."""
 WHEELS = "/opt/wheels"
+THROTTLE_FILE = "sys/devices/platform/soc/soc:firmware/get_throttled"
+"""Under the board view: the Pi 4's firmware throttle flags (agent/probes/thermal.py)."""
 STORE = "/var/lib/edgeopt-agent"
 PORT = 50051
 START_TIMEOUT = 180.0
@@ -207,6 +209,11 @@ def _board_view(dest: Path) -> None:
     count = (PI4 / "proc" / "cpuinfo").read_text().count("processor\t:")
     for name in ("online", "possible", "present"):  # what the kernel prints for 4 CPUs
         (cpus / name).write_text(f"0-{count - 1}\n")
+    # The firmware's throttle flags as a healthy Pi prints them (the raspberrypi firmware
+    # driver writes "%x\n"); a test writes others here to play a fault it cannot cause.
+    flags = dest / THROTTLE_FILE
+    flags.parent.mkdir(parents=True)
+    flags.write_text("0\n")
     model = dest / "sys" / "firmware" / "devicetree" / "base" / "model"
     model.parent.mkdir(parents=True)
     shutil.copy(PI4 / "proc" / "device-tree" / "model", model)
@@ -373,7 +380,9 @@ class Lab:
         """The venv with the agent's wheel set, from the cache or built under emulation."""
         target = self.root / WHEELS.lstrip("/")
         target.mkdir(parents=True)
-        for path in wheels.glob("*.whl"):
+        # The folder also holds the edgeopt wheel pip download copied when it was filled: the
+        # one built from this tree now replaces it.
+        for path in [*(p for p in wheels.glob("*.whl") if p.name != wheel.name), wheel]:
             shutil.copy(path, target / path.name)
         cached = cache_dir() / f"venv-{_dependency_digest(wheels)}.tar.zst"
         pip = [f"{VENV}/bin/pip", "install", "--quiet", "--disable-pip-version-check",
@@ -553,8 +562,10 @@ def main(argv: list[str] | None = None) -> int:
         log(str(exc))
         return 2
     log(f"try: EDGEOPT_INVENTORY={state.inventory} .venv/bin/edgeopt devices show {lab.name}")
-    log(f"over SSH (root, key login): .venv/bin/edgeopt ssh facts {state.ssh_target} "
-        f"-i {state.ssh_key} --accept-new-host-key")
+    log(
+        f"over SSH (root, key login): .venv/bin/edgeopt ssh facts {state.ssh_target} "
+        f"-i {state.ssh_key} --accept-new-host-key"
+    )
     log("`make arm-lab-stop` stops it")
     print(f"EDGEOPT_INVENTORY={state.inventory}")
     return 0

@@ -296,7 +296,7 @@ class LatencyStats(_message.Message):
     def __init__(self, samples: _Optional[int] = ..., min_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., mean_ms: _Optional[float] = ..., std_ms: _Optional[float] = ..., ci_low_ms: _Optional[float] = ..., ci_high_ms: _Optional[float] = ...) -> None: ...
 
 class Conditions(_message.Message):
-    __slots__ = ("onnxruntime_version", "cpu_governor", "temperatures_before", "temperatures_after", "load_average", "usable_cores", "other_cpu_load")
+    __slots__ = ("onnxruntime_version", "cpu_governor", "temperatures_before", "temperatures_after", "load_average", "usable_cores", "other_cpu_load", "throttled_before", "throttled_after")
     ONNXRUNTIME_VERSION_FIELD_NUMBER: _ClassVar[int]
     CPU_GOVERNOR_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURES_BEFORE_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +304,8 @@ class Conditions(_message.Message):
     LOAD_AVERAGE_FIELD_NUMBER: _ClassVar[int]
     USABLE_CORES_FIELD_NUMBER: _ClassVar[int]
     OTHER_CPU_LOAD_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_AFTER_FIELD_NUMBER: _ClassVar[int]
     onnxruntime_version: str
     cpu_governor: str
     temperatures_before: _containers.RepeatedCompositeFieldContainer[Temperature]
@@ -311,7 +313,9 @@ class Conditions(_message.Message):
     load_average: float
     usable_cores: int
     other_cpu_load: float
-    def __init__(self, onnxruntime_version: _Optional[str] = ..., cpu_governor: _Optional[str] = ..., temperatures_before: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., temperatures_after: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., load_average: _Optional[float] = ..., usable_cores: _Optional[int] = ..., other_cpu_load: _Optional[float] = ...) -> None: ...
+    throttled_before: int
+    throttled_after: int
+    def __init__(self, onnxruntime_version: _Optional[str] = ..., cpu_governor: _Optional[str] = ..., temperatures_before: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., temperatures_after: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., load_average: _Optional[float] = ..., usable_cores: _Optional[int] = ..., other_cpu_load: _Optional[float] = ..., throttled_before: _Optional[int] = ..., throttled_after: _Optional[int] = ...) -> None: ...
 
 class BenchmarkProgress(_message.Message):
     __slots__ = ("repeats", "elapsed_s", "p50_ms", "ci_relative")

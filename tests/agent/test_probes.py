@@ -186,3 +186,28 @@ def test_limit_parsing() -> None:
     assert runtime.limit_from_error("... max supported IR version: 9", "ir") == 9
     assert runtime.limit_from_error("support for domain ai.onnx is till opset 19.", "opset") == 19
     assert runtime.limit_from_error("something else", "ir") is None
+
+
+def test_throttle_flags_parse_as_the_firmware_and_vcgencmd_print_them() -> None:
+    assert thermal.throttled("50005\n") == 0x50005  # the sysfs file: "%x\n"
+    assert thermal.throttled("throttled=0x0") == 0  # vcgencmd get_throttled
+    assert thermal.throttled("") is None and thermal.throttled(None) is None
+    assert thermal.throttled("no such thing") is None
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "events"),
+    [
+        (0, 0, []),
+        (0, 0x50005, ["under-voltage", "throttled"]),
+        (0x50000, 0x50000, []),  # happened since boot, before the run: not this run's
+        (0x0, 0x20000, ["arm frequency capped"]),  # capped during the run, over by its end
+        (0x8, 0x0, ["soft temperature limit"]),  # held when the run began
+        (None, 0x4, ["throttled"]),
+        (0x4, None, []),  # unreadable after the run: nothing claimed
+    ],
+)
+def test_throttle_events_name_what_held_during_the_run(
+    before: int | None, after: int | None, events: list[str]
+) -> None:
+    assert thermal.throttle_events(before, after) == events

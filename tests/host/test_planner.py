@@ -183,3 +183,14 @@ def test_every_case_measured_on_an_emulated_board_is_flagged() -> None:
     assert flags_of(quiet, "aarch64 code emulated on an x86_64 kernel (qemu-user)") == ["EMULATED"]
     busy = {"conditions": {"other_cpu_load": 0.5, "temperatures_after": []}}
     assert flags_of(busy, "x") == ["EMULATED", "loaded 50%"]
+
+
+def test_a_run_the_pis_firmware_throttled_is_flagged() -> None:
+    from edgeopt.host.bench import flags_of
+
+    pi = {"conditions": {"temperatures_after": [], "throttled_before": 0x0,
+                         "throttled_after": 0x50005}}  # fmt: skip
+    assert flags_of(pi) == ["THROTTLED: under-voltage, throttled"]
+    calm = {"conditions": {"temperatures_after": [], "throttled_before": 0x50000,
+                           "throttled_after": 0x50000}}  # fmt: skip
+    assert flags_of(calm) == []

@@ -130,7 +130,7 @@ def test_the_planner_plans_it_as_a_pi4(lab, tmp_path: Path) -> None:
 
 
 def test_deploy_activate_infer_benchmark_and_profile(lab, digits, tmp_path: Path) -> None:
-    _, state = lab
+    board, state = lab
     out = _edgeopt(state, tmp_path, "deploy", str(digits.onnx), "--device", DEVICE,
                    "--name", "digits")  # fmt: skip
     assert "1 of 1 devices ok" in out
@@ -152,6 +152,19 @@ def test_deploy_activate_infer_benchmark_and_profile(lab, digits, tmp_path: Path
     assert cases[0]["p50_ms"] > 0 and cases[0]["samples"] > 0
     if not arm_lab.native():
         assert cases[0]["flags"][0] == "EMULATED"
+    assert not any(f.startswith("THROTTLED") for f in cases[0]["flags"])  # a healthy Pi's "0"
+    # Under-voltage cannot be caused here: the board's firmware file says it instead (a stand-in
+    # for the fault, read by the real agent through its /sys), and the run is flagged.
+    flags_file = board.run_dir / "board" / arm_lab.THROTTLE_FILE
+    flags_file.write_text("50005\n")
+    try:
+        again = json.loads(
+            _edgeopt(state, tmp_path, "bench", str(digits.onnx), "--device", DEVICE,
+                     "--warmup", "1", "--max-seconds", "1", "--json")
+        )  # fmt: skip
+    finally:
+        flags_file.write_text("0\n")
+    assert "THROTTLED: under-voltage, throttled" in again["cases"][0]["flags"]
     profiled = json.loads(_edgeopt(state, tmp_path, "profile", str(digits.onnx), "--device",
                                    DEVICE, "--runs", "5", "--json"))  # fmt: skip
     assert profiled["runs"] == 5
