@@ -29,18 +29,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import secrets
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,6 +63,8 @@ PACKAGES = ("python3", "python3-venv", "openssh-server")
 VENV = "/opt/edgeopt-agent"
 """The agent's venv inside the root."""
 WHEELS = "/opt/wheels"
+MARKER = ".edgeopt-arm-lab.json"
+"""In a lab's run folder: `stop` removes only a folder that holds it."""
 THROTTLE_FILE = "sys/devices/platform/soc/soc:firmware/get_throttled"
 """Under the board view: the Pi 4's firmware throttle flags (agent/probes/thermal.py)."""
 STORE = "/var/lib/edgeopt-agent"
@@ -158,14 +162,42 @@ def debian_mirror() -> str:
     raise LabError("no Debian mirror in /etc/apt/sources*: set EDGEOPT_DEBIAN_MIRROR")
 
 
+@contextlib.contextmanager
+def _cache_lock() -> Iterator[None]:
+    """One builder of the cache at a time (two cold starts would write the same files)."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with (cache_dir() / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _unmount_below(folder: Path) -> None:
+    """Lazily unmount whatever is mounted under `folder` (deepest first)."""
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in sorted(points, key=len, reverse=True):
+        if point.startswith(str(folder) + "/"):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def _remove_tree(folder: Path) -> None:
+    """rm -rf that never crosses into a file system mounted below `folder`."""
+    _unmount_below(folder)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(folder)], capture_output=True,
+                   check=False)  # fmt: skip
+
+
 def build_base(log: Log) -> Path:
     """debootstrap the arm64 root and pack it into the cache (once)."""
+    with _cache_lock():
+        return _build_base(log)
+
+
+def _build_base(log: Log) -> Path:
     out = base_tarball()
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / "building-root"
-    shutil.rmtree(work, ignore_errors=True)
+    _remove_tree(work)  # a build killed mid-way leaves its root (and debootstrap's mounts)
     log(f"building the Debian {SUITE} arm64 root with debootstrap (about 3 minutes; once)")
     start = time.monotonic()
     _run(
@@ -181,7 +213,7 @@ def build_base(log: Log) -> Path:
     _run(["tar", "--numeric-owner", "-I", "zstd -T0 -10", "-C", str(work), "-cf", str(tmp), "."],
          "packing the root")  # fmt: skip
     tmp.rename(out)
-    shutil.rmtree(work)
+    _remove_tree(work)
     log(f"root built in {time.monotonic() - start:.0f} s: {out} ({out.stat().st_size >> 20} MiB)")
     return out
 
@@ -251,9 +283,17 @@ class Lab:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     """The agent this object started (reaped by `stop`); None for one found running."""
 
+    def __post_init__(self) -> None:
+        self.run_dir = self.run_dir.resolve()
+
     @property
     def root(self) -> Path:
         return self.run_dir / "root"
+
+    @property
+    def marker(self) -> Path:
+        """Written first by `start`: what this folder's lab made outside it (its network)."""
+        return self.run_dir / MARKER
 
     @property
     def netns(self) -> str:
@@ -273,12 +313,48 @@ class Lab:
         return self.run_dir / "agent.log"
 
     def state(self) -> State | None:
-        """The running lab, or None (a state whose agent died counts as none)."""
+        """The running lab, or None: a state whose agent died, or whose pid now names another
+        process (after a reboot), counts as none."""
         try:
             state = State(**json.loads(self.state_file.read_text()))
         except (OSError, ValueError, TypeError):
             return None
-        return state if _alive(state.pid) else None
+        return state if state.pid in self._pids() else None
+
+    def _check_network_free(self) -> None:
+        """Refuse a name or subnet another lab (or anything else) holds here: its cleanup would
+        otherwise take that one's network."""
+        if netns.unavailable_reason() is not None:
+            return
+        there = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                               check=False).stdout.split()  # fmt: skip
+        if self.netns in there:
+            raise LabError(
+                f"a lab named {self.name} already runs from another folder (network "
+                f"namespace {self.netns} exists): stop it, or choose another name"
+            )
+        used = _run(["ip", "-o", "addr", "show", "to", f"10.77.{self.subnet}.0/24"], "ip addr")
+        if used.strip():
+            raise LabError(f"10.77.{self.subnet}.0/24 is in use here ({used.split()[1]}): give "
+                           "the lab another subnet")  # fmt: skip
+
+    def _pids(self) -> list[int]:
+        """Every process running in this lab's root: agents, runners, sshd, supervisors."""
+        try:
+            root = os.stat(self.root)
+        except OSError:
+            return []
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                there = os.stat(entry / "root")
+            except OSError:
+                continue
+            if (there.st_dev, there.st_ino) == (root.st_dev, root.st_ino):
+                found.append(int(entry.name))
+        return found
 
     def start(self, log: Log = print) -> State:
         """Restore the root, install the agent, start it on its own address; reuse a running one.
@@ -294,11 +370,24 @@ class Lab:
         if reason:
             raise LabError(reason)
         self.stop(quiet=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if any(self.run_dir.iterdir()):
+            raise LabError(f"{self.run_dir} is not empty and holds no lab: choose another folder")
+        self._check_network_free()
+        self.run_dir.chmod(0o700)
+        host_if, board_if = self._links
+        self.marker.write_text(json.dumps({"name": self.name, "netns": self.netns,
+                                           "links": [host_if, board_if]}) + "\n")  # fmt: skip
+        try:
+            return self._start(log)
+        except BaseException:
+            self.stop(quiet=True)
+            raise
+
+    def _start(self, log: Log) -> State:
         began = time.monotonic()
         base = build_base(log)
         wheel, wheels = agent_wheels(log)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir.chmod(0o700)
         self.root.mkdir()
         _run(["tar", "--numeric-owner", "-I", "zstd", "-C", str(self.root), "-xf", str(base)],
              "restoring the root")  # fmt: skip
@@ -397,10 +486,12 @@ class Lab:
         log("installing the agent's wheel set into a venv under emulation (about a minute; once)")
         _run(self._chroot("/usr/bin/python3", "-m", "venv", VENV), "python3 -m venv")
         _run(self._chroot(*pip, f"{WHEELS}/{wheel.name}"), "pip install (the agent's wheel set)")
-        tmp = cached.with_suffix(".tmp")
-        _run(["tar", "--numeric-owner", "-I", "zstd -T0 -10", "-C", str(self.root), "-cf",
-              str(tmp), VENV.lstrip("/")], "packing the venv")  # fmt: skip
-        tmp.rename(cached)
+        with _cache_lock():
+            if not cached.exists():
+                tmp = cached.with_suffix(".tmp")
+                _run(["tar", "--numeric-owner", "-I", "zstd -T0 -10", "-C", str(self.root),
+                      "-cf", str(tmp), VENV.lstrip("/")], "packing the venv")  # fmt: skip
+                tmp.rename(cached)
 
     def _network(self, log: Log) -> str:
         """Its own namespace and address ("" when this machine cannot make namespaces)."""
@@ -434,10 +525,10 @@ class Lab:
             "#!/bin/sh\n"
             "# Runs in a private mount namespace: nothing mounted here is seen outside it.\n"
             "set -e\n"
-            f"R='{root}'\n"
+            f"R={shlex.quote(str(root))}\n"
             'mount -t proc proc "$R/proc"\n'
-            f"mount --bind '{board}/cpuinfo' \"$R/proc/cpuinfo\"\n"
-            f"mount --bind '{board}/sys' \"$R/sys\"\n"
+            f'mount --bind {shlex.quote(str(board / "cpuinfo"))} "$R/proc/cpuinfo"\n'
+            f'mount --bind {shlex.quote(str(board / "sys"))} "$R/sys"\n'
             'mount -o remount,bind,ro "$R/sys"\n'
             'mount --rbind /dev "$R/dev"\n'
             'mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"\n'
@@ -445,7 +536,7 @@ class Lab:
             "# The board's OpenSSH server (key login only), in the agent's process group.\n"
             f'chroot "$R" /usr/sbin/sshd -D -e -o ListenAddress={ssh} '
             "-o PasswordAuthentication=no -o UseDNS=no "
-            f">> '{self.run_dir}/sshd.log' 2>&1 &\n"
+            f">> {shlex.quote(str(self.run_dir / 'sshd.log'))} 2>&1 &\n"
             "cd /\n"
             f'exec chroot "$R" {VENV}/bin/edgeopt-agent serve --listen {listen} '
             f"--store {STORE} --token-file /etc/edgeopt-agent/token "
@@ -457,41 +548,54 @@ class Lab:
         with self.log_file.open("w") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        self.process = proc  # reaped by stop, whatever happens next
         deadline = begin + START_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise LabError(f"the emulated agent exited ({proc.returncode}):\n"
                                f"{self.log_file.read_text()[-3000:]}")  # fmt: skip
             if ready.exists() and _serving(listen, token):
-                self.process = proc
                 return proc.pid, time.monotonic() - begin
             time.sleep(0.1)
-        proc.kill()
         raise LabError(f"the emulated agent did not serve within {START_TIMEOUT:.0f} s:\n"
                        f"{self.log_file.read_text()[-3000:]}")  # fmt: skip
 
     def stop(self, quiet: bool = False, log: Log = print) -> None:
-        """Stop the agent, remove its namespace and its run folder (the cache stays)."""
+        """Stop every process in the lab's root, remove what its marker says it made (network
+        namespace, veth) and its run folder; the cache stays.
+
+        Raises:
+            LabError: the run folder holds files but no lab marker: it is not touched.
+        """
+        if not self.marker.exists():
+            if self.run_dir.exists() and any(self.run_dir.iterdir()):
+                raise LabError(f"{self.run_dir} holds no ARM lab ({MARKER} missing): not "
+                               "touching it")  # fmt: skip
+            if not quiet:
+                log("the lab was not running")
+            return
+        made = json.loads(self.marker.read_text())
         state = None
         with contextlib.suppress(OSError, ValueError, TypeError):
             state = State(**json.loads(self.state_file.read_text()))
-        if state is not None:
-            _terminate(state.pid, self.process)
-        self.process = None
-        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
-        subprocess.run(["ip", "link", "del", self._links[0]], capture_output=True, check=False)
-        # The mounts lived in the agent's private namespace; a lazy unmount covers a crash mid-way.
-        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-        for line in sorted(mounts, key=len, reverse=True):
-            point = line.split()[4]
-            if point.startswith(str(self.root) + "/"):
-                subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-        if self.run_dir.exists():
-            shutil.rmtree(self.run_dir)
-            if not quiet:
-                log(f"stopped the lab and removed {self.run_dir}")
-        elif not quiet:
-            log("the lab was not running")
+        if state is not None and state.pid in self._pids():
+            _terminate(state.pid, None)  # SIGTERM first: the agent drains and stops its runner
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # then sshd, supervisors, stragglers
+            for pid in self._pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 5
+            while self._pids() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=15)
+            self.process = None
+        subprocess.run(["ip", "netns", "del", made["netns"]], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", made["links"][0]], capture_output=True, check=False)
+        _remove_tree(self.run_dir)  # the mounts died with the agent's namespace; a crash's won't
+        if not quiet:
+            log(f"stopped the lab and removed {self.run_dir}")
 
 
 def _terminate(pid: int, process: subprocess.Popen[bytes] | None) -> None:
@@ -542,15 +646,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.arm_lab", description=__doc__.split(
         "\n")[0])  # fmt: skip
     parser.add_argument("command", choices=("start", "stop", "status"))
-    parser.add_argument("--run-dir", type=Path, default=Lab.run_dir)
+    parser.add_argument("--name", default=Lab.name, help="the device's name (default: arm-pi4)")
+    parser.add_argument("--run-dir", type=Path, help="default: /var/tmp/edgeopt-NAME")
+    parser.add_argument("--subnet", type=int, default=Lab.subnet,
+                        help="the board's address is 10.77.SUBNET.2 (default: 250)")  # fmt: skip
     args = parser.parse_args(argv)
-    lab = Lab(run_dir=args.run_dir)
+    default_dir = Lab.run_dir if args.name == Lab.name else Path(f"/var/tmp/edgeopt-{args.name}")
+    lab = Lab(name=args.name, run_dir=args.run_dir or default_dir, subnet=args.subnet)
 
     def log(text: str) -> None:
         print(f"arm-lab: {text}", file=sys.stderr, flush=True)
 
     if args.command == "stop":
-        lab.stop(log=log)
+        try:
+            lab.stop(log=log)
+        except LabError as exc:
+            log(str(exc))
+            return 2
         return 0
     if args.command == "status":
         state = lab.state()

@@ -256,3 +256,32 @@ def test_ssh_bootstrap_installs_a_second_agent_on_the_emulated_board(
     removed = _over_ssh(state, tmp_path, "ssh", "remove", "arm-ssh", "--purge")
     assert removed.exit_code == 0, removed.output
     assert "[devices.arm-ssh]" not in (tmp_path / "edgeopt.toml").read_text()
+
+
+def test_stop_never_removes_a_folder_that_holds_no_lab(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a lab")
+    with pytest.raises(arm_lab.LabError) as refused:
+        arm_lab.Lab(run_dir=tmp_path).stop()
+    assert str(refused.value) == (
+        f"{tmp_path} holds no ARM lab (.edgeopt-arm-lab.json missing): not touching it"
+    )
+    assert (tmp_path / "notes.txt").read_text() == "not a lab"
+
+
+def test_a_second_lab_cannot_take_the_first_ones_name_or_subnet(lab, tmp_path: Path) -> None:
+    _, state = lab
+    same_name = arm_lab.Lab(name=DEVICE, run_dir=tmp_path / "a", subnet=253)
+    with pytest.raises(arm_lab.LabError) as refused:
+        same_name.start(log=print)
+    assert str(refused.value) == (
+        f"a lab named {DEVICE} already runs from another folder (network namespace "
+        f"eo-{DEVICE} exists): stop it, or choose another name"
+    )
+    same_subnet = arm_lab.Lab(name="arm-other", run_dir=tmp_path / "b", subnet=251)
+    with pytest.raises(arm_lab.LabError) as refused:
+        same_subnet.start(log=print)
+    assert str(refused.value).startswith("10.77.251.0/24 is in use here (")
+    # Nothing was made for them, and the first lab serves on.
+    assert list((tmp_path / "a").iterdir()) == list((tmp_path / "b").iterdir()) == []
+    shown = json.loads(_edgeopt(state, tmp_path, "devices", "show", DEVICE, "--json"))
+    assert shown["reachable"] is True
