@@ -243,6 +243,18 @@ def _smoke_inputs(session: Any, shapes: dict[str, list[int]] | None = None) -> d
     return feeds
 
 
+def _default_threads() -> int:
+    """Intra-op threads when the plan names none.
+
+    ONNX Runtime's own default (0: one thread per physical core, each pinned to its core),
+    unless this process may use fewer CPUs than the machine has: under taskset, a cpuset or an
+    emulator the pins fail ("pthread_setaffinity_np failed") and the pool oversubscribes, so
+    there it gets the CPUs it may use, unpinned.
+    """
+    usable = len(os.sched_getaffinity(0))
+    return usable if usable < (os.cpu_count() or usable) else 0
+
+
 def _session(path: str, plan: dict[str, Any], profile_prefix: str | None = None) -> Any:
     import onnxruntime as ort  # noqa: PLC0415
 
@@ -251,10 +263,7 @@ def _session(path: str, plan: dict[str, Any], profile_prefix: str | None = None)
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
-    # ONNX Runtime's default (0) is one thread per physical core, each pinned to its core: under
-    # taskset, a cpuset or an emulator the pins fail ("pthread_setaffinity_np failed") and the
-    # pool oversubscribes. Unplanned, the pool gets the CPUs this process may use, unpinned.
-    options.intra_op_num_threads = int(plan.get("intra_op_threads") or len(os.sched_getaffinity(0)))
+    options.intra_op_num_threads = int(plan.get("intra_op_threads") or _default_threads())
     options.inter_op_num_threads = int(plan.get("inter_op_threads") or 0)
     level = plan.get("graph_optimization_level", "")
     if level not in _LEVELS:

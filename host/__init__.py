@@ -26,6 +26,11 @@ def main() -> None:
                          f"{have}. On a board, run edgeopt-agent.\n")  # fmt: skip
         raise SystemExit(2)
     # Imported only here: the CLI's modules use syntax an old Python cannot parse.
-    from edgeopt.host.cli import main as cli_main  # noqa: PLC0415
+    try:
+        from edgeopt.host.cli import main as cli_main  # noqa: PLC0415
+    except ImportError as exc:  # the base install (a board's) has the agent's packages only
+        sys.stderr.write(f"edgeopt's host commands need the host's packages ({exc}): pip "
+                         "install 'edgeopt[host]'. On a board, run edgeopt-agent.\n")  # fmt: skip
+        raise SystemExit(2) from None
 
     cli_main()

@@ -32,9 +32,9 @@ from edgeopt.host.ssh import Connection, SshError, quote
 MIN_PYTHON = (3, 8)
 """The oldest Python the agent's wheel installs on (pyproject's requires-python)."""
 MIN_FREE_BYTES = 400 << 20
+"""Room the venv needs: onnxruntime, numpy, grpcio and protobuf take about 250 MiB."""
 ARCHES = ("aarch64", "x86_64")
 """What `uname -m` says on boards ONNX Runtime publishes Linux wheels for."""
-"""Room the venv needs: onnxruntime, numpy, grpcio and protobuf take about 250 MiB."""
 UNIT = "edgeopt-agent.service"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +53,8 @@ class Board:
     venv: bool
     free_bytes: int | None
     systemd: bool
+    python_bits: int | None = None
+    """32 for a 32-bit python3 (an armhf userland, even on a 64-bit kernel), else 64."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ def probe(conn: Connection, folder: str) -> Board:
     script = (
         "uname -m; (getconf GNU_LIBC_VERSION 2>/dev/null || echo none); "
         "(command -v python3 >/dev/null 2>&1 && python3 -c "
-        "'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])' || echo none); "
+        '\'import struct, sys; print("%d.%d.%d %d" % (sys.version_info[:3] '
+        '+ (struct.calcsize("P") * 8,)))\' || echo none); '
         "(python3 -c 'import venv, ensurepip' >/dev/null 2>&1 && echo venv || echo novenv); "
         f"mkdir -p {folder} && (df -Pk {folder} | tail -n 1); "
         "(systemctl --user show-environment >/dev/null 2>&1 && echo systemd || echo nosystemd)"
@@ -97,12 +100,14 @@ def probe(conn: Connection, folder: str) -> Board:
     if libc.startswith("glibc "):
         major, _, minor = libc.split()[1].partition(".")
         glibc = (int(major), int(minor.split(".")[0] or 0))
-    version = tuple(int(p) for p in python.split(".")) if python != "none" else None
+    words = python.split()
+    version = tuple(int(p) for p in words[0].split(".")) if words and python != "none" else None
+    bits = int(words[1]) if len(words) > 1 and words[1].isdigit() else None
     fields = df.split()
     free = int(fields[3]) * 1024 if len(fields) >= 4 and fields[3].isdigit() else None
     py = (version[0], version[1], version[2]) if version and len(version) == 3 else None
     return Board(arch.strip(), glibc, py, venv.strip() == "venv", free,
-                 systemd.strip() == "systemd")  # fmt: skip
+                 systemd.strip() == "systemd", bits)  # fmt: skip
 
 
 def check(board: Board, target: object, folder: str) -> None:
@@ -115,6 +120,12 @@ def check(board: Board, target: object, folder: str) -> None:
             + (": install a 64-bit OS (Raspberry Pi OS 64-bit, for one)"
                if board.arch.startswith("arm") else "")
         )  # fmt: skip
+    if board.arch in ARCHES and board.python_bits == 32:
+        raise BootstrapError(
+            f"{target}: the board's python3 is 32-bit (an armhf userland on its {board.arch} "
+            "kernel, as the 32-bit Raspberry Pi OS has) and ONNX Runtime publishes no wheels "
+            "for it: install a 64-bit OS (Raspberry Pi OS 64-bit, for one)"
+        )
     if board.python is None:
         need = f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]}"
         raise BootstrapError(f"{target}: the board has no python3 on the PATH: install Python "

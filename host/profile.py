@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.agent.probes import system
 from edgeopt.host.output import table
 from edgeopt.host.ssh import Connection, SshError, quote
 from edgeopt.proto import profiling
@@ -43,7 +44,13 @@ with np.load(feed_path) as data:
     feed = {k: data[k] for k in data.files}
 for _ in range(int(warmup) + int(runs)):
     session.run(None, feed)
-print(json.dumps({"trace": session.end_profiling(), "onnxruntime": ort.__version__}))
+try:
+    kernel_arch = open("/proc/sys/kernel/arch").read().strip()
+except OSError:
+    kernel_arch = ""
+import platform
+print(json.dumps({"trace": session.end_profiling(), "onnxruntime": ort.__version__,
+                  "machine": platform.machine(), "kernel_arch": kernel_arch}))
 """
 
 
@@ -103,8 +110,10 @@ def over_ssh(
     warmup: int,
     threads: int,
     python: str = "python3",
-) -> tuple[dict[str, Any], bytes, str]:
-    """Profile with the board's own Python; (aggregates, trace bytes, its ONNX Runtime version).
+) -> tuple[dict[str, Any], bytes, str, str]:
+    """Profile with the board's own Python.
+
+    Returns (aggregates, trace bytes, its ONNX Runtime version, how its CPU is emulated or "").
 
     Everything uploaded goes into one temporary folder on the board, removed at the end
     whatever happens.
@@ -136,7 +145,8 @@ def over_ssh(
     finally:
         conn.run(f"rm -rf {quote(folder)}", timeout=60, check=False)
     events = json.loads(trace)
-    return profiling.aggregate(events, skip_runs=warmup), trace, answer["onnxruntime"]
+    emulation = system.emulation(answer.get("kernel_arch"), answer.get("machine", ""))
+    return profiling.aggregate(events, skip_runs=warmup), trace, answer["onnxruntime"], emulation
 
 
 def made_up_feed(model: Path, shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:

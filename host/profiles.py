@@ -279,18 +279,17 @@ def check(profile: DeviceProfile, caps: Capabilities) -> list[Finding]:
                 "EMULATED: the report is the imitated board's, its timings are the emulator's",
             )
         )
-    if (
-        caps.usable_cores is not None
-        and caps.logical_cores
-        and caps.usable_cores < caps.logical_cores
-    ):
+    usable, logical = caps.usable_cores, caps.logical_cores
+    if usable is not None and logical and usable != logical:
         findings.append(
             Finding(
                 "warn",
                 "usable_cores",
-                str(caps.logical_cores),
-                str(caps.usable_cores),
-                "the agent may run on fewer CPUs than the board has (taskset/cpuset)",
+                str(logical),
+                str(usable),
+                "the agent may run on fewer CPUs than the board has (taskset/cpuset)"
+                if usable < logical
+                else "the agent may run on more CPUs than the board reports (an emulator)",
             )
         )
     return findings

@@ -464,7 +464,7 @@ def write_csv(cases: Iterable[CaseLike], path: str | Path) -> None:
     other metric present), flags are joined by ";", `pareto` is "true" or "false" (per device),
     and missing values are empty. Floats are written so that they read back exactly. UTF-8.
     Text is written as given, except that text a spreadsheet would run as a formula (starting
-    with = + - @ or a tab) gets a leading apostrophe, which spreadsheets show as text.
+    with = + - @, a tab or a carriage return) gets a leading apostrophe, shown as text.
     """
     pairs = _checked(cases)
     checked = [c for _, c in pairs]

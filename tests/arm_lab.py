@@ -121,6 +121,11 @@ def unavailable_reason() -> str | None:
             f"missing {', '.join(missing)}: `make system-packages` installs Debian's "
             "qemu-user-static, debootstrap, binfmt-support and zstd"
         )
+    if not native() and not Path("/proc/sys/kernel/arch").exists():
+        return (
+            f"this kernel ({platform.release()}) has no /proc/sys/kernel/arch (Linux 6.1 and "
+            "newer): the emulated agent could not tell that it is emulated"
+        )
     if not native():
         try:
             enable_binfmt()

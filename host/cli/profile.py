@@ -79,10 +79,9 @@ def profile_cmd(  # noqa: PLR0917  (click passes each option by name)
     if (device is None) == (ssh_target is None):
         raise click.UsageError("say where: --device NAME (its agent) or --ssh [USER@]HOST")
     feed = first_sample(inputs, model) if inputs else None
-    emulation = ""  # what the agent reports; a one-shot profile over SSH has no agent to ask
     if ssh_target is not None:
         with open_connection(ssh_target, accept_new_host_key, identity, connect_timeout) as conn:
-            figures, trace, ort = profile.over_ssh(
+            figures, trace, ort, emulation = profile.over_ssh(
                 conn, model, feed or profile.made_up_feed(model, input_shape), runs=runs,
                 warmup=warmup, threads=threads, python=python,
             )  # fmt: skip

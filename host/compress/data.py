@@ -237,7 +237,13 @@ def made_up_hint(
     audio clip's length) or values zeros do not make (a sample rate), so a run on made-up
     inputs may fail deep inside the graph; this says why and what to pass instead.
     """
-    specs = input_specs(onnx.load(str(model), load_external_data=False))
+    try:
+        specs = input_specs(onnx.load(str(model), load_external_data=False))
+    except Exception:  # the hint must never hide the failure it explains
+        return (
+            f"the inputs were made up from the model's signature. This model needs real ones: "
+            f"{remedy}"
+        )
     shown = []
     for spec in specs:
         dims = made_up_shape(spec.dims, (shapes or {}).get(spec.name))

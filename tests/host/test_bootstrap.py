@@ -159,6 +159,10 @@ def fake_board(tmp_path: Path, python: str | None, machine: str | None = None) -
          "(Raspberry Pi OS 64-bit, for one)"),
         ("3.11.2", "riscv64", "the board runs an architecture (riscv64) that ONNX Runtime "
          "publishes no wheels for; the agent runs on aarch64 and x86_64"),
+        # The 32-bit Raspberry Pi OS boots a 64-bit kernel: uname says aarch64, python3 is 32-bit.
+        ("3.11.2 32", "aarch64", "the board's python3 is 32-bit (an armhf userland on its "
+         "aarch64 kernel, as the 32-bit Raspberry Pi OS has) and ONNX Runtime publishes no "
+         "wheels for it: install a 64-bit OS (Raspberry Pi OS 64-bit, for one)"),
     ],
 )  # fmt: skip
 def test_a_board_the_agent_cannot_run_on_is_refused(

@@ -57,7 +57,8 @@ def test_bench_and_profile_a_model_from_the_wild(
 def test_made_up_inputs_that_a_model_cannot_take_are_explained(
     models: dict[str, Path], shared_agent: RunningAgent, tmp_path: Path
 ) -> None:
-    """PP-OCR's recognizer (Paddle2ONNX) takes x[?, 3, ?, ?]: a 1x1 image breaks its Concat."""
+    """PP-OCR's recognizer (Paddle2ONNX) takes x[?, 3, ?, ?] and needs a height of 48: the
+    made-up 224x224 image breaks its Concat."""
     inventory(tmp_path, {"board": shared_agent})
     path = str(models["ppocr-rec"])
     made_up = (
