@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -140,6 +141,26 @@ def bench_rounds(inventory: Path, model: Path, rounds: int, tmp: Path) -> list[d
     return out
 
 
+def bootstrap_seconds(state: arm_lab.State, tmp: Path) -> float:
+    """One `ssh bootstrap --offline` of a second agent onto the emulated board, then removed."""
+    home = tmp / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    shutil.copy(state.known_hosts, home / ".ssh" / "known_hosts")
+    shutil.copy(state.ssh_key, home / ".ssh" / "id_ed25519")
+    env = {"HOME": str(home), "SSH_AUTH_SOCK": "",
+           "XDG_CACHE_HOME": str(Path.home() / ".cache")}  # fmt: skip
+    base = ["--inventory", str(tmp / "ssh.toml"), "--state", str(tmp / "ssh.db")]
+    start = time.monotonic()
+    done = CliRunner(env=env).invoke(
+        cli, [*base, "ssh", "bootstrap", state.ssh_target, "--name", "arm-ssh", "--offline",
+              "--port", "50052", "--start-timeout", "180"], catch_exceptions=False)  # fmt: skip
+    seconds = time.monotonic() - start
+    assert done.exit_code == 0, done.output
+    removed = CliRunner(env=env).invoke(cli, [*base, "ssh", "remove", "arm-ssh", "--purge"])
+    assert removed.exit_code == 0, removed.output
+    return seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
@@ -170,6 +191,7 @@ def main() -> int:
             finally:
                 agent.send_signal(signal.SIGTERM)
                 agent.wait(timeout=30)
+            bootstrap_s = bootstrap_seconds(state, tmp)
         finally:
             lab.stop(quiet=True)
 
@@ -200,6 +222,10 @@ def main() -> int:
         f"{start_ratio:.1f}x |",
         f"| idle RSS | {med(times['emu_rss']):.0f} MiB | {med(times['nat_rss']):.0f} MiB | "
         f"{rss_ratio:.2f}x |",
+        "",
+        f"`edgeopt ssh bootstrap --offline` of a second agent onto the emulated board over its "
+        f"own sshd (a fresh venv and pip install of the wheel set under emulation, host caches "
+        f"warm), one run: {bootstrap_s:.0f} s.",
         "",
         "**The agent's wheel set** for a glibc 2.31 board (`pip download --only-binary=:all:`, "
         "the agent's wheel included):",
