@@ -58,7 +58,7 @@ def _edgeopt(state: arm_lab.State, tmp: Path, *args: str) -> str:
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout  # progress lines go to stderr
 
 
 def _over_ssh(state: arm_lab.State, tmp: Path, *args: str) -> Result:
@@ -295,3 +295,59 @@ def test_a_second_lab_cannot_take_the_first_ones_name_or_subnet(lab, tmp_path: P
     assert list((tmp_path / "a").iterdir()) == list((tmp_path / "b").iterdir()) == []
     shown = json.loads(_edgeopt(state, tmp_path, "devices", "show", DEVICE, "--json"))
     assert shown["reachable"] is True
+
+
+@pytest.mark.parametrize("key", ["magika-v1", "ppocr-cls"])
+def test_models_from_the_wild_give_on_aarch64_what_they_give_here(
+    lab, key: str, tmp_path: Path
+) -> None:
+    """magika (tf2onnx) and PP-OCR's direction classifier (Paddle2ONNX), deployed with their
+    own inputs as the smoke check, run on the board's aarch64 kernels."""
+    _, state = lab
+    model = next(m for m in corpus.CORPUS if m.key == key)
+    path = corpus.fetch((model,))[key]
+    data = corpus.write_data(model, tmp_path, 2, seed=5)
+    deployed = json.loads(_edgeopt(state, tmp_path, "deploy", str(path), "--device", DEVICE,
+                                   "--precision", "fp32", "--name", key, "--smoke", str(data),
+                                   "--json"))  # fmt: skip
+    assert deployed["devices"][0]["outcome"] == "ok", deployed["devices"][0]["error"]
+    _edgeopt(state, tmp_path, "infer", key, "-d", DEVICE, "--input", str(data), "-o",
+             str(tmp_path / "out.npz"))  # fmt: skip
+    with np.load(data) as npz:
+        feed = dict(npz)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    here = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed),
+                    strict=True))  # fmt: skip
+    with np.load(tmp_path / "out.npz") as npz:
+        on_board = dict(npz)
+    assert set(on_board) == set(here)
+    for name, value in here.items():
+        np.testing.assert_allclose(on_board[name], value, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_static_int8_keeps_its_accuracy_on_the_boards_kernels(lab, digits, tmp_path: Path) -> None:
+    """The same int8 artifact on aarch64 (the board) and on this host: its accuracy on the
+    digits' validation set, measured on the board itself, is the host's within a point."""
+    _, state = lab
+    int8 = tmp_path / "digits-int8.onnx"
+    _edgeopt(state, tmp_path, "compress", str(digits.onnx), "--precision", "int8-static",
+             "--calibration", str(digits.calibration), "-o", str(int8))  # fmt: skip
+    deployed = json.loads(_edgeopt(state, tmp_path, "deploy", str(int8), "--device", DEVICE,
+                                   "--precision", "fp32", "--name", "int8", "--json"))  # fmt: skip
+    assert deployed["devices"][0]["outcome"] == "ok", deployed["devices"][0]["error"]
+    with np.load(digits.validation) as validation:
+        images, labels = validation["image"], validation["labels"]
+    np.savez(tmp_path / "val.npz", image=images)
+    _edgeopt(state, tmp_path, "infer", "int8", "-d", DEVICE, "--input",
+             str(tmp_path / "val.npz"), "-o", str(tmp_path / "out.npz"))  # fmt: skip
+    with np.load(tmp_path / "out.npz") as npz:
+        on_board = npz["logits"].argmax(1)
+    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    here = session.run(None, {"image": images})[0].argmax(1)
+    board_accuracy, host_accuracy = (on_board == labels).mean(), (here == labels).mean()
+    print(
+        f"int8 digits accuracy: board {board_accuracy:.4f}, host {host_accuracy:.4f}, "
+        f"argmax agreement {(on_board == here).mean():.4f}"
+    )
+    assert abs(board_accuracy - host_accuracy) <= 0.01
+    assert (on_board == here).mean() >= 0.99
