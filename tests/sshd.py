@@ -8,7 +8,10 @@ openssh-server when it is missing; `unavailable_reason()` says why none can run.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -70,7 +73,9 @@ class Sshd:
             f"HostKey {self.folder / 'host_ed25519'}\nPidFile {self.folder / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {keys}/%u\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n"
-            "Subsystem sftp internal-sftp\nStrictModes no\n" + self.extra
+            "Subsystem sftp internal-sftp\nStrictModes no\n"
+            # A session whose client vanished (its namespace deleted) ends within ~15 s.
+            "ClientAliveInterval 5\nClientAliveCountMax 3\n" + self.extra
         )
         Path("/run/sshd").mkdir(exist_ok=True)
         log = (self.folder / "sshd.log").open("wb")
@@ -93,7 +98,12 @@ class Sshd:
         self.close()
 
     def close(self) -> None:
-        """Stop the server."""
+        """Stop the server and the sessions it forked.
+
+        A session's process runs on after the listener stops, and one whose client vanished
+        with its network namespace would wait forever: they are stopped too.
+        """
+        sessions = _children(self.process.pid) if self.process is not None else []
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -102,6 +112,24 @@ class Sshd:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        for pid in sessions:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
 
 
 UNPRIVILEGED = "edgeopt-ssh"
