@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -143,12 +142,7 @@ def bench_rounds(inventory: Path, model: Path, rounds: int, tmp: Path) -> list[d
 
 def bootstrap_seconds(state: arm_lab.State, tmp: Path) -> float:
     """One `ssh bootstrap --offline` of a second agent onto the emulated board, then removed."""
-    home = tmp / "home"
-    (home / ".ssh").mkdir(parents=True, mode=0o700)
-    shutil.copy(state.known_hosts, home / ".ssh" / "known_hosts")
-    shutil.copy(state.ssh_key, home / ".ssh" / "id_ed25519")
-    env = {"HOME": str(home), "SSH_AUTH_SOCK": "",
-           "XDG_CACHE_HOME": str(Path.home() / ".cache")}  # fmt: skip
+    env = arm_lab.ssh_client_env(state, tmp)
     base = ["--inventory", str(tmp / "ssh.toml"), "--state", str(tmp / "ssh.db")]
     start = time.monotonic()
     done = CliRunner(env=env).invoke(

@@ -179,11 +179,12 @@ async def _measure(
     try:
         reply = await client.benchmark(request, said)
     except InvalidRequest as exc:
-        if feed is not None or "inference failed" not in exc.details:
+        explained = feed is None and datasets.explain_made_up(
+            exc, artifact.artifact, options.input_shapes
+        )
+        if not explained:
             raise
-        hint = datasets.made_up_hint(artifact.artifact, options.input_shapes)
-        raise InvalidRequest(f"{exc.details}; {hint}", device=exc.device,
-                             status=exc.status) from exc  # fmt: skip
+        raise explained from exc
     return json_format.MessageToDict(
         reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )

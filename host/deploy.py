@@ -537,11 +537,12 @@ class Deployer:
                     smoke_inputs=smoke, timeout=max(60.0, self.config.deadline),
                 )  # fmt: skip
             except InvalidRequest as exc:
-                if smoke is not None or "smoke inference failed" not in exc.details:
+                explained = smoke is None and datasets.explain_made_up(
+                    exc, artifact.artifact, remedy=datasets.DEPLOY_REMEDY
+                )
+                if not explained:
                     raise
-                hint = datasets.made_up_hint(artifact.artifact, remedy=datasets.DEPLOY_REMEDY)
-                raise InvalidRequest(f"{exc.details}; {hint}", device=exc.device,
-                                     status=exc.status) from exc  # fmt: skip
+                raise explained from exc
             result.phases["activate"] = time.monotonic() - start
             result.previous_version = activated.previous_version
 

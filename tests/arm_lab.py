@@ -277,6 +277,19 @@ class State:
     """A known_hosts file holding the board's host key."""
 
 
+def ssh_client_env(state: State, folder: Path) -> dict[str, str]:
+    """Environment for `edgeopt` as a person who logs in to the board: a HOME under `folder`
+    whose ~/.ssh holds the lab's key and the board's host key; the real cache of fetched
+    wheels (kept across runs)."""
+    home = folder / "home"
+    if not home.exists():
+        (home / ".ssh").mkdir(parents=True, mode=0o700)
+        shutil.copy(state.known_hosts, home / ".ssh" / "known_hosts")
+        shutil.copy(state.ssh_key, home / ".ssh" / "id_ed25519")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return {"HOME": str(home), "SSH_AUTH_SOCK": "", "XDG_CACHE_HOME": str(cache)}
+
+
 @dataclass
 class Lab:
     """One emulated board: `name` is its device name in the inventory."""

@@ -108,12 +108,11 @@ def profile_cmd(  # noqa: PLR0917  (click passes each option by name)
         try:
             emulation, reply = asyncio.run(go())
         except InvalidRequest as exc:
-            if feed is not None or "inference failed" not in exc.details:
-                raise
             given = {shapes[0].name: input_shape} if shapes and input_shape else None
-            hint = datasets.made_up_hint(model, given)
-            raise InvalidRequest(f"{exc.details}; {hint}", device=exc.device,
-                                 status=exc.status) from exc  # fmt: skip
+            explained = feed is None and datasets.explain_made_up(exc, model, given)
+            if not explained:
+                raise
+            raise explained from exc
         figures, trace = profile.result_dict(reply), reply.trace
         where = f"{device} (agent, ONNX Runtime {reply.onnxruntime_version})"
         if emulation:  # qemu's timings, not the board's: every output says so

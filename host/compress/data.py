@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeopt.proto.errors import DataError
+from edgeopt.proto.errors import DataError, InvalidRequest
 from edgeopt.proto.inputs import made_up_shape, values_text
 
 LABELS = "labels"
@@ -255,6 +255,22 @@ def made_up_hint(
         f"the inputs were made up from the model's signature: {'; '.join(shown)}. This model "
         f"needs real ones: {remedy}"
     )
+
+
+def explain_made_up(
+    exc: InvalidRequest,
+    model: Path,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    remedy: str = BENCH_REMEDY,
+) -> InvalidRequest | None:
+    """An agent's inference failure on inputs it made up, with `made_up_hint` added.
+
+    None when `exc` is not an inference failure (a smoke check's counts as one).
+    """
+    if "inference failed" not in exc.details:
+        return None
+    hint = made_up_hint(model, shapes, remedy)
+    return InvalidRequest(f"{exc.details}; {hint}", device=exc.device, status=exc.status)
 
 
 def dims_from(dataset: Dataset) -> dict[str, tuple[int, ...]]:

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,13 +62,7 @@ def _edgeopt(state: arm_lab.State, tmp: Path, *args: str) -> str:
 
 def _over_ssh(state: arm_lab.State, tmp: Path, *args: str) -> Result:
     """`edgeopt` as a person with the board's host key in known_hosts and its login key."""
-    home = tmp / "home"
-    if not home.exists():
-        (home / ".ssh").mkdir(parents=True, mode=0o700)
-        shutil.copy(state.known_hosts, home / ".ssh" / "known_hosts")
-        shutil.copy(state.ssh_key, home / ".ssh" / "id_ed25519")
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    env = {"HOME": str(home), "SSH_AUTH_SOCK": "", "XDG_CACHE_HOME": str(cache)}
+    env = arm_lab.ssh_client_env(state, tmp)
     base = ["--inventory", str(tmp / "edgeopt.toml"), "--state", str(tmp / "state.db"),
             "--deadline", "60"]  # fmt: skip
     return CliRunner(env=env).invoke(cli, [*base, *args], catch_exceptions=False)
