@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow listening beyond loopback without a token (trusted networks only)",
     )
-    serve.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
+    serve.add_argument("--grace", type=float, default=3.0, help="shutdown grace in seconds")
     serve.add_argument(
         "--max-store-bytes",
         type=_size,

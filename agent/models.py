@@ -5,7 +5,12 @@
   records it as active; on any failure the previous version stays active and loaded;
 - when the runner dies (ONNX Runtime crashed), the request that was running fails, a new runner
   starts, and the active models are loaded into it again before the answer goes out;
-- after an agent restart, `restore` loads every active version again.
+- after an agent restart, `restore` loads every active version again;
+- every runner request has a time limit (`Bounds.request_timeout`), and a request whose caller
+  left is stopped: both kill the runner (the only stop ONNX Runtime cannot ignore), which then
+  starts again with the active models;
+- benchmarks and profiles run in a runner of their own, so that serving (Infer) never waits
+  behind a measurement and a measurement killed for its time never unloads the served models.
 
 Every refusal is a `Refusal` carrying the gRPC status name; server.py turns it into the status.
 """
@@ -20,7 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeopt.agent.runner import Runner, RunnerCrashed, TensorTuple, rss_bytes
+from edgeopt.agent.runner import (
+    Runner,
+    RunnerCrashed,
+    RunnerStopped,
+    TensorTuple,
+    out_of_band,
+    rss_bytes,
+)
 from edgeopt.agent.store import (
     Limits,
     ModelStore,
@@ -35,6 +47,35 @@ log = logging.getLogger("edgeopt.agent")
 
 MAX_BENCH_QUEUE = 4
 """Benchmarks that may wait behind the running one; more are refused (RESOURCE_EXHAUSTED)."""
+HEAVY_IDLE_SECONDS = 30.0
+"""The benchmark runner ends after this long without work (its memory goes back to the board)."""
+MAX_WARMUP = 10_000
+MAX_REPEATS = 10_000_000
+MAX_PROFILE_RUNS = 10_000
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How much work one request may cause."""
+
+    request_timeout: float = 120.0
+    """Seconds one runner request may take (a load, a smoke test, one inference)."""
+    max_benchmark_seconds: float = 600.0
+    """Longest timed phase a Benchmark may ask for; its runner limit adds request_timeout."""
+    max_infer_bytes: int = 256 << 20
+    """Largest sum of tensor bytes one inference takes in, and gives out."""
+    max_message_bytes: int = 4 << 20
+    """Largest gRPC message (a profile's trace must fit one)."""
+
+
+def _number(request: dict[str, Any], key: str, low: float, high: float) -> float:
+    """A Benchmark/Profile parameter within [low, high]; INVALID_ARGUMENT outside, never clamped."""
+    value = float(request.get(key) or 0)
+    if not (low <= value <= high):  # also false for NaN
+        raise Refusal(
+            "INVALID_ARGUMENT", f"{key} = {value:g} is out of range: use {low:g} to {high:g}"
+        )
+    return value
 
 
 @dataclass
@@ -73,9 +114,15 @@ class PushOutcome:
 class Models:
     """The agent's models: one store, one runner."""
 
-    def __init__(self, root: Path, limits: Limits | None = None) -> None:
+    def __init__(
+        self, root: Path, limits: Limits | None = None, bounds: Bounds | None = None
+    ) -> None:
         self.store = ModelStore(root, limits)
+        self.bounds = bounds or Bounds()
         self.runner = Runner(log=root / "runner.log")
+        self.heavy = Runner(log=root / "runner.log")
+        """Benchmarks and profiles: a child of their own (see the module docstring)."""
+        self._heavy_idle: threading.Timer | None = None
         self._loaded: dict[str, LoadedModel] = {}
         self._generation = -1  # the runner child the sessions in _loaded live in
         self._bench_lock = threading.Lock()  # one benchmark at a time: two would skew both
@@ -142,6 +189,9 @@ class Models:
         version: Version,
         plan: dict[str, Any],
         smoke: list[TensorTuple] | bool | None,
+        *,
+        inputs_sha256: str = "",
+        cancel: threading.Event | None = None,
     ) -> tuple[LoadedModel, float, float]:
         answer = self._call(
             {
@@ -149,9 +199,12 @@ class Models:
                 "key": f"{name}@{version.version}",
                 "path": str(self.store.blob(version.sha256)),
                 "plan": plan,
-                "smoke": smoke,
+                "smoke": _wrapped(smoke) if isinstance(smoke, list) else smoke,
+                "inputs_path": self._inputs_path(inputs_sha256),
+                "max_bytes": self.bounds.max_infer_bytes,
             },
             during=f"loading {name} {version.version}",
+            cancel=cancel,
         )
         loaded = LoadedModel(
             version.version, version.sha256, answer["memory_bytes"],
@@ -170,19 +223,43 @@ class Models:
                 self._generation = self.runner.generation
                 self.restore()
 
+    def _inputs_path(self, sha256: str) -> str | None:
+        """The stored tensor file a request names by digest, checked; None for none."""
+        if not sha256:
+            return None
+        check_digest(sha256)
+        path = self.store.blob(sha256)
+        if not path.is_file():
+            raise Refusal("NOT_FOUND", f"no tensor file {sha256} in this agent's store; push it")
+        return str(path)
+
     def _call(
         self,
         request: dict[str, Any],
         during: str,
         progress: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        runner: Runner | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """One runner request; a crash restarts the runner with the active models reloaded."""
-        self._fresh()
+        """One runner request; a crash or a stop restarts the runner, active models reloaded."""
+        runner = runner or self.runner
+        serving = runner is self.runner
+        if serving:
+            self._fresh()
         try:
-            answer = self.runner.call(request, progress=progress)
+            answer = runner.call(request, timeout or self.bounds.request_timeout, progress, cancel)
+        except RunnerStopped as exc:
+            log.warning("%s while %s", exc, during)
+            if serving:
+                self._fresh()
+            code = "DEADLINE_EXCEEDED" if exc.reason == "timeout" else "CANCELLED"
+            raise Refusal(code, f"{during} stopped: {exc}") from exc
         except RunnerCrashed as exc:
             log.warning("%s while %s; restarting it", exc, during)
-            self._fresh()
+            if serving:
+                self._fresh()
             raise Refusal(
                 "FAILED_PRECONDITION", f"ONNX Runtime crashed while {during}: {exc}"
             ) from exc
@@ -198,6 +275,8 @@ class Models:
         smoke: list[TensorTuple] | None = None,
         *,
         rollback: bool = False,
+        inputs_sha256: str = "",
+        cancel: threading.Event | None = None,
     ) -> Activation:
         """Load, smoke-test and switch; on failure the previous version stays active."""
         with self._lock:
@@ -205,7 +284,9 @@ class Models:
             previous = self.store.entry(name).active
             effective = plan if plan else target.plan
             try:
-                loaded, load_ms, smoke_ms = self._load(name, target, effective, smoke)
+                loaded, load_ms, smoke_ms = self._load(
+                    name, target, effective, smoke, inputs_sha256=inputs_sha256, cancel=cancel
+                )
             except Refusal as exc:
                 kept = f"; {name} {previous} stays active" if previous else ""
                 message = f"{name} {target.version} was not activated: {exc}{kept}"
@@ -227,7 +308,7 @@ class Models:
 
     def _unload(self, key: str) -> None:
         try:
-            self.runner.call({"op": "unload", "key": key})
+            self.runner.call({"op": "unload", "key": key}, self.bounds.request_timeout)
         except RunnerCrashed:
             self._loaded.clear()
 
@@ -256,7 +337,8 @@ class Models:
                                 "path": str(self.store.blob(version.sha256)),
                                 "plan": version.plan,
                                 "smoke": False,  # it passed its smoke test when activated
-                            }
+                            },
+                            self.bounds.request_timeout,
                         )
                         if answer.get("ok"):
                             self._loaded[name] = LoadedModel(
@@ -286,8 +368,18 @@ class Models:
                 self._unload(f"{name}@{loaded.version}")
             return removed, freed
 
-    def infer(self, name: str, version: str, inputs: list[TensorTuple]) -> dict[str, Any]:
-        """Run the active version (or `version`, loading it if needed) on `inputs`."""
+    def infer(
+        self,
+        name: str,
+        version: str,
+        inputs: list[TensorTuple],
+        cancel: threading.Event | None = None,
+    ) -> dict[str, Any]:
+        """Run the active version (or `version`, loading it if needed) on `inputs`.
+
+        The answer's outputs are (name, dtype, shape, buffer) with the buffers as the runner
+        sent them: the caller streams them out without another copy.
+        """
         self._fresh()
         with self._lock:
             entry = self.store.entry(name)
@@ -301,15 +393,23 @@ class Models:
             if loaded is None or loaded.version != wanted:
                 target = self.store.version(name, wanted)
                 if wanted == entry.active:
-                    self._loaded[name], _, _ = self._load(name, target, target.plan, False)
+                    self._loaded[name], _, _ = self._load(
+                        name, target, target.plan, False, cancel=cancel
+                    )
                 else:  # a version that is not active: loaded for this call only
-                    self._load(name, target, target.plan, False)
+                    self._load(name, target, target.plan, False, cancel=cancel)
                     transient = True
             # Under the lock: an activation or a forced delete cannot unload it meanwhile.
             try:
                 answer = self._call(
-                    {"op": "infer", "key": f"{name}@{wanted}", "inputs": inputs},
+                    {
+                        "op": "infer",
+                        "key": f"{name}@{wanted}",
+                        "inputs": _wrapped(inputs),
+                        "max_bytes": self.bounds.max_infer_bytes,
+                    },
                     during=f"running {name} {wanted}",
+                    cancel=cancel,
                 )
             finally:
                 if transient:
@@ -317,7 +417,10 @@ class Models:
         return {"version": wanted, **answer}
 
     def benchmark(
-        self, request: dict[str, Any], progress: Callable[[dict[str, Any]], None]
+        self,
+        request: dict[str, Any],
+        progress: Callable[[dict[str, Any]], None],
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
         """Measure a stored model in the runner (agent.proto, Benchmark); one at a time.
 
@@ -325,11 +428,31 @@ class Models:
             Refusal: RESOURCE_EXHAUSTED when `MAX_BENCH_QUEUE` callers already wait, NOT_FOUND
                 for an unknown model, and what the runner refuses.
         """
-        return self._heavy(request, "bench", "benchmarking", progress)
+        _number(request, "warmup", 0, MAX_WARMUP)
+        low = _number(request, "min_repeats", 0, MAX_REPEATS)
+        high = _number(request, "max_repeats", 0, MAX_REPEATS)
+        if high and low > high:
+            raise Refusal(
+                "INVALID_ARGUMENT", f"min_repeats {low:g} is more than max_repeats {high:g}"
+            )
+        _number(request, "target_ci", 0, 1)
+        seconds = _number(request, "max_seconds", 0, self.bounds.max_benchmark_seconds)
+        timeout = (seconds or 10.0) + self.bounds.request_timeout
+        return self._heavy(
+            request, "bench", "benchmarking", progress, cancel=cancel, timeout=timeout
+        )
 
-    def profile(self, request: dict[str, Any]) -> dict[str, Any]:
+    def profile(
+        self, request: dict[str, Any], cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
         """Profile a stored model in the runner (agent.proto, Profile); in the Benchmark queue."""
-        return self._heavy(request, "profile", "profiling", lambda _: None)
+        _number(request, "runs", 0, MAX_PROFILE_RUNS)
+        _number(request, "warmup", 0, MAX_WARMUP)
+        request = {**request, "max_trace_bytes": self.bounds.max_message_bytes - (64 << 10)}
+        return self._heavy(
+            request, "profile", "profiling", lambda _: None, cancel=cancel,
+            timeout=self.bounds.request_timeout,
+        )  # fmt: skip
 
     def _heavy(
         self,
@@ -337,12 +460,16 @@ class Models:
         op: str,
         doing: str,
         progress: Callable[[dict[str, Any]], None],
+        *,
+        cancel: threading.Event | None,
+        timeout: float,
     ) -> dict[str, Any]:
-        """A benchmark or profile: the model resolved, then run alone in the runner."""
+        """A benchmark or profile: the model resolved, then run alone in the heavy runner."""
+        inputs_path = self._inputs_path(request.get("inputs_sha256") or "")
         if request.get("sha256"):
             sha256 = request["sha256"]
+            check_digest(sha256)  # before it names a file: a digest is never a path
             if not self.store.blob(sha256).is_file():
-                check_digest(sha256)
                 raise Refusal("NOT_FOUND", f"no artifact {sha256} in this agent's store")
             what, plan = sha256[:12], {}
         else:
@@ -363,24 +490,45 @@ class Models:
                 )
             self._waiting += 1
         try:
-            self._bench_lock.acquire()
+            while not self._bench_lock.acquire(timeout=0.1):
+                if cancel is not None and cancel.is_set():
+                    raise Refusal("CANCELLED", f"{doing} {what}: cancelled while queued")
         finally:  # running now (or never will): no longer waiting
             with self._queue_lock:
                 self._waiting -= 1
         try:
+            if self._heavy_idle is not None:
+                self._heavy_idle.cancel()
             answer = self._call(
-                {**request, "op": op, "path": str(self.store.blob(sha256)), "plan": plan},
+                {
+                    **request,
+                    "op": op,
+                    "path": str(self.store.blob(sha256)),
+                    "plan": plan,
+                    "inputs": _wrapped(request.get("inputs")),
+                    "inputs_path": inputs_path,
+                    "max_bytes": self.bounds.max_infer_bytes,
+                },
                 during=f"{doing} {what}",
                 progress=progress,
+                cancel=cancel,
+                runner=self.heavy,
+                timeout=timeout,
             )
         finally:
+            self._heavy_idle = threading.Timer(HEAVY_IDLE_SECONDS, self.heavy.stop)
+            self._heavy_idle.daemon = True
+            self._heavy_idle.start()
             self._bench_lock.release()
         return {**answer, "sha256": sha256, "plan": plan}
 
     def loaded(self) -> dict[str, LoadedModel]:
-        """Active versions the runner holds, by name."""
-        with self._lock:
-            return dict(self._loaded)
+        """Active versions the runner holds, by name.
+
+        Never waits: a copy of the dict is atomic, and ListModels must answer while the runner
+        is busy (an activation or inference holds the lock for as long as the runner works).
+        """
+        return dict(self._loaded)
 
     def memory(self) -> tuple[int, int]:
         """(agent RSS, runner RSS) in bytes."""
@@ -388,8 +536,23 @@ class Models:
         return rss_bytes(), rss_bytes(pid) if pid else 0
 
     def close(self) -> None:
-        """Stop the runner."""
-        self.runner.stop()
+        """Stop the runners; a busy one is killed rather than waited for."""
+        if self._heavy_idle is not None:
+            self._heavy_idle.cancel()
+        for runner in (self.heavy, self.runner):
+            runner.kill() if runner.busy else runner.stop()
+
+    def kill(self) -> None:
+        """Kill both runners now (shutdown): a request they run fails at once."""
+        self.heavy.kill()
+        self.runner.kill()
+
+
+def _wrapped(tensors: list[TensorTuple] | None) -> list[TensorTuple] | None:
+    """Tensors with their bytes marked to travel out of band to the runner (no copy)."""
+    if not tensors:
+        return tensors
+    return [(n, d, s, out_of_band(b)) for n, d, s, b in tensors]
 
 
 def chunks_of(requests: Iterable[Any]) -> Iterator[bytes]:

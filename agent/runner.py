@@ -5,16 +5,21 @@ that crashes it (a segfault in a kernel, an abort in a custom op) must fail one 
 the agent down. So loading, smoke-testing and running models happens here, in
 `python -m edgeopt.agent.runner`, which the agent talks to over its stdin and stdout with
 length-prefixed pickled dicts (both ends are this package; nothing else speaks this protocol).
+Tensor bytes travel out of band (pickle protocol 5): written from the sender's buffer and read
+into one buffer on the other side, never copied through a pickle.
 
 Parent side: `Runner.call(request)` sends one request and waits for its answer; when the child
 died (EOF on its stdout), it raises `RunnerCrashed` with the signal or exit status, and the next
-call starts a new child. The agent then loads its active models again (see server.py).
+call starts a new child. The agent then loads its active models again (see server.py). A call
+that outlives its time limit, or whose caller gave up (`cancel` set), kills the child: ONNX
+Runtime cannot be interrupted inside a kernel, and a killed child is the only stop that always
+works. It raises `RunnerStopped` (a `RunnerCrashed`) saying which.
 
 Requests ("op" and its fields) and answers ("ok" and fields, or "ok": False, "code", "error"):
 - load: key, path, plan (dict of agent.proto's Plan), smoke (list of tensors or None)
   → load_ms, smoke_ms, memory_bytes, inputs, outputs (signatures)
 - unload: key
-- infer: key, inputs (list of (name, dtype, shape, bytes)) → outputs, latency_ms
+- infer: key, inputs (list of (name, dtype, shape, buffer)) → outputs, latency_ms
 - stats → rss_bytes, loaded (key → memory_bytes)
 """
 
@@ -35,35 +40,76 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Tuple
 
+from edgeopt.proto import tensors as wire
 from edgeopt.proto.inputs import made_up_shape
 
-HEADER = struct.Struct("<Q")
+HEADER = struct.Struct("<QI")
+"""A frame: the pickle's length and the number of out-of-band buffers (each length follows)."""
+BUFFER = struct.Struct("<Q")
 # typing.Tuple: a module-level alias is evaluated, and tuple[...] needs Python 3.9 (the agent
 # runs on 3.8).
-TensorTuple = Tuple[str, str, Tuple[int, ...], bytes]
-"""(name, numpy dtype name, shape, C-order bytes): how tensors cross the pipe."""
+TensorTuple = Tuple[str, str, Tuple[int, ...], Any]
+"""(name, wire dtype name, shape, buffer of the wire bytes): how tensors cross the pipe."""
+OUTPUT_LIMIT = 256 << 20
+"""Default cap on the bytes of one request's outputs (the agent passes its own)."""
 
 
 class RunnerCrashed(Exception):
     """The runner process died while (or before) answering."""
 
 
+class RunnerStopped(RunnerCrashed):
+    """The agent killed the runner: the call ran past its time limit, or its caller left."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        """"timeout" or "cancelled"."""
+
+
+def out_of_band(data: Any) -> Any:
+    """Wrap a buffer so that `_send` writes it as it is instead of copying it into the pickle."""
+    return pickle.PickleBuffer(data)
+
+
 def _send(stream: IO[bytes], message: dict[str, Any]) -> None:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(HEADER.pack(len(payload)))
+    buffers: list[pickle.PickleBuffer] = []
+    payload = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+    views = [b.raw() for b in buffers]
+    stream.write(
+        HEADER.pack(len(payload), len(views)) + b"".join(BUFFER.pack(v.nbytes) for v in views)
+    )
     stream.write(payload)
+    for view in views:
+        stream.write(view)
     stream.flush()
 
 
+def _read_into(stream: IO[bytes], buffer: bytearray) -> bool:
+    view, got = memoryview(buffer), 0
+    while got < len(buffer):
+        n = stream.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            return False
+        got += n
+    return True
+
+
 def _receive(stream: IO[bytes]) -> dict[str, Any] | None:
-    head = stream.read(HEADER.size)
-    if len(head) < HEADER.size:
+    head = bytearray(HEADER.size)
+    if not _read_into(stream, head):
         return None
-    (size,) = HEADER.unpack(head)
-    payload = stream.read(size)
-    if len(payload) < size:
+    size, count = HEADER.unpack(head)
+    sizes = bytearray(BUFFER.size * count)
+    payload = bytearray(size)
+    if not _read_into(stream, sizes) or not _read_into(stream, payload):
         return None
-    message: dict[str, Any] = pickle.loads(payload)
+    buffers = []
+    for (length,) in BUFFER.iter_unpack(sizes):
+        buffers.append(bytearray(length))
+        if not _read_into(stream, buffers[-1]):
+            return None
+    message: dict[str, Any] = pickle.loads(payload, buffers=buffers)
     return message
 
 
@@ -77,7 +123,7 @@ def rss_bytes(pid: int | str = "self") -> int:
 
 
 class Runner:
-    """The agent's handle on its runner child; one request at a time."""
+    """The agent's handle on one runner child; one request at a time."""
 
     def __init__(self, log: Path | None = None) -> None:
         self._log = log
@@ -85,11 +131,19 @@ class Runner:
         self._lock = threading.Lock()
         self.generation = 0
         """Counts the children started: a new value means the loaded sessions are gone."""
+        self.restarts = 0
+        """Children killed for a time limit or a cancelled call."""
 
     @property
     def pid(self) -> int | None:
         """The child's pid while it runs."""
-        return self._process.pid if self._process and self._process.poll() is None else None
+        process = self._process
+        return process.pid if process and process.poll() is None else None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is running (or waiting to)."""
+        return self._lock.locked()
 
     def _start(self) -> subprocess.Popen[bytes]:
         stderr = self._log.open("ab") if self._log else subprocess.DEVNULL
@@ -109,31 +163,56 @@ class Runner:
     def ensure_started(self) -> int:
         """Start the child if it is not running; returns the generation."""
         with self._lock:
-            if self._process is None or self._process.poll() is not None:
-                self._process = self._start()
-                self.generation += 1
-            return self.generation
+            return self._ensure()
+
+    def _ensure(self) -> int:
+        if self._process is None or self._process.poll() is not None:
+            self._process = self._start()
+            self.generation += 1
+        return self.generation
+
+    def _acquire(self, timeout: float | None, cancel: threading.Event | None) -> None:
+        """Take the one-request lock, giving up when the time limit passes or the caller left."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self._lock.acquire(timeout=0.1):
+            if cancel is not None and cancel.is_set():
+                raise RunnerStopped("cancelled", "the call was cancelled while it waited")
+            if end is not None and time.monotonic() >= end:
+                raise RunnerStopped(
+                    "timeout", f"the runner stayed busy with other work for {timeout:g} s"
+                )
 
     def call(
         self,
         request: dict[str, Any],
         timeout: float | None = None,
         progress: Callable[[dict[str, Any]], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
         """Send `request`, return the answer; `progress` gets the interim frames of long runs.
 
+        `timeout` bounds the whole call (waiting for the runner included); `cancel`, once set,
+        ends it. Either kills the child, since ONNX Runtime cannot be stopped inside a run.
+
         Raises:
+            RunnerStopped: the time limit passed or `cancel` was set; the child was killed.
             RunnerCrashed: the child died; the message says how (signal or exit status).
         """
-        with self._lock:
-            if self._process is None or self._process.poll() is not None:
-                self._process = self._start()
-                self.generation += 1
+        began = time.monotonic()
+        self._acquire(timeout, cancel)
+        try:
+            self._ensure()
             process = self._process
-            assert process.stdin is not None and process.stdout is not None
-            timer = threading.Timer(timeout, process.kill) if timeout else None
-            if timer:
-                timer.start()
+            assert process is not None and process.stdin is not None
+            assert process.stdout is not None
+            stopped: list[str] = []
+            done = threading.Event()
+            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
+            watcher = threading.Thread(
+                target=self._watch, args=(process, left, cancel, done, stopped),
+                name="runner-watch", daemon=True,
+            )  # fmt: skip
+            watcher.start()
             try:
                 _send(process.stdin, request)
                 answer = _receive(process.stdout)
@@ -144,26 +223,70 @@ class Runner:
             except (BrokenPipeError, OSError):
                 answer = None
             finally:
-                if timer:
-                    timer.cancel()
+                done.set()
+                watcher.join()
+            if stopped:
+                process.wait()
+                self.restarts += 1
+                reason = stopped[0]
+                what = (
+                    f"it ran past the agent's limit of {timeout:g} s (--request-timeout)"
+                    if reason == "timeout"
+                    else "its caller cancelled it"
+                )
+                raise RunnerStopped(reason, f"the runner was stopped: {what}")
             if answer is None:
                 code = process.wait()
                 how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
                 raise RunnerCrashed(f"the runner process died ({how})")
             return answer
+        finally:
+            self._lock.release()
 
-    def stop(self) -> None:
-        """End the child (it exits on EOF)."""
-        with self._lock:
+    @staticmethod
+    def _watch(
+        process: subprocess.Popen[bytes],
+        timeout: float | None,
+        cancel: threading.Event | None,
+        done: threading.Event,
+        stopped: list[str],
+    ) -> None:
+        """Kill `process` when the time runs out or the caller cancels, unless `done` first."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while not done.wait(0.05):
+            reason = None
+            if cancel is not None and cancel.is_set():
+                reason = "cancelled"
+            elif end is not None and time.monotonic() >= end:
+                reason = "timeout"
+            if reason:
+                stopped.append(reason)
+                process.kill()
+                return
+
+    def kill(self) -> None:
+        """Kill the child now, without waiting for the request it runs (shutdown)."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+
+    def stop(self, wait: float = 5.0) -> None:
+        """End the child (it exits on EOF); killed when busy past `wait` seconds."""
+        if not self._lock.acquire(timeout=wait):
+            self.kill()
+            return
+        try:
             if self._process is not None and self._process.poll() is None:
                 assert self._process.stdin is not None
                 self._process.stdin.close()
                 try:
-                    self._process.wait(timeout=5)
+                    self._process.wait(timeout=wait)
                 except subprocess.TimeoutExpired:
                     self._process.kill()
                     self._process.wait()
             self._process = None
+        finally:
+            self._lock.release()
 
 
 # --- the child ------------------------------------------------------------------------------
@@ -194,21 +317,29 @@ class Loaded:
 
 
 def _signature(args: list[Any]) -> list[dict[str, Any]]:
-    import numpy as np  # noqa: PLC0415
-
     out = []
     for arg in args:
-        dtype = _numpy_dtype(arg.type)
         shape = [d if isinstance(d, int) and d > 0 else -1 for d in (arg.shape or [])]
         names = [d if isinstance(d, str) else "" for d in (arg.shape or [])]
-        out.append({"name": arg.name, "dtype": np.dtype(dtype).name, "shape": shape,
+        out.append({"name": arg.name, "dtype": _wire_dtype(arg.type), "shape": shape,
                     "dim_names": names})  # fmt: skip
     return out
+
+
+def _wire_dtype(ort_type: str) -> str:
+    """The wire's dtype name of an ONNX Runtime type ("str" for strings)."""
+    import numpy as np  # noqa: PLC0415
+
+    if ort_type == "tensor(string)":
+        return str(wire.STRING_DTYPE)
+    return str(np.dtype(_numpy_dtype(ort_type)).name)
 
 
 def _numpy_dtype(ort_type: str) -> Any:
     import numpy as np  # noqa: PLC0415
 
+    if ort_type == "tensor(string)":
+        return object
     table = {
         "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
         "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
@@ -218,11 +349,14 @@ def _numpy_dtype(ort_type: str) -> Any:
     return table.get(ort_type, np.float32)
 
 
-def _smoke_inputs(session: Any, shapes: dict[str, list[int]] | None = None) -> dict[str, Any]:
+def _smoke_inputs(
+    session: Any, shapes: dict[str, list[int]] | None = None, max_bytes: int = OUTPUT_LIMIT
+) -> dict[str, Any]:
     import numpy as np  # noqa: PLC0415
 
     rng = np.random.default_rng(0)
     feeds = {}
+    total = 0
     for arg in session.get_inputs():
         dims = list(arg.shape or [])
         given = (shapes or {}).get(arg.name)
@@ -234,7 +368,18 @@ def _smoke_inputs(session: Any, shapes: dict[str, list[int]] | None = None) -> d
             )
         shape = made_up_shape(dims, given)
         dtype = np.dtype(_numpy_dtype(arg.type))
-        if dtype.kind == "f":
+        if any(d < 0 for d in shape):
+            raise RequestError("INVALID_ARGUMENT", f"input shape for {arg.name!r} is negative")
+        total += int(np.prod(shape, dtype=object)) * max(dtype.itemsize, 1)
+        if total > max_bytes:
+            raise RequestError(
+                "INVALID_ARGUMENT",
+                f"made-up inputs of shape {list(shape)} for {arg.name!r} would take more than "
+                f"this agent's limit of {max_bytes} bytes (max_infer_bytes)",
+            )
+        if dtype.kind == "O":
+            feeds[arg.name] = np.full(shape, "", dtype=object)
+        elif dtype.kind == "f":
             feeds[arg.name] = rng.random(shape).astype(dtype)
         elif dtype.kind == "b":
             feeds[arg.name] = np.zeros(shape, dtype=dtype)
@@ -258,6 +403,16 @@ def _default_threads() -> int:
 def _session(path: str, plan: dict[str, Any], profile_prefix: str | None = None) -> Any:
     import onnxruntime as ort  # noqa: PLC0415
 
+    from edgeopt.agent import modelcheck, plancheck  # noqa: PLC0415
+
+    try:
+        plancheck.check_plan(plan)
+    except (plancheck.PlanRefused, ValueError, TypeError) as exc:
+        raise RequestError("INVALID_ARGUMENT", str(exc)) from None
+    try:
+        modelcheck.check_model(Path(path))
+    except modelcheck.ModelRefused as exc:
+        raise RequestError("FAILED_PRECONDITION", str(exc)) from None
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if profile_prefix is not None:
@@ -302,11 +457,24 @@ def _load_session(
 
 
 def _feeds(request: dict[str, Any], session: Any) -> dict[str, Any]:
-    """The request's inputs, or inputs made up from the signature (and its shapes)."""
-    inputs = request.get("inputs")
+    """The request's inputs (given, or in a stored tensor file), else made up from the signature."""
+    limit = int(request.get("max_bytes") or OUTPUT_LIMIT)
+    inputs = request.get("inputs") or _tensor_file(request.get("inputs_path"), limit)
     if inputs:
         return _to_arrays(inputs, session)
-    return _smoke_inputs(session, request.get("shapes"))
+    return _smoke_inputs(session, request.get("shapes"), limit)
+
+
+def _tensor_file(path: str | None, limit: int) -> list[TensorTuple] | None:
+    """The tensors of a stored tensor file (proto/tensors.py), checked against `limit`."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            tensors: list[TensorTuple] = wire.read_file(f, limit)
+            return tensors
+    except wire.TensorError as exc:
+        raise RequestError("INVALID_ARGUMENT", f"inputs_sha256: {exc}") from None
 
 
 def _to_arrays(tensors: list[TensorTuple], session: Any) -> dict[str, Any]:
@@ -326,10 +494,10 @@ def _to_arrays(tensors: list[TensorTuple], session: Any) -> dict[str, Any]:
     feeds = {}
     for name, arg in wanted.items():
         _, dtype, shape, data = given[name]
-        want = np.dtype(_numpy_dtype(arg.type))
-        if np.dtype(dtype) != want:
+        want = _wire_dtype(arg.type)
+        if dtype != want:
             raise RequestError(
-                "INVALID_ARGUMENT", f"input {name!r} is {dtype}, the model wants {want.name}"
+                "INVALID_ARGUMENT", f"input {name!r} is {dtype}, the model wants {want}"
             )
         dims = list(arg.shape or [])
         if len(shape) != len(dims) or any(
@@ -340,21 +508,50 @@ def _to_arrays(tensors: list[TensorTuple], session: Any) -> dict[str, Any]:
                 "INVALID_ARGUMENT",
                 f"input {name!r} has shape {list(shape)}, the model wants {shown}",
             )
-        if len(data) != int(np.prod(shape, dtype=np.int64)) * want.itemsize:
+        size = len(memoryview(data).cast("B"))
+        if want != wire.STRING_DTYPE and size != int(np.prod(shape, dtype=object)) * wire.itemsize(
+            want
+        ):
             raise RequestError(
-                "INVALID_ARGUMENT", f"input {name!r}: {len(data)} bytes do not fill {list(shape)}"
+                "INVALID_ARGUMENT", f"input {name!r}: {size} bytes do not fill {list(shape)}"
             )
-        feeds[name] = np.frombuffer(data, dtype=want).reshape(shape)
+        try:
+            feeds[name] = wire.from_wire(want, shape, data)
+        except wire.TensorError as exc:
+            raise RequestError("INVALID_ARGUMENT", f"input {name!r}: {exc}") from None
     return feeds
 
 
-def _tuples(names: list[str], arrays: list[Any]) -> list[TensorTuple]:
-    import numpy as np  # noqa: PLC0415
+def _tuples(names: list[str], arrays: list[Any], limit: int = OUTPUT_LIMIT) -> list[TensorTuple]:
+    """Outputs as wire tensors, their bytes out of band (no copy of a C-ordered array).
 
+    Raises:
+        RequestError: FAILED_PRECONDITION for an output that is not a tensor (a sequence of
+            maps, as ZipMap gives) or outputs over `limit` bytes.
+    """
     out = []
+    total = 0
     for name, value in zip(names, arrays):
-        array = np.asarray(value, order="C")  # ascontiguousarray would make a scalar 1-d
-        out.append((name, array.dtype.name, tuple(array.shape), array.tobytes()))
+        if isinstance(value, (list, dict)):
+            kind = "a sequence of maps (ZipMap)" if value and isinstance(value[0], dict) else (
+                "a sequence" if isinstance(value, list) else "a map")  # fmt: skip
+            raise RequestError(
+                "FAILED_PRECONDITION",
+                f"output {name!r} is {kind}, not a tensor: the wire carries tensors only; "
+                "convert the model without ZipMap (skl2onnx: options={'zipmap': False})",
+            )
+        try:
+            dtype, shape, data = wire.to_wire(value)
+        except wire.TensorError as exc:
+            raise RequestError("FAILED_PRECONDITION", f"output {name!r}: {exc}") from None
+        total += len(memoryview(data).cast("B"))
+        if total > limit:
+            raise RequestError(
+                "RESOURCE_EXHAUSTED",
+                f"the outputs take more than this agent's limit of {limit} bytes "
+                "(max_infer_bytes): split the batch across calls",
+            )
+        out.append((name, dtype, shape, out_of_band(data)))
     return out
 
 
@@ -370,13 +567,17 @@ class Child:
         """Answer one request; `emit` sends interim progress frames."""
         op = request.get("op")
         if op == "load":
+            smoke = request.get("smoke")
+            if smoke is None and request.get("inputs_path"):
+                smoke = _tensor_file(request["inputs_path"], int(request.get("max_bytes") or 0))
             return self.load(request["key"], request["path"], request.get("plan") or {},
-                             request.get("smoke"))  # fmt: skip
+                             smoke, int(request.get("max_bytes") or OUTPUT_LIMIT))  # fmt: skip
         if op == "unload":
             self.loaded.pop(request["key"], None)
             return {"ok": True}
         if op == "infer":
-            return self.infer(request["key"], request["inputs"])
+            return self.infer(request["key"], request["inputs"],
+                              int(request.get("max_bytes") or OUTPUT_LIMIT))  # fmt: skip
         if op == "bench":
             return self.bench(request, emit)
         if op == "profile":
@@ -392,6 +593,7 @@ class Child:
         path: str,
         plan: dict[str, Any],
         smoke: list[TensorTuple] | bool | None,
+        max_bytes: int = OUTPUT_LIMIT,
     ) -> dict[str, Any]:
         """Load a model, run the smoke inference, keep the session under `key`.
 
@@ -414,7 +616,7 @@ class Child:
         feeds = (
             _to_arrays(smoke, session)
             if isinstance(smoke, list) and smoke
-            else _smoke_inputs(session)
+            else _smoke_inputs(session, None, max_bytes)
         )
         start = time.perf_counter()
         try:
@@ -425,6 +627,7 @@ class Child:
             ) from exc
         smoke_ms = (time.perf_counter() - start) * 1e3
         names = [o.name for o in session.get_outputs()]
+        _tuples(names, outputs, max_bytes)  # an output the wire cannot carry fails here
         for name, value in zip(names, outputs):
             array = np.asarray(value)
             if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -521,12 +724,21 @@ class Child:
                 raise RequestError("INVALID_ARGUMENT", f"inference failed: {_line(exc)}") from exc
             trace_path = session.end_profiling()
             trace = Path(trace_path).read_bytes()
+        limit = int(request.get("max_trace_bytes") or OUTPUT_LIMIT)
+        if request.get("include_trace") and len(trace) > limit:
+            raise RequestError(
+                "RESOURCE_EXHAUSTED",
+                f"the trace is {len(trace)} bytes, over this agent's message limit of {limit}: "
+                "ask without the trace, or for fewer runs",
+            )
         figures = profiling.aggregate(json.loads(trace), skip_runs=warmup)
         return {"ok": True, **figures, "onnxruntime_version": ort.__version__,
                 "trace": trace if request.get("include_trace") else b""}  # fmt: skip
 
-    def infer(self, key: str, inputs: list[TensorTuple]) -> dict[str, Any]:
-        """Run a loaded model."""
+    def infer(
+        self, key: str, inputs: list[TensorTuple], max_bytes: int = OUTPUT_LIMIT
+    ) -> dict[str, Any]:
+        """Run a loaded model; its outputs may take at most `max_bytes`."""
         loaded = self.loaded.get(key)
         if loaded is None:
             raise RequestError("FAILED_PRECONDITION", f"{key} is not loaded")
@@ -538,7 +750,7 @@ class Child:
             raise RequestError("INVALID_ARGUMENT", f"inference failed: {_line(exc)}") from exc
         latency = (time.perf_counter() - start) * 1e3
         names = [o.name for o in loaded.session.get_outputs()]
-        return {"ok": True, "outputs": _tuples(names, outputs), "latency_ms": latency}
+        return {"ok": True, "outputs": _tuples(names, outputs, max_bytes), "latency_ms": latency}
 
 
 def _timed_runs(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -26,16 +27,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgeopt.host import tunnel
 from edgeopt.proto import auth
+from edgeopt.proto import tensors as wire
 from edgeopt.proto.capabilities import Capabilities, from_message
 from edgeopt.proto.errors import AgentError, AgentTimeout, error_for_status
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 
 T = TypeVar("T")
 
-MAX_MESSAGE_BYTES = 256 << 20
-"""Largest single message (Infer tensors), as the agent allows."""
+MAX_MESSAGE_BYTES = 64 << 20
+"""Largest message the host accepts from a board (agents send at most 4 MiB; older ones sent
+whole Infer results in one message). A board cannot make the host hold more than this."""
 CHUNK_SIZE = 1 << 20
-"""Bytes per push message: large enough for throughput, far below gRPC's 4 MiB default."""
+"""Bytes per push or InferStream message: large enough for throughput, far below gRPC's 4 MiB
+default and the agents' limit."""
+INLINE_INPUTS_BYTES = 3 << 20
+"""Inputs of a Benchmark, Profile or Activate larger than this travel as a pushed tensor file
+(`inputs_sha256`): agents refuse messages over 4 MiB."""
 
 
 @dataclass(frozen=True)
@@ -284,6 +291,7 @@ class AgentClient:
         )
         if plan is not None:
             request.plan.CopyFrom(plan)
+        await self._inputs_aside(request, "smoke_inputs")
 
         async def attempt(remaining: float) -> agent_pb2.ActivateResult:
             reply: agent_pb2.ActivateResult = await self._stub.ActivateModel(
@@ -342,6 +350,7 @@ class AgentClient:
         `max_seconds` (10 when unset) plus a minute.
         """
         budget = timeout or (request.max_seconds or 10.0) + 60.0
+        await self._inputs_aside(request, "inputs")
 
         async def attempt(remaining: float) -> agent_pb2.BenchmarkResult:
             call = self._stub.Benchmark(request, timeout=remaining, metadata=self._metadata)
@@ -361,6 +370,7 @@ class AgentClient:
         self, request: agent_pb2.ProfileRequest, timeout: float = 600.0
     ) -> agent_pb2.ProfileResult:
         """Run the agent's Profile (it waits in the Benchmark queue)."""
+        await self._inputs_aside(request, "inputs")
 
         async def attempt(remaining: float) -> agent_pb2.ProfileResult:
             reply: agent_pb2.ProfileResult = await self._stub.Profile(
@@ -370,6 +380,23 @@ class AgentClient:
 
         return await self._call("Profile", attempt, timeout)
 
+    async def _inputs_aside(self, request: Any, field: str) -> None:
+        """Move a request's large inputs into a pushed tensor file named by `inputs_sha256`.
+
+        An agent takes no message over 4 MiB; a tensor file travels in chunks like a model
+        (and is not sent again while the agent has it).
+        """
+        tensors = getattr(request, field)
+        if sum(len(t.data) for t in tensors) <= INLINE_INPUTS_BYTES:
+            return
+        arrays = from_tensors(tensors)
+        with tempfile.NamedTemporaryFile(prefix="edgeopt-inputs-", suffix=".tensors") as f:
+            wire.write_file(f, arrays)
+            f.flush()
+            pushed = await self.push(Path(f.name), "")
+        del tensors[:]
+        request.inputs_sha256 = pushed.sha256
+
     async def infer(
         self,
         name: str,
@@ -377,17 +404,89 @@ class AgentClient:
         version: str = "",
         timeout: float | None = None,
     ) -> tuple[dict[str, np.ndarray], agent_pb2.InferResult]:
-        """Run the active (or a named) version; returns the outputs by name and the reply."""
-        request = agent_pb2.InferRequest(name=name, version=version, inputs=to_tensors(inputs))
+        """Run the active (or a named) version; returns the outputs by name and the reply.
+
+        The tensors travel in chunks (InferStream); an agent too old for that gets one
+        message (Infer). A batch larger than the board's `max_infer_bytes` is refused by the
+        board (RESOURCE_EXHAUSTED): `infer_batches` splits it.
+        """
+        parts = [(n, *wire.to_wire(v)) for n, v in inputs.items()]
 
         async def attempt(remaining: float) -> agent_pb2.InferResult:
-            reply: agent_pb2.InferResult = await self._stub.Infer(
-                request, timeout=remaining, metadata=self._metadata
-            )
-            return reply
+            return await self._infer_stream(name, version, parts, remaining)
 
-        reply = await self._call("Infer", attempt, timeout)
+        try:
+            reply = await self._call("Infer", attempt, timeout)
+        except AgentError as exc:
+            if exc.status != "UNIMPLEMENTED":
+                raise
+            request = agent_pb2.InferRequest(name=name, version=version, inputs=to_tensors(inputs))
+
+            async def unary(remaining: float) -> agent_pb2.InferResult:
+                answer: agent_pb2.InferResult = await self._stub.Infer(
+                    request, timeout=remaining, metadata=self._metadata
+                )
+                return answer
+
+            reply = await self._call("Infer", unary, timeout)
         return from_tensors(reply.outputs), reply
+
+    async def _infer_stream(
+        self, name: str, version: str, parts: list[tuple[str, str, tuple[int, ...], Any]],
+        timeout: float,
+    ) -> agent_pb2.InferResult:  # fmt: skip
+        """One InferStream call: the outputs' bytes are put back into the reply's tensors."""
+
+        async def requests() -> AsyncIterator[agent_pb2.InferPart]:
+            yield agent_pb2.InferPart(
+                request=agent_pb2.InferRequest(
+                    name=name, version=version,
+                    inputs=[agent_pb2.Tensor(name=n, dtype=d, shape=list(s),
+                                             byte_size=memoryview(b).nbytes)
+                            for n, d, s, b in parts],
+                )
+            )  # fmt: skip
+            for _, _, _, data in parts:
+                view = memoryview(data).cast("B")
+                for at in range(0, len(view), CHUNK_SIZE):
+                    yield agent_pb2.InferPart(chunk=bytes(view[at : at + CHUNK_SIZE]))
+
+        call = self._stub.InferStream(requests(), timeout=timeout, metadata=self._metadata)
+        reply: agent_pb2.InferResult | None = None
+        buffers: list[bytearray] = []
+        index = at = 0
+        async for part in call:
+            kind = part.WhichOneof("part")
+            if reply is None:
+                if kind != "result":
+                    raise AgentError("InferStream: the agent's answer did not start with its "
+                                     "result", device=self.device, status="INTERNAL")  # fmt: skip
+                reply = part.result
+                total = sum(t.byte_size for t in reply.outputs)
+                if total > MAX_MESSAGE_BYTES * 16:
+                    raise AgentError(f"InferStream: the board announced {total} bytes of "
+                                     "outputs; refused", device=self.device,
+                                     status="RESOURCE_EXHAUSTED")  # fmt: skip
+                buffers = [bytearray(t.byte_size) for t in reply.outputs]
+                continue
+            data = memoryview(part.chunk)
+            while len(data) > 0:
+                while index < len(buffers) and at == len(buffers[index]):
+                    index, at = index + 1, 0
+                if index == len(buffers):
+                    raise AgentError("InferStream: the board sent more bytes than its outputs "
+                                     "declare", device=self.device, status="DATA_LOSS")  # fmt: skip
+                take = min(len(data), len(buffers[index]) - at)
+                buffers[index][at : at + take] = data[:take]
+                at, data = at + take, data[take:]
+        if reply is None or sum(len(b) for b in buffers[:index]) + at != sum(
+            len(b) for b in buffers
+        ):
+            raise AgentError("InferStream: the answer ended before its outputs' bytes",
+                             device=self.device, status="DATA_LOSS")  # fmt: skip
+        for tensor, data in zip(reply.outputs, buffers, strict=True):
+            tensor.data = bytes(data)
+        return reply
 
 
 _DIGESTS: dict[tuple[str, int, int, int], str] = {}
@@ -428,21 +527,27 @@ def plan_message(plan: dict[str, Any], metadata: dict[str, str] | None = None) -
 
 
 def to_tensors(arrays: dict[str, np.ndarray]) -> list[agent_pb2.Tensor]:
-    """Arrays as wire tensors (C order, the array's own dtype)."""
+    """Arrays as wire tensors (C order, the array's own dtype; strings as agent.proto says)."""
     out = []
     for name, value in arrays.items():
-        array = np.asarray(value, order="C")  # ascontiguousarray would make a scalar 1-d
-        out.append(
-            agent_pb2.Tensor(
-                name=name, dtype=array.dtype.name, shape=list(array.shape), data=array.tobytes()
-            )
-        )
+        dtype, shape, data = wire.to_wire(value)
+        out.append(agent_pb2.Tensor(name=name, dtype=dtype, shape=list(shape), data=bytes(data)))
     return out
 
 
 def from_tensors(tensors: Iterable[agent_pb2.Tensor]) -> dict[str, np.ndarray]:
-    """Wire tensors as arrays, by name."""
-    return {
-        t.name: np.frombuffer(t.data, dtype=np.dtype(t.dtype)).reshape(tuple(t.shape))
-        for t in tensors
-    }
+    """Wire tensors as arrays, by name, checked against their dtype and shape.
+
+    Raises:
+        AgentError: a board sent a tensor whose bytes do not match its header (the host
+            trusts nothing a board sends).
+    """
+    out = {}
+    for t in tensors:
+        try:
+            wire.check_header(t.name, t.dtype, tuple(t.shape), len(t.data), 1 << 62)
+            out[t.name] = wire.from_wire(t.dtype, tuple(t.shape), t.data)
+        except (wire.TensorError, ValueError) as exc:
+            raise AgentError(f"the board sent a malformed tensor: {exc}",
+                             status="DATA_LOSS") from None  # fmt: skip
+    return out

@@ -144,6 +144,14 @@ class Capabilities:
     (qemu-user)"), "" on real hardware: timings measured there say nothing about a real board."""
     warnings: tuple[str, ...] = ()
     """Facts that could not be read, and why."""
+    max_message_bytes: int | None = None
+    """Largest gRPC message the agent accepts or sends (None: an agent too old to say)."""
+    max_infer_bytes: int | None = None
+    """Largest sum of tensor bytes one inference takes in or gives out."""
+    request_timeout_s: float | None = None
+    """Longest a call into ONNX Runtime may run on the board, in seconds."""
+    max_benchmark_seconds: float | None = None
+    """Longest timed phase a Benchmark may ask for, in seconds."""
 
     def has(self, feature: str) -> bool:
         """Whether the CPU has a normalized ISA feature ("dotprod", "avx512_vnni")."""
@@ -229,6 +237,10 @@ def to_message(caps: Capabilities) -> agent_pb2.Capabilities:
         hostname=caps.hostname,
         emulation=caps.emulation,
         warnings=caps.warnings,
+        max_message_bytes=caps.max_message_bytes,
+        max_infer_bytes=caps.max_infer_bytes,
+        request_timeout_s=caps.request_timeout_s,
+        max_benchmark_seconds=caps.max_benchmark_seconds,
     )
 
 
@@ -282,6 +294,12 @@ def from_message(msg: agent_pb2.Capabilities) -> Capabilities:
         hostname=msg.hostname,
         emulation=msg.emulation,
         warnings=tuple(msg.warnings),
+        max_message_bytes=_optional(msg, "max_message_bytes"),
+        max_infer_bytes=_optional(msg, "max_infer_bytes"),
+        request_timeout_s=msg.request_timeout_s if msg.HasField("request_timeout_s") else None,
+        max_benchmark_seconds=(
+            msg.max_benchmark_seconds if msg.HasField("max_benchmark_seconds") else None
+        ),
     )
 
 

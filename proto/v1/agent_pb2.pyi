@@ -108,16 +108,18 @@ class TensorInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dim_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ActivateRequest(_message.Message):
-    __slots__ = ("name", "version", "plan", "smoke_inputs")
+    __slots__ = ("name", "version", "plan", "smoke_inputs", "inputs_sha256")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     SMOKE_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     plan: Plan
     smoke_inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., smoke_inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+    inputs_sha256: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., smoke_inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., inputs_sha256: _Optional[str] = ...) -> None: ...
 
 class ActivateResult(_message.Message):
     __slots__ = ("name", "version", "sha256", "previous_version", "load_ms", "smoke_ms", "memory_bytes", "inputs", "outputs")
@@ -218,16 +220,18 @@ class DeleteResult(_message.Message):
     def __init__(self, versions_removed: _Optional[_Iterable[str]] = ..., bytes_freed: _Optional[int] = ...) -> None: ...
 
 class Tensor(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "data")
+    __slots__ = ("name", "dtype", "shape", "data", "byte_size")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    BYTE_SIZE_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    byte_size: int
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., byte_size: _Optional[int] = ...) -> None: ...
 
 class InferRequest(_message.Message):
     __slots__ = ("name", "version", "inputs")
@@ -239,6 +243,16 @@ class InferRequest(_message.Message):
     inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
 
+class InferPart(_message.Message):
+    __slots__ = ("request", "result", "chunk")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    request: InferRequest
+    result: InferResult
+    chunk: bytes
+    def __init__(self, request: _Optional[_Union[InferRequest, _Mapping]] = ..., result: _Optional[_Union[InferResult, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
 class InputShape(_message.Message):
     __slots__ = ("name", "dims")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -248,7 +262,7 @@ class InputShape(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class BenchmarkRequest(_message.Message):
-    __slots__ = ("name", "version", "sha256", "plan", "inputs", "input_shapes", "warmup", "min_repeats", "max_repeats", "target_ci", "max_seconds")
+    __slots__ = ("name", "version", "sha256", "plan", "inputs", "input_shapes", "warmup", "min_repeats", "max_repeats", "target_ci", "max_seconds", "inputs_sha256")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +274,7 @@ class BenchmarkRequest(_message.Message):
     MAX_REPEATS_FIELD_NUMBER: _ClassVar[int]
     TARGET_CI_FIELD_NUMBER: _ClassVar[int]
     MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     sha256: str
@@ -271,7 +286,8 @@ class BenchmarkRequest(_message.Message):
     max_repeats: int
     target_ci: float
     max_seconds: float
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., warmup: _Optional[int] = ..., min_repeats: _Optional[int] = ..., max_repeats: _Optional[int] = ..., target_ci: _Optional[float] = ..., max_seconds: _Optional[float] = ...) -> None: ...
+    inputs_sha256: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., warmup: _Optional[int] = ..., min_repeats: _Optional[int] = ..., max_repeats: _Optional[int] = ..., target_ci: _Optional[float] = ..., max_seconds: _Optional[float] = ..., inputs_sha256: _Optional[str] = ...) -> None: ...
 
 class LatencyStats(_message.Message):
     __slots__ = ("samples", "min_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "ci_low_ms", "ci_high_ms")
@@ -428,7 +444,7 @@ class OnnxRuntimeInfo(_message.Message):
     def __init__(self, version: _Optional[str] = ..., max_ir_version: _Optional[int] = ..., max_opset: _Optional[int] = ..., execution_providers: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("arch", "cpu_vendor", "cpu_model", "physical_cores", "logical_cores", "usable_cores", "clusters", "isa_features", "memory_total_bytes", "memory_available_bytes", "store_free_bytes", "board_model", "os_name", "kernel", "libc", "python_version", "onnxruntime", "accelerators", "cpu_governor", "temperatures", "agent_version", "fingerprint", "device_id", "hostname", "warnings", "emulation")
+    __slots__ = ("arch", "cpu_vendor", "cpu_model", "physical_cores", "logical_cores", "usable_cores", "clusters", "isa_features", "memory_total_bytes", "memory_available_bytes", "store_free_bytes", "board_model", "os_name", "kernel", "libc", "python_version", "onnxruntime", "accelerators", "cpu_governor", "temperatures", "agent_version", "fingerprint", "device_id", "hostname", "warnings", "emulation", "max_message_bytes", "max_infer_bytes", "request_timeout_s", "max_benchmark_seconds")
     ARCH_FIELD_NUMBER: _ClassVar[int]
     CPU_VENDOR_FIELD_NUMBER: _ClassVar[int]
     CPU_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -455,6 +471,10 @@ class Capabilities(_message.Message):
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     EMULATION_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_INFER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_BENCHMARK_SECONDS_FIELD_NUMBER: _ClassVar[int]
     arch: str
     cpu_vendor: str
     cpu_model: str
@@ -481,10 +501,14 @@ class Capabilities(_message.Message):
     hostname: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
     emulation: str
-    def __init__(self, arch: _Optional[str] = ..., cpu_vendor: _Optional[str] = ..., cpu_model: _Optional[str] = ..., physical_cores: _Optional[int] = ..., logical_cores: _Optional[int] = ..., usable_cores: _Optional[int] = ..., clusters: _Optional[_Iterable[_Union[CpuCluster, _Mapping]]] = ..., isa_features: _Optional[_Iterable[str]] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., store_free_bytes: _Optional[int] = ..., board_model: _Optional[str] = ..., os_name: _Optional[str] = ..., kernel: _Optional[str] = ..., libc: _Optional[str] = ..., python_version: _Optional[str] = ..., onnxruntime: _Optional[_Union[OnnxRuntimeInfo, _Mapping]] = ..., accelerators: _Optional[_Iterable[_Union[Accelerator, _Mapping]]] = ..., cpu_governor: _Optional[str] = ..., temperatures: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., agent_version: _Optional[str] = ..., fingerprint: _Optional[str] = ..., device_id: _Optional[str] = ..., hostname: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., emulation: _Optional[str] = ...) -> None: ...
+    max_message_bytes: int
+    max_infer_bytes: int
+    request_timeout_s: float
+    max_benchmark_seconds: float
+    def __init__(self, arch: _Optional[str] = ..., cpu_vendor: _Optional[str] = ..., cpu_model: _Optional[str] = ..., physical_cores: _Optional[int] = ..., logical_cores: _Optional[int] = ..., usable_cores: _Optional[int] = ..., clusters: _Optional[_Iterable[_Union[CpuCluster, _Mapping]]] = ..., isa_features: _Optional[_Iterable[str]] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., store_free_bytes: _Optional[int] = ..., board_model: _Optional[str] = ..., os_name: _Optional[str] = ..., kernel: _Optional[str] = ..., libc: _Optional[str] = ..., python_version: _Optional[str] = ..., onnxruntime: _Optional[_Union[OnnxRuntimeInfo, _Mapping]] = ..., accelerators: _Optional[_Iterable[_Union[Accelerator, _Mapping]]] = ..., cpu_governor: _Optional[str] = ..., temperatures: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., agent_version: _Optional[str] = ..., fingerprint: _Optional[str] = ..., device_id: _Optional[str] = ..., hostname: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., emulation: _Optional[str] = ..., max_message_bytes: _Optional[int] = ..., max_infer_bytes: _Optional[int] = ..., request_timeout_s: _Optional[float] = ..., max_benchmark_seconds: _Optional[float] = ...) -> None: ...
 
 class ProfileRequest(_message.Message):
-    __slots__ = ("name", "version", "sha256", "plan", "inputs", "input_shapes", "runs", "warmup", "include_trace")
+    __slots__ = ("name", "version", "sha256", "plan", "inputs", "input_shapes", "runs", "warmup", "include_trace", "inputs_sha256")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -494,6 +518,7 @@ class ProfileRequest(_message.Message):
     RUNS_FIELD_NUMBER: _ClassVar[int]
     WARMUP_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TRACE_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     sha256: str
@@ -503,7 +528,8 @@ class ProfileRequest(_message.Message):
     runs: int
     warmup: int
     include_trace: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., runs: _Optional[int] = ..., warmup: _Optional[int] = ..., include_trace: bool = ...) -> None: ...
+    inputs_sha256: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., runs: _Optional[int] = ..., warmup: _Optional[int] = ..., include_trace: bool = ..., inputs_sha256: _Optional[str] = ...) -> None: ...
 
 class NodeProfile(_message.Message):
     __slots__ = ("node", "op_type", "provider", "calls", "total_ms", "mean_ms", "share")

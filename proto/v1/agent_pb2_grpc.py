@@ -74,6 +74,11 @@ class AgentStub(object):
                 request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferRequest.SerializeToString,
                 response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferResult.FromString,
                 _registered_method=True)
+        self.InferStream = channel.stream_stream(
+                '/edgeopt.v1.Agent/InferStream',
+                request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferPart.SerializeToString,
+                response_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferPart.FromString,
+                _registered_method=True)
         self.Benchmark = channel.unary_stream(
                 '/edgeopt.v1.Agent/Benchmark',
                 request_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.BenchmarkRequest.SerializeToString,
@@ -156,7 +161,20 @@ class AgentServicer(object):
 
     def Infer(self, request, context):
         """Run the active (or a named) version on the given tensors; names, dtypes and ranks are
-        checked against the model (INVALID_ARGUMENT naming the input).
+        checked against the model (INVALID_ARGUMENT naming the input). The whole request must fit
+        one message (max_message_bytes): InferStream carries larger tensors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InferStream(self, request_iterator, context):
+        """Infer with tensors in chunks. The client sends one InferPart `request` (an InferRequest
+        whose tensors carry name, dtype, shape and byte_size, data empty), then `chunk`s holding
+        the tensors' bytes one after another in the request's order. The agent answers one
+        InferPart `result` (outputs without data), then chunks of the outputs' bytes likewise.
+        The sum of byte_size over the inputs, and over the outputs, is capped by the board's
+        max_infer_bytes (RESOURCE_EXHAUSTED): the host splits a larger batch across calls.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -224,6 +242,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Infer,
                     request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferRequest.FromString,
                     response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferResult.SerializeToString,
+            ),
+            'InferStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.InferStream,
+                    request_deserializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferPart.FromString,
+                    response_serializer=edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferPart.SerializeToString,
             ),
             'Benchmark': grpc.unary_stream_rpc_method_handler(
                     servicer.Benchmark,
@@ -452,6 +475,33 @@ class Agent(object):
             '/edgeopt.v1.Agent/Infer',
             edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferRequest.SerializeToString,
             edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InferStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/edgeopt.v1.Agent/InferStream',
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferPart.SerializeToString,
+            edgeopt_dot_proto_dot_v1_dot_agent__pb2.InferPart.FromString,
             options,
             channel_credentials,
             insecure,
