@@ -62,7 +62,7 @@ class Bounds:
     """Seconds one runner request may take (a load, a smoke test, one inference)."""
     max_benchmark_seconds: float = 600.0
     """Longest timed phase a Benchmark may ask for; its runner limit adds request_timeout."""
-    max_infer_bytes: int = 256 << 20
+    max_infer_bytes: int = 64 << 20
     """Largest sum of tensor bytes one inference takes in, and gives out."""
     max_message_bytes: int = 4 << 20
     """Largest gRPC message (a profile's trace must fit one)."""
