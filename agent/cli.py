@@ -1,6 +1,7 @@
 """`edgeopt-agent`: the on-device agent's command line (argparse: the board has no click).
 
     edgeopt-agent serve --listen 127.0.0.1:50051 --store DIR [--token-file F] [--ready-file F]
+                        [--max-store-bytes N] [--upload-expiry 24h]
     edgeopt-agent capabilities [--json] [--procfs DIR] [--sysfs DIR] [--rootfs DIR]
 
 Exit status: 0 on success, 2 for a usage or configuration error (the message says which option
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgeopt.agent.capabilities import Sources, agent_version, collect
-from edgeopt.agent.store import Limits
+from edgeopt.agent.store import UPLOAD_EXPIRY_SECONDS, Limits
 from edgeopt.proto import auth
 from edgeopt.proto.capabilities import format_summary, to_dict
 
@@ -44,6 +45,23 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"want a size like 500M or 2G, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"a size must be positive, got {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    """Seconds from "3600", "90s", "30m", "24h", "7d"."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    factor = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    try:
+        value = float(number) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"want a duration like 30m, 24h or 7d, got {text!r}"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"a duration must be positive and finite, got {text!r}")
     return value
 
 
@@ -79,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_size,
         default=4 << 30,
         help="largest single artifact (default: 4G)",
+    )
+    serve.add_argument(
+        "--upload-expiry",
+        type=_duration,
+        default=UPLOAD_EXPIRY_SECONDS,
+        help="drop an interrupted upload untouched this long, e.g. 30m, 24h, 7d (default: 24h)",
     )
     serve.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
 
@@ -166,7 +190,7 @@ def _serve(args: argparse.Namespace) -> int:
         token=token,
         ready_file=args.ready_file,
         grace=args.grace,
-        limits=Limits(args.max_store_bytes, args.max_artifact_bytes),
+        limits=Limits(args.max_store_bytes, args.max_artifact_bytes, args.upload_expiry),
     )
     try:
         serve(config)

@@ -164,7 +164,12 @@ class Models:
                 size = self.store.blob(sha256).stat().st_size  # not the header's word for it
             if not name:
                 return PushOutcome(Version("", sha256, size, time.time(), plan), received, complete)
-            stored = self.store.add_version(name, version, sha256, size, plan)
+            try:
+                stored = self.store.add_version(name, version, sha256, size, plan)
+            except Refusal as exc:
+                if not complete and exc.code == "RESOURCE_EXHAUSTED":  # the disk is full:
+                    self.store.drop_unnamed(sha256)  # the artifact this push brought goes too
+                raise
         return PushOutcome(stored, received, complete)
 
     def _check_label(self, name: str, version: str, sha256: str) -> None:

@@ -15,16 +15,30 @@ one, every blob it names is whole, and a `.part` is either resumable or dropped 
 
 Limits: a per-artifact maximum, a quota on the bytes of blobs and partial uploads together, and
 the free disk (with a margin), all checked against the header before any byte is written and
-again as bytes arrive. Names are checked against `NAME_PATTERN` (no path tricks, no NUL).
-Pushes of one digest are serialized, and so are changes to the manifest.
+again as bytes arrive. The free-disk check counts the bytes still to come of every other upload
+in flight, so concurrent pushes cannot together overrun the disk. Names are checked against
+`NAME_PATTERN` (no path tricks, no NUL). Pushes of one digest are serialized, and so are changes
+to the manifest.
+
+A full disk (ENOSPC, EDQUOT) is RESOURCE_EXHAUSTED and leaves nothing half-written: an upload
+that hits it is removed (keeping it would keep the board's disk full, and no resume can succeed
+before room is made anyway), and a manifest write that hits it leaves the old manifest, on disk
+and in memory, with no temporary file behind.
+
+Abandoned uploads: a `.part` nobody is sending is dropped once untouched for
+`Limits.upload_expiry` (24 h by default; at start-up and whenever an upload asks for room), and
+when the quota or the free disk would refuse a push, parts untouched for
+`Limits.evict_idle_after` (10 min) that no upload is sending are evicted first, oldest first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -43,8 +57,13 @@ FREE_DISK_MARGIN = 64 << 20
 MANIFEST_FORMAT = 1
 DISK_CHECK_EVERY = 16 << 20
 """An upload looks at the free disk again after this many bytes."""
-STALE_UPLOAD_SECONDS = 7 * 86400
-"""An interrupted upload untouched this long is dropped at start-up (a week)."""
+UPLOAD_EXPIRY_SECONDS = 24 * 3600
+"""An interrupted upload untouched this long is dropped (a day; `--upload-expiry`)."""
+EVICT_IDLE_SECONDS = 10 * 60
+"""An interrupted upload untouched this long may be evicted to make room for a new push."""
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+log = logging.getLogger("edgeopt.agent")
 
 
 class Refusal(Exception):
@@ -57,6 +76,19 @@ class Refusal(Exception):
 
 def _invalid(message: str) -> Refusal:
     return Refusal("INVALID_ARGUMENT", message)
+
+
+def _disk_full(exc: OSError, doing: str, outcome: str) -> Refusal:
+    """RESOURCE_EXHAUSTED for an OSError saying the disk (or the user's disk quota) is full."""
+    return Refusal(
+        "RESOURCE_EXHAUSTED",
+        f"the disk is full ({os.strerror(exc.errno or errno.ENOSPC)}) while {doing}: nothing "
+        f"was stored, {outcome}; free disk space on the board or delete versions (DeleteModel)",
+    )
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
 def check_name(name: str) -> None:
@@ -124,6 +156,10 @@ class Limits:
     """Quota on artifacts and partial uploads together (None: the free disk is the limit)."""
     max_artifact_bytes: int = 4 << 30
     """Largest single artifact."""
+    upload_expiry: float = UPLOAD_EXPIRY_SECONDS
+    """Seconds an interrupted upload may stay untouched before it is dropped."""
+    evict_idle_after: float = EVICT_IDLE_SECONDS
+    """Seconds untouched after which an interrupted upload may be evicted to make room."""
 
 
 class Upload:
@@ -159,20 +195,38 @@ class Upload:
                 f"chunk past the declared size: {self.position + len(chunk)} bytes sent for an "
                 f"artifact of {self.size}; the upload was dropped"
             )
-        if self.position >= self._next_disk_check:
-            self.store.check_room(len(chunk), quota=False)
-            self._next_disk_check = self.position + DISK_CHECK_EVERY
-        self._file.write(chunk)
+        try:
+            if self.position >= self._next_disk_check:
+                # What this upload still needs, next to what the others still need: the disk
+                # may have filled from elsewhere on the board since the upload began.
+                remaining = self.size - self.position
+                self.store.check_room(remaining, quota=False, exclude=self.sha256)
+                self._next_disk_check = self.position + DISK_CHECK_EVERY
+            self._file.write(chunk)
+        except Refusal:
+            self.abort(keep=False)
+            raise
+        except OSError as exc:
+            if not _is_disk_full(exc):
+                raise
+            self.abort(keep=False)
+            raise _disk_full(
+                exc, f"receiving {self.sha256}", "the partial upload was removed"
+            ) from exc
         self._hash.update(chunk)
         self.received += len(chunk)
+        self.store.progress(self.sha256, self.position)
 
     def abort(self, keep: bool) -> None:
         """Stop here; keep the bytes for a resume, or drop them. Safe to call twice."""
         if not self._file.closed:
+            # On a full disk the flush fails, and close() flushes again: a failure here loses
+            # nothing the resume offset (the file's size) does not account for.
             with contextlib.suppress(OSError):
                 self._file.flush()
                 os.fsync(self._file.fileno())
-            self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()
         self.store.release(self.sha256)
         if not keep:
             self.part.unlink(missing_ok=True)
@@ -191,9 +245,17 @@ class Upload:
                 f"upload incomplete: {self.position} of {self.size} bytes arrived; resume from "
                 f"offset {self.position} (GetUploadStatus)",
             )
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as exc:
+            if not _is_disk_full(exc):
+                raise
+            self.abort(keep=False)
+            raise _disk_full(
+                exc, f"receiving {self.sha256}", "the partial upload was removed"
+            ) from exc
         self.store.release(self.sha256)
         digest = self._hash.hexdigest()
         if digest != self.sha256:
@@ -222,6 +284,8 @@ class ModelStore:
         self._digest_locks: dict[str, threading.Lock] = {}
         self._reserved: dict[str, int] = {}
         """Uploads in flight → their whole size, held against the quota until they end."""
+        self._held: dict[str, int] = {}
+        """Uploads in flight → bytes of them on disk so far (the rest is still to come)."""
         self._entries = self._read_manifest()
 
     # --- the manifest -------------------------------------------------------------------
@@ -255,11 +319,20 @@ class ModelStore:
             },
         }
         tmp = self.manifest_path.with_name(f".manifest.{os.getpid()}.{threading.get_ident()}")
-        with tmp.open("w") as f:
-            json.dump(payload, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.manifest_path)
+        try:
+            with tmp.open("w") as f:
+                json.dump(payload, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.manifest_path)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)  # never leave a half-written manifest behind
+            if _is_disk_full(exc):
+                assert isinstance(exc, OSError)
+                raise _disk_full(
+                    exc, "writing the manifest", "the models and active versions are as before"
+                ) from exc
+            raise
         _fsync_dir(self.root)
 
     @contextlib.contextmanager
@@ -278,20 +351,15 @@ class ModelStore:
                 self._entries = before
                 raise
 
-    def recover(self, stale_after: float = STALE_UPLOAD_SECONDS) -> list[str]:
+    def recover(self, stale_after: float | None = None) -> list[str]:
         """Tidy after a crash: drop stray temporary files and blobs no version names.
 
-        Partial uploads stay (they are resumable) unless untouched for `stale_after` seconds:
-        an abandoned upload must not hold the quota forever. Returns what was removed.
+        Partial uploads stay (they are resumable) unless untouched for `stale_after` seconds
+        (default: `Limits.upload_expiry`): an abandoned upload must not hold the quota forever.
+        Returns what was removed.
         """
-        removed = []
-        now = time.time()
         with self._lock:
-            for part in (self.root / "uploads").glob("*.part"):
-                with contextlib.suppress(OSError):
-                    if now - part.stat().st_mtime > stale_after:
-                        part.unlink()
-                        removed.append(f"uploads/{part.name}")
+            removed = self.expire_uploads(stale_after)
             for stray in self.root.glob(".manifest.*"):
                 stray.unlink(missing_ok=True)
                 removed.append(stray.name)
@@ -348,6 +416,38 @@ class ModelStore:
                     total += path.stat().st_size
         return total
 
+    def _idle_parts(self, idle_for: float, keep: str = "") -> list[tuple[float, Path]]:
+        """(mtime, path) of the partial uploads no upload is sending, untouched for `idle_for`.
+
+        Oldest first; `keep` names a digest to leave out (the upload asking for room).
+        """
+        now = time.time()
+        found = []
+        with self._lock:
+            for part in (self.root / "uploads").glob("*.part"):
+                digest = part.name[: -len(".part")]
+                if digest in self._reserved or digest == keep:
+                    continue
+                with contextlib.suppress(OSError):
+                    mtime = part.stat().st_mtime
+                    if now - mtime > idle_for:
+                        found.append((mtime, part))
+        return sorted(found)
+
+    def expire_uploads(self, after: float | None = None) -> list[str]:
+        """Drop partial uploads no upload is sending, untouched for `after` seconds.
+
+        Default: `Limits.upload_expiry`. Returns what was removed (`uploads/<name>`).
+        """
+        after = self.limits.upload_expiry if after is None else after
+        removed = []
+        with self._lock:
+            for _, part in self._idle_parts(after):
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()
+                    removed.append(f"uploads/{part.name}")
+        return removed
+
     def upload_offset(self, sha256: str) -> tuple[bool, int]:
         """(complete, bytes held of an interrupted upload)."""
         check_digest(sha256)
@@ -358,11 +458,36 @@ class ModelStore:
 
     # --- writing ------------------------------------------------------------------------
 
-    def check_room(self, incoming: int, *, used: int | None = None, quota: bool = True) -> None:
+    def progress(self, sha256: str, held: int) -> None:
+        """Record how many bytes of an upload in flight are on disk."""
+        with self._lock:
+            if sha256 in self._reserved:
+                self._held[sha256] = held
+
+    def still_to_come(self, exclude: str = "") -> int:
+        """Bytes the uploads in flight (but `exclude`) have reserved and not yet written."""
+        with self._lock:
+            return sum(
+                max(0, size - self._held.get(sha256, 0))
+                for sha256, size in self._reserved.items()
+                if sha256 != exclude
+            )
+
+    def check_room(
+        self,
+        incoming: int,
+        *,
+        used: int | None = None,
+        quota: bool = True,
+        exclude: str = "",
+        disk_incoming: int | None = None,
+    ) -> None:
         """RESOURCE_EXHAUSTED unless `incoming` more bytes fit the quota and the free disk.
 
         `used` is what counts against the quota (default: the store's bytes on disk); `quota`
-        False checks the free disk only.
+        False checks the free disk only. The free disk must hold `disk_incoming` (default
+        `incoming`) and the bytes still to come of every upload in flight but `exclude`, and
+        keep `FREE_DISK_MARGIN` over.
         """
         limit = self.limits.max_store_bytes if quota else None
         if limit is not None:
@@ -373,12 +498,15 @@ class ModelStore:
                     f"store quota exceeded: {used + incoming} bytes needed of {limit} allowed "
                     f"({used} in use); delete versions (DeleteModel) or raise --max-store-bytes",
                 )
+        incoming = incoming if disk_incoming is None else disk_incoming
         free = shutil.disk_usage(self.root).free
-        if free - incoming < FREE_DISK_MARGIN:
+        pending = self.still_to_come(exclude)
+        if free - incoming - pending < FREE_DISK_MARGIN:
+            others = f", {pending} still to come for other uploads in flight" if pending else ""
             raise Refusal(
                 "RESOURCE_EXHAUSTED",
-                f"not enough free disk for {incoming} more bytes: {free} free, and the store "
-                f"keeps {FREE_DISK_MARGIN} free for the board",
+                f"not enough free disk for {incoming} more bytes: {free} free{others}, and the "
+                f"store keeps {FREE_DISK_MARGIN} free for the board",
             )
 
     @contextlib.contextmanager
@@ -418,12 +546,33 @@ class ModelStore:
                 "ask GetUploadStatus and resume from there"
             )
         with self._lock:
-            # Bytes on disk, less the partial files of uploads in flight, plus the whole size
-            # each of those reserved: two concurrent pushes cannot both squeeze under the quota.
-            parts = sum(self.upload_offset(s)[1] for s in self._reserved)
-            committed = self.used_bytes() - parts - (held if sha256 not in self._reserved else 0)
-            self.check_room(size, used=committed + sum(self._reserved.values()))
+            self.expire_uploads()
+            while True:
+                # Bytes on disk, less the partial files of uploads in flight, plus the whole
+                # size each of those reserved: two concurrent pushes cannot both squeeze under
+                # the quota. The disk needs only what is not held yet.
+                parts = sum(self.upload_offset(s)[1] for s in self._reserved)
+                committed = (
+                    self.used_bytes() - parts - (held if sha256 not in self._reserved else 0)
+                )
+                try:
+                    self.check_room(
+                        size,
+                        used=committed + sum(self._reserved.values()),
+                        exclude=sha256,
+                        disk_incoming=size - offset,
+                    )
+                    break
+                except Refusal:
+                    # Make room from abandoned uploads before refusing, the oldest first.
+                    idle = self._idle_parts(self.limits.evict_idle_after, keep=sha256)
+                    if not idle:
+                        raise
+                    _, oldest = idle[0]
+                    oldest.unlink(missing_ok=True)
+                    log.warning("evicted the abandoned upload uploads/%s for room", oldest.name)
             self._reserved[sha256] = size
+            self._held[sha256] = offset
         try:
             return Upload(self, sha256, size, offset)
         except BaseException:
@@ -434,6 +583,22 @@ class ModelStore:
         """End an upload's reservation of quota."""
         with self._lock:
             self._reserved.pop(sha256, None)
+            self._held.pop(sha256, None)
+
+    def drop_unnamed(self, sha256: str) -> bool:
+        """Remove the blob of `sha256` unless a version names it; True when it was removed.
+
+        For a push whose manifest write failed: the artifact it just stored is not kept.
+        """
+        with self._lock:
+            if any(v.sha256 == sha256 for e in self._entries.values() for v in e.versions):
+                return False
+            blob = self.blob(sha256)
+            if not blob.is_file():
+                return False
+            blob.unlink()
+            _fsync_dir(blob.parent)
+            return True
 
     def add_version(
         self, name: str, version: str, sha256: str, size: int, plan: dict[str, Any]
