@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgeopt.agent.capabilities import Sources, agent_version, collect
+from edgeopt.agent.models import Bounds
 from edgeopt.agent.store import UPLOAD_EXPIRY_SECONDS, Limits
 from edgeopt.proto import auth
 from edgeopt.proto.capabilities import format_summary, to_dict
@@ -103,6 +104,32 @@ def _parser() -> argparse.ArgumentParser:
         type=_duration,
         default=UPLOAD_EXPIRY_SECONDS,
         help="drop an interrupted upload untouched this long, e.g. 30m, 24h, 7d (default: 24h)",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=_duration,
+        default=Bounds.request_timeout,
+        help="longest one call into ONNX Runtime may run (load, smoke test, inference); the "
+        "runner is killed and restarted past it (default: 120s)",
+    )
+    serve.add_argument(
+        "--max-benchmark-seconds",
+        type=_duration,
+        default=Bounds.max_benchmark_seconds,
+        help="longest timed phase a Benchmark may ask for (default: 600s)",
+    )
+    serve.add_argument(
+        "--max-infer-bytes",
+        type=_size,
+        default=Bounds.max_infer_bytes,
+        help="largest sum of tensor bytes one inference takes in or gives out; the host splits "
+        "larger batches (default: 64M)",
+    )
+    serve.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=32,
+        help="calls in progress at once; more are refused with RESOURCE_EXHAUSTED (default: 32)",
     )
     serve.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
 
@@ -191,6 +218,13 @@ def _serve(args: argparse.Namespace) -> int:
         ready_file=args.ready_file,
         grace=args.grace,
         limits=Limits(args.max_store_bytes, args.max_artifact_bytes, args.upload_expiry),
+        bounds=Bounds(
+            request_timeout=args.request_timeout,
+            max_benchmark_seconds=args.max_benchmark_seconds,
+            max_infer_bytes=args.max_infer_bytes,
+        ),
+        max_concurrent_rpcs=max(1, args.max_concurrent_rpcs),
+        max_workers=max(1, args.max_concurrent_rpcs),
     )
     try:
         serve(config)
