@@ -2,7 +2,11 @@
 
     edgeopt-agent serve --listen 127.0.0.1:50051 --store DIR [--token-file F] [--ready-file F]
                         [--max-store-bytes N] [--upload-expiry 24h]
+                        [--tls-cert F --tls-key F [--client-ca F]] [--insecure]
     edgeopt-agent capabilities [--json] [--procfs DIR] [--sysfs DIR] [--rootfs DIR]
+
+Beyond loopback the agent wants authentication (a token, or client certificates) and TLS, unless
+`--insecure`. SIGHUP re-reads the token file and the TLS files (rotation without a restart).
 
 Exit status: 0 on success, 2 for a usage or configuration error (the message says which option
 and what to do), 1 when the server fails at run time.
@@ -17,12 +21,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeopt.agent.capabilities import Sources, agent_version, collect
 from edgeopt.agent.models import Bounds
 from edgeopt.agent.store import UPLOAD_EXPIRY_SECONDS, Limits
 from edgeopt.proto import auth
 from edgeopt.proto.capabilities import format_summary, to_dict
+
+if TYPE_CHECKING:  # grpc is imported only when serving
+    from edgeopt.agent.tls import TlsFiles
 
 
 def default_store() -> Path:
@@ -85,7 +93,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--insecure",
         action="store_true",
-        help="allow listening beyond loopback without a token (trusted networks only)",
+        help="allow listening beyond loopback without a token or without TLS "
+        "(trusted networks only)",
+    )
+    serve.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="serve TLS with this certificate (PEM)"
+    )
+    serve.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's key (PEM)")
+    serve.add_argument(
+        "--client-ca",
+        type=Path,
+        metavar="FILE",
+        help="mutual TLS: clients must present a certificate this CA (PEM) signed",
     )
     serve.add_argument("--grace", type=float, default=3.0, help="shutdown grace in seconds")
     serve.add_argument(
@@ -195,12 +214,16 @@ def _serve(args: argparse.Namespace) -> int:
         parse_listen,
         serve,
     )
+    from edgeopt.agent.tls import ServerTls  # noqa: PLC0415
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
         host, port = parse_listen(args.listen)
         token = auth.read_token_file(str(args.token_file)) if args.token_file else None
-        check_exposure(host, token, args.insecure)
+        tls = _tls_files(args)
+        check_exposure(host, token, args.insecure, tls)
+        if tls is not None:
+            ServerTls(tls)  # read and check the files now: a bad one is a usage error
     except (ValueError, OSError) as exc:
         reason = exc if not isinstance(exc, OSError) else f"--token-file: {exc}"
         print(f"edgeopt-agent: {reason}", file=sys.stderr)
@@ -225,6 +248,8 @@ def _serve(args: argparse.Namespace) -> int:
         ),
         max_concurrent_rpcs=max(1, args.max_concurrent_rpcs),
         max_workers=max(1, args.max_concurrent_rpcs),
+        token_file=args.token_file,
+        tls=tls,
     )
     try:
         serve(config)
@@ -232,6 +257,23 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"edgeopt-agent: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    """The TLS files the options name; None without --tls-cert.
+
+    Raises:
+        ValueError: --tls-cert without --tls-key (or the reverse), or --client-ca alone.
+    """
+    from edgeopt.agent.tls import TlsFiles  # noqa: PLC0415
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together: give both, or neither")
+    if args.tls_cert is None:
+        if args.client_ca is not None:
+            raise ValueError("--client-ca needs TLS: give --tls-cert FILE --tls-key FILE too")
+        return None
+    return TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,6 +38,7 @@ from edgeopt.agent.plancheck import PlanRefused, check_plan
 from edgeopt.agent.probes.runtime import probe_in_subprocess
 from edgeopt.agent.runner import TensorTuple
 from edgeopt.agent.store import Limits, Refusal, check_digest
+from edgeopt.agent.tls import ServerTls, TlsFiles, TokenHolder, reload_all
 from edgeopt.proto import auth
 from edgeopt.proto import tensors as wire
 from edgeopt.proto.capabilities import OnnxRuntimeInfo, to_message
@@ -80,6 +81,10 @@ class ServerConfig:
     """Time limits and sizes of one request (messages, inference tensors, benchmarks)."""
     max_concurrent_rpcs: int = 32
     """Calls in progress at once, queued ones included; more get RESOURCE_EXHAUSTED at once."""
+    token_file: Path | None = None
+    """The file `token` came from, read again on SIGHUP (token rotation)."""
+    tls: TlsFiles | None = None
+    """Certificate and key to serve TLS with (and a client CA for mutual TLS); None: plaintext."""
 
 
 class ConfigurationRefused(ValueError):
@@ -108,25 +113,41 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def check_exposure(host: str, token: str | None, insecure: bool) -> None:
-    """Refuse to serve an unauthenticated agent beyond loopback unless explicitly insecure.
+def check_exposure(
+    host: str, token: str | None, insecure: bool, tls: TlsFiles | None = None
+) -> None:
+    """Refuse to serve beyond loopback without authentication or without TLS, unless insecure.
+
+    A client certificate (mutual TLS) authenticates as a token does. Without TLS, a token
+    crosses the network in cleartext and anyone on the path can read it and the models.
 
     Raises:
-        ConfigurationRefused: `host` is not loopback, there is no token and not `insecure`.
+        ConfigurationRefused: `host` is not loopback, not `insecure`, and either no token nor
+            client CA, or no TLS.
     """
-    if token is None and not insecure and not is_loopback(host):
+    if insecure or is_loopback(host):
+        return
+    if token is None and (tls is None or tls.client_ca is None):
         raise ConfigurationRefused(
             f"refusing to listen on {host} without authentication: anyone who can reach this "
-            "board could push and run models. Give --token-file FILE, listen on 127.0.0.1, "
-            "or pass --insecure if the network is trusted."
+            "board could push and run models. Give --token-file FILE (or --client-ca FILE), "
+            "listen on 127.0.0.1, or pass --insecure if the network is trusted."
+        )
+    if tls is None:
+        raise ConfigurationRefused(
+            f"refusing to listen on {host} without TLS: the token and the models would cross "
+            "the network in cleartext. Give --tls-cert FILE --tls-key FILE (`edgeopt tls "
+            "issue` makes them), listen on 127.0.0.1 (reach it over SSH), or pass --insecure "
+            "if the network is trusted."
         )
 
 
 class TokenAuthInterceptor(grpc.ServerInterceptor):
     """Reject calls without the right bearer token, except health and reflection."""
 
-    def __init__(self, token: str) -> None:
-        self._expected = token.encode()
+    def __init__(self, token: str | TokenHolder) -> None:
+        # A holder, so that SIGHUP can swap the token under running calls (rotation).
+        self._token = token if isinstance(token, TokenHolder) else TokenHolder(token)
 
     def intercept_service(
         self,
@@ -144,7 +165,8 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None:
             return None
-        if presented is not None and hmac.compare_digest(presented.encode(), self._expected):
+        expected = self._token.expected
+        if presented is not None and hmac.compare_digest(presented.encode(), expected):
             return handler
         message = (
             "missing bearer token: send metadata 'authorization: Bearer <token>'"
@@ -615,6 +637,13 @@ def _benchmark_result(answer: dict[str, Any]) -> agent_pb2.BenchmarkResult:
     )  # fmt: skip
 
 
+def _reloaded(token: TokenHolder | None, tls: ServerTls | None) -> None:
+    # Runs in the main thread between two of its 0.2 s waits: reading two small files there is
+    # quick, and a reload racing another cannot happen.
+    done = reload_all(token, tls)
+    print(f"edgeopt-agent reloaded: {', '.join(done) or 'nothing'}", file=sys.stderr, flush=True)
+
+
 def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -623,18 +652,24 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def build_server(
     config: ServerConfig,
+    secrets: tuple[TokenHolder | None, ServerTls | None] | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer, AgentService]:
     """Create (not start) the server with every service, and bind it.
+
+    Args:
+        config: how to serve.
+        secrets: the token holder and TLS material to serve with (what SIGHUP reloads);
+            None: made from `config`.
 
     Returns:
         The server, the bound port, its health servicer (still NOT_SERVING), and the service.
 
     Raises:
         OSError: the address cannot be bound.
+        ValueError: the TLS files are unreadable or wrong.
     """
-    interceptors: list[grpc.ServerInterceptor] = (
-        [TokenAuthInterceptor(config.token)] if config.token else []
-    )
+    token, tls = secrets if secrets is not None else load_secrets(config)
+    interceptors: list[grpc.ServerInterceptor] = [TokenAuthInterceptor(token)] if token else []
     limit = config.bounds.max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
@@ -661,7 +696,10 @@ def build_server(
         f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
     )
     try:
-        port = server.add_insecure_port(address)
+        if tls is not None:
+            port = server.add_secure_port(address, tls.credentials())
+        else:
+            port = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpcio raises RuntimeError when it cannot bind
         raise OSError(f"cannot listen on {address}: {exc}") from exc
     # Measure ONNX Runtime in the background so the first GetCapabilities is fast.
@@ -690,16 +728,28 @@ def tame_malloc() -> None:
     libc.mallopt(m_arena_max, 2)
 
 
+def load_secrets(config: ServerConfig) -> tuple[TokenHolder | None, ServerTls | None]:
+    """The token holder and TLS material `config` names, ready to be reloaded on SIGHUP.
+
+    Raises:
+        ValueError: the TLS files are unreadable or wrong.
+    """
+    token = TokenHolder(config.token, config.token_file) if config.token else None
+    return token, ServerTls(config.tls) if config.tls is not None else None
+
+
 def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
     """Run the agent until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly.
 
     Shutdown takes at most `grace` seconds and a little: calls get that long to finish, the
     runners are killed at its end (a runaway inference cannot be waited for), and the calls
-    still waiting on them fail at once.
+    still waiting on them fail at once. SIGHUP re-reads the token file and the TLS files
+    (rotation without a restart).
     """
     config.store.mkdir(parents=True, exist_ok=True, mode=0o700)
     tame_malloc()
-    server, port, health_servicer, service = build_server(config)
+    token, tls = load_secrets(config)
+    server, port, health_servicer, service = build_server(config, (token, tls))
     for removed in service.models.store.recover():
         log.warning("store recovery removed %s", removed)
     # The active models load again in the background: the agent serves at once, and a call
@@ -709,6 +759,7 @@ def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: _reloaded(token, tls))
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

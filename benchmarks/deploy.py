@@ -156,7 +156,8 @@ def slow_link(path: Path, tmp: Path) -> dict[str, Any] | str:
         ready = tmp / "ns-ready"
         cmd = lab.run_in(0, [sys.executable, "-m", "edgeopt.agent", "serve", "--listen",
                              "0.0.0.0:50051", "--store", str(tmp / "ns-store"), "--token-file",
-                             str(tmp / "ns-token"), "--ready-file", str(ready)])  # fmt: skip
+                             str(tmp / "ns-token"), "--ready-file", str(ready),
+                             "--insecure"])  # fmt: skip
         agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 30

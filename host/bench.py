@@ -252,7 +252,7 @@ async def _device(
     todo = [c for c in cases if c.status == "not run"]
     lost = ""
     async with AgentClient(device.address, token=device.token(), device=device.name,
-                           config=config) as client:  # fmt: skip
+                           config=config, tls=device.tls) as client:  # fmt: skip
         for index, case in enumerate(todo):
             if lost:
                 case.error = f"not run: {lost}"

@@ -5,13 +5,23 @@ fails with UNAVAILABLE (agent restarting, connection refused) is retried with ex
 and jitter while the budget lasts. Any `grpc.aio.AioRpcError` leaving this module is translated
 once, through `edgeopt.proto.errors.STATUS_TO_ERROR`, into an `AgentError` that keeps the device's
 name and the status.
+
+TLS (`tls=TlsSettings(...)`, from the inventory): the agent's certificate is checked against the
+CA (`ca`) and the address's host (or `server_name`); with a pin (`tls_pin`), the certificate the
+agent presents is fetched first and must hash to the pin, and then exactly it is trusted. A
+certificate that does not match is refused with an `AgentUnavailable` that says why, at once
+(no retries: a wrong certificate does not heal). Without TLS, a token sent beyond loopback is
+logged as a warning: it crosses the network in cleartext.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
+import logging
 import random
+import ssl
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -25,14 +35,19 @@ import grpc.aio
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from edgeopt.host import tls as certs
 from edgeopt.host import tunnel
+from edgeopt.host.inventory import TlsSettings
 from edgeopt.proto import auth
 from edgeopt.proto import tensors as wire
 from edgeopt.proto.capabilities import Capabilities, from_message
-from edgeopt.proto.errors import AgentError, AgentTimeout, error_for_status
+from edgeopt.proto.errors import AgentError, AgentTimeout, AgentUnavailable, error_for_status
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 
 T = TypeVar("T")
+log = logging.getLogger("edgeopt.host.client")
+_WARNED_CLEARTEXT: set[str] = set()
+"""Addresses already warned about (once per process, not once per call)."""
 
 MAX_MESSAGE_BYTES = 64 << 20
 """Largest message the host accepts from a board (agents send at most 4 MiB; older ones sent
@@ -69,6 +84,7 @@ class AgentClient:
         token: str | None = None,
         device: str | None = None,
         config: ClientConfig | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         """Prepare a client; the channel opens lazily on the first call.
 
@@ -77,22 +93,108 @@ class AgentClient:
             token: bearer token, sent with every call.
             device: inventory name, carried into errors.
             config: deadlines and retries.
+            tls: TLS to the agent (`Device.tls`); None: plaintext. With a pin, the pin is
+                checked on entering `async with`, which such a client needs.
+
+        Raises:
+            TlsError: a CA, client certificate or key file cannot be read.
         """
         self.address = address
         self.device = device
         self.config = config or ClientConfig()
+        self.tls = tls
         self._metadata = (auth.bearer(token),) if token else ()
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+        self._options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = _PinPending(address)
+        if tls is None:
+            if token and not _is_loopback(address) and address not in _WARNED_CLEARTEXT:
+                _WARNED_CLEARTEXT.add(address)
+                log.warning(
+                    "%sthe agent's token travels in cleartext to %s: anyone on the path can "
+                    "read it; turn on TLS (README: TLS and mutual TLS) or reach it over SSH",
+                    f"{device}: " if device else "", address,
+                )  # fmt: skip
+            self._open(None)
+        elif tls.pin is None:
+            self._open(self._read(tls.ca, "ca"))
+
+    def _open(self, roots: bytes | None, name: str | None = None) -> None:
+        """Create the channel: plaintext when `self.tls` is None, else TLS trusting `roots`."""
+        if self.tls is None:
+            self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+        else:
+            key = self._read(self.tls.client_key, "client_key")
+            chain = self._read(self.tls.client_cert, "client_cert")
+            credentials = grpc.ssl_channel_credentials(roots, key, chain)
+            options = list(self._options)
+            target = self.tls.server_name or name
+            if target:
+                options.append(("grpc.ssl_target_name_override", target))
+            self._channel = grpc.aio.secure_channel(self.address, credentials, options=options)
         # The generated gRPC module has no annotations (grpcio-tools writes none for it).
         self._stub = agent_pb2_grpc.AgentStub(self._channel)  # type: ignore[no-untyped-call]
 
+    def _read(self, path: Path | None, key: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            who = f" of device {self.device!r}" if self.device else ""
+            raise certs.TlsError(
+                f"cannot read the TLS {key} file{who}, {path}: {exc.strerror or exc}"
+            ) from exc
+
+    async def _check_pin(self, tls: TlsSettings) -> None:
+        """Fetch the agent's certificate, hold it against the pin, then trust exactly it."""
+        # A client certificate that cannot be read is said as such, not as a failed handshake.
+        self._read(tls.client_cert, "client_cert")
+        self._read(tls.client_key, "client_key")
+        host, _, port = self.address.rpartition(":")
+        try:
+            pem = await asyncio.wait_for(
+                asyncio.to_thread(
+                    certs.fetch_certificate, host.strip("[]"), int(port),
+                    server_name=tls.server_name, client_cert=tls.client_cert,
+                    client_key=tls.client_key, timeout=self.config.deadline,
+                ),
+                self.config.deadline + 1,
+            )  # fmt: skip
+        except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
+            what = "TLS handshake failed" if isinstance(exc, ssl.SSLError) else "no connection"
+            raise AgentUnavailable(
+                f"cannot check the certificate pin of the agent at {self.address}: {what}: "
+                f"{exc or 'timed out'}",
+                device=self.device, status="UNAVAILABLE",
+            ) from exc  # fmt: skip
+        presented = certs.fingerprint(pem)
+        if presented != tls.pin:
+            raise AgentUnavailable(
+                f"the agent at {self.address} presents a certificate with {presented}, but the "
+                f"inventory pins {tls.pin}: refusing to talk to it (if the board's certificate "
+                "was renewed on purpose, update its tls_pin)",
+                device=self.device, status="UNAVAILABLE",
+            )  # fmt: skip
+        if tls.ca is not None:
+            self._open(self._read(tls.ca, "ca"))
+            return
+        if not certs.is_self_signed(pem):
+            raise AgentUnavailable(
+                f"the pinned certificate of the agent at {self.address} was issued by a CA: "
+                "gRPC cannot trust it alone; give the device's `ca` too",
+                device=self.device, status="UNAVAILABLE",
+            )  # fmt: skip
+        # The pin already proved who it is: the name to check is one the certificate carries.
+        names = certs.names_in(pem)
+        self._open(pem, names[0] if names else None)
+
     async def __aenter__(self) -> AgentClient:
+        if self._channel is None and self.tls is not None:
+            await self._check_pin(self.tls)
         return self
 
     async def __aexit__(
@@ -105,7 +207,8 @@ class AgentClient:
 
     async def close(self) -> None:
         """Close the channel."""
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()
 
     async def _call(
         self,
@@ -140,6 +243,7 @@ class AgentClient:
                 # A call that changes state differently when repeated (a rollback steps back
                 # once more) is not retried: its first attempt may have been carried out.
                 retry = code == grpc.StatusCode.UNAVAILABLE and tries < cfg.retries and idempotent
+                retry = retry and not _tls_refusal(exc.details() or "")  # it will not heal
                 wait = min(delay, cfg.backoff_max) * random.uniform(0.5, 1.0)
                 if not retry or time.monotonic() + wait >= end:
                     raise self._translate(what, exc) from None
@@ -150,9 +254,20 @@ class AgentClient:
     def _translate(self, what: str, exc: grpc.aio.AioRpcError) -> AgentError:
         code = exc.code()
         details = exc.details() or code.name
-        if code == grpc.StatusCode.UNAVAILABLE:
+        refusal = _tls_refusal(details) if code == grpc.StatusCode.UNAVAILABLE else ""
+        if refusal:
+            details = (
+                f"{what}: refusing the agent at {self.address}: {refusal} (check the device's "
+                f"ca, server_name and tls_pin in the inventory; gRPC said: {details})"
+            )
+        elif code == grpc.StatusCode.UNAVAILABLE:
             why = tunnel.explain(self.address)
             details = f"{what}: cannot reach the agent at {self.address}: {why or details}"
+            if "Socket closed" in details:
+                details += (
+                    " (the agent may want TLS, or a client certificate: see the inventory's "
+                    "ca, client_cert and client_key)"
+                )
         elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
             details = f"{what}: no answer from {self.address} within {self.config.deadline:g} s"
         else:
@@ -173,9 +288,9 @@ class AgentClient:
 
     async def health(self, service: str = "") -> str:
         """The standard health check's status name ("SERVING"); needs no token."""
-        stub = health_pb2_grpc.HealthStub(self._channel)
 
         async def attempt(timeout: float) -> str:
+            stub = health_pb2_grpc.HealthStub(self._channel)
             reply = await stub.Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
@@ -484,8 +599,8 @@ class AgentClient:
         ):
             raise AgentError("InferStream: the answer ended before its outputs' bytes",
                              device=self.device, status="DATA_LOSS")  # fmt: skip
-        for tensor, data in zip(reply.outputs, buffers, strict=True):
-            tensor.data = bytes(data)
+        for tensor, filled in zip(reply.outputs, buffers, strict=True):
+            tensor.data = bytes(filled)
         return reply
 
 
@@ -551,3 +666,37 @@ def from_tensors(tensors: Iterable[agent_pb2.Tensor]) -> dict[str, np.ndarray]:
             raise AgentError(f"the board sent a malformed tensor: {exc}",
                              status="DATA_LOSS") from None  # fmt: skip
     return out
+
+
+class _PinPending:
+    """The stub of a pinned client until `async with` has checked the pin."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def __getattr__(self, name: str) -> Any:
+        raise AgentUnavailable(
+            f"the agent at {self.address} has a tls_pin: use `async with AgentClient(...)`, "
+            "which checks the pin before the first call"
+        )
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls_refusal(details: str) -> str:
+    """Why gRPC's TLS layer refused the agent's certificate, in words; "" when it did not."""
+    if "Hostname Verification" in details or "No match found for server name" in details:
+        return "its certificate does not carry the name dialled (set server_name to one it does)"
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return "its certificate is not signed by the CA the inventory trusts"
+    if "WRONG_VERSION_NUMBER" in details or "handshake failed" in details.lower():
+        return "the TLS handshake failed (does the agent serve TLS, with --tls-cert?)"
+    return ""

@@ -254,8 +254,9 @@ async def capabilities_of(
         start = time.monotonic()
         try:
             async with AgentClient(
-                device.address, token=device.token(), device=device.name, config=config
-            ) as client:
+                device.address, token=device.token(), device=device.name, config=config,
+                tls=device.tls,
+            ) as client:  # fmt: skip
                 return await client.capabilities(), "", time.monotonic() - start
         except EdgeoptError as exc:
             return None, str(exc), time.monotonic() - start
@@ -510,8 +511,9 @@ class Deployer:
     ) -> None:
         options = self.options
         async with AgentClient(
-            device.address, token=device.token(), device=device.name, config=self.config
-        ) as client:
+            device.address, token=device.token(), device=device.name, config=self.config,
+            tls=device.tls,
+        ) as client:  # fmt: skip
             self.progress.phase(device.name, "push")
             start = time.monotonic()
             pushed = await client.push(
@@ -554,8 +556,9 @@ class Deployer:
                 continue
             try:
                 async with AgentClient(
-                    device.address, token=device.token(), device=device.name, config=self.config
-                ) as client:
+                    device.address, token=device.token(), device=device.name, config=self.config,
+                    tls=device.tls,
+                ) as client:  # fmt: skip
                     if result.previous_version == result.version:
                         pass  # it was already active: nothing changed there
                     elif result.previous_version:

@@ -42,7 +42,7 @@ async def _one(device: Device, config: ClientConfig, limit: asyncio.Semaphore) -
         try:
             token = device.token()
             async with AgentClient(
-                device.address, token=token, device=device.name, config=config
+                device.address, token=token, device=device.name, config=config, tls=device.tls
             ) as client:
                 caps = await client.capabilities()
         except EdgeoptError as exc:

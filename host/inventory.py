@@ -8,6 +8,21 @@
     [groups]
     lab = ["pi4-kitchen", "rk-01"]
 
+TLS: a `[tls]` table sets it fleet-wide and a device's own keys override it, key by key:
+
+    [tls]
+    ca = "tls/ca.pem"                     # trust agents whose certificate this CA signed
+    client_cert = "tls/host.pem"          # mutual TLS: what the host presents
+    client_key = "tls/host.key"
+    [devices.rk-01]
+    address = "10.0.0.7:50051"
+    tls_pin = "sha256:9f86d0..."          # or: trust exactly this (self-signed) certificate
+    server_name = "rk-01.lan"             # the name to check when the cert lacks the address
+    [devices.pi4-lab]
+    tls = false                           # this one is reached in plaintext (an SSH tunnel)
+
+`tls = true` asks for TLS with gRPC's default roots when no other key does.
+
 Which file: `--inventory PATH`, else `$EDGEOPT_INVENTORY`, else `./edgeopt.toml`. Keys this
 version does not know are kept in `Device.extra` (later versions and users may add their own).
 A selector (`--device X`) names a device, then a group, a tag, or a profile (every device of that
@@ -29,6 +44,26 @@ ENV_VAR = "EDGEOPT_INVENTORY"
 DEFAULT_FILE = "edgeopt.toml"
 DEFAULT_TUNNEL_REMOTE = "127.0.0.1:50051"
 """The agent's address on the board for a device reached over SSH that names none."""
+PIN_PREFIX = "sha256:"
+TLS_KEYS = ("ca", "client_cert", "client_key", "server_name")
+"""Keys a device and the fleet-wide `[tls]` table share (a pin names one board: device only)."""
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """How the host secures its channel to one agent (paths resolved against the inventory)."""
+
+    ca: Path | None = None
+    """CA certificates (PEM) the agent's certificate must chain to; None: gRPC's default roots
+    (or, with a pin, the pinned certificate itself)."""
+    client_cert: Path | None = None
+    """The host's certificate (PEM), presented to agents that ask for one (mutual TLS)."""
+    client_key: Path | None = None
+    """The client certificate's key (PEM)."""
+    pin: str | None = None
+    """"sha256:<hex>" of the agent's certificate (DER): only that certificate is accepted."""
+    server_name: str | None = None
+    """The name checked against the agent's certificate instead of the address's host."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +86,8 @@ class Device:
     127.0.0.1:50051, so the agent never listens on the network)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Keys this version does not interpret."""
+    tls: TlsSettings | None = None
+    """TLS to the agent (the device's keys over the fleet's `[tls]`); None: plaintext."""
 
     def token(self) -> str | None:
         """Read the bearer token, or None when the device has no token file.
@@ -144,6 +181,64 @@ def _check_address(path: Path, where: str, address: str) -> None:
         )
 
 
+def _check_pin(path: Path, where: str, pin: str) -> str:
+    digest = pin[len(PIN_PREFIX) :].lower() if pin.startswith(PIN_PREFIX) else ""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise InventoryError(
+            str(path),
+            f'must be "sha256:" and 64 hex digits (the SHA-256 of the agent\'s certificate '
+            f"in DER form; `edgeopt tls issue --json` prints it), got {pin!r}",
+            where,
+        )
+    return PIN_PREFIX + digest
+
+
+def _tls_table(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The fleet-wide `[tls]` keys, checked."""
+    err = InventoryError
+    table = tomlfile.expect(dict(data), "tls", dict, path=path, where="", error=err) or {}
+    for key in table:
+        if key == "tls_pin":
+            raise err(str(path), "a pin names one board's certificate: set it per device",
+                      "tls.tls_pin")  # fmt: skip
+        if key not in TLS_KEYS:
+            raise err(str(path), f"unknown key (known: {', '.join(TLS_KEYS)})", f"tls.{key}")
+        tomlfile.expect(table, key, str, path=path, where="tls", error=err)
+    return dict(table)
+
+
+def _tls_settings(
+    device: Mapping[str, Any], fleet: Mapping[str, Any], path: Path, where: str
+) -> TlsSettings | None:
+    """A device's TLS: its own keys over the fleet's; None when neither asks for TLS."""
+    err = InventoryError
+    table = dict(device)
+    switch = tomlfile.expect(table, "tls", bool, path=path, where=where, error=err)
+    if switch is False:
+        return None
+    own = {k: tomlfile.expect(table, k, str, path=path, where=where, error=err)
+           for k in (*TLS_KEYS, "tls_pin")}  # fmt: skip
+    merged = {k: own[k] if own[k] is not None else fleet.get(k) for k in TLS_KEYS}
+    pin = own["tls_pin"]
+    if switch is None and pin is None and not any(merged.values()):
+        return None
+    if (merged["client_cert"] is None) != (merged["client_key"] is None):
+        raise err(str(path), "client_cert and client_key go together: give both or neither",
+                  where)  # fmt: skip
+
+    def resolved(key: str) -> Path | None:
+        value = merged[key]
+        return _resolve_path(path.parent, value) if value else None
+
+    return TlsSettings(
+        ca=resolved("ca"),
+        client_cert=resolved("client_cert"),
+        client_key=resolved("client_key"),
+        pin=_check_pin(path, f"{where}.tls_pin", pin) if pin is not None else None,
+        server_name=merged["server_name"] or None,
+    )
+
+
 def parse(data: Mapping[str, Any], path: Path) -> Inventory:
     """Build an `Inventory` from parsed TOML.
 
@@ -152,6 +247,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Inventory:
     """
     err = InventoryError
     devices_table = tomlfile.expect(dict(data), "devices", dict, path=path, where="", error=err)
+    fleet_tls = _tls_table(data, path)
     devices: dict[str, Device] = {}
     for name, table in (devices_table or {}).items():
         where = f"devices.{name}"
@@ -168,7 +264,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Inventory:
         address = get("address", str, required=ssh_target is None) or DEFAULT_TUNNEL_REMOTE
         _check_address(path, f"{where}.address", address)
         token_file = get("token_file", str)
-        known = {"address", "profile", "tags", "token_file", "ssh"}
+        known = {"address", "profile", "tags", "token_file", "ssh", "tls", "tls_pin", *TLS_KEYS}
         devices[name] = Device(
             name=name,
             address=address,
@@ -177,6 +273,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Inventory:
             token_file=_resolve_path(path.parent, token_file) if token_file else None,
             ssh=ssh_target,
             extra={k: v for k, v in table.items() if k not in known},
+            tls=_tls_settings(table, fleet_tls, path, where),
         )
     groups: dict[str, tuple[str, ...]] = {}
     groups_table = tomlfile.expect(dict(data), "groups", dict, path=path, where="", error=err)

@@ -258,7 +258,7 @@ async def tune_device(
                                     target_ort=None)).artifact  # fmt: skip
     trials = [Trial(_plan_dict(c, target)) for c in chosen]
     async with AgentClient(device.address, token=device.token(), device=device.name,
-                           config=config) as client:  # fmt: skip
+                           config=config, tls=device.tls) as client:  # fmt: skip
         ctx = _Context(client, options, f"{options.name}{TUNE_SUFFIX}", target, compress_fn)
         _validation(ctx, reference)
         try:

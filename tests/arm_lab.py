@@ -558,7 +558,8 @@ class Lab:
             "cd /\n"
             f'exec chroot "$R" {VENV}/bin/edgeopt-agent serve --listen {listen} '
             f"--store {STORE} --token-file /etc/edgeopt-agent/token "
-            "--ready-file /run/edgeopt-agent.ready --log-level INFO\n"
+            # Plaintext beyond loopback: the lab's network is a private namespace on this machine.
+            "--ready-file /run/edgeopt-agent.ready --log-level INFO --insecure\n"
         )
         prefix = ["ip", "netns", "exec", netns] if netns else []
         cmd = [*prefix, "unshare", "--mount", "--propagation", "private", "sh", str(script)]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import pg, sshd
+from tests import pg, pki, sshd
 from tests.pg import Postgres
 
 BOARDS = Path(__file__).parent / "agent" / "data" / "boards"
@@ -101,6 +101,12 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[..., RunningAgent]]:
         if agent.process.poll() is None:
             agent.process.kill()
             agent.process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def fleet_pki(tmp_path_factory: pytest.TempPathFactory) -> pki.Pki:
+    """A fleet CA, a board's server certificate (127.0.0.1, board.test), the host's client one."""
+    return pki.make(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from edgeopt.host.cli.models import COMMANDS as MODEL_COMMANDS
 from edgeopt.host.cli.plan import plan_cmd
 from edgeopt.host.cli.profile import profile_cmd
 from edgeopt.host.cli.ssh import ssh_cmd
+from edgeopt.host.cli.tls import tls_cmd
 
 
 @click.group(cls=EdgeoptGroup)
@@ -79,6 +80,7 @@ for command in (
     plan_cmd,
     ssh_cmd,
     profile_cmd,
+    tls_cmd,
 ):
     cli.add_command(command)
 

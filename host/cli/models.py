@@ -269,7 +269,7 @@ async def _each(
             try:
                 async with AgentClient(
                     device.address, token=device.token(), device=device.name,
-                    config=session.client,
+                    config=session.client, tls=device.tls,
                 ) as client:  # fmt: skip
                     return device, await call(client), ""
             except EdgeoptError as exc:

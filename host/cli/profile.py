@@ -97,7 +97,7 @@ def profile_cmd(  # noqa: PLR0917  (click passes each option by name)
 
         async def go() -> tuple[str, agent_pb2.ProfileResult]:
             async with AgentClient(chosen.address, token=chosen.token(), device=chosen.name,
-                                   config=session.client) as client:  # fmt: skip
+                                   config=session.client, tls=chosen.tls) as client:  # fmt: skip
                 emulation = (await client.capabilities()).emulation
                 pushed = await client.push(model, "")
                 return emulation, await client.profile(agent_pb2.ProfileRequest(

@@ -54,7 +54,7 @@ def test_fleet_on_its_own_addresses(tmp_path: Path) -> None:
             for i in range(3):
                 procs.append(
                     _start(lab, i, tmp_path, "--listen", "0.0.0.0:50051",
-                           "--token-file", str(tmp_path / "token"))
+                           "--token-file", str(tmp_path / "token"), "--insecure")
                 )  # fmt: skip
             # Board 3 exists on the network but its agent is down: connection refused.
             lines = [

@@ -74,7 +74,7 @@ def test_a_push_through_a_10_mbit_link(tmp_path: Path) -> None:
         agent = subprocess.Popen(
             lab.run_in(0, [sys.executable, "-m", "edgeopt.agent", "serve", "--listen",
                            "0.0.0.0:50051", "--store", str(tmp_path / "store"), "--token-file",
-                           str(tmp_path / "token"), "--ready-file", str(ready)]),
+                           str(tmp_path / "token"), "--ready-file", str(ready), "--insecure"]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
