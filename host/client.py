@@ -268,7 +268,8 @@ class AgentClient:
                     " (the agent may want TLS, or a client certificate: see the inventory's "
                     "ca, client_cert and client_key)"
                 )
-        elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        elif code == grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded":
+            # gRPC's own words for the client's deadline; an agent's time limit says more.
             details = f"{what}: no answer from {self.address} within {self.config.deadline:g} s"
         else:
             details = f"{what}: {details}"

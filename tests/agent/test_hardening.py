@@ -9,6 +9,7 @@ outputs. Each asserts the status, the message and that the agent serves on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -128,7 +129,7 @@ def test_benchmark_parameters_are_bounded(
                 s.Benchmark(
                     agent_pb2.BenchmarkRequest(name="bounded", **fields), metadata=md, timeout=30
                 )
-            )  # fmt: skip
+            )
         )
     assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, message)
 
@@ -140,7 +141,7 @@ def test_profile_runs_are_bounded(shared_agent: RunningAgent, digits: DigitsMode
         code, details = status_of(
             lambda: s.Profile(
                 agent_pb2.ProfileRequest(name="bounded", runs=10**7), metadata=md, timeout=30
-            )  # fmt: skip
+            )
         )
     assert (code, details) == (
         grpc.StatusCode.INVALID_ARGUMENT, "runs = 1e+07 is out of range: use 0 to 10000"
@@ -205,7 +206,7 @@ def test_provider_options_are_allow_listed(
         code, details = status_of(
             lambda: s.ActivateModel(
                 agent_pb2.ActivateRequest(name="planned", plan=plan), metadata=md, timeout=30
-            )  # fmt: skip
+            )
         )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith(message)
@@ -477,10 +478,8 @@ def test_sigterm_stops_the_agent_and_its_runner_during_a_runaway_request(
     run(_push_activate(agent, wide_chain(tmp_path / "wide.onnx"), name="wide"))
 
     def runaway() -> None:
-        try:
+        with contextlib.suppress(AgentError):
             run(_infer(agent, "wide", {"x": np.ones((31000, 512), np.float32)}, timeout=300))
-        except AgentError:
-            pass
 
     worker = threading.Thread(target=runaway, daemon=True)
     worker.start()
