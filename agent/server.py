@@ -48,6 +48,8 @@ log = logging.getLogger("edgeopt.agent")
 
 STATUS_WAIT_SECONDS = 10.0
 """How long GetUploadStatus waits for an upload of the same artifact to end."""
+ACCEPTED_KEY = "edgeopt-accepted"
+"""Initial metadata InferStream sends once the request's header passed its checks."""
 CHUNK_BYTES = 1 << 20
 """Bytes per InferStream chunk the agent sends."""
 MESSAGE_OVERHEAD = 64 << 10
@@ -510,6 +512,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             request = first.request
             headers = self._headers(request.inputs, streamed=True)
             with self._budget(sum(h[3] for h in headers)):
+                # Accepted: the client waits for this before it sends a chunk, so a refusal
+                # above reaches it before any tensor byte is on its way.
+                context.send_initial_metadata(((ACCEPTED_KEY, "1"),))
                 inputs = self._receive(headers, request_iterator)
                 answer = self.models.infer(request.name, request.version, inputs, cancel)
                 del inputs  # the runner has them; the agent's copy goes now

@@ -547,6 +547,46 @@ class AgentClient:
             reply = await self._call("Infer", unary, timeout)
         return from_tensors(reply.outputs), reply
 
+    async def infer_batches(
+        self,
+        name: str,
+        inputs: dict[str, np.ndarray],
+        version: str = "",
+        timeout: float | None = None,
+    ) -> tuple[dict[str, np.ndarray], agent_pb2.InferResult]:
+        """`infer`, split along the batch axis into calls the board takes (`max_infer_bytes`).
+
+        The outputs are joined along the batch axis again; the reply is the last call's, its
+        latency the sum. A single sample over the board's limit, or inputs whose first axes
+        differ, are refused before anything is sent.
+
+        Raises:
+            AgentError: RESOURCE_EXHAUSTED when no split fits, or what a call raised.
+        """
+        limit = (await self.capabilities()).max_infer_bytes
+        total = sum(np.asarray(v).nbytes for v in inputs.values())
+        if limit is None or total <= limit:
+            return await self.infer(name, inputs, version, timeout)
+        batches = {np.asarray(v).shape[0] if np.ndim(v) else 0 for v in inputs.values()}
+        batch = batches.pop() if len(batches) == 1 else 0
+        per_sample = total / batch if batch else total
+        step = int(limit // per_sample) if batch else 0
+        if step < 1:
+            raise AgentError(
+                f"Infer: the inputs take {total} bytes and the board takes at most {limit} per "
+                "call (max_infer_bytes); they cannot be split along a common batch axis "
+                "small enough", device=self.device, status="RESOURCE_EXHAUSTED",
+            )  # fmt: skip
+        pieces: list[dict[str, np.ndarray]] = []
+        latency, reply = 0.0, agent_pb2.InferResult()
+        for start in range(0, batch, step):
+            part = {k: np.asarray(v)[start : start + step] for k, v in inputs.items()}
+            outputs, reply = await self.infer(name, part, version, timeout)
+            latency += reply.latency_ms
+            pieces.append(outputs)
+        reply.latency_ms = latency
+        return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}, reply
+
     async def _infer_stream(
         self, name: str, version: str, parts: list[tuple[str, str, tuple[int, ...], Any]],
         timeout: float,
@@ -562,6 +602,11 @@ class AgentClient:
                             for n, d, s, b in parts],
                 )
             )  # fmt: skip
+            # The agent answers its initial metadata once it accepted the header (or ends the
+            # call refusing it): no tensor byte is sent to an agent that will not take it.
+            await call.initial_metadata()
+            if call.done():
+                return
             for _, _, _, data in parts:
                 view = memoryview(data).cast("B")
                 for at in range(0, len(view), CHUNK_SIZE):

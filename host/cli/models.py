@@ -352,7 +352,7 @@ def infer_cmd(  # noqa: PLR0917  (click passes each option by name)
         feed = {k: npz[k] for k in npz.files}
 
     async def call(client: AgentClient) -> Any:
-        return await client.infer(name, feed, version_label, timeout=max(60.0,
+        return await client.infer_batches(name, feed, version_label, timeout=max(60.0,
                                   session.client.deadline))  # fmt: skip
 
     ((device, answer, error),) = asyncio.run(_each(devices, session, call))

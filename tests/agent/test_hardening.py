@@ -256,6 +256,15 @@ def test_infer_over_max_infer_bytes_is_refused_before_it_is_read(
     out = run(_infer(agent, "wide", {"x": np.ones((256, 512), np.float32)}))
     assert out.shape == (256, 512)
 
+    async def split() -> tuple[dict[str, np.ndarray], Any]:  # what `edgeopt infer` calls
+        async with client(agent) as c:
+            return await c.infer_batches("wide", {"x": x}, timeout=60)
+
+    x = np.random.default_rng(1).random((1500, 512), dtype=np.float32)  # 3 MiB: 4 calls
+    outputs, reply = run(split())
+    np.testing.assert_allclose(outputs["h1"], x, rtol=1e-6)
+    assert reply.latency_ms > 0
+
 
 @pytest.mark.parametrize(
     ("tensor", "message"),
