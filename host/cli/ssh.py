@@ -61,9 +61,12 @@ def facts_cmd(
     """What the board is (the agent's report), read over SSH with no agent on it."""
     with open_connection(target, accept_new_host_key, identity, connect_timeout) as conn:
         found = remote.facts(conn)
+    for warning in found.warnings:
+        click.echo(f"warning: {conn.target}: {warning}", err=True)
     if as_json:
         echo_json({"target": str(conn.target), "capabilities": to_dict(found.capabilities),
-                   "home_free_bytes": found.home_free_bytes})  # fmt: skip
+                   "home_free_bytes": found.home_free_bytes,
+                   "warnings": list(found.warnings)})  # fmt: skip
         return
     click.echo(f"{conn.target} (over SSH, no agent)")
     click.echo(format_summary(found.capabilities))
