@@ -111,6 +111,7 @@ def bootstrap_cmd(  # noqa: PLR0917  (click passes each option by name)
     The agent listens on the board's loopback only; edgeopt reaches it through an SSH tunnel.
     Running it again upgrades in place and keeps the store and the token.
     """
+    bootstrap.check_name(name)  # before anything is installed
     start = time.monotonic()
 
     def say(text: str) -> None:
