@@ -14,20 +14,39 @@ same token, same store.
 
 `remove` stops the agent and deletes its unit, venv, wheels and token; the store only with
 `purge`.
+
+What the board answers is checked before it is used: its home folder, the agent's ready file
+(the loopback HOST:PORT the agent was told to listen on) and its token; the inventory is edited
+with a TOML writer (tomlkit, which keeps the user's comments and layout), so no name or answer
+can add a table of its own. The agent's folder is quoted for the shell and for systemd, and made
+with mode 0700 (an existing one is tightened): the store, logs and token are the user's alone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from edgeopt.host.ssh import Connection, SshError, quote
+import tomlkit
+import tomlkit.exceptions
+
+from edgeopt.host.ssh import Connection, SshError, printable, quote
+from edgeopt.proto.errors import InventoryError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 MIN_PYTHON = (3, 8)
 """The oldest Python the agent's wheel installs on (pyproject's requires-python)."""
@@ -37,6 +56,11 @@ ARCHES = ("aarch64", "x86_64")
 """What `uname -m` says on boards ONNX Runtime publishes Linux wheels for."""
 UNIT = "edgeopt-agent.service"
 ROOT = Path(__file__).resolve().parent.parent
+NAME_RULE = r"[^\W_][\w.-]{0,63}"
+"""A device name bootstrap writes: a letter or digit, then up to 63 letters, digits, `_`, `.`,
+`-` (Unicode letters too). No quote, space or `/`: it names the token's file as well."""
+_TOKEN_RULE = r"[!-~]{16,4096}"
+"""The board's token as the host keeps it: one line of printable ASCII, no spaces."""
 
 
 class BootstrapError(SshError):
@@ -72,12 +96,37 @@ class Installed:
     """An agent was installed there before (the store was kept)."""
 
 
+def check_name(name: str) -> None:
+    """Refuse a device name outside `NAME_RULE`, saying the rule.
+
+    Raises:
+        BootstrapError: the name is not allowed.
+    """
+    if not re.fullmatch(NAME_RULE, name):
+        raise BootstrapError(
+            f"--name {printable(name)!r}: a device name is a letter or digit, then up to 63 "
+            "letters, digits, '_', '.' or '-' (no quotes, spaces or '/')"
+        )
+
+
+def _check_folder(target: object, folder: str, what: str) -> None:
+    if not folder.startswith("/") or not folder.isprintable():
+        raise BootstrapError(f"{target}: {what} {printable(folder)!r} is not an absolute path "
+                             "of printable characters")  # fmt: skip
+
+
 def _absolute(conn: Connection, folder: str) -> str:
-    """`folder` with a leading ~ replaced by the board user's home."""
-    if not folder.startswith("~"):
-        return folder
-    _, home, _ = conn.run("cd && pwd", timeout=30)
-    return folder.replace("~", home.strip(), 1)
+    """`folder` with a leading ~ replaced by the board user's home (checked: a plain path)."""
+    if not folder.isprintable():
+        raise BootstrapError(f"--folder {printable(folder)!r}: control characters (a newline, "
+                             "a tab) cannot be written into the agent's unit")  # fmt: skip
+    if folder.startswith("~"):
+        _, home, _ = conn.run("cd && pwd", timeout=30)
+        home = home.rstrip("\n")
+        _check_folder(conn.target, home, "the board's home folder")
+        folder = folder.replace("~", home, 1)
+    _check_folder(conn.target, folder, "--folder")
+    return folder
 
 
 def probe(conn: Connection, folder: str) -> Board:
@@ -88,7 +137,7 @@ def probe(conn: Connection, folder: str) -> Board:
         '\'import struct, sys; print("%d.%d.%d %d" % (sys.version_info[:3] '
         '+ (struct.calcsize("P") * 8,)))\' || echo none); '
         "(python3 -c 'import venv, ensurepip' >/dev/null 2>&1 && echo venv || echo novenv); "
-        f"mkdir -p {folder} && (df -Pk {folder} | tail -n 1); "
+        f"(umask 077 && mkdir -p {folder}) && (df -Pk {folder} | tail -n 1); "
         "(systemctl --user show-environment >/dev/null 2>&1 && echo systemd || echo nosystemd)"
     )
     _, out, _ = conn.run(script, timeout=60)
@@ -239,15 +288,42 @@ def download_wheels(wheel: Path, board: Board, cache: Path) -> Path:
     return out
 
 
+_DIGESTS = b"""
+import hashlib, sys
+for path in sys.argv[1:]:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        print("-")
+    else:
+        print(h.hexdigest())
+"""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _upload(conn: Connection, files: list[Path], folder: str) -> None:
+    remotes = [f"{folder}/wheels/{path.name}" for path in files]
+    # Compared by content: an upgrade rebuilds edgeopt's wheel under the same name, often with
+    # the same size, and a size check would keep the stale one.
+    _, out, _ = conn.run("python3 - " + " ".join(quote(r) for r in remotes), stdin=_DIGESTS,
+                         timeout=300, check=False)  # fmt: skip
+    there = out.split()
+    if len(there) != len(files):
+        there = ["-"] * len(files)  # an answer we cannot read: upload everything
     with conn.sftp() as sftp:
-        for path in files:
-            remote = f"{folder}/wheels/{path.name}"
-            try:
-                if sftp.stat(remote).st_size == path.stat().st_size:
-                    continue  # there from an earlier run (or an interrupted one that got this far)
-            except OSError:
-                pass
+        for path, remote, digest in zip(files, remotes, there, strict=True):
+            if digest == _sha256(path):
+                continue  # there from an earlier run (or an interrupted one that got this far)
             sftp.put(str(path), remote + ".part")
             sftp.posix_rename(remote + ".part", remote)
 
@@ -255,6 +331,7 @@ def _upload(conn: Connection, files: list[Path], folder: str) -> None:
 SUPERVISOR = """#!/bin/sh
 # edgeopt's agent, supervised: restarted when it dies, given up after {tries} deaths within
 # {quick} s of starting (a crash loop: the log says why); stopped by SIGTERM to this script.
+umask 077
 trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT
 fails=0
 while :; do
@@ -285,27 +362,61 @@ def _stop(conn: Connection, folder: str) -> None:
     )
 
 
+def systemd_word(word: str, *, program: bool = False) -> str:
+    """`word` as one argument of a systemd ExecStart= line (systemd.service(5), "Command lines").
+
+    systemd splits on spaces, reads C-style escapes inside double quotes, expands `%` specifiers
+    everywhere and `$NAME` in the arguments (not in the program's path): quoted, with
+    backslashes and double quotes escaped, `%` as `%%`, and `$` as `$$` unless `program`.
+    """
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return '"' + (escaped if program else escaped.replace("$", "$$")) + '"'
+
+
+def _serve(folder: str, port: int) -> list[str]:
+    """The agent's command line, one word each.
+
+    The venv's python runs the agent's module: pip's `edgeopt-agent` launcher, for a folder with
+    a space, is a shell script naming python in double quotes, which expands a `$` in the path.
+    """
+    return [f"{folder}/venv/bin/python", "-m", "edgeopt.agent", "serve",
+            "--listen", f"127.0.0.1:{port}", "--store", f"{folder}/store",
+            "--token-file", f"{folder}/token", "--ready-file", f"{folder}/ready"]  # fmt: skip
+
+
+def unit_text(folder: str, port: int) -> str:
+    """The systemd user unit that runs the agent in `folder`."""
+    # append: takes the rest of the line as the path, % specifiers expanded (so doubled).
+    log = f"{folder}/agent.log".replace("%", "%%")
+    words = _serve(folder, port)
+    return (
+        "[Unit]\nDescription=edgeopt agent\n\n[Service]\n"
+        f"ExecStart={' '.join(systemd_word(w, program=not i) for i, w in enumerate(words))}\n"
+        "Restart=on-failure\nUMask=0077\n"
+        f"StandardOutput=append:{log}\nStandardError=append:{log}\n"
+        "\n[Install]\nWantedBy=default.target\n"
+    )
+
+
+def supervisor_text(folder: str, port: int) -> str:
+    """The shell supervisor that runs the agent in `folder` (every path quoted for sh)."""
+    return SUPERVISOR.format(serve=" ".join(quote(w) for w in _serve(folder, port)),
+                             log=quote(f"{folder}/agent.log"), folder=quote(folder),
+                             tries=3, quick=10)  # fmt: skip
+
+
 def _start(conn: Connection, folder: str, port: int, systemd: bool) -> str:
     f = quote(folder)
-    serve = (f"{folder}/venv/bin/edgeopt-agent serve --listen 127.0.0.1:{port} "
-             f"--store {folder}/store --token-file {folder}/token "
-             f"--ready-file {folder}/ready")  # fmt: skip
     conn.run(f"rm -f {f}/ready", timeout=30)
     if systemd:
-        unit = (
-            "[Unit]\nDescription=edgeopt agent\n\n[Service]\n"
-            f"ExecStart={serve}\nRestart=on-failure\n"
-            f"StandardOutput=append:{folder}/agent.log\nStandardError=append:{folder}/agent.log\n"
-            "\n[Install]\nWantedBy=default.target\n"
-        )
+        unit = unit_text(folder, port)
         conn.run(
             f"mkdir -p ~/.config/systemd/user && cat > ~/.config/systemd/user/{UNIT} && "
             f"systemctl --user daemon-reload && systemctl --user enable --now {UNIT}",
             stdin=unit.encode(), timeout=60,
         )  # fmt: skip
         return "systemd"
-    script = SUPERVISOR.format(serve=serve, log=f"{folder}/agent.log", folder=folder,
-                               tries=3, quick=10)  # fmt: skip
+    script = supervisor_text(folder, port)
     conn.run(f"cat > {f}/supervise.sh && chmod 755 {f}/supervise.sh", stdin=script.encode(),
              timeout=30)  # fmt: skip
     conn.run(
@@ -314,6 +425,19 @@ def _start(conn: Connection, folder: str, port: int, systemd: bool) -> str:
         timeout=30,
     )
     return "supervisor"
+
+
+def _check_ready(conn: Connection, folder: str, text: str, port: int) -> str:
+    """The agent's ready file's HOST:PORT, refused unless the loopback port it was given."""
+    found = re.fullmatch(r"127\.0\.0\.1:([0-9]{1,5})", text)
+    number = int(found.group(1)) if found else 0
+    if not found or not 0 < number < 65536 or (port and number != port):
+        wanted = f"127.0.0.1:{port}" if port else "127.0.0.1:PORT"
+        raise BootstrapError(
+            f"{conn.target}: the agent's ready file ({folder}/ready) holds "
+            f"{printable(text)[:120]!r}, not {wanted}: refused, nothing was added to the inventory"
+        )
+    return text
 
 
 def _wait_ready(conn: Connection, folder: str, manager: str, timeout: float) -> str:
@@ -332,8 +456,9 @@ def _wait_ready(conn: Connection, folder: str, manager: str, timeout: float) -> 
             return rest.strip()
         if state == "DEAD":
             _, log, _ = conn.run(f"tail -n 15 {f}/agent.log 2>/dev/null", check=False)
+            log = printable(log.rstrip()[-4000:], keep_newlines=True)
             raise BootstrapError(f"{conn.target}: the agent did not start; the end of its log "
-                                 f"({folder}/agent.log):\n{log.rstrip()}")  # fmt: skip
+                                 f"({folder}/agent.log):\n{log}")  # fmt: skip
         time.sleep(0.3)
     raise BootstrapError(f"{conn.target}: the agent did not serve within {timeout:g} s "
                          f"(see {folder}/agent.log on the board)")  # fmt: skip
@@ -350,7 +475,14 @@ def bootstrap(
     start_timeout: float = 60.0,
     say: Callable[[str], None] = lambda _: None,
 ) -> Installed:
-    """Install or upgrade the agent on the board and start it; see the module docstring."""
+    """Install or upgrade the agent on the board and start it; see the module docstring.
+
+    Raises:
+        BootstrapError: the board cannot take the agent, the agent did not start, or the board
+            answered something that is not what the agent writes (ready file, token).
+    """
+    if not 0 <= port < 65536:
+        raise BootstrapError(f"--port {port}: a TCP port is 1 to 65535 (0: any free one)")
     folder = _absolute(conn, folder)
     f = quote(folder)
     say("checking the board")
@@ -363,7 +495,10 @@ def bootstrap(
         say("downloading the agent's dependencies for the board")
         deps = download_wheels(built, board, cache)
         files += sorted(p for p in deps.glob("*.whl") if p.name != built.name)
-    conn.run(f"mkdir -p {f}/wheels {f}/store", timeout=30)
+    # Mode 0700 for the folder and the store, also when an older bootstrap made them 0755: the
+    # manifest, the models and the log are the board user's alone.
+    conn.run(f"umask 077 && mkdir -p {f}/wheels {f}/store && chmod 700 {f} {f}/store && "
+             f"(chmod 600 {f}/agent.log 2>/dev/null; true)", timeout=30)  # fmt: skip
     say(f"uploading {len(files)} wheel(s)")
     _upload(conn, files, folder)
     _, before, _ = conn.run(f"test -x {f}/venv/bin/edgeopt-agent && echo yes || echo no",
@@ -385,11 +520,18 @@ def bootstrap(
         timeout=30,
     )
     _, token, _ = conn.run(f"cat {f}/token", timeout=30)
+    token = token.strip()
+    if not re.fullmatch(_TOKEN_RULE, token):
+        raise BootstrapError(
+            f"{conn.target}: the board's token file ({folder}/token) is not one line of 16 to "
+            "4096 printable ASCII characters without spaces: refused (remove it and bootstrap "
+            "again to make a new one)"
+        )
     say("starting the agent")
     _stop(conn, folder)
     manager = _start(conn, folder, port, board.systemd)
-    address = _wait_ready(conn, folder, manager, start_timeout)
-    return Installed(folder, address, token.strip(), manager, upgraded)
+    address = _check_ready(conn, folder, _wait_ready(conn, folder, manager, start_timeout), port)
+    return Installed(folder, address, token, manager, upgraded)
 
 
 def remove(conn: Connection, *, folder: str = "~/.edgeopt", purge: bool = False) -> list[str]:
@@ -415,46 +557,70 @@ TOKENS_DIR = ".edgeopt-tokens"
 """Folder beside the inventory that holds the tokens of bootstrapped agents (mode 0700)."""
 
 
-def _blocks(text: str) -> list[tuple[str | None, list[str]]]:
-    """The inventory's lines grouped by table header ([devices.x]), comments kept."""
-    out: list[tuple[str | None, list[str]]] = [(None, [])]
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("[") and not stripped.startswith("[["):
-            out.append((stripped.strip("[]").strip(), [line]))
-        else:
-            out[-1][1].append(line)
-    return out
+def _load_document(inventory: Path) -> tomlkit.TOMLDocument:
+    if not inventory.exists():
+        return tomlkit.document()
+    try:
+        return tomlkit.parse(inventory.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomlkit.exceptions.ParseError) as exc:
+        raise InventoryError(str(inventory), f"cannot edit: {exc}") from exc
+
+
+def _write_document(inventory: Path, text: str) -> None:
+    """Replace the inventory at once: a crash leaves the old file or the new one, never half."""
+    fd, part = tempfile.mkstemp(dir=inventory.parent, prefix=f".{inventory.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        if inventory.exists():
+            os.chmod(part, inventory.stat().st_mode & 0o7777)
+        os.replace(part, inventory)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
 
 
 def add_to_inventory(inventory: Path, name: str, target: str, installed: Installed) -> Path:
-    """Write (or replace) the device's table; its token goes into a 0600 file beside it."""
+    """Write (or replace) the device's table; its token goes into a 0600 file beside it.
+
+    Raises:
+        BootstrapError: `name` breaks `NAME_RULE`.
+        InventoryError: the inventory is not TOML, or its `devices` is not a table.
+    """
+    check_name(name)
+    doc = _load_document(inventory)
+    devices: Any = doc.get("devices")
+    if devices is None:
+        devices = tomlkit.table(is_super_table=True)
+        doc["devices"] = devices
+    elif not isinstance(devices, dict):
+        raise InventoryError(str(inventory), "must be a table", "devices")
+    table = tomlkit.table()
+    table["ssh"] = target
+    table["address"] = installed.address
+    table["token_file"] = f"{TOKENS_DIR}/{name}.token"
+    table["agent_folder"] = installed.folder
+    table.add(tomlkit.nl())  # a blank line before whatever table follows
+    devices[name] = table
+    text = tomlkit.dumps(doc).rstrip("\n") + "\n"
+    # What a reader will see: exactly this table under exactly this name (nothing else added).
+    written = tomllib.loads(text)["devices"][name]
+    assert written == {k: str(v) for k, v in table.items()}, written
     tokens = inventory.parent / TOKENS_DIR
     tokens.mkdir(mode=0o700, parents=True, exist_ok=True)
     token_file = tokens / f"{name}.token"
     token_file.touch(mode=0o600)
     token_file.chmod(0o600)
     token_file.write_text(installed.token + "\n")
-    table = [
-        f"[devices.{name}]",
-        f'ssh = "{target}"',
-        f'address = "{installed.address}"',
-        f'token_file = "{TOKENS_DIR}/{name}.token"',
-        f'agent_folder = "{installed.folder}"',
-    ]
-    text = inventory.read_text() if inventory.exists() else ""
-    kept = [b for b in _blocks(text) if b[0] != f"devices.{name}"]
-    lines = [line for _, block in kept for line in block]
-    while lines and not lines[-1].strip():
-        lines.pop()
-    lines += ([""] if lines else []) + table
-    inventory.write_text("\n".join(lines) + "\n")
+    _write_document(inventory, text)
     return token_file
 
 
 def drop_from_inventory(inventory: Path, name: str) -> None:
     """Remove the device's table and its token file (groups naming it are left to the user)."""
-    text = inventory.read_text()
-    kept = [b for b in _blocks(text) if b[0] != f"devices.{name}"]
-    inventory.write_text("\n".join(line for _, block in kept for line in block).rstrip() + "\n")
+    doc = _load_document(inventory)
+    devices: Any = doc.get("devices")
+    if isinstance(devices, dict) and name in devices:
+        del devices[name]
+        _write_document(inventory, tomlkit.dumps(doc))
     (inventory.parent / TOKENS_DIR / f"{name}.token").unlink(missing_ok=True)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shlex
 import socket
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +28,9 @@ from edgeopt.proto.errors import EdgeoptError
 
 DEFAULT_TIMEOUT = 15.0
 KEEPALIVE_S = 15
+MAX_ANSWER_BYTES = 4 << 20
+"""Most a command's stdout (and, apart, its stderr) may hold unless the caller allows more: a
+board that prints without end must not fill the host's memory."""
 
 
 class SshError(EdgeoptError):
@@ -136,8 +141,13 @@ class Connection:
     jumps: list[paramiko.SSHClient] = field(default_factory=list)
 
     def run(self, command: str, *, timeout: float = 120.0, stdin: bytes | None = None,
-            check: bool = True) -> tuple[int, str, str]:  # fmt: skip
-        """Run `command` in the board's shell; (exit status, stdout, stderr)."""
+            check: bool = True, limit: int = MAX_ANSWER_BYTES) -> tuple[int, str, str]:  # fmt: skip
+        """Run `command` in the board's shell; (exit status, stdout, stderr).
+
+        Raises:
+            SshError: the connection dropped, the command failed (with `check`), or it printed
+                more than `limit` bytes on stdout or on stderr (the command is then cut off).
+        """
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise SshError(f"{self.target}: the connection dropped (run it again: what was "
@@ -147,15 +157,26 @@ class Connection:
             if stdin is not None:
                 chan_in.write(stdin)
             chan_in.channel.shutdown_write()
-            text, errors = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+            # Read one byte past the limit: that is how a board that prints too much is told
+            # from one that printed exactly the limit. Unread stderr holds at most the channel's
+            # window (paramiko stops the board sending), so memory stays bounded meanwhile.
+            raw = out.read(limit + 1)
+            raw_err = err.read(limit + 1) if len(raw) <= limit else b""
+            if len(raw) > limit or len(raw_err) > limit:
+                out.channel.close()
+                which = "stdout" if len(raw) > limit else "stderr"
+                raise SshError(f"{self.target}: `{printable(command[:80])}` printed more than "
+                               f"{limit} bytes on {which}: cut off (a board's answer is capped "
+                               "so that it cannot fill this machine's memory)")  # fmt: skip
+            text, errors = raw.decode(errors="replace"), raw_err.decode(errors="replace")
             status = out.channel.recv_exit_status()
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise SshError(f"{self.target}: the connection dropped running "
                            f"{shlex.split(command)[0] if command.strip() else command!r}: "
                            f"{exc or type(exc).__name__}") from exc  # fmt: skip
         if check and status != 0:
-            tail = (errors.strip() or text.strip()).splitlines()[-5:]
-            raise SshError(f"{self.target}: `{command[:80]}` exited with {status}: "
+            tail = printable(errors.strip() or text.strip(), keep_newlines=True).splitlines()[-5:]
+            raise SshError(f"{self.target}: `{printable(command[:80])}` exited with {status}: "
                            + " / ".join(tail))  # fmt: skip
         return status, text, errors
 
@@ -285,6 +306,36 @@ def _login(
     if transport is not None:
         transport.set_keepalive(KEEPALIVE_S)
     return client
+
+
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, erasing
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window title, hyperlinks, clipboard
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
+    r"|\x1b[ -/]*[0-~]"  # the other escapes (charset, reset, keypad)
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # the 8-bit CSI
+)
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """Board-provided `text` made safe to show: no terminal escapes, no control characters.
+
+    A board must not be able to rewrite the operator's terminal (move the cursor, change the
+    title, hide text, reorder it with bidirectional overrides), so escape sequences go whole and
+    every other control character is dropped; tabs become spaces, and newlines too unless
+    `keep_newlines` (multi-line text such as a log's tail).
+    """
+    text = _ESCAPES.sub("", text)
+    kept = []
+    for char in text:
+        if char == "\n" and keep_newlines:
+            kept.append(char)
+        elif char in "\t\n\r":
+            kept.append(" ")
+        elif unicodedata.category(char) != "Cc" and char not in _BIDI:
+            kept.append(char)
+    return "".join(kept)
 
 
 def quote(text: str) -> str:

@@ -61,9 +61,12 @@ def facts_cmd(
     """What the board is (the agent's report), read over SSH with no agent on it."""
     with open_connection(target, accept_new_host_key, identity, connect_timeout) as conn:
         found = remote.facts(conn)
+    for warning in found.warnings:
+        click.echo(f"warning: {conn.target}: {warning}", err=True)
     if as_json:
         echo_json({"target": str(conn.target), "capabilities": to_dict(found.capabilities),
-                   "home_free_bytes": found.home_free_bytes})  # fmt: skip
+                   "home_free_bytes": found.home_free_bytes,
+                   "warnings": list(found.warnings)})  # fmt: skip
         return
     click.echo(f"{conn.target} (over SSH, no agent)")
     click.echo(format_summary(found.capabilities))
@@ -108,6 +111,7 @@ def bootstrap_cmd(  # noqa: PLR0917  (click passes each option by name)
     The agent listens on the board's loopback only; edgeopt reaches it through an SSH tunnel.
     Running it again upgrades in place and keeps the store and the token.
     """
+    bootstrap.check_name(name)  # before anything is installed
     start = time.monotonic()
 
     def say(text: str) -> None:

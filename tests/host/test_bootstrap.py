@@ -4,13 +4,16 @@ the boards that cannot take it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -254,5 +257,127 @@ def test_bootstrap_online_installs_from_the_boards_index(
     listed = edgeopt(tmp_path, home, "devices", "--device", "online", "--json")
     assert json.loads(listed.stdout)[0]["reachable"] is True
     removed = edgeopt(tmp_path, home, "ssh", "remove", "online", "--purge")
+    assert removed.exit_code == 0, removed.output
+    assert not folder.exists()
+
+
+def fake_agent_wheel(folder: Path, ready: str) -> Path:
+    """An "edgeopt" wheel whose agent (`python -m edgeopt.agent serve`) writes `ready` to its
+    ready file and waits: a board whose agent (or whose user) answers what it likes."""
+    wheel = folder / "edgeopt-0.0.1-py3-none-any.whl"
+    program = (
+        "import sys, time\n\n\ndef main():\n    args = sys.argv[1:]\n"
+        "    with open(args[args.index('--ready-file') + 1], 'w') as out:\n"
+        f"        out.write({ready!r})\n"
+        "    while True:\n        time.sleep(60)\n"
+    )
+    info = "edgeopt-0.0.1.dist-info"
+    files = {
+        "edgeopt/agent/__init__.py": program,
+        "edgeopt/agent/__main__.py": "from edgeopt.agent import main\n\nmain()\n",
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: edgeopt\nVersion: 0.0.1\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+        f"{info}/entry_points.txt": "[console_scripts]\nedgeopt-agent = edgeopt.agent:main\n",
+    }
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+        archive.writestr(f"{info}/RECORD", "".join(f"{n},,\n" for n in [*files, f"{info}/RECORD"]))
+    return wheel
+
+
+def stop_supervised(folder: Path) -> None:
+    """Kill what bootstrap started in `folder` (the supervisor leads its process group)."""
+    with contextlib.suppress(OSError, ValueError):
+        os.killpg(int((folder / "agent.pid").read_text()), signal.SIGKILL)
+
+
+INVENTORY = '# the lab\n[devices.other]\naddress = "10.0.0.2:50051"  # by hand\n'
+
+
+@pytest.mark.parametrize(
+    ("ready", "token", "message"),
+    [
+        pytest.param(
+            '127.0.0.1:{port}"\n[devices.evil]\naddress = "127.0.0.1:1"\n'
+            'token_file = ".edgeopt-tokens/other.token', None,
+            "the agent's ready file ({folder}/ready) holds '127.0.0.1:{port}\" [devices.evil] "
+            "address = \"127.0.0.1:1\" token_file = \".edgeopt-tokens/other.token', not "
+            "127.0.0.1:{port}: refused, nothing was added to the inventory", id="injection"),
+        pytest.param("127.0.0.1:{other}\n", None,
+                     "the agent's ready file ({folder}/ready) holds '127.0.0.1:{other}', not "
+                     "127.0.0.1:{port}: refused, nothing was added to the inventory",
+                     id="another-port"),
+        pytest.param("10.0.0.7:{port}\x1b[2J\n", None,
+                     "the agent's ready file ({folder}/ready) holds '10.0.0.7:{port}', not "
+                     "127.0.0.1:{port}: refused, nothing was added to the inventory",
+                     id="not-loopback"),
+        pytest.param("127.0.0.1:{port}\n", "short\n[devices.evil]\n",
+                     "the board's token file ({folder}/token) is not one line of 16 to 4096 "
+                     "printable ASCII characters without spaces: refused (remove it and "
+                     "bootstrap again to make a new one)", id="token"),
+    ],
+)  # fmt: skip
+def test_a_board_answering_what_it_likes_adds_nothing_to_the_inventory(
+    ready: str, token: str | None, message: str, sshd_server: sshd.Sshd, tmp_path: Path
+) -> None:
+    home = sshd.client_home(tmp_path, sshd_server)
+    folder, port, other = tmp_path / "board-agent", free_port(), free_port()
+    if token is not None:
+        folder.mkdir()
+        (folder / "token").write_text(token)
+    wheel = fake_agent_wheel(tmp_path, ready.format(port=port, other=other))
+    inventory = tmp_path / "edgeopt.toml"
+    inventory.write_text(INVENTORY)
+    target = f"root@127.0.0.1:{sshd_server.port}"
+    try:
+        result = edgeopt(tmp_path, home, "ssh", "bootstrap", target, "--name", "board",
+                         "--wheel", str(wheel), "--folder", str(folder), "--port", str(port),
+                         "--start-timeout", "30")  # fmt: skip
+    finally:
+        stop_supervised(folder)
+    assert result.exit_code == 1, result.output
+    expected = message.format(folder=folder, port=port, other=other)
+    assert result.output.splitlines()[-1] == f"Error: {target}: {expected}"
+    assert inventory.read_text() == INVENTORY
+    assert not (tmp_path / ".edgeopt-tokens").exists()
+
+
+def test_a_folder_with_a_space_a_dollar_and_a_percent_a_stale_wheel_and_an_open_store(
+    sshd_server: sshd.Sshd, tmp_path: Path
+) -> None:
+    home = sshd.client_home(tmp_path, sshd_server)
+    folder, port = tmp_path / "my agent $HOME %h", free_port()
+    # What an older bootstrap left: a store readable by everybody, a log too, and an edgeopt
+    # wheel of the same name and size as today's but other bytes (an upgrade's stale wheel).
+    (folder / "store").mkdir(parents=True)
+    (folder / "wheels").mkdir()
+    folder.chmod(0o755)
+    (folder / "store").chmod(0o755)
+    (folder / "agent.log").write_text("an older run\n")
+    (folder / "agent.log").chmod(0o644)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeopt/bootstrap"
+    wheel = bootstrap.build_wheel(cache)
+    (folder / "wheels" / wheel.name).write_bytes(b"\0" * wheel.stat().st_size)
+    target = f"root@127.0.0.1:{sshd_server.port}"
+    try:
+        result = edgeopt(tmp_path, home, "ssh", "bootstrap", target, "--name", "board",
+                         "--offline", "--folder", str(folder), "--port", str(port),
+                         "--json")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        done = json.loads(result.stdout)
+        assert done["folder"] == str(folder) and done["address"] == f"127.0.0.1:{port}"
+        listed = edgeopt(tmp_path, home, "devices", "--device", "board", "--json")
+        assert json.loads(listed.stdout)[0]["reachable"] is True, listed.output
+        assert (folder / "wheels" / wheel.name).read_bytes() == wheel.read_bytes()
+        for path, mode in [(folder, 0o700), (folder / "store", 0o700), (folder / "token", 0o600),
+                           (folder / "agent.log", 0o600)]:  # fmt: skip
+            assert path.stat().st_mode & 0o777 == mode, path
+        assert "edgeopt-agent listening on" in (folder / "agent.log").read_text()
+        if done["manager"] == "supervisor":
+            assert (folder / "agent.child").read_text().strip().isdigit()
+    finally:
+        removed = edgeopt(tmp_path, home, "ssh", "remove", "board", "--purge")
     assert removed.exit_code == 0, removed.output
     assert not folder.exists()
