@@ -1,7 +1,8 @@
 """Fuzzing the host's file inputs through the CLI: a one-line error, never a traceback or a part.
 
 Mutated ONNX models go to `edgeopt compress` and `edgeopt plan`, mutated `.npz` files to
-`compress --calibration/--validate`. Whatever the file holds, the command either
+`compress --calibration/--validate`, mutated inventories to `edgeopt --inventory`, mutated
+device profiles to `edgeopt --profiles-dir`. Whatever the file holds, the command either
 succeeds (a mutation can be harmless: a flipped bit in a doc string) or fails with exit status
 1 and exactly one line on stderr, "Error: ...", naming what is wrong; no traceback ever, and no
 output file, whole or partial, is left behind by a failure.
@@ -34,10 +35,12 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
+import tomlkit
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
@@ -470,3 +473,187 @@ def test_compress_mutated_data(
             r"fp32 or try another precision",
             message,
         ), message
+
+
+# ---- inventories --------------------------------------------------------------------------
+
+TOML_SCALARS = st.one_of(
+    st.text(max_size=20),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(),
+    st.booleans(),
+)
+TOML_VALUES = st.recursive(
+    TOML_SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+KEYS = st.one_of(st.sampled_from(["pi", "rk-01", "lab", "a.b", "", " "]), st.text(max_size=10))
+ADDRESSES = st.one_of(
+    st.just("127.0.0.1:50051"),
+    st.sampled_from(
+        [
+            "[::1]:50051",
+            "h:0",
+            "h:65536",
+            "h:",
+            ":1",
+            "h",
+            "h:²",
+            "h:١٢",
+            "h:-1",
+            "h: 1",
+            "h:1\n",
+            "h:99999999999999999999",
+        ]
+    ),
+    st.text(max_size=20),
+)
+
+
+def _sometimes(draw: st.DrawFn, valid: st.SearchStrategy[Any]) -> Any:
+    """A valid value most of the time, else any TOML value (the wrong type).
+
+    Mostly valid, so that a case gets past its first field: parsing stops at the first error.
+    """
+    return draw(TOML_VALUES) if _one_in_ten(draw) else draw(valid)
+
+
+def _one_in_ten(draw: st.DrawFn) -> bool:
+    # Not 0: hypothesis favours the ends of a range, and would pick 0 far more often.
+    return bool(draw(st.integers(0, 9)) == 5)
+
+
+@st.composite
+def inventories(draw: st.DrawFn) -> dict[str, Any]:
+    """An inventory's data: devices and groups with values right, wrong or absent."""
+    devices: dict[str, Any] = {}
+    for name in draw(st.lists(KEYS, max_size=4, unique=True)):
+        table: dict[str, Any] = {}
+        for key, valid in [
+            ("address", ADDRESSES),
+            ("profile", st.sampled_from(["pi4", "rk3588", "nope"])),
+            ("tags", st.lists(st.text(max_size=6), max_size=3)),
+            ("token_file", st.sampled_from(["t", "~/t", "~nosuchuser-fuzz/t", "", "/", "a\x00b"])),
+            ("ssh", st.sampled_from(["pi@board", "board:22", ""])),
+            ("extra", TOML_VALUES),
+        ]:
+            if key == "address" or draw(st.booleans()):  # absent is wrong only for address
+                table[key] = _sometimes(draw, valid)
+        devices[name] = draw(TOML_VALUES) if _one_in_ten(draw) else table
+    data: dict[str, Any] = {"devices": devices}
+    if draw(st.booleans()):
+        names = st.one_of(st.sampled_from(list(devices) or ["ghost"]), st.text(max_size=6))
+        data["groups"] = draw(
+            st.dictionaries(KEYS, st.one_of(st.lists(names, max_size=3), TOML_VALUES), max_size=3)
+        )
+    if _one_in_ten(draw):
+        data = {**data, "devices": draw(TOML_VALUES)}
+    return data
+
+
+VALID_INVENTORY = """\
+[devices.pi4-kitchen]
+address = "192.168.1.40:50051"
+profile = "pi4"
+tags = ["shelf"]
+token_file = "tokens/pi4-kitchen"
+[devices.rk-01]
+ssh = "edge@rk-01"
+[groups]
+lab = ["pi4-kitchen", "rk-01"]
+"""
+
+
+def _deep(depth: int) -> str:
+    return "[devices.a]\naddress = " + "[" * depth + "]" * depth + "\n"
+
+
+INVENTORY_TEXTS = st.one_of(
+    inventories().map(tomlkit.dumps),
+    blind_mutation(VALID_INVENTORY.encode()).map(lambda b: b.decode("utf-8", "replace")),
+    st.integers(1, 5000).map(_deep),
+)
+
+
+# What fuzzing and reading found, kept as fixed cases: a port of non-ASCII digits (ValueError
+# from int()), "~user/" of an unknown user (RuntimeError from expanduser), lists nested 3000 deep
+# (RecursionError in tomllib), a device name holding a newline (a two-line error).
+@example(text='[devices.a]\naddress = "h:\u00b2"\n')
+@example(text='[devices.a]\naddress = "h:1"\ntoken_file = "~nosuchuser-fuzz/t"\n')
+@example(text=_deep(3000))
+@example(text='[devices."a\\nb"]\naddress = "h:1"\n')
+@fuzz
+@given(text=st.one_of(INVENTORY_TEXTS, blind_mutation(VALID_INVENTORY.encode())))
+def test_mutated_inventories(text: str | bytes, tmp_path: Path, tally: Tally) -> None:
+    path = fresh(tmp_path, "case") / "edgeopt.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    # A name no inventory here holds: a good inventory ends in "no device named ...", a bad
+    # one in what is wrong with it; no agent is ever contacted.
+    result = invoke(tally, "--inventory", str(path), "devices", "show", "no-such-device-fuzz")
+    assert result.exit_code == 1
+    message = error_line(result)
+    assert message.startswith((f"{path}: ", "no device, group, tag or profile named")), message
+
+
+# ---- device profiles ----------------------------------------------------------------------
+
+PI4 = (Path(__file__).parents[2] / "device_profiles" / "pi4.toml").read_text(encoding="utf-8")
+
+
+@st.composite
+def profiles(draw: st.DrawFn) -> dict[str, Any]:
+    """A profile's data: pi4's, with keys changed, removed, retyped or added."""
+    data: dict[str, Any] = tomlkit.parse(PI4).unwrap()
+    data["name"] = "fuzz"
+    for _ in range(draw(st.integers(1, 4))):
+        key = draw(st.sampled_from([*data, "clusters", "unknown", "a\nb"]))
+        action = draw(st.sampled_from(["drop", "retype", "cluster", "value"]))
+        if action == "drop":
+            data.pop(key, None)
+        elif action == "retype":
+            data[key] = draw(TOML_VALUES)
+        elif action == "cluster":
+            data["clusters"] = draw(st.lists(st.one_of(
+                st.fixed_dictionaries({"core": TOML_VALUES, "cores": st.integers(-3, 2**70)},
+                                      optional={"max_freq_mhz": TOML_VALUES, "x": TOML_VALUES}),
+                TOML_VALUES,
+            ), max_size=3))  # fmt: skip
+        else:
+            data[key] = draw(st.sampled_from([
+                "aarch64", "x86_64", "fuzz", "", ["neon", "nope"], [1, 2], [2**70], -1,
+            ]))  # fmt: skip
+    return data
+
+
+PROFILE_TEXTS = st.one_of(
+    profiles().map(tomlkit.dumps),
+    blind_mutation(PI4.replace('"pi4"', '"fuzz"').encode()),
+    st.integers(1, 5000).map(lambda d: 'name = "fuzz"\nnotes = ' + "[" * d + "]" * d + "\n"),
+)
+
+
+# Fixed cases: lists nested 3000 deep (RecursionError), an unknown key holding a newline (a
+# two-line error).
+@example(text='name = "fuzz"\nnotes = ' + "[" * 3000 + "]" * 3000 + "\n", as_json=False)
+@example(text=PI4.replace('"pi4"', '"fuzz"') + '"a\\nb" = 1\n', as_json=False)
+@fuzz
+@given(text=PROFILE_TEXTS, as_json=st.booleans())
+def test_mutated_profiles(text: str | bytes, as_json: bool, tmp_path: Path, tally: Tally) -> None:
+    folder = fresh(tmp_path, "profiles")
+    path = folder / "fuzz.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    json_flag = ["--json"] if as_json else []
+    result = invoke(tally, "--profiles-dir", str(folder), "profiles", "show", "fuzz", *json_flag)
+    if result.exit_code == 1:
+        assert error_line(result).startswith(f"{path}: "), result.stderr
+    elif as_json:
+        assert json.loads(result.stdout)["name"] == "fuzz"
