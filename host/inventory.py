@@ -168,14 +168,30 @@ def locate(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(DEFAULT_FILE)
 
 
-def _resolve_path(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
+def _resolve_path(base: Path, value: str, inventory: Path, where: str) -> Path:
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError as exc:  # "~someone/..." of a user this machine does not know
+        raise InventoryError(str(inventory), f"cannot expand {value!r}: {exc}", where) from exc
     return path if path.is_absolute() else base / path
+
+
+def _check_name(path: Path, kind: str, name: str) -> None:
+    """Names are selectors typed on a command line and shown in tables: one printable line."""
+    if not name or not name.isprintable():
+        raise InventoryError(
+            str(path),
+            f"{kind} name {name!r} must be printable text (no newline, tab or other control "
+            "character)",
+            f"{kind}s",
+        )
 
 
 def _check_address(path: Path, where: str, address: str) -> None:
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # isdigit() alone admits "²" and Arabic-Indic digits, which int() then refuses.
+    digits = port.isascii() and port.isdigit()
+    if not sep or not host or not digits or not 0 < int(port) < 65536:
         raise InventoryError(
             str(path), f'must be HOST:PORT (e.g. "192.168.1.40:50051"), got {address!r}', where
         )
@@ -250,6 +266,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Inventory:
     fleet_tls = _tls_table(data, path)
     devices: dict[str, Device] = {}
     for name, table in (devices_table or {}).items():
+        _check_name(path, "device", name)
         where = f"devices.{name}"
         if not isinstance(table, dict):
             raise err(str(path), f"must be a table, got {table!r}", where)
@@ -270,7 +287,11 @@ def parse(data: Mapping[str, Any], path: Path) -> Inventory:
             address=address,
             profile=get("profile", str),
             tags=tuple(get("tags", list, item=str) or ()),
-            token_file=_resolve_path(path.parent, token_file) if token_file else None,
+            token_file=(
+                _resolve_path(path.parent, token_file, path, f"{where}.token_file")
+                if token_file
+                else None
+            ),
             ssh=ssh_target,
             extra={k: v for k, v in table.items() if k not in known},
             tls=_tls_settings(table, fleet_tls, path, where),
@@ -278,6 +299,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Inventory:
     groups: dict[str, tuple[str, ...]] = {}
     groups_table = tomlfile.expect(dict(data), "groups", dict, path=path, where="", error=err)
     for group, members in (groups_table or {}).items():
+        _check_name(path, "group", group)
         tomlfile.expect(groups_table, group, list, path=path, where="groups", error=err, item=str)
         for member in members:
             if member not in devices:

@@ -6,6 +6,7 @@ parse errors and our own type checks into one `ConfigError` subclass chosen by t
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ def load(path: Path, error: type[ConfigError]) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         # The message ends with "(at line L, column C)": keep it, it is what the user needs.
         raise error(str(path), f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib parses nested arrays and tables recursively
+        raise error(str(path), "not valid TOML: arrays or tables nested too deeply") from exc
 
 
 _TYPE_NAMES = {
@@ -74,7 +77,7 @@ def expect(
     Returns:
         The value, or None when absent and not required.
     """
-    field = f"{where}.{key}" if where else key
+    field = _field(where, key)
     if key not in data:
         if required:
             raise error(str(path), f"missing required key {key!r}", field)
@@ -106,5 +109,14 @@ def reject_unknown(
     for key in data:
         if key not in allowed:
             known = ", ".join(sorted(allowed))
-            field = f"{where}.{key}" if where else key
+            field = _field(where, key)
             raise error(str(path), f"unknown key {key!r} (known keys: {known})", field)
+
+
+def _field(where: str, key: str) -> str:
+    """The dotted name of `key` in `where`, quoted as TOML does when it is not a plain word.
+
+    A quoted key in the file may hold a newline: shown quoted, the error stays one line.
+    """
+    shown = key if key and key.isprintable() and '"' not in key else json.dumps(key)
+    return f"{where}.{shown}" if where else shown

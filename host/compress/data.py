@@ -9,10 +9,12 @@ into feeds for ONNX Runtime.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import onnx
@@ -111,11 +113,7 @@ def load(path: Path, model: onnx.ModelProto, *, purpose: str) -> Dataset:  # noq
         DataError: unreadable, names missing or extra, wrong rank, fixed dims or sample counts
             that differ, or values that cannot be cast to the input's dtype.
     """
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            raw = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{purpose} data {path}: cannot read as .npz: {exc}") from exc
+    raw = read_npz(path, purpose)
     specs = input_specs(model)
     wanted = [s.name for s in specs]
     labels = raw.pop(LABELS, None)
@@ -154,16 +152,17 @@ def load(path: Path, model: onnx.ModelProto, *, purpose: str) -> Dataset:  # noq
                     f"{np.dtype(spec.dtype).name}"
                 )
             array = array.astype(spec.dtype)
+        _check_values(array, spec.name, path, purpose)
         arrays[spec.name] = array
     counts = {len(a) for a in arrays.values()} | ({len(labels)} if labels is not None else set())
     if len(counts) > 1:
         raise DataError(f"{purpose} data {path}: arrays hold different numbers of samples {counts}")
     if (not arrays and not constants) or (arrays and len(next(iter(arrays.values()))) == 0):
         raise DataError(f"{purpose} data {path}: no samples")
-    if labels is not None and labels.ndim != 1:
+    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu"):
         raise DataError(
-            f"{purpose} data {path}: 'labels' must hold one class per sample (shape [N]), "
-            f"got shape {list(labels.shape)}"
+            f"{purpose} data {path}: 'labels' must hold one class per sample (shape [N]) as "
+            f"integer class indices, got {labels.dtype} of shape {list(labels.shape)}"
         )
     fixed = {s.dims[0] for s in specs if s.dims and s.dims[0] is not None and s.name not in whole}
     fixed_batch = min(fixed) if fixed else None
@@ -194,7 +193,83 @@ def _constant(array: np.ndarray, spec: InputSpec, path: Path, purpose: str) -> n
                 f"{np.dtype(spec.dtype).name}"
             )
         array = array.astype(spec.dtype)
+    _check_values(array, spec.name, path, purpose)
     return array
+
+
+def _check_values(array: np.ndarray, name: str, path: Path, purpose: str) -> None:
+    """Refuse NaN and infinities: they come from a broken preprocessing step, not from samples.
+
+    Without this check ONNX Runtime's calibrator fails with a bare assertion ("scale issue") and
+    validation compares outputs that are NaN already in fp32.
+    """
+    if array.dtype.kind not in "fc":
+        return
+    count = int(np.count_nonzero(~np.isfinite(array)))
+    if count:
+        raise DataError(
+            f"{purpose} data {path}: {name!r} holds {count} NaN or infinite value(s); save the "
+            "samples the model would really see"
+        )
+
+
+def read_npz(path: Path, purpose: str) -> dict[str, np.ndarray]:
+    """The arrays of an `.npz` file by name, each member's header checked before it is read.
+
+    NumPy allocates the shape a `.npy` header declares before reading a byte of data, so a
+    damaged header (2**40 rows) would take all memory; object arrays are refused (reading them
+    unpickles, which runs code), and so is anything that is not a zip of `.npy` members.
+
+    Raises:
+        DataError: naming the file and what is wrong with it.
+    """
+    what = f"{purpose} data {path}"
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise DataError(
+                        f"{what}: member {info.filename!r} is not a .npy array; an .npz holds "
+                        "one NAME.npy per input, as numpy.savez writes it"
+                    )
+                name = info.filename.removesuffix(".npy")
+                with archive.open(info) as member:
+                    _check_npy_header(member, info.file_size, name, what)
+                with archive.open(info) as member:
+                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+    except DataError:
+        raise
+    except (OSError, EOFError, ValueError, RuntimeError, NotImplementedError,
+            zipfile.BadZipFile) as exc:  # fmt: skip
+        # zipfile: not a zip, bad CRC, encrypted or unknown compression; numpy: bad header.
+        raise DataError(
+            f"{what}: cannot read as .npz (a zip of .npy arrays, as numpy.savez writes): {exc}"
+        ) from exc
+    return arrays
+
+
+def _check_npy_header(member: IO[bytes], size: int, name: str, what: str) -> None:
+    """Check one `.npy` member's header against the bytes it really holds."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise DataError(f"{what}: {name!r} is a .npy of version {version}, which is not read")
+    if dtype.hasobject:
+        raise DataError(
+            f"{what}: {name!r} holds Python objects ({dtype}), which are not loaded (reading "
+            "them would unpickle, which runs code); save arrays of numbers"
+        )
+    available = size - member.tell()
+    declared = math.prod(shape) * dtype.itemsize
+    if min(shape, default=0) < 0 or declared > available:
+        raise DataError(
+            f"{what}: {name!r} declares shape {list(shape)} of {dtype} ({declared} bytes) but "
+            f"holds {available} bytes: the file is damaged or cut short; write it again"
+        )
 
 
 def show_dims(dims: tuple[int | None, ...]) -> str:
@@ -280,6 +355,11 @@ def dims_from(dataset: Dataset) -> dict[str, tuple[int, ...]]:
     return {**dims, **{name: tuple(array.shape) for name, array in dataset.constants.items()}}
 
 
+MAX_MADE_UP_BYTES = 1 << 28
+"""The largest made-up input `synthesize` fills: a dim of 2**40 in a damaged model's signature
+would otherwise ask numpy for terabytes (a MemoryError, or the OOM killer)."""
+
+
 def synthesize(
     model: onnx.ModelProto,
     dims: dict[str, tuple[int, ...]] | None = None,
@@ -294,6 +374,15 @@ def synthesize(
     """
     rng = np.random.default_rng(seed)
     specs = input_specs(model)
+    for spec in specs:
+        shape = concrete_dims(spec, (dims or {}).get(spec.name))
+        size = math.prod(shape) * max(1, samples) * np.dtype(spec.dtype).itemsize
+        if size > MAX_MADE_UP_BYTES:
+            raise DataError(
+                f"the model's input {spec.name!r} {show_dims(spec.dims)} would take "
+                f"{size / 2**30:.3g} GiB of made-up values for {samples} sample(s); a model "
+                "that declares such dims is damaged, or wants real data: pass --validate DATA.npz"
+            )
     whole = unbatched(specs)
     arrays: dict[str, np.ndarray] = {}
     constants: dict[str, np.ndarray] = {}

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 from onnx import external_data_helper, numpy_helper, shape_inference
 
 from edgeopt.proto.errors import ModelError
@@ -43,12 +44,38 @@ def digest(path: Path) -> str:
             model = onnx.load(str(path), load_external_data=False)
         except Exception:
             return h.hexdigest()  # not ONNX after all: the loader will say so
+        if undecodable(model) is not None:
+            return h.hexdigest()  # damaged: the loader will say so
         locations = sorted(external_files(model))
         check_external_data(model, path)
         for location in locations:
             h.update(location.encode())
             _hash_file(h, path.parent / location)
     return h.hexdigest()
+
+
+def undecodable(message: Message, where: str = "") -> tuple[str, bytes] | None:
+    """The first string field (depth first) that is not UTF-8 text, as (field path, bytes).
+
+    protobuf reads ONNX's proto2 strings without checking them and hands back `bytes` where
+    the text is not UTF-8; every later step (onnx's checker, shape inference, the quantizers,
+    our own messages) expects `str` and fails in its own way (`UnicodeDecodeError`,
+    "can't concat str to bytes"). One bit flipped in a node's name is enough.
+    """
+    for descriptor, value in message.ListFields():
+        if descriptor.type not in (descriptor.TYPE_STRING, descriptor.TYPE_MESSAGE):
+            continue  # numbers and raw bytes: nothing to decode (and float_data can be long)
+        name = f"{where}.{descriptor.name}" if where else descriptor.name
+        single = isinstance(value, (str, bytes, Message))
+        items = [(name, value)] if single else [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+        for place, item in items:
+            if isinstance(item, bytes):
+                return place, item
+            if isinstance(item, Message):
+                found = undecodable(item, place)
+                if found is not None:
+                    return found
+    return None
 
 
 def graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
@@ -97,6 +124,13 @@ def load(path: Path, *, check: bool = True) -> onnx.ModelProto:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise ModelError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from exc
+    damaged = undecodable(model)
+    if damaged is not None:
+        place, raw = damaged
+        raise ModelError(
+            f"{path}: damaged ONNX model: {place} is not UTF-8 text ({raw[:32]!r}); "
+            "export or copy the model again"
+        )
     if external_files(model):
         check_external_data(model, path)
         try:

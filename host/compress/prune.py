@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import torch_model
 from edgeopt.host.compress.passes import Pass
 from edgeopt.proto.errors import DataError, UnsupportedModel
@@ -128,11 +129,7 @@ def _weights(graph: _Graph) -> list[str]:
 
 
 def _training_data(path: Path) -> tuple[list[np.ndarray], np.ndarray | None]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"fine-tune data {path}: cannot read as .npz: {exc}") from exc
+    arrays = datasets.read_npz(path, "fine-tune")
     labels = arrays.pop("labels", None)
     return [torch_model.as_float32(a) for a in arrays.values()], labels
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.host.compress import data as datasets
 from edgeopt.proto.errors import DataError, ModelError
 
 TORCH_SUFFIXES = (".pt2", ".pt", ".ts", ".pth", ".torchscript")
@@ -141,11 +142,8 @@ def example_inputs(
         DataError: neither given, or the file is unreadable.
     """
     if example is not None:
-        try:
-            with np.load(example, allow_pickle=False) as npz:
-                return {k: as_float32(npz[k]) for k in npz.files if k != "labels"}
-        except (OSError, ValueError) as exc:
-            raise DataError(f"example data {example}: cannot read as .npz: {exc}") from exc
+        arrays = datasets.read_npz(example, "example")
+        return {k: as_float32(v) for k, v in arrays.items() if k != "labels"}
     if input_shape is not None:
         rng = np.random.default_rng(0)
         return {(names or ["input"])[0]: rng.standard_normal(input_shape).astype(np.float32)}
