@@ -244,7 +244,7 @@ def _tls_settings(
 
     def resolved(key: str) -> Path | None:
         value = merged[key]
-        return _resolve_path(path.parent, value) if value else None
+        return _resolve_path(path.parent, value, path, f"{where}.{key}") if value else None
 
     return TlsSettings(
         ca=resolved("ca"),

@@ -85,7 +85,7 @@ def rss(pid: int) -> int:
 def status_of(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as caught:
         call()
-    return caught.value.code(), caught.value.details()
+    return caught.value.code(), caught.value.details() or ""
 
 
 # --- input vetted before it touches a file ------------------------------------------------
@@ -314,7 +314,7 @@ def test_wrong_token_calls_with_huge_bodies_cost_the_agent_no_memory(
     def call() -> None:
         options = [("grpc.max_send_message_length", 256 << 20)]
         with grpc.insecure_channel(agent.address, options=options) as channel:
-            infer = channel.unary_unary("/edgeopt.v1.Agent/Infer")
+            infer: Any = channel.unary_unary("/edgeopt.v1.Agent/Infer")
             try:
                 infer(body, metadata=(auth.bearer("wrong"),), timeout=60)
             except grpc.RpcError as exc:

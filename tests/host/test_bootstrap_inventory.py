@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgeopt.host import bootstrap, inventory
+from edgeopt.proto.errors import InventoryError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -88,7 +89,7 @@ def test_any_target_folder_and_name_round_trip_and_comments_stay(tmp_path: Path)
 def test_an_inventory_that_is_not_toml_is_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "edgeopt.toml"
     path.write_text("[devices.a\n")
-    with pytest.raises(inventory.InventoryError) as refused:
+    with pytest.raises(InventoryError) as refused:
         bootstrap.add_to_inventory(path, "board", "pi@board", installed())
     assert str(refused.value).startswith(f"{path}: cannot edit: ")
     assert path.read_text() == "[devices.a\n"
