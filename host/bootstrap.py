@@ -82,6 +82,22 @@ class Board:
 
 
 @dataclass(frozen=True)
+class BoardTls:
+    """TLS for a bootstrapped agent: its certificate and key, and a client CA for mutual TLS."""
+
+    cert_pem: bytes
+    """The board's server certificate (PEM), for the loopback address the tunnel dials."""
+    key_pem: bytes
+    """Its private key (PEM); written 0600 on the board."""
+    client_ca_pem: bytes | None = None
+    """The CA whose client certificates the agent accepts (mutual TLS); None: server TLS only."""
+
+
+TLS_FILES = ("tls/agent.pem", "tls/agent.key", "tls/client-ca.pem")
+"""Where the board keeps its TLS files, under the agent's folder."""
+
+
+@dataclass(frozen=True)
 class Installed:
     """What the inventory needs about a bootstrapped agent."""
 
@@ -373,22 +389,28 @@ def systemd_word(word: str, *, program: bool = False) -> str:
     return '"' + (escaped if program else escaped.replace("$", "$$")) + '"'
 
 
-def _serve(folder: str, port: int) -> list[str]:
+def _serve(folder: str, port: int, tls: BoardTls | None = None) -> list[str]:
     """The agent's command line, one word each.
 
     The venv's python runs the agent's module: pip's `edgeopt-agent` launcher, for a folder with
     a space, is a shell script naming python in double quotes, which expands a `$` in the path.
     """
-    return [f"{folder}/venv/bin/python", "-m", "edgeopt.agent", "serve",
-            "--listen", f"127.0.0.1:{port}", "--store", f"{folder}/store",
-            "--token-file", f"{folder}/token", "--ready-file", f"{folder}/ready"]  # fmt: skip
+    words = [f"{folder}/venv/bin/python", "-m", "edgeopt.agent", "serve",
+             "--listen", f"127.0.0.1:{port}", "--store", f"{folder}/store",
+             "--token-file", f"{folder}/token", "--ready-file", f"{folder}/ready"]  # fmt: skip
+    if tls is not None:
+        cert, key, client_ca = (f"{folder}/{name}" for name in TLS_FILES)
+        words += ["--tls-cert", cert, "--tls-key", key]
+        if tls.client_ca_pem is not None:
+            words += ["--client-ca", client_ca]
+    return words
 
 
-def unit_text(folder: str, port: int) -> str:
+def unit_text(folder: str, port: int, tls: BoardTls | None = None) -> str:
     """The systemd user unit that runs the agent in `folder`."""
     # append: takes the rest of the line as the path, % specifiers expanded (so doubled).
     log = f"{folder}/agent.log".replace("%", "%%")
-    words = _serve(folder, port)
+    words = _serve(folder, port, tls)
     return (
         "[Unit]\nDescription=edgeopt agent\n\n[Service]\n"
         f"ExecStart={' '.join(systemd_word(w, program=not i) for i, w in enumerate(words))}\n"
@@ -398,25 +420,25 @@ def unit_text(folder: str, port: int) -> str:
     )
 
 
-def supervisor_text(folder: str, port: int) -> str:
+def supervisor_text(folder: str, port: int, tls: BoardTls | None = None) -> str:
     """The shell supervisor that runs the agent in `folder` (every path quoted for sh)."""
-    return SUPERVISOR.format(serve=" ".join(quote(w) for w in _serve(folder, port)),
+    return SUPERVISOR.format(serve=" ".join(quote(w) for w in _serve(folder, port, tls)),
                              log=quote(f"{folder}/agent.log"), folder=quote(folder),
                              tries=3, quick=10)  # fmt: skip
 
 
-def _start(conn: Connection, folder: str, port: int, systemd: bool) -> str:
+def _start(conn: Connection, folder: str, port: int, systemd: bool, tls: BoardTls | None) -> str:
     f = quote(folder)
     conn.run(f"rm -f {f}/ready", timeout=30)
     if systemd:
-        unit = unit_text(folder, port)
+        unit = unit_text(folder, port, tls)
         conn.run(
             f"mkdir -p ~/.config/systemd/user && cat > ~/.config/systemd/user/{UNIT} && "
             f"systemctl --user daemon-reload && systemctl --user enable --now {UNIT}",
             stdin=unit.encode(), timeout=60,
         )  # fmt: skip
         return "systemd"
-    script = supervisor_text(folder, port)
+    script = supervisor_text(folder, port, tls)
     conn.run(f"cat > {f}/supervise.sh && chmod 755 {f}/supervise.sh", stdin=script.encode(),
              timeout=30)  # fmt: skip
     conn.run(
@@ -474,8 +496,12 @@ def bootstrap(
     cache: Path,
     start_timeout: float = 60.0,
     say: Callable[[str], None] = lambda _: None,
+    tls: BoardTls | None = None,
 ) -> Installed:
     """Install or upgrade the agent on the board and start it; see the module docstring.
+
+    With `tls` the agent serves TLS (and, with a client CA, mutual TLS) with the files given,
+    written under the agent's folder, key 0600.
 
     Raises:
         BootstrapError: the board cannot take the agent, the agent did not start, or the board
@@ -529,9 +555,25 @@ def bootstrap(
         )
     say("starting the agent")
     _stop(conn, folder)
-    manager = _start(conn, folder, port, board.systemd)
+    if tls is not None:
+        say("installing the agent's certificate")
+        _install_tls(conn, folder, tls)
+    manager = _start(conn, folder, port, board.systemd, tls)
     address = _check_ready(conn, folder, _wait_ready(conn, folder, manager, start_timeout), port)
     return Installed(folder, address, token, manager, upgraded)
+
+
+def _install_tls(conn: Connection, folder: str, tls: BoardTls) -> None:
+    """Write the board's certificate, key and client CA (0600 in a 0700 folder)."""
+    f = quote(folder)
+    conn.run(f"umask 077 && mkdir -p {f}/tls && chmod 700 {f}/tls", timeout=30)
+    files = [tls.cert_pem, tls.key_pem, tls.client_ca_pem]
+    for name, data in zip(TLS_FILES, files, strict=True):
+        if data is None:
+            conn.run(f"rm -f {f}/{name}", timeout=30)
+            continue
+        conn.run(f"umask 077 && cat > {f}/{name}.part && mv {f}/{name}.part {f}/{name}",
+                 stdin=data, timeout=30)  # fmt: skip
 
 
 def remove(conn: Connection, *, folder: str = "~/.edgeopt", purge: bool = False) -> list[str]:
@@ -545,7 +587,7 @@ def remove(conn: Connection, *, folder: str = "~/.edgeopt", purge: bool = False)
         "true",
         timeout=30,
     )
-    gone = ["venv", "wheels", "token", "ready", "agent.log", "supervise.sh"]
+    gone = ["venv", "wheels", "token", "ready", "agent.log", "supervise.sh", "tls"]
     if purge:
         gone.append("store")
     conn.run(f"cd {f} 2>/dev/null && rm -rf {' '.join(gone)}; "
@@ -580,8 +622,16 @@ def _write_document(inventory: Path, text: str) -> None:
         raise
 
 
-def add_to_inventory(inventory: Path, name: str, target: str, installed: Installed) -> Path:
+def add_to_inventory(
+    inventory: Path,
+    name: str,
+    target: str,
+    installed: Installed,
+    tls: dict[str, str] | None = None,
+) -> Path:
     """Write (or replace) the device's table; its token goes into a 0600 file beside it.
+
+    `tls` adds the device's TLS keys (`ca`, `client_cert`, `client_key`: paths) to its table.
 
     Raises:
         BootstrapError: `name` breaks `NAME_RULE`.
@@ -600,6 +650,8 @@ def add_to_inventory(inventory: Path, name: str, target: str, installed: Install
     table["address"] = installed.address
     table["token_file"] = f"{TOKENS_DIR}/{name}.token"
     table["agent_folder"] = installed.folder
+    for key, value in (tls or {}).items():
+        table[key] = value
     table.add(tomlkit.nl())  # a blank line before whatever table follows
     devices[name] = table
     text = tomlkit.dumps(doc).rstrip("\n") + "\n"

@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from edgeopt.host import bootstrap, remote, ssh
+from edgeopt.host import bootstrap, remote, ssh, tls
+from edgeopt.host.cli import tls as tls_cli
 from edgeopt.host.cli.common import Session
 from edgeopt.host.output import echo_json
 from edgeopt.proto.capabilities import format_summary, to_dict
@@ -89,6 +90,20 @@ def _cache() -> Path:
 @click.option("--wheel", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="install this edgeopt wheel (default: build one from the source)")  # fmt: skip
 @click.option("--start-timeout", type=float, default=60.0, show_default=True)
+@click.option(
+    "--tls",
+    "use_tls",
+    is_flag=True,
+    help="serve TLS with a certificate the fleet CA issues (edgeopt tls init)",
+)
+@click.option(
+    "--mtls",
+    is_flag=True,
+    help="mutual TLS: --tls, and the agent accepts only clients the fleet CA signed "
+    "(the host gets a client certificate beside the inventory)",
+)
+@click.option("--ca-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="the fleet CA's folder (default: as `edgeopt tls`)")  # fmt: skip
 @ssh_options
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
 @click.pass_obj
@@ -101,6 +116,9 @@ def bootstrap_cmd(  # noqa: PLR0917  (click passes each option by name)
     port: int,
     wheel: Path | None,
     start_timeout: float,
+    use_tls: bool,
+    mtls: bool,
+    ca_dir: Path | None,
     accept_new_host_key: bool,
     identity: Path | None,
     connect_timeout: float,
@@ -113,6 +131,7 @@ def bootstrap_cmd(  # noqa: PLR0917  (click passes each option by name)
     """
     bootstrap.check_name(name)  # before anything is installed
     start = time.monotonic()
+    board_tls, inventory_tls = _board_tls(session, name, use_tls or mtls, mtls, ca_dir)
 
     def say(text: str) -> None:
         if not as_json:
@@ -121,9 +140,10 @@ def bootstrap_cmd(  # noqa: PLR0917  (click passes each option by name)
     with open_connection(target, accept_new_host_key, identity, connect_timeout) as conn:
         done = bootstrap.bootstrap(conn, folder=folder, port=port, offline=offline,
                                    wheel=wheel, cache=_cache(), start_timeout=start_timeout,
-                                   say=say)  # fmt: skip
+                                   say=say, tls=board_tls)  # fmt: skip
         spec = target if "@" in target else f"{conn.target.user}@{target}"
-    token_file = bootstrap.add_to_inventory(session.inventory_path, name, spec, done)
+    token_file = bootstrap.add_to_inventory(session.inventory_path, name, spec, done,
+                                            inventory_tls)  # fmt: skip
     seconds = time.monotonic() - start
     if as_json:
         echo_json({"device": name, "ssh": spec, "address": done.address, "folder": done.folder,
@@ -135,6 +155,28 @@ def bootstrap_cmd(  # noqa: PLR0917  (click passes each option by name)
     click.echo(f"{name}: agent {verb} in {done.folder}, serving on the board's {done.address} "
                f"({done.manager}); reached through SSH ({spec}); {seconds:.1f} s")  # fmt: skip
     click.echo(f"{name}: added to {session.inventory_path}")
+
+
+def _board_tls(
+    session: Session, name: str, wanted: bool, mtls: bool, ca_dir: Path | None
+) -> tuple[bootstrap.BoardTls | None, dict[str, str] | None]:
+    """The board's certificate (and, for mutual TLS, the host's), issued by the fleet CA.
+
+    The certificate names 127.0.0.1: the host reaches a bootstrapped agent through an SSH
+    tunnel to a local port, and checks that name.
+    """
+    if not wanted:
+        return None, None
+    folder = ca_dir or tls_cli.default_dir()
+    server = tls.issue(folder, name, ["127.0.0.1"])
+    keys = {"ca": str(folder / tls.CA_CERT)}
+    client_ca = None
+    if mtls:
+        client = tls.issue(folder, f"{name}-host", client=True)
+        cert, key = tls.write_issued(client, session.inventory_path.parent / ".edgeopt-tls")
+        keys.update(client_cert=str(cert), client_key=str(key))
+        client_ca = server.ca_pem
+    return bootstrap.BoardTls(server.cert_pem, server.key_pem, client_ca), keys
 
 
 @ssh_cmd.command("remove")

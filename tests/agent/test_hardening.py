@@ -24,8 +24,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeopt.host.client import AgentClient
+from edgeopt.host.client import AgentClient, file_digest, to_tensors
 from edgeopt.proto import auth
+from edgeopt.proto import tensors as wire
 from edgeopt.proto.errors import AgentError
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 from tests.agent.test_models import _push_activate, digits_feed, said, stub
@@ -516,3 +517,53 @@ async def _infer(
 async def _caps(agent: RunningAgent) -> Any:
     async with client(agent) as c:
         return await c.capabilities()
+
+
+def test_large_benchmark_and_activation_inputs_travel_as_a_pushed_tensor_file(
+    agent_factory: Callable[..., RunningAgent], tmp_path: Path
+) -> None:
+    """Inputs over one message's room go as a tensor file, pushed in chunks like a model."""
+    agent = agent_factory()
+    model = wide_chain(tmp_path / "wide.onnx", depth=2)
+    x = np.random.default_rng(2).random((3000, 512), dtype=np.float32)  # 6 MB
+
+    async def go() -> tuple[Any, Any]:
+        async with client(agent) as c:
+            pushed = await c.push(model, "wide")
+            activated = await c.activate("wide", pushed.version, smoke_inputs={"x": x})
+            request = agent_pb2.BenchmarkRequest(
+                name="wide", inputs=to_tensors({"x": x}), max_seconds=0.3, min_repeats=3
+            )
+            return activated, await c.benchmark(request)
+
+    activated, result = run(go())
+    assert activated.version == "v1"
+    assert [list(s.dims) for s in result.input_shapes] == [[3000, 512]]
+    stored = {p.name for p in (agent.store / "blobs").iterdir()}
+    with (tmp_path / "x.tensors").open("wb") as f:
+        wire.write_file(f, {"x": x})
+    assert file_digest(tmp_path / "x.tensors") in stored  # sent once, by digest
+
+
+def test_a_tensor_file_that_lies_about_its_size_is_refused(
+    agent_factory: Callable[..., RunningAgent], tmp_path: Path
+) -> None:
+    agent = agent_factory()
+    run(_push_activate(agent, wide_chain(tmp_path / "wide.onnx", depth=2), name="wide"))
+    lying = tmp_path / "lying.tensors"
+    header = b'[{"name": "x", "dtype": "float32", "shape": [100000000, 512], "byte_size": 8}]'
+    lying.write_bytes(wire.MAGIC + len(header).to_bytes(8, "little") + header + bytes(8))
+
+    async def go() -> Any:
+        async with client(agent) as c:
+            pushed = await c.push(lying, "")
+            request = agent_pb2.BenchmarkRequest(name="wide", inputs_sha256=pushed.sha256)
+            return await c.benchmark(request)
+
+    with pytest.raises(AgentError) as caught:
+        run(go())
+    assert caught.value.status == "INVALID_ARGUMENT"
+    assert said(caught.value).startswith(
+        "Benchmark: inputs_sha256: tensor 'x': shape [100000000, 512] of float32 is "
+        "204800000000 bytes, over this agent's limit of 67108864 (max_infer_bytes)"
+    )

@@ -381,3 +381,42 @@ def test_a_folder_with_a_space_a_dollar_and_a_percent_a_stale_wheel_and_an_open_
         removed = edgeopt(tmp_path, home, "ssh", "remove", "board", "--purge")
     assert removed.exit_code == 0, removed.output
     assert not folder.exists()
+
+
+def test_bootstrap_with_mutual_tls_serves_only_clients_the_fleet_ca_signed(
+    sshd_server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
+) -> None:
+    from edgeopt.host import tls
+
+    home = sshd.client_home(tmp_path, sshd_server)
+    ca_dir = tmp_path / "fleet-ca"
+    tls.init_ca(ca_dir)
+    folder, port = tmp_path / "board-agent", free_port()
+    target = f"root@127.0.0.1:{sshd_server.port}"
+    done = edgeopt(tmp_path, home, "ssh", "bootstrap", target, "--name", "board", "--offline",
+                   "--folder", str(folder), "--port", str(port), "--mtls", "--ca-dir",
+                   str(ca_dir), "--json")  # fmt: skip
+    assert done.exit_code == 0, done.output
+    inventory = (tmp_path / "edgeopt.toml").read_text()
+    client_dir = tmp_path / ".edgeopt-tls"
+    assert inventory.endswith(
+        f'ca = "{ca_dir}/ca.pem"\nclient_cert = "{client_dir}/board-host.pem"\n'
+        f'client_key = "{client_dir}/board-host.key"\n'
+    )
+    # The board keeps its key to itself.
+    assert (folder / "tls").stat().st_mode & 0o777 == 0o700
+    assert (folder / "tls" / "agent.key").stat().st_mode & 0o777 == 0o600
+    assert (client_dir / "board-host.key").stat().st_mode & 0o777 == 0o600
+    # Through the tunnel, with the inventory's certificates: a real deploy.
+    deployed = edgeopt(tmp_path, home, "deploy", str(digits.onnx), "--device", "board",
+                       "--precision", "fp32", "--name", "digits", "--json")  # fmt: skip
+    assert deployed.exit_code == 0, deployed.output
+    # A plaintext client on the board's loopback gets nowhere: the agent speaks TLS only.
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError):
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    removed = edgeopt(tmp_path, home, "ssh", "remove", "board", "--purge")
+    assert removed.exit_code == 0, removed.output
+    assert not (folder / "tls").exists()
