@@ -355,7 +355,7 @@ def _smoke_inputs(
     import numpy as np  # noqa: PLC0415
 
     rng = np.random.default_rng(0)
-    feeds = {}
+    feeds: dict[str, Any] = {}
     total = 0
     for arg in session.get_inputs():
         dims = list(arg.shape or [])

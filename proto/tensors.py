@@ -166,7 +166,7 @@ def decode_strings(data: Any, shape: Sequence[int]) -> Any:
         at += size
     if at != len(view):
         raise TensorError(f"{len(view) - at} bytes follow the {count} strings")
-    array = np.empty(count, dtype=object)
+    array: Any = np.empty(count, dtype=object)
     array[:] = items
     return array.reshape(tuple(int(d) for d in shape))
 
