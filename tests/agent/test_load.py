@@ -110,8 +110,11 @@ def client_loop(
             step += 1
             try:
                 if kind == "infer":
-                    reply = s.Infer(agent_pb2.InferRequest(
-                        name="digits", inputs=[tensor("image", feed)]), metadata=md, timeout=120)
+                    reply = s.Infer(
+                        agent_pb2.InferRequest(name="digits", inputs=[tensor("image", feed)]),
+                        metadata=md,
+                        timeout=120,
+                    )
                     (out,) = reply.outputs
                     got = np.frombuffer(out.data, np.float32).reshape(tuple(out.shape))
                     check(load, kind, got, want)
@@ -213,8 +216,11 @@ def test_many_clients_against_a_small_concurrency_limit(
     assert all(by_kind[kind].get("OK") for kind in EXPECTED if kind not in NEVER_OK), by_kind
     assert by_kind["wrong_token_3mib"].get("UNAUTHENTICATED"), by_kind
     assert by_kind["oversized"].get("RESOURCE_EXHAUSTED"), by_kind
-    refused = sum(n for (k, c), n in load.outcomes.items()
-                  if c == "RESOURCE_EXHAUSTED" and k in ("list", "infer", "infer_stream"))
+    refused = sum(
+        n
+        for (k, c), n in load.outcomes.items()
+        if c == "RESOURCE_EXHAUSTED" and k in ("list", "infer", "infer_stream")
+    )
     assert refused > 0, "64 clients against 16 slots: some calls must be refused"
     peak = max(samples)
     assert peak < idle + RSS_ROOM, f"agent RSS {peak >> 20} MiB, idle {idle >> 20} MiB"
