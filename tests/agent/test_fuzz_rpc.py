@@ -374,7 +374,7 @@ def test_infer_streams_out_of_order(fuzzed: Fuzzed, data: st.DataObject) -> None
 def test_a_body_that_is_not_protobuf_is_invalid_argument(fuzzed: Fuzzed, method: str) -> None:
     """One NUL byte is no message of any type: the request is wrong, not the agent (INTERNAL
     says "a bug: please report" in agent.proto)."""
-    call = fuzzed.channel.unary_unary(SERVICE + method)
+    call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = fuzzed.channel.unary_unary(SERVICE + method)
     with pytest.raises(grpc.RpcError) as caught:
         call(b"\x00", metadata=fuzzed.metadata, timeout=CALL_TIMEOUT)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
