@@ -18,8 +18,8 @@ PROTOC_VENV := $(VENV)/grpc-tools-1.70
 GRPC_OLD := $(VENV)/grpc-1.70
 MYPY38 := $(VENV)/mypy-1.14
 
-.PHONY: venv test lint typecheck unit demo proto bench clean system-packages arm-lab arm-lab-stop \
-	FORCE
+.PHONY: venv test lint typecheck unit demo proto bench soak clean system-packages arm-lab \
+	arm-lab-stop FORCE
 
 # Debian packages that benchmarks and tests start for real: a loopback sshd (tests/sshd.py), a
 # PostgreSQL server (tests/pg.py), Chromium for the HTML report. As root (CI, a fresh machine) the
@@ -129,6 +129,23 @@ bench: venv system-packages
 	$(PY) benchmarks/fleet.py
 	$(PY) benchmarks/ssh.py
 	$(PY) benchmarks/arm_lab.py
+	$(PY) benchmarks/hardening.py
+
+# The long versions of the hardening tests (issue 16): many clients for minutes, thousands of
+# fuzz cases, 200 SIGKILLs. Their JSON reports go to $(SOAK_REPORTS); benchmarks/hardening.py
+# then writes them with its own figures into RESULTS.md, and the target fails if a test did.
+SOAK_REPORTS := $(VENV)/soak
+soak: venv system-packages
+	@rm -rf $(SOAK_REPORTS); mkdir -p $(SOAK_REPORTS); failed=""; \
+	EDGEOPT_LOAD_CLIENTS=128 EDGEOPT_LOAD_SECONDS=300 EDGEOPT_LOAD_REPORT=$(SOAK_REPORTS)/load.jsonl \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/agent/test_load.py || failed="$$failed load"; \
+	EDGEOPT_FUZZ_EXAMPLES=3000 EDGEOPT_FUZZ_REPORT=$(SOAK_REPORTS)/fuzz.jsonl \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/agent/test_fuzz_rpc.py || failed="$$failed fuzz"; \
+	EDGEOPT_FAULT_KILLS=200 EDGEOPT_FAULT_REPORT=$(SOAK_REPORTS)/faults.jsonl \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_kill_faults.py \
+	  || failed="$$failed faults"; \
+	$(PY) benchmarks/hardening.py --reports $(SOAK_REPORTS) || failed="$$failed benchmark"; \
+	if [ -n "$$failed" ]; then echo "soak failed:$$failed"; exit 1; fi
 
 # An emulated Raspberry Pi 4 (Debian bullseye arm64, Python 3.9, under qemu-user) running the
 # real agent on its own address; built once (about 3 minutes), then restored from a cache in
