@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -176,6 +177,58 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
             else "wrong token: check the device's token_file in the inventory"
         )
         return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, message)
+
+
+class DecodeGuard(grpc.ServerInterceptor):
+    """Answer INVALID_ARGUMENT, not INTERNAL, for a request body that is not its message.
+
+    gRPC turns an exception from a handler's deserializer into INTERNAL ("Exception
+    deserializing request!"), which agent.proto reserves for the agent's own bugs. So the
+    Agent's handlers take the raw bytes, and this parses them, aborting in words on garbage.
+    """
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """The method's handler, parsing its requests itself."""
+        handler = continuation(details)
+        if handler is None or not str(details.method).startswith(f"/{SERVICE_NAME}/"):
+            return handler
+        parse = handler.request_deserializer
+        what = str(details.method).rsplit("/", 1)[-1]
+
+        def decoded(data: bytes, context: grpc.ServicerContext) -> Any:
+            try:
+                return parse(data) if parse is not None else data
+            except DecodeError:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the {what} request is not a valid edgeopt.v1 message (protobuf would not "
+                    "parse it)",
+                )
+
+        kwargs = {"request_deserializer": None, "response_serializer": handler.response_serializer}
+        if handler.request_streaming:
+            behavior = handler.stream_stream or handler.stream_unary
+
+            def streaming(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+                return behavior(  # type: ignore[misc]
+                    (decoded(r, context) for r in requests), context
+                )
+
+            if handler.response_streaming:
+                return grpc.stream_stream_rpc_method_handler(streaming, **kwargs)
+            return grpc.stream_unary_rpc_method_handler(streaming, **kwargs)
+        unary = handler.unary_stream or handler.unary_unary
+
+        def single(request: bytes, context: grpc.ServicerContext) -> Any:
+            return unary(decoded(request, context), context)  # type: ignore[misc]
+
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(single, **kwargs)
+        return grpc.unary_unary_rpc_method_handler(single, **kwargs)
 
 
 def _refusal(
@@ -674,7 +727,9 @@ def build_server(
         ValueError: the TLS files are unreadable or wrong.
     """
     token, tls = secrets if secrets is not None else load_secrets(config)
+    # Auth first: a refused call never reaches the parsing (nor its body the agent's memory).
     interceptors: list[grpc.ServerInterceptor] = [TokenAuthInterceptor(token)] if token else []
+    interceptors.append(DecodeGuard())
     limit = config.bounds.max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
