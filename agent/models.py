@@ -17,10 +17,11 @@ Every refusal is a `Refusal` carrying the gRPC status name; server.py turns it i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -373,6 +374,28 @@ class Models:
                 self._unload(f"{name}@{loaded.version}")
             return removed, freed
 
+    def _ready(self, name: str, version: str, cancel: threading.Event | None) -> tuple[str, bool]:
+        """Make sure `version` (default: the active one) is loaded; (its label, transient).
+
+        A version that is not the active one is loaded for one call only (transient). Called
+        with the lock held.
+        """
+        entry = self.store.entry(name)
+        wanted = version or entry.active
+        if not wanted:
+            raise Refusal(
+                "FAILED_PRECONDITION", f"{name} has no active version; activate one first"
+            )
+        loaded = self._loaded.get(name)
+        if loaded is not None and loaded.version == wanted:
+            return wanted, False
+        target = self.store.version(name, wanted)
+        if wanted == entry.active:
+            self._loaded[name], _, _ = self._load(name, target, target.plan, False, cancel=cancel)
+            return wanted, False
+        self._load(name, target, target.plan, False, cancel=cancel)
+        return wanted, True
+
     def infer(
         self,
         name: str,
@@ -383,27 +406,11 @@ class Models:
         """Run the active version (or `version`, loading it if needed) on `inputs`.
 
         The answer's outputs are (name, dtype, shape, buffer) with the buffers as the runner
-        sent them: the caller streams them out without another copy.
+        sent them.
         """
         self._fresh()
         with self._lock:
-            entry = self.store.entry(name)
-            wanted = version or entry.active
-            if not wanted:
-                raise Refusal(
-                    "FAILED_PRECONDITION", f"{name} has no active version; activate one first"
-                )
-            loaded = self._loaded.get(name)
-            transient = False
-            if loaded is None or loaded.version != wanted:
-                target = self.store.version(name, wanted)
-                if wanted == entry.active:
-                    self._loaded[name], _, _ = self._load(
-                        name, target, target.plan, False, cancel=cancel
-                    )
-                else:  # a version that is not active: loaded for this call only
-                    self._load(name, target, target.plan, False, cancel=cancel)
-                    transient = True
+            wanted, transient = self._ready(name, version, cancel)
             # Under the lock: an activation or a forced delete cannot unload it meanwhile.
             try:
                 answer = self._call(
@@ -420,6 +427,72 @@ class Models:
                 if transient:
                     self._unload(f"{name}@{wanted}")
         return {"version": wanted, **answer}
+
+    def infer_stream(
+        self,
+        name: str,
+        version: str,
+        inputs: list[TensorTuple],
+        cancel: threading.Event | None = None,
+    ) -> Generator[Any, None, None]:
+        """`infer` for large tensors: yields the answer, then the outputs' bytes in pieces.
+
+        The answer's outputs carry their size in place of their bytes. `inputs` is emptied
+        once the runner has them, and the outputs pass through in pieces as the runner writes
+        them: the agent never holds one inference's inputs and outputs whole (its memory stays
+        flat). The model stays locked until the last piece is taken.
+
+        Raises:
+            Refusal: as `infer`, raised where the generator is advanced.
+        """
+        self._fresh()
+        with self._lock:  # held until the runner has the request: then its own lock holds it
+            wanted, transient = self._ready(name, version, cancel)
+            during = f"running {name} {wanted}"
+            request = {
+                "op": "infer", "key": f"{name}@{wanted}", "inputs": _wrapped(inputs),
+                "max_bytes": self.bounds.max_infer_bytes,
+            }  # fmt: skip
+            inputs.clear()  # the wrapped list in `request` is the last reference to the bytes
+            pieces = self.runner.stream(request, self.bounds.request_timeout, cancel)
+            try:
+                with self._stopped_or_crashed(during):
+                    answer = next(pieces)
+            except BaseException:
+                if transient:
+                    self._unload(f"{name}@{wanted}")
+                raise
+        # Not under the models' lock while the outputs flow at the client's pace: the runner's
+        # lock (held by `pieces`) keeps any other request, an unload included, waiting.
+        try:
+            if not answer.get("ok"):
+                raise Refusal(answer.get("code", "INTERNAL"), answer.get("error", "runner error"))
+            sizes = answer.pop("buffer_sizes")
+            outputs = [(n, d, s, size) for (n, d, s, _), size in zip(answer["outputs"], sizes)]
+            yield {"version": wanted, **answer, "outputs": outputs}
+            with self._stopped_or_crashed(during):
+                yield from pieces
+        finally:
+            pieces.close()
+            if transient:
+                self._unload(f"{name}@{wanted}")
+
+    @contextlib.contextmanager
+    def _stopped_or_crashed(self, during: str) -> Iterator[None]:
+        """Turn the serving runner's stop or death into a Refusal, restarting it."""
+        try:
+            yield
+        except RunnerStopped as exc:
+            log.warning("%s while %s", exc, during)
+            self._fresh()
+            code = "DEADLINE_EXCEEDED" if exc.reason == "timeout" else "CANCELLED"
+            raise Refusal(code, f"{during} stopped: {exc}") from exc
+        except RunnerCrashed as exc:
+            log.warning("%s while %s; restarting it", exc, during)
+            self._fresh()
+            raise Refusal(
+                "FAILED_PRECONDITION", f"ONNX Runtime crashed while {during}: {exc}"
+            ) from exc
 
     def benchmark(
         self,

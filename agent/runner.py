@@ -25,6 +25,7 @@ Requests ("op" and its fields) and answers ("ok" and fields, or "ok": False, "co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -35,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Tuple
@@ -111,6 +112,26 @@ def _receive(stream: IO[bytes]) -> dict[str, Any] | None:
             return None
     message: dict[str, Any] = pickle.loads(payload, buffers=buffers)
     return message
+
+
+def _receive_head(stream: IO[bytes]) -> tuple[dict[str, Any], list[int]] | None:
+    """A frame's message with each buffer replaced by its size; the bytes are left unread."""
+    head = bytearray(HEADER.size)
+    if not _read_into(stream, head):
+        return None
+    size, count = HEADER.unpack(head)
+    sizes_raw = bytearray(BUFFER.size * count)
+    payload = bytearray(size)
+    if not _read_into(stream, sizes_raw) or not _read_into(stream, payload):
+        return None
+    sizes = [length for (length,) in BUFFER.iter_unpack(sizes_raw)]
+    # Empty stand-ins: the message keeps its shape; its buffers are streamed afterwards.
+    message: dict[str, Any] = pickle.loads(payload, buffers=[bytearray() for _ in sizes])
+    return message, sizes
+
+
+class _Died(Exception):
+    """The child's pipe ended where an answer was due."""
 
 
 def rss_bytes(pid: int | str = "self") -> int:
@@ -198,13 +219,79 @@ class Runner:
             RunnerStopped: the time limit passed or `cancel` was set; the child was killed.
             RunnerCrashed: the child died; the message says how (signal or exit status).
         """
+        with self._session(timeout, cancel) as process:
+            assert process.stdin is not None and process.stdout is not None
+            _send(process.stdin, request)
+            answer = _receive(process.stdout)
+            while answer is not None and "progress" in answer:
+                if progress is not None:
+                    progress(answer["progress"])
+                answer = _receive(process.stdout)
+            if answer is None:
+                raise _Died
+            return answer
+
+    def stream(
+        self,
+        request: dict[str, Any],
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
+        piece: int = 1 << 20,
+    ) -> Generator[Any, None, None]:
+        """`call` whose answer's buffers are not held: yields the answer, then their bytes.
+
+        The answer comes first, its out-of-band buffers empty and their sizes, in order, under
+        "buffer_sizes"; then the
+        buffers' bytes in pieces of at most `piece`, in order, as the child writes them. The
+        request's buffers are let go once sent (`request` is emptied), so the agent never holds
+        a whole inference's inputs and outputs at once. Closing the generator before the end
+        kills the child: what it still had to say would stand in the way of the next request.
+
+        Raises:
+            RunnerStopped, RunnerCrashed: as `call`.
+        """
+        with self._session(timeout, cancel) as process:
+            assert process.stdin is not None and process.stdout is not None
+            _send(process.stdin, request)
+            request.clear()
+            head = _receive_head(process.stdout)
+            if head is None:
+                raise _Died
+            answer, sizes = head
+            answer["buffer_sizes"] = sizes
+            unread = sum(sizes)
+            try:
+                yield answer
+                for size in sizes:
+                    left = size
+                    while left:
+                        data = process.stdout.read(min(piece, left))
+                        if not data:
+                            raise _Died
+                        left -= len(data)
+                        unread -= len(data)
+                        yield data
+            finally:
+                if unread:  # left mid-answer: the pipe is out of step with the protocol
+                    process.kill()
+                    process.wait()
+
+    @contextlib.contextmanager
+    def _session(
+        self, timeout: float | None, cancel: threading.Event | None
+    ) -> Iterator[subprocess.Popen[bytes]]:
+        """The child, held for one request and watched for its time limit and its caller.
+
+        Raises:
+            RunnerStopped: the time limit passed or `cancel` was set; the child was killed.
+            RunnerCrashed: the child died (a broken pipe, or EOF where an answer was due).
+        """
         began = time.monotonic()
         self._acquire(timeout, cancel)
         try:
             self._ensure()
             process = self._process
-            assert process is not None and process.stdin is not None
-            assert process.stdout is not None
+            assert process is not None
             stopped: list[str] = []
             done = threading.Event()
             left = None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
@@ -213,15 +300,11 @@ class Runner:
                 name="runner-watch", daemon=True,
             )  # fmt: skip
             watcher.start()
+            died = False
             try:
-                _send(process.stdin, request)
-                answer = _receive(process.stdout)
-                while answer is not None and "progress" in answer:
-                    if progress is not None:
-                        progress(answer["progress"])
-                    answer = _receive(process.stdout)
-            except (BrokenPipeError, OSError):
-                answer = None
+                yield process
+            except (_Died, BrokenPipeError, OSError):
+                died = True
             finally:
                 done.set()
                 watcher.join()
@@ -235,11 +318,10 @@ class Runner:
                     else "its caller cancelled it"
                 )
                 raise RunnerStopped(reason, f"the runner was stopped: {what}")
-            if answer is None:
+            if died:
                 code = process.wait()
                 how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
                 raise RunnerCrashed(f"the runner process died ({how})")
-            return answer
         finally:
             self._lock.release()
 

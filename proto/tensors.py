@@ -27,11 +27,13 @@ MAX_RANK = 16
 """Most dimensions a tensor may have (ONNX Runtime's kernels go far lower)."""
 MAX_TENSORS = 1024
 """Most tensors one request may carry."""
-NUMERIC_DTYPES = frozenset(
-    ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
-     "uint32", "uint64", "bool")
-)  # fmt: skip
-"""The numpy dtype names the wire accepts besides "str"."""
+ITEMSIZES = {
+    "float16": 2, "float32": 4, "float64": 8, "int8": 1, "int16": 2, "int32": 4, "int64": 8,
+    "uint8": 1, "uint16": 2, "uint32": 4, "uint64": 8, "bool": 1,
+}  # fmt: skip
+"""The numpy dtype names the wire accepts besides "str", and their bytes per element (a
+table, so that checking a header never imports numpy: it costs the agent ~18 MB)."""
+NUMERIC_DTYPES = frozenset(ITEMSIZES)
 _LENGTH = struct.Struct("<I")
 _HEADER = struct.Struct("<Q")
 
@@ -49,9 +51,7 @@ class TensorTooLarge(TensorError):
 
 def itemsize(dtype: str) -> int:
     """Bytes per element of a numeric wire dtype."""
-    import numpy as np  # noqa: PLC0415
-
-    return int(np.dtype(dtype).itemsize)
+    return ITEMSIZES[dtype]
 
 
 def check_header(
