@@ -63,7 +63,8 @@ def fuzz(test: Callable[..., None]) -> Callable[..., None]:
         derandomize=SEED is None,
         database=None,
         suppress_health_check=[
-            HealthCheck.function_scoped_fixture,  # the fixtures hold only read-only inputs
+            # tmp_path: each case makes its own folder in it (fresh); tally: counts across cases.
+            HealthCheck.function_scoped_fixture,
             HealthCheck.too_slow,
             HealthCheck.data_too_large,
         ],
@@ -81,6 +82,8 @@ class Tally:
     cases: int = 0
     tracebacks: int = 0
     partial_files: int = 0
+    bad_messages: int = 0
+    """Failures whose stderr was not one "Error:" line, or passed a crash on as a message."""
     exit_codes: collections.Counter[int] = field(default_factory=collections.Counter)
 
 
@@ -97,6 +100,7 @@ def tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
             "cases": t.cases,
             "tracebacks": t.tracebacks,
             "partial_files": t.partial_files,
+            "bad_messages": t.bad_messages,
             "exit_codes": {str(k): v for k, v in sorted(t.exit_codes.items())},
         }
         with open(REPORT, "a", encoding="utf-8") as f:
@@ -122,8 +126,9 @@ def invoke(tally: Tally, *args: str) -> Result:
     assert result.exit_code in (0, 1), (result.exit_code, result.output)
     if result.exit_code == 1:
         lines = result.stderr.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-        assert result.stdout == "", result.stdout
+        one_line = len(lines) == 1 and lines[0].startswith("Error: ") and result.stdout == ""
+        tally.bad_messages += not one_line
+        assert one_line, (result.stdout, result.stderr)
     return result
 
 
@@ -327,10 +332,11 @@ LEAKED = re.compile(
 words ("Unable to find data type for weight_name") is a refusal, which the passes pass on."""
 
 
-def _check_model_message(result: Result, model: Path) -> None:
-    """A failure names the user's file, or at least is not a library's exception passed on."""
+def _check_model_message(tally: Tally, result: Result, model: Path) -> None:
+    """A failure names the user's file, or at least does not pass a crash on as its message."""
     message = error_line(result)
     if result.exit_code == 1 and not message.startswith(f"{model}: "):
+        tally.bad_messages += bool(LEAKED.search(message))
         assert not LEAKED.search(message), message
 
 
@@ -360,7 +366,7 @@ def test_compress_mutated_models(data: bytes, precision: str, tmp_path: Path, ta
     out = outputs / "compressed.onnx"
     result = invoke(tally, "compress", str(model), "--precision", precision, "-o", str(out))
     _check_compressed(tally, result, outputs, out)
-    _check_model_message(result, model)
+    _check_model_message(tally, result, model)
 
 
 @example(data=_bad_utf8(BASE, b"fc1", b"\xff"))
@@ -370,7 +376,7 @@ def test_plan_mutated_models(data: bytes, tmp_path: Path, tally: Tally) -> None:
     model = fresh(tmp_path, "case") / "model.onnx"
     model.write_bytes(data)
     result = invoke(tally, "plan", str(model), "--profile", "pi4", "--json")
-    _check_model_message(result, model)
+    _check_model_message(tally, result, model)
 
 
 # ---- .npz inputs --------------------------------------------------------------------------
@@ -494,33 +500,24 @@ TOML_SCALARS = st.one_of(
     st.floats(),
     st.booleans(),
 )
-TOML_VALUES = st.recursive(
-    TOML_SCALARS,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+
+
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        inner, st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    )
+
+
+# Two levels of lists and tables, spelled out: st.recursive with a random seed trips
+# hypothesis's check that `extend` uses its argument (a HypothesisDeprecationWarning).
+TOML_VALUES = _nested(_nested(TOML_SCALARS))
 KEYS = st.one_of(st.sampled_from(["pi", "rk-01", "lab", "a.b", "", " "]), st.text(max_size=10))
+_ODD_ADDRESSES = [
+    "[::1]:50051", "h:0", "h:65536", "h:", ":1", "h", "h:\u00b2", "h:\u0661\u0662", "h:-1",
+    "h: 1", "h:1\n", "h:99999999999999999999",
+]  # fmt: skip
 ADDRESSES = st.one_of(
-    st.just("127.0.0.1:50051"),
-    st.sampled_from(
-        [
-            "[::1]:50051",
-            "h:0",
-            "h:65536",
-            "h:",
-            ":1",
-            "h",
-            "h:²",
-            "h:١٢",
-            "h:-1",
-            "h: 1",
-            "h:1\n",
-            "h:99999999999999999999",
-        ]
-    ),
-    st.text(max_size=20),
+    st.just("127.0.0.1:50051"), st.sampled_from(_ODD_ADDRESSES), st.text(max_size=20)
 )
 
 
