@@ -154,16 +154,16 @@ def load(path: Path, model: onnx.ModelProto, *, purpose: str) -> Dataset:  # noq
             array = array.astype(spec.dtype)
         _check_values(array, spec.name, path, purpose)
         arrays[spec.name] = array
-    counts = {len(a) for a in arrays.values()} | ({len(labels)} if labels is not None else set())
-    if len(counts) > 1:
-        raise DataError(f"{purpose} data {path}: arrays hold different numbers of samples {counts}")
-    if (not arrays and not constants) or (arrays and len(next(iter(arrays.values()))) == 0):
-        raise DataError(f"{purpose} data {path}: no samples")
     if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu"):
         raise DataError(
             f"{purpose} data {path}: 'labels' must hold one class per sample (shape [N]) as "
             f"integer class indices, got {labels.dtype} of shape {list(labels.shape)}"
         )
+    counts = {len(a) for a in arrays.values()} | ({len(labels)} if labels is not None else set())
+    if len(counts) > 1:
+        raise DataError(f"{purpose} data {path}: arrays hold different numbers of samples {counts}")
+    if (not arrays and not constants) or (arrays and len(next(iter(arrays.values()))) == 0):
+        raise DataError(f"{purpose} data {path}: no samples")
     fixed = {s.dims[0] for s in specs if s.dims and s.dims[0] is not None and s.name not in whole}
     fixed_batch = min(fixed) if fixed else None
     if any(None in s.dims for s in specs if s.name in whole):
