@@ -26,6 +26,7 @@ from google.protobuf import json_format
 from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.compress import build_request, compression_options
 from edgeopt.host.client import AgentClient
+from edgeopt.host.compress.data import read_npz
 from edgeopt.host.deploy import (
     Deployer,
     DeployOptions,
@@ -37,7 +38,7 @@ from edgeopt.host.deploy import (
 from edgeopt.host.inventory import Device
 from edgeopt.host.output import echo_json, table
 from edgeopt.host.state import State
-from edgeopt.proto.errors import EdgeoptError
+from edgeopt.proto.errors import DataError, EdgeoptError
 
 T = TypeVar("T")
 
@@ -348,8 +349,10 @@ def infer_cmd(  # noqa: PLR0917  (click passes each option by name)
             f"infer runs on one device; {selector!r} selects {len(devices)}: "
             + ", ".join(d.name for d in devices)
         )
-    with np.load(input_path, allow_pickle=False) as npz:
-        feed = {k: npz[k] for k in npz.files}
+    try:  # every member's header checked before numpy allocates what it declares
+        feed = read_npz(input_path, "input")
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
 
     async def call(client: AgentClient) -> Any:
         return await client.infer_batches(name, feed, version_label, timeout=max(60.0,
