@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from edgeopt.agent.probes import system
 from edgeopt.host.output import table
-from edgeopt.host.ssh import Connection, SshError, quote
+from edgeopt.host.ssh import Connection, SshError, printable, quote
 from edgeopt.proto import profiling
 from edgeopt.proto.inputs import made_up_shape
 
@@ -139,14 +140,59 @@ def over_ssh(
             if "No module named 'onnxruntime'" in err or "No module named 'numpy'" in err:
                 last = f"the board's {python} has no onnxruntime (pip install onnxruntime)"
             raise SshError(f"{conn.target}: profiling failed: {last}")
-        answer = json.loads(out.strip().splitlines()[-1])
-        with conn.sftp() as sftp, sftp.open(answer["trace"], "rb") as f:
-            trace = f.read()
+        answer = _answer(conn, out, folder)
+        with conn.sftp() as sftp:
+            size = sftp.stat(answer["trace"]).st_size or 0
+            if size > MAX_TRACE_BYTES:
+                raise SshError(f"{conn.target}: the board's trace is {size} bytes, more than "
+                               f"{MAX_TRACE_BYTES}: ask for fewer --runs")  # fmt: skip
+            with sftp.open(answer["trace"], "rb") as f:
+                trace = f.read(MAX_TRACE_BYTES + 1)[:MAX_TRACE_BYTES]
     finally:
         conn.run(f"rm -rf {quote(folder)}", timeout=60, check=False)
-    events = json.loads(trace)
-    emulation = system.emulation(answer.get("kernel_arch"), answer.get("machine", ""))
-    return profiling.aggregate(events, skip_runs=warmup), trace, answer["onnxruntime"], emulation
+    try:
+        events = json.loads(trace)
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise ValueError("not a list of trace events")
+        figures = profiling.aggregate(events, skip_runs=warmup)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise SshError(f"{conn.target}: the board's trace is not ONNX Runtime's: "
+                       f"{printable(str(exc))[:200]}") from None  # fmt: skip
+    emulation = system.emulation(answer["kernel_arch"], answer["machine"])
+    return figures, trace, answer["onnxruntime"], emulation
+
+
+MAX_TRACE_BYTES = 256 << 20
+"""The largest trace the host fetches from a board."""
+
+
+def _answer(conn: Connection, out: str, folder: str) -> dict[str, str]:
+    """The one-shot script's last line, checked: the board may print anything.
+
+    The trace it names must be the file the script was told to write, inside `folder`.
+
+    Raises:
+        SshError: not the script's JSON, or a trace path outside the folder.
+    """
+    lines = out.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        answer = None
+    fields = ("trace", "onnxruntime", "kernel_arch", "machine")
+    if not isinstance(answer, dict) or not all(
+        isinstance(answer.get(k, ""), str) and len(answer.get(k, "")) < 4096 for k in fields
+    ):
+        shown = printable(lines[-1] if lines else "")[:200]
+        raise SshError(f"{conn.target}: the profiling script's answer is not what it prints: "
+                       f"{shown!r}")  # fmt: skip
+    trace = posixpath.normpath(str(answer.get("trace", "")))
+    if posixpath.dirname(trace) != folder or not posixpath.basename(trace).startswith("trace-"):
+        raise SshError(f"{conn.target}: the board named a trace outside its profiling folder: "
+                       f"{printable(trace)[:200]!r}")  # fmt: skip
+    return {"trace": trace, "onnxruntime": printable(str(answer.get("onnxruntime", "")))[:64],
+            "kernel_arch": str(answer.get("kernel_arch", "")),
+            "machine": str(answer.get("machine", ""))}  # fmt: skip
 
 
 def made_up_feed(model: Path, shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:

@@ -114,6 +114,40 @@ def test_a_board_python_without_onnxruntime_is_named(
     )
 
 
+@pytest.mark.parametrize(
+    ("printed", "said"),
+    [
+        ('{"trace": "/etc/hostname", "onnxruntime": "1", "machine": "", "kernel_arch": ""}',
+         "the board named a trace outside its profiling folder: '/etc/hostname'"),
+        ('{"trace": "FOLDER/../../etc/hostname", "onnxruntime": "1"}',
+         "the board named a trace outside its profiling folder: '/etc/hostname'"),
+        ("\x1b[2Jnot json", "the profiling script's answer is not what it prints: 'not json'"),
+        ('{"trace": 7}', "the profiling script's answer is not what it prints"),
+        ('{"trace": "FOLDER/trace-x.json", "onnxruntime": "1"}',
+         "the board's trace is not ONNX Runtime's: not a list of trace events"),
+    ],
+)  # fmt: skip
+def test_a_board_that_answers_what_it_likes_gets_nothing_read(
+    sshd_server: sshd.Sshd, digits: DigitsModel, tmp_path: Path, printed: str, said: str
+) -> None:
+    """The board's "python" prints a hostile answer: the host reads no file it names outside
+    the profiling folder, and says so in one line."""
+    home = sshd.client_home(tmp_path, sshd_server)
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/bin/sh\nfolder=$(pwd)\n"
+        'printf \'{"not": "events"}\' > "$folder/trace-x.json"\n'
+        f"printf '%s\\n' '{printed}' | sed \"s#FOLDER#$folder#\"\n"
+    )
+    fake.chmod(0o755)
+    target, key = f"root@127.0.0.1:{sshd_server.port}", str(sshd_server.client_key)
+    result = edgeopt(tmp_path, "profile", str(digits.onnx), "--ssh", target, "-i", key,
+                     "--python", str(fake), home=home)  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: {target}: {said}"), result.output
+    assert "Traceback" not in result.output
+
+
 def test_nodes_that_left_the_asked_provider_are_named() -> None:
     from edgeopt.proto import profiling
 
