@@ -94,7 +94,11 @@ def external_files(model: onnx.ModelProto) -> dict[str, str]:
     """External data location → the first tensor stored there, over every graph."""
     found: dict[str, str] = {}
     for graph in graphs(model.graph):
-        for tensor in graph.initializer:
+        tensors = list(graph.initializer)
+        for node in graph.node:  # Constant nodes and other tensor attributes may be external too
+            for attr in node.attribute:
+                tensors += [attr.t, *attr.tensors]
+        for tensor in tensors:
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
                 location = next((e.value for e in tensor.external_data if e.key == "location"), "")
                 found.setdefault(location, tensor.name)
@@ -102,9 +106,19 @@ def external_files(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def check_external_data(model: onnx.ModelProto, path: Path) -> None:
-    """Raise `ModelError` naming the file when external data a model needs is not beside it."""
+    """Raise `ModelError` naming the file when external data a model needs is not beside it.
+
+    A location must stay inside the model's folder: a model from elsewhere could otherwise name
+    `../../.ssh/id_ed25519` and have it read into the model and pushed to a board.
+    """
+    folder = path.parent.resolve()
     for location, tensor in external_files(model).items():
         data = path.parent / location
+        if Path(location).is_absolute() or not data.resolve().is_relative_to(folder):
+            raise ModelError(
+                f"{path}: external data file {location!r} (holding tensor {tensor!r}) is outside "
+                "the model's folder; refused: external data must sit beside the model"
+            )
         if not location or not data.is_file():
             raise ModelError(
                 f"{path}: external data file {location!r} (holding tensor {tensor!r}) is missing; "

@@ -343,3 +343,30 @@ def test_an_ir3_model_with_weights_in_constants(tmp_path: Path) -> None:
     report = compress(CompressRequest(model=path, precision="int8-dynamic"))
     assert "IR version 3 -> 4: initializers that are not graph inputs need it" in report.notes
     assert report.weights_after.quantized_share == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("location", ["../secret.weights", "/etc/hostname"])
+def test_external_data_outside_the_models_folder_is_refused(tmp_path: Path, location: str) -> None:
+    """A model from elsewhere must not have the host read any file it names into a model."""
+    path = mlp_in_constants(tmp_path)
+    normalized = compress(CompressRequest(model=path, precision="fp32")).artifact
+    folder = tmp_path / "external"
+    folder.mkdir()
+    onnx.save_model(onnx.load(str(normalized)), str(folder / "m.onnx"),
+                    save_as_external_data=True, location="m.weights",
+                    size_threshold=0)  # fmt: skip
+    (folder / "m.weights").rename(tmp_path / "secret.weights")
+    model = onnx.load(str(folder / "m.onnx"), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save_model(model, str(folder / "m.onnx"))
+    with pytest.raises(ModelError) as caught:
+        compress(CompressRequest(model=folder / "m.onnx", precision="int8-dynamic"))
+    assert str(caught.value).startswith(
+        f"{folder / 'm.onnx'}: external data file {location!r} (holding tensor "
+    )
+    assert str(caught.value).endswith(
+        "is outside the model's folder; refused: external data must sit beside the model"
+    )
