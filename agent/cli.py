@@ -208,6 +208,11 @@ def _capabilities(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Before grpc is imported: the agent forks only to exec its runner, and gRPC's fork
+    # handlers, run in that child on Pythons that fork() rather than vfork() (3.8, 3.9: the
+    # boards'), aborted it now and then ("epoll_wait error: Bad file descriptor", SIGABRT:
+    # 7 in 30 runner starts under load on 3.9; 0 in 30 with this).
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
     from edgeopt.agent.server import (  # noqa: PLC0415  (grpc only when serving)
         ServerConfig,
         check_exposure,
