@@ -9,6 +9,7 @@ pyenv's on this machine; a missing one is skipped with its reason."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import subprocess
@@ -117,3 +118,61 @@ def test_the_agent_serves_on_an_old_python(
         agent.stop()
     assert caps.python_version.startswith(f"{version}.")  # type: ignore[attr-defined]
     assert reply.outputs and bench.latency.samples >= 10
+
+
+@pytest.mark.parametrize("version", ["3.8", "3.9"])
+def test_runners_started_while_grpc_is_busy_never_abort(
+    version: str, old_python: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Python 3.8 and 3.9 fork() (not vfork()) to start a runner, and gRPC's fork handlers
+    aborted that child now and then (7 of 30 starts under load on 3.9) until the agent turned
+    gRPC's fork support off. Each cancelled Benchmark kills the benchmark runner, so each of
+    these starts a new one while other calls keep gRPC's pollers busy."""
+    import threading
+
+    import grpc
+
+    from edgeopt.proto import auth
+    from edgeopt.proto.v1 import agent_pb2_grpc
+    from tests.models import matmul_chain
+
+    agent = start_agent(tmp_path / "agent", python=str(old_python(version)))
+    model = matmul_chain(tmp_path / "m.onnx", np.eye(256), 4)
+    md = (auth.bearer(agent.token or ""),)
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def busy() -> None:
+        with grpc.insecure_channel(agent.address) as channel:
+            stub = agent_pb2_grpc.AgentStub(channel)
+            while not stop.is_set():
+                with contextlib.suppress(grpc.RpcError):
+                    stub.ListModels(agent_pb2.ListModelsRequest(), metadata=md, timeout=5)
+
+    async def push() -> str:
+        async with AgentClient(agent.address, token=agent.token) as client:
+            return (await client.push(model, "")).sha256
+
+    try:
+        sha = asyncio.run(push())
+        workers = [threading.Thread(target=busy) for _ in range(4)]
+        for w in workers:
+            w.start()
+        with grpc.insecure_channel(agent.address) as channel:
+            stub = agent_pb2_grpc.AgentStub(channel)
+            for _ in range(20):
+                request = agent_pb2.BenchmarkRequest(sha256=sha, max_seconds=5,
+                                                     min_repeats=10**6)  # fmt: skip
+                try:
+                    list(stub.Benchmark(request, metadata=md, timeout=0.6))
+                    outcomes.append("OK")
+                except grpc.RpcError as exc:
+                    outcomes.append(f"{exc.code().name}: {exc.details()}")
+        stop.set()
+        for w in workers:
+            w.join()
+    finally:
+        stop.set()
+        agent.stop()
+    assert not [o for o in outcomes if "SIGABRT" in o or "crashed" in o], outcomes
+    assert "Epoll1Poller" not in (agent.store / "runner.log").read_text()
