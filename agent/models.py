@@ -124,6 +124,7 @@ class Models:
         self.heavy = Runner(log=root / "runner.log")
         """Benchmarks and profiles: a child of their own (see the module docstring)."""
         self._heavy_idle: threading.Timer | None = None
+        self._closing = threading.Event()
         self._loaded: dict[str, LoadedModel] = {}
         self._generation = -1  # the runner child the sessions in _loaded live in
         self._bench_lock = threading.Lock()  # one benchmark at a time: two would skew both
@@ -221,8 +222,12 @@ class Models:
     def _fresh(self) -> None:
         """Reload the active models when the runner child is not the one that loaded them.
 
-        That happens when it died between requests (killed, out of memory).
+        That happens when it died between requests (killed, out of memory). Not while the agent
+        shuts down: a runner killed then stays dead (starting one and loading every active
+        model again only delays the exit).
         """
+        if self._closing.is_set():
+            raise Refusal("UNAVAILABLE", "the agent is shutting down; try again when it is back")
         with self._lock:
             if self.runner.ensure_started() != self._generation:
                 self._loaded.clear()
@@ -615,6 +620,7 @@ class Models:
 
     def close(self) -> None:
         """Stop the runners; a busy one is killed rather than waited for."""
+        self._closing.set()
         if self._heavy_idle is not None:
             self._heavy_idle.cancel()
         for runner in (self.heavy, self.runner):
@@ -622,6 +628,7 @@ class Models:
 
     def kill(self) -> None:
         """Kill both runners now (shutdown): a request they run fails at once."""
+        self._closing.set()
         self.heavy.kill()
         self.runner.kill()
 
