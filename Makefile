@@ -138,11 +138,16 @@ SOAK_REPORTS := $(VENV)/soak
 soak: venv system-packages
 	@rm -rf $(SOAK_REPORTS); mkdir -p $(SOAK_REPORTS); failed=""; \
 	EDGEOPT_LOAD_CLIENTS=128 EDGEOPT_LOAD_SECONDS=300 EDGEOPT_LOAD_REPORT=$(SOAK_REPORTS)/load.jsonl \
-	  $(PY) -m pytest -q -p no:cacheprovider tests/agent/test_load.py || failed="$$failed load"; \
+	  $(PY) -m pytest -q -p no:cacheprovider --timeout 0 tests/agent/test_load.py \
+	  || failed="$$failed load"; \
 	EDGEOPT_FUZZ_EXAMPLES=3000 EDGEOPT_FUZZ_REPORT=$(SOAK_REPORTS)/fuzz.jsonl \
-	  $(PY) -m pytest -q -p no:cacheprovider tests/agent/test_fuzz_rpc.py || failed="$$failed fuzz"; \
+	  $(PY) -m pytest -q -p no:cacheprovider --timeout 0 tests/agent/test_fuzz_rpc.py \
+	  || failed="$$failed fuzz"; \
+	EDGEOPT_FUZZ_EXAMPLES=2000 EDGEOPT_FUZZ_SEED=$$RANDOM EDGEOPT_FUZZ_REPORT=$(SOAK_REPORTS)/host_fuzz.jsonl \
+	  $(PY) -m pytest -q -p no:cacheprovider --timeout 0 tests/cli/test_fuzz_cli.py \
+	  || failed="$$failed host-fuzz"; \
 	EDGEOPT_FAULT_KILLS=200 EDGEOPT_FAULT_REPORT=$(SOAK_REPORTS)/faults.jsonl \
-	  $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_kill_faults.py \
+	  $(PY) -m pytest -q -p no:cacheprovider --timeout 0 tests/integration/test_kill_faults.py \
 	  || failed="$$failed faults"; \
 	$(PY) benchmarks/hardening.py --reports $(SOAK_REPORTS) || failed="$$failed benchmark"; \
 	if [ -n "$$failed" ]; then echo "soak failed:$$failed"; exit 1; fi

@@ -15,7 +15,7 @@
     the serving runner answering a small Infer again (restarted, the model reloaded).
 (e) The load, fuzz and fault tests' figures: the tests run here with modest sizes and their
     JSON reports are read; with --reports DIR the reports of an earlier run (`make soak`) are
-    read from DIR instead (load.jsonl, fuzz.jsonl, faults.jsonl).
+    read from DIR instead (load.jsonl, fuzz.jsonl, host_fuzz.jsonl, faults.jsonl).
 
 Medians over --repeats runs; the CPU is read from /proc/cpuinfo. Writes the `hardening`
 section of benchmarks/RESULTS.md.
@@ -366,12 +366,16 @@ def run_tests(reports: Path) -> dict[str, int]:
            "EDGEOPT_LOAD_SECONDS": "4", "EDGEOPT_FUZZ_EXAMPLES": "40",
            "EDGEOPT_FAULT_KILLS": "20"}  # fmt: skip
     codes = {}
-    for name, path in (("load", "tests/agent/test_load.py"),
-                       ("fuzz", "tests/agent/test_fuzz_rpc.py"),
-                       ("faults", "tests/integration/test_kill_faults.py")):  # fmt: skip
+    for name, path, report in (
+        ("load", "tests/agent/test_load.py", None),
+        ("fuzz", "tests/agent/test_fuzz_rpc.py", None),
+        ("host fuzz", "tests/cli/test_fuzz_cli.py", reports / "host_fuzz.jsonl"),
+        ("faults", "tests/integration/test_kill_faults.py", None),
+    ):
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path]
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                              check=False)  # fmt: skip
+        extra = {"EDGEOPT_FUZZ_REPORT": str(report)} if report else {}
+        done = subprocess.run(command, cwd=ROOT, env={**env, **extra}, capture_output=True,
+                              text=True, check=False)  # fmt: skip
         codes[name] = done.returncode
         print(f"{path}: exit {done.returncode}\n{done.stdout[-1500:]}", file=sys.stderr)
     return codes
@@ -386,6 +390,18 @@ def last_line(path: Path, test: str) -> dict[str, Any] | None:
         if record.get("test") == test:
             found = record
     return found
+
+
+def host_fuzz_totals(path: Path) -> dict[str, int] | None:
+    """The host fuzz tests' counts summed over their report lines (one per test)."""
+    if not path.exists():
+        return None
+    totals = {"cases": 0, "tracebacks": 0, "partial_files": 0, "bad_messages": 0}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        for key in totals:
+            totals[key] += int(record.get(key, 0))
+    return totals
 
 
 def main() -> int:
@@ -420,6 +436,7 @@ def main() -> int:
         load = last_line(reports / "load.jsonl", "load")
         fuzz = last_line(reports / "fuzz.jsonl", "fuzz")
         faults = last_line(reports / "faults.jsonl", "sigkill")
+        host_fuzz = host_fuzz_totals(reports / "host_fuzz.jsonl")
 
     def med(rows: list[dict[str, Any]], key: str) -> float:
         return statistics.median(float(r[key]) for r in rows)
@@ -478,6 +495,13 @@ def main() -> int:
             "deaths; codes: "
             + ", ".join(f"{k} {v}" for k, v in sorted(codes.items()))
             + " | no death, no UNKNOWN/INTERNAL |"
+        )
+    if host_fuzz:
+        lines.append(
+            f"| (e) host fuzz: mutated models, .npz files, inventories and profiles to the CLI | "
+            f"{host_fuzz['cases']} cases, {host_fuzz['tracebacks']} tracebacks, "
+            f"{host_fuzz['partial_files']} partial files, {host_fuzz['bad_messages']} messages "
+            "not one line | 0, 0, 0 |"
         )
     if faults:
         lines.append(
