@@ -96,7 +96,8 @@ def _read_into(stream: IO[bytes], buffer: bytearray) -> bool:
     return True
 
 
-def _receive(stream: IO[bytes]) -> dict[str, Any] | None:
+def _read_head(stream: IO[bytes]) -> tuple[bytearray, list[int]] | None:
+    """A frame's pickle and the sizes of the buffers that follow it (None at EOF)."""
     head = bytearray(HEADER.size)
     if not _read_into(stream, head):
         return None
@@ -105,8 +106,16 @@ def _receive(stream: IO[bytes]) -> dict[str, Any] | None:
     payload = bytearray(size)
     if not _read_into(stream, sizes) or not _read_into(stream, payload):
         return None
+    return payload, [length for (length,) in BUFFER.iter_unpack(sizes)]
+
+
+def _receive(stream: IO[bytes]) -> dict[str, Any] | None:
+    read = _read_head(stream)
+    if read is None:
+        return None
+    payload, sizes = read
     buffers = []
-    for (length,) in BUFFER.iter_unpack(sizes):
+    for length in sizes:
         buffers.append(bytearray(length))
         if not _read_into(stream, buffers[-1]):
             return None
@@ -116,15 +125,10 @@ def _receive(stream: IO[bytes]) -> dict[str, Any] | None:
 
 def _receive_head(stream: IO[bytes]) -> tuple[dict[str, Any], list[int]] | None:
     """A frame's message with each buffer replaced by its size; the bytes are left unread."""
-    head = bytearray(HEADER.size)
-    if not _read_into(stream, head):
+    read = _read_head(stream)
+    if read is None:
         return None
-    size, count = HEADER.unpack(head)
-    sizes_raw = bytearray(BUFFER.size * count)
-    payload = bytearray(size)
-    if not _read_into(stream, sizes_raw) or not _read_into(stream, payload):
-        return None
-    sizes = [length for (length,) in BUFFER.iter_unpack(sizes_raw)]
+    payload, sizes = read
     # Empty stand-ins: the message keeps its shape; its buffers are streamed afterwards.
     message: dict[str, Any] = pickle.loads(payload, buffers=[bytearray() for _ in sizes])
     return message, sizes
