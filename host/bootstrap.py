@@ -587,7 +587,10 @@ def remove(conn: Connection, *, folder: str = "~/.edgeopt", purge: bool = False)
         "true",
         timeout=30,
     )
-    gone = ["venv", "wheels", "token", "ready", "agent.log", "supervise.sh", "tls"]
+    gone = ["venv", "wheels", "token", "ready", "agent.log", "supervise.sh"]
+    _, tls_folder, _ = conn.run(f"test -d {f}/tls && echo yes || echo no", timeout=30)
+    if tls_folder.strip() == "yes":  # bootstrapped with --tls: its certificate and key go too
+        gone.append("tls")
     if purge:
         gone.append("store")
     conn.run(f"cd {f} 2>/dev/null && rm -rf {' '.join(gone)}; "
