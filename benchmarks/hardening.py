@@ -461,7 +461,7 @@ def main() -> int:
         f"| (b) agent RSS before 16 InferStream calls of 15 MB (4x3x640x640 float32, Add) "
         f"| {med(b, 'before'):.1f} MiB | |",
         f"| (b) highest during | {med(b, 'peak'):.1f} MiB, +{med(b, 'over'):.1f} MiB "
-        f"({span([r['over'] for r in b])}) | ≤ 70 MB above |",
+        f"({span([r['over'] for r in b])}) | ≤ 70 MB (the agent, runner apart) |",
         f"| (b) after | {med(b, 'after'):.1f} MiB | |",
         f"| (b) answers equal to x + 1 | {'all' if all(r['correct'] for r in b) else 'NOT all'} "
         "| all |",
