@@ -34,7 +34,7 @@ venv: $(STAMP)
 
 $(TREE): FORCE
 	@mkdir -p $(VENV)
-	@find agent host proto device_profiles -type f \( -name '*.py' -o -name '*.pyi' -o -name '*.toml' \
+	@find agent boardfacts host proto device_profiles -type f \( -name '*.py' -o -name '*.pyi' -o -name '*.toml' \
 	    -o -name '*.proto' -o -name py.typed \) | LC_ALL=C sort > $@.new
 	@cmp -s $@.new $@ || mv $@.new $@; rm -f $@.new
 
@@ -55,7 +55,7 @@ lint: venv
 typecheck: venv $(MYPY38)/.installed
 	$(VENV)/bin/mypy
 	$(MYPY38)/bin/mypy --python-version 3.8 --python-executable $(PY) \
-	    --cache-dir .mypy_cache/py38 -p edgeopt.agent -p edgeopt.proto
+	    --cache-dir .mypy_cache/py38 -p edgeopt.agent -p edgeopt.boardfacts -p edgeopt.proto
 
 $(MYPY38)/.installed: | $(STAMP)
 	@test -x $(MYPY38)/bin/python || $(PYTHON) -m venv $(MYPY38)

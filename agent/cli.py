@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeopt.agent.capabilities import Sources, agent_version, collect
 from edgeopt.agent.models import Bounds
 from edgeopt.agent.store import UPLOAD_EXPIRY_SECONDS, Limits
+from edgeopt.boardfacts.capabilities import Sources, agent_version, collect
 from edgeopt.proto import auth
 from edgeopt.proto.capabilities import format_summary, to_dict
 
@@ -169,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _capture(args: argparse.Namespace) -> int:
-    from edgeopt.agent.capabilities import capture  # noqa: PLC0415
+    from edgeopt.boardfacts.capabilities import capture  # noqa: PLC0415
 
     if args.dest.exists():
         print(f"edgeopt-agent: {args.dest} already exists", file=sys.stderr)
@@ -183,7 +183,7 @@ def _capture(args: argparse.Namespace) -> int:
 
 
 def _capabilities(args: argparse.Namespace) -> int:
-    from edgeopt.agent.probes.runtime import probe_in_process  # noqa: PLC0415
+    from edgeopt.boardfacts.runtime import probe_in_process  # noqa: PLC0415
 
     captured = any(x is not None for x in (args.procfs, args.sysfs, args.rootfs))
     sources = (

@@ -892,7 +892,7 @@ def median_ci(samples: list[float]) -> tuple[float, float, float]:
 
 def conditions() -> dict[str, Any]:
     """What may skew a measurement: governor, temperatures, load, usable CPUs."""
-    from edgeopt.agent.probes import thermal  # noqa: PLC0415
+    from edgeopt.boardfacts import thermal  # noqa: PLC0415
 
     zones: dict[str, tuple[str | None, str | None]] = {}
     for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
@@ -915,7 +915,7 @@ def conditions() -> dict[str, Any]:
 
 def _throttle_flags() -> int | None:
     """A Raspberry Pi's firmware throttle flags (thermal.THROTTLE_FILES), None elsewhere."""
-    from edgeopt.agent.probes import thermal  # noqa: PLC0415
+    from edgeopt.boardfacts import thermal  # noqa: PLC0415
 
     for pattern in thermal.THROTTLE_FILES:
         for path in sorted(Path("/").glob(pattern)):

@@ -33,13 +33,13 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from edgeopt.agent.capabilities import Sources, collect
 from edgeopt.agent.models import Activation, Bounds, Models, chunks_of
 from edgeopt.agent.plancheck import PlanRefused, check_plan
-from edgeopt.agent.probes.runtime import probe_in_subprocess
 from edgeopt.agent.runner import TensorTuple
 from edgeopt.agent.store import Limits, Refusal, check_digest
 from edgeopt.agent.tls import ServerTls, TlsFiles, TokenHolder, reload_all
+from edgeopt.boardfacts.capabilities import Sources, collect
+from edgeopt.boardfacts.runtime import probe_in_subprocess
 from edgeopt.proto import auth
 from edgeopt.proto import tensors as wire
 from edgeopt.proto.capabilities import OnnxRuntimeInfo, to_message

@@ -29,7 +29,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from edgeopt.agent.probes import thermal
+from edgeopt.boardfacts import thermal
 from edgeopt.host.client import AgentClient, ClientConfig, file_digest, plan_message, to_tensors
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.compress import data as datasets

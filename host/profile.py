@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.agent.probes import system
+from edgeopt.boardfacts import system
 from edgeopt.host.output import table
 from edgeopt.host.ssh import Connection, SshError, printable, quote
 from edgeopt.proto import profiling

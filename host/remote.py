@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edgeopt.agent import capabilities as agent_caps
-from edgeopt.agent.probes import runtime, system
+from edgeopt.boardfacts import capabilities as board_caps
+from edgeopt.boardfacts import runtime, system
 from edgeopt.host.ssh import Connection, SshError, printable
 from edgeopt.proto.capabilities import Capabilities, OnnxRuntimeInfo
 
@@ -49,11 +49,11 @@ MAX_RECORDS = 20_000
 """Most files it may name (a 256-core board has about 1,100 of the expected ones)."""
 MAX_PROBE_BYTES = 1 << 20
 """Most the ONNX Runtime probe's JSON may hold."""
-_PATTERNS = tuple(p.split("/") for p in (*agent_caps.CAPTURE_PATTERNS, *EXTRA_FILES))
+_PATTERNS = tuple(p.split("/") for p in (*board_caps.CAPTURE_PATTERNS, *EXTRA_FILES))
 
 
 def _script() -> str:
-    globs = " ".join("/" + p for p in (*agent_caps.CAPTURE_PATTERNS, *EXTRA_FILES))
+    globs = " ".join("/" + p for p in (*board_caps.CAPTURE_PATTERNS, *EXTRA_FILES))
     lines = [
         f"for f in {globs}; do",
         '  if [ -e "$f" ]; then printf \'\\036%s\\037\' "$f"; '
@@ -81,7 +81,7 @@ shim = types.ModuleType("edgeopt.proto.capabilities")
 shim.OnnxRuntimeInfo = info
 sys.modules["edgeopt.proto.capabilities"] = shim
 probe = {{"__name__": "edgeopt_runtime_probe"}}
-exec(compile({source!r}, "edgeopt/agent/probes/runtime.py", "exec"), probe)
+exec(compile({source!r}, "edgeopt/boardfacts/runtime.py", "exec"), probe)
 json.dump(dataclasses.asdict(probe["probe_in_process"]()), sys.stdout)
 """.encode()
 
@@ -180,7 +180,7 @@ def facts(conn: Connection) -> Facts:
             path = _inside(root, rel)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-        caps = agent_caps.collect(agent_caps.Sources.captured(rootfs=root))
+        caps = board_caps.collect(board_caps.Sources.captured(rootfs=root))
     python = _word(found, "=python", r"3\.[0-9]{1,3}\.[0-9]{1,3}[A-Za-z0-9+.]{0,16}", warnings)
     runtime_info = _runtime(conn) if python else OnnxRuntimeInfo(error="the board has no python3")
     df = found.get("=df", "").split()
@@ -204,7 +204,7 @@ def facts(conn: Connection) -> Facts:
         emulation=system.emulation(found.get("proc/sys/kernel/arch"), uname),
     )
     caps = _printable(caps)
-    caps = replace(caps, fingerprint=agent_caps.fingerprint(caps))
+    caps = replace(caps, fingerprint=board_caps.fingerprint(caps))
     return Facts(caps, python, blocks * 1024 if blocks is not None else None, tuple(warnings))
 
 

@@ -12,7 +12,7 @@
    that folder alone (--no-index): nothing is built there, and there is no compiler. The venv of
    one dependency set is cached too; the agent's own wheel is reinstalled on every start.
 3. The board. The agent runs chrooted in a private mount namespace where /proc/cpuinfo is a
-   captured Raspberry Pi 4's (tests/agent/data/boards/pi4) and /sys is that board's captured
+   captured Raspberry Pi 4's (tests/boardfacts/data/boards/pi4) and /sys is that board's captured
    tree plus the CPU lists its cpuinfo implies, so ONNX Runtime and the agent's probes see four
    Cortex-A72 cores. A network namespace gives it an address of its own (10.77.<subnet>.2) where
    the machine allows; else it listens on a loopback port.
@@ -53,7 +53,7 @@ from edgeopt.host.bootstrap import Board, build_wheel, download_wheels
 from tests import netns
 
 REPO = Path(__file__).resolve().parents[1]
-PI4 = REPO / "tests" / "agent" / "data" / "boards" / "pi4"
+PI4 = REPO / "tests" / "boardfacts" / "data" / "boards" / "pi4"
 SUITE = "bullseye"
 """Debian 11: Python 3.9.2 and glibc 2.31, as Raspberry Pi OS bullseye."""
 BOARD = Board(arch="aarch64", glibc=(2, 31), python=(3, 9, 2), venv=True, free_bytes=None,
@@ -66,7 +66,7 @@ WHEELS = "/opt/wheels"
 MARKER = ".edgeopt-arm-lab.json"
 """In a lab's run folder: `stop` removes only a folder that holds it."""
 THROTTLE_FILE = "sys/devices/platform/soc/soc:firmware/get_throttled"
-"""Under the board view: the Pi 4's firmware throttle flags (agent/probes/thermal.py)."""
+"""Under the board view: the Pi 4's firmware throttle flags (boardfacts/thermal.py)."""
 STORE = "/var/lib/edgeopt-agent"
 PORT = 50051
 START_TIMEOUT = 180.0

@@ -17,7 +17,7 @@ import pytest
 from tests import pg, pki, sshd
 from tests.pg import Postgres
 
-BOARDS = Path(__file__).parent / "agent" / "data" / "boards"
+BOARDS = Path(__file__).parent / "boardfacts" / "data" / "boards"
 
 
 @dataclass
@@ -141,7 +141,7 @@ def silent_listener() -> Iterator[str]:
 
 
 def board(name: str) -> Path:
-    """The captured tree of a real board (see tests/agent/data/boards/SOURCES.md)."""
+    """The captured tree of a real board (see tests/boardfacts/data/boards/SOURCES.md)."""
     path = BOARDS / name
     assert path.is_dir(), path
     return path

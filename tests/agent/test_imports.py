@@ -16,9 +16,9 @@ FORBIDDEN = ("torch", "edgeopt.host", "click", "paramiko", "onnx", "platformdirs
 
 SCRIPT = """
 import json, sys
-import edgeopt.agent.cli, edgeopt.agent.server, edgeopt.agent.capabilities
-from edgeopt.agent.capabilities import Sources, collect
-from edgeopt.agent.probes.runtime import probe_in_process
+import edgeopt.agent.cli, edgeopt.agent.server, edgeopt.boardfacts.capabilities
+from edgeopt.boardfacts.capabilities import Sources, collect
+from edgeopt.boardfacts.runtime import probe_in_process
 collect(Sources.live_system(), None, probe_in_process())
 json.dump(sorted(sys.modules), sys.stdout)
 """

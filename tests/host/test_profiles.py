@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.agent.capabilities import Sources, collect
+from edgeopt.boardfacts.capabilities import Sources, collect
 from edgeopt.host import profiles
 from edgeopt.proto.capabilities import OnnxRuntimeInfo
 from edgeopt.proto.errors import ProfileError

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from edgeopt.agent import capabilities as agent_caps
+from edgeopt.boardfacts import capabilities as board_caps
 from edgeopt.host.cli import cli
 from edgeopt.proto.capabilities import from_dict
 from tests import sshd
@@ -73,7 +73,7 @@ def test_facts_over_ssh_are_the_agents_report_of_the_same_machine(
     out = json.loads(result.stdout)
     assert out["target"] == f"root@127.0.0.1:{sshd_server.port}"
     remote = from_dict(out["capabilities"])
-    local = agent_caps.collect(agent_caps.Sources.live_system())
+    local = board_caps.collect(board_caps.Sources.live_system())
     for name in ("arch", "cpu_vendor", "cpu_model", "physical_cores", "logical_cores",
                  "clusters", "isa_features", "memory_total_bytes", "board_model", "os_name",
                  "kernel", "device_id", "cpu_governor", "libc"):  # fmt: skip

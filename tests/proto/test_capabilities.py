@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from edgeopt.agent.capabilities import Sources, collect
+from edgeopt.boardfacts.capabilities import Sources, collect
 from edgeopt.proto.capabilities import (
     ISA_FEATURES,
     Capabilities,
@@ -34,6 +34,6 @@ def test_unknown_numbers_stay_unknown_on_the_wire() -> None:
 
 
 def test_agent_tables_only_emit_known_features() -> None:
-    from edgeopt.agent.probes.cpu import ARM_FEATURES, X86_FEATURES
+    from edgeopt.boardfacts.cpu import ARM_FEATURES, X86_FEATURES
 
     assert set(ARM_FEATURES.values()) | set(X86_FEATURES.values()) <= ISA_FEATURES

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnxruntime as ort
 import pytest
 
-from edgeopt.agent.probes import accelerators, cpu, memory, runtime, system, thermal
+from edgeopt.boardfacts import accelerators, cpu, memory, runtime, system, thermal
 
 
 def test_meminfo_in_bytes_and_fallback_for_old_kernels() -> None:

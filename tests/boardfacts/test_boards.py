@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.agent.capabilities import Sources, capture, collect, fingerprint
+from edgeopt.boardfacts.capabilities import Sources, capture, collect, fingerprint
 from tests.conftest import board
 
 # name: (arch, vendor, model, physical, logical, clusters [(core, cpus, MHz)], isa, board model)

@@ -8,7 +8,7 @@ are a few hand-encoded protobuf bytes.
 
 `probe_in_subprocess` runs the probe in a child Python so that the agent neither pays ONNX
 Runtime's ~30 MB of memory while idle nor dies if the import crashes (as it does under qemu
-without an ARM /proc/cpuinfo). `python -m edgeopt.agent.probes.runtime` prints the JSON it reads.
+without an ARM /proc/cpuinfo). `python -m edgeopt.boardfacts.runtime` prints the JSON it reads.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def probe_in_process() -> OnnxRuntimeInfo:
 
 def probe_in_subprocess(python: str = sys.executable, timeout: float = 60.0) -> OnnxRuntimeInfo:
     """Run `probe_in_process` in a child interpreter and read its JSON answer."""
-    cmd = [python, "-m", "edgeopt.agent.probes.runtime"]
+    cmd = [python, "-m", "edgeopt.boardfacts.runtime"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:

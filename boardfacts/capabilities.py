@@ -22,7 +22,7 @@ import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from edgeopt.agent.probes import accelerators, cpu, memory, system, thermal
+from edgeopt.boardfacts import accelerators, cpu, memory, system, thermal
 from edgeopt.proto.capabilities import Capabilities, CpuCluster, OnnxRuntimeInfo
 
 
