@@ -32,7 +32,7 @@ def test_an_agent_on_the_oldest_runtimes_serves_the_newest_host(
     # edgeopt is not installed there: the source tree is put on its path under the package name.
     shim = tmp_path / "shim" / "edgeopt"
     shim.mkdir(parents=True)
-    for part in ("agent", "proto"):
+    for part in ("agent", "boardfacts", "proto"):
         (shim / part).symlink_to(ROOT / part)
     agent = start_agent(tmp_path / "agent", python=str(OLD),
                         env={"PYTHONPATH": str(shim.parent)})  # fmt: skip
