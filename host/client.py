@@ -367,8 +367,43 @@ class AgentClient:
                 )
                 if not resumable or attempt_number == resumes:
                     raise self._translate("PushModel", exc) from None
+                if exc.code() == grpc.StatusCode.INTERNAL:
+                    # Also what gRPC's core reports when the agent refused the header (a full
+                    # quota, say) while chunks were still on their way: the header alone carries
+                    # no such race and brings the agent's own answer.
+                    verdict = await self._header_alone(header, budget)
+                    if verdict is not None:
+                        return verdict
                 await asyncio.sleep(self.config.backoff_initial * 2**attempt_number)
         raise AssertionError("unreachable")
+
+    async def _header_alone(
+        self, header: agent_pb2.PushHeader, budget: float
+    ) -> agent_pb2.PushResult | None:
+        """Send a push's header with no chunk: the agent's verdict on it, without a race.
+
+        Returns the result when the agent has the artifact already; None when it would take
+        the bytes (it answers that the upload is incomplete, and keeps what it held).
+
+        Raises:
+            AgentError: the agent refuses the header (quota, name, label, digest).
+        """
+
+        async def requests() -> AsyncIterator[agent_pb2.PushRequest]:
+            yield agent_pb2.PushRequest(header=header)
+
+        try:
+            reply: agent_pb2.PushResult = await self._stub.PushModel(
+                requests(), timeout=budget, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            incomplete = exc.code() == grpc.StatusCode.DATA_LOSS and "incomplete" in str(
+                exc.details()
+            )
+            if incomplete or exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):
+                return None
+            raise self._translate("PushModel", exc) from None
+        return reply
 
     async def _stream_push(
         self,
