@@ -259,24 +259,9 @@ class Models:
         serving = runner is self.runner
         if serving:
             self._fresh()
-        try:
+        with self._stopped_or_crashed(during, restart=serving):
             answer = runner.call(request, timeout or self.bounds.request_timeout, progress, cancel)
-        except RunnerStopped as exc:
-            log.warning("%s while %s", exc, during)
-            if serving:
-                self._fresh()
-            code = "DEADLINE_EXCEEDED" if exc.reason == "timeout" else "CANCELLED"
-            raise Refusal(code, f"{during} stopped: {exc}") from exc
-        except RunnerCrashed as exc:
-            log.warning("%s while %s; restarting it", exc, during)
-            if serving:
-                self._fresh()
-            raise Refusal(
-                "FAILED_PRECONDITION", f"ONNX Runtime crashed while {during}: {exc}"
-            ) from exc
-        if not answer.get("ok"):
-            raise Refusal(answer.get("code", "INTERNAL"), answer.get("error", "runner error"))
-        return answer
+        return _answered(answer)
 
     def activate(
         self,
@@ -470,9 +455,7 @@ class Models:
         # Not under the models' lock while the outputs flow at the client's pace: the runner's
         # lock (held by `pieces`) keeps any other request, an unload included, waiting.
         try:
-            if not answer.get("ok"):
-                raise Refusal(answer.get("code", "INTERNAL"), answer.get("error", "runner error"))
-            sizes = answer.pop("buffer_sizes")
+            sizes = _answered(answer).pop("buffer_sizes")
             outputs = [(n, d, s, size) for (n, d, s, _), size in zip(answer["outputs"], sizes)]
             yield {"version": wanted, **answer, "outputs": outputs}
             with self._stopped_or_crashed(during):
@@ -483,18 +466,24 @@ class Models:
                 self._unload(f"{name}@{wanted}")
 
     @contextlib.contextmanager
-    def _stopped_or_crashed(self, during: str) -> Iterator[None]:
-        """Turn the serving runner's stop or death into a Refusal, restarting it."""
+    def _stopped_or_crashed(self, during: str, *, restart: bool = True) -> Iterator[None]:
+        """Turn a runner's stop or death into a Refusal.
+
+        The serving runner is restarted (`restart`) with the active models; the benchmark
+        runner starts again with its next request.
+        """
         try:
             yield
         except RunnerStopped as exc:
             log.warning("%s while %s", exc, during)
-            self._fresh()
+            if restart:
+                self._fresh()
             code = "DEADLINE_EXCEEDED" if exc.reason == "timeout" else "CANCELLED"
             raise Refusal(code, f"{during} stopped: {exc}") from exc
         except RunnerCrashed as exc:
             log.warning("%s while %s; restarting it", exc, during)
-            self._fresh()
+            if restart:
+                self._fresh()
             raise Refusal(
                 "FAILED_PRECONDITION", f"ONNX Runtime crashed while {during}: {exc}"
             ) from exc
@@ -631,6 +620,13 @@ class Models:
         self._closing.set()
         self.heavy.kill()
         self.runner.kill()
+
+
+def _answered(answer: dict[str, Any]) -> dict[str, Any]:
+    """The runner's answer, or its refusal raised as one."""
+    if not answer.get("ok"):
+        raise Refusal(answer.get("code", "INTERNAL"), answer.get("error", "runner error"))
+    return answer
 
 
 def _wrapped(tensors: list[TensorTuple] | None) -> list[TensorTuple] | None:

@@ -47,7 +47,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -207,15 +207,17 @@ class Upload:
             self.abort(keep=False)
             raise
         except OSError as exc:
-            if not _is_disk_full(exc):
-                raise
-            self.abort(keep=False)
-            raise _disk_full(
-                exc, f"receiving {self.sha256}", "the partial upload was removed"
-            ) from exc
+            self._disk_full(exc)
         self._hash.update(chunk)
         self.received += len(chunk)
         self.store.progress(self.sha256, self.position)
+
+    def _disk_full(self, exc: OSError) -> NoReturn:
+        """Re-raise `exc`, as RESOURCE_EXHAUSTED with the part removed when the disk is full."""
+        if not _is_disk_full(exc):
+            raise exc
+        self.abort(keep=False)
+        raise _disk_full(exc, f"receiving {self.sha256}", "the partial upload was removed") from exc
 
     def abort(self, keep: bool) -> None:
         """Stop here; keep the bytes for a resume, or drop them. Safe to call twice."""
@@ -250,12 +252,7 @@ class Upload:
             os.fsync(self._file.fileno())
             self._file.close()
         except OSError as exc:
-            if not _is_disk_full(exc):
-                raise
-            self.abort(keep=False)
-            raise _disk_full(
-                exc, f"receiving {self.sha256}", "the partial upload was removed"
-            ) from exc
+            self._disk_full(exc)
         self.store.release(self.sha256)
         digest = self._hash.hexdigest()
         if digest != self.sha256:

@@ -53,6 +53,7 @@ from results import write_section  # noqa: E402
 from edgeopt.host.client import AgentClient  # noqa: E402
 from edgeopt.proto import auth  # noqa: E402
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
+from tests.agent.test_models import runner_pids  # noqa: E402
 from tests.conftest import RunningAgent, start_agent  # noqa: E402
 
 MIB = 1 << 20
@@ -86,20 +87,8 @@ def alive(pid: int) -> bool:
 
 
 def runners(parent: int) -> list[int]:
-    """The runner processes (edgeopt.agent.runner) whose parent is `parent`."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"edgeopt.agent.runner" in cmdline and alive(int(proc.name)):
-            found.append(int(proc.name))
-    return sorted(found)
+    """The live runner processes (edgeopt.agent.runner) whose parent is `parent`."""
+    return sorted(pid for pid in runner_pids(parent) if alive(pid))
 
 
 def cpu_ticks(pid: int) -> int:

@@ -29,7 +29,7 @@ from edgeopt.proto import auth
 from edgeopt.proto import tensors as wire
 from edgeopt.proto.errors import AgentError
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
-from tests.agent.test_models import _push_activate, digits_feed, said, stub
+from tests.agent.test_models import _push_activate, digits_feed, runner_pids, said, stub
 from tests.conftest import RunningAgent
 from tests.models import DigitsModel
 
@@ -67,18 +67,7 @@ def wide_chain(path: Path, depth: int = 40) -> Path:
 
 def runners(agent: RunningAgent) -> set[int]:
     """Pids of the agent's runner children."""
-    found = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (proc / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == agent.process.pid and b"edgeopt.agent.runner" in cmdline:
-            found.add(int(proc.name))
-    return found
+    return runner_pids(agent.process.pid)
 
 
 def rss(pid: int) -> int:

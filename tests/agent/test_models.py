@@ -324,20 +324,29 @@ def shared_digits_agent(
     agent.stop()
 
 
-def runner_pid(agent: RunningAgent) -> int:
-    """The agent's runner child (the process running edgeopt.agent.runner)."""
+def runner_pids(parent: int) -> set[int]:
+    """Pids of the runner children (processes running edgeopt.agent.runner) of `parent`."""
+    found = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             stat = (proc / "stat").read_text()
             cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == agent.process.pid and b"edgeopt.agent.runner" in cmdline:
-            return int(proc.name)
-    raise AssertionError("no runner process")
+        if ppid == parent and b"edgeopt.agent.runner" in cmdline:
+            found.add(int(proc.name))
+    return found
+
+
+def runner_pid(agent: RunningAgent) -> int:
+    """The agent's runner child (the process running edgeopt.agent.runner)."""
+    found = runner_pids(agent.process.pid)
+    if not found:
+        raise AssertionError("no runner process")
+    return min(found)
 
 
 def slow_model(path: Path) -> Path:
