@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from results import write_section  # noqa: E402
 
-from edgeopt.host.client import AgentClient, to_tensors  # noqa: E402
 from edgeopt.host.compress.latency import host_cpu  # noqa: E402
+from edgeopt.host.transport.client import AgentClient, to_tensors  # noqa: E402
 from edgeopt.proto.v1 import agent_pb2  # noqa: E402
 from tests.conftest import RunningAgent, start_agent  # noqa: E402
 from tests.corpus import CORPUS, fetch, make_inputs  # noqa: E402

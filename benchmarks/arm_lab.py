@@ -38,8 +38,8 @@ from results import write_section
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgeopt.host.bootstrap import Board, build_wheel, download_wheels  # noqa: E402
 from edgeopt.host.cli import cli  # noqa: E402
+from edgeopt.host.transport.ssh.bootstrap import Board, build_wheel, download_wheels  # noqa: E402
 from tests import arm_lab  # noqa: E402
 from tests.models import train_digits_cnn  # noqa: E402
 

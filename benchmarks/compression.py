@@ -44,7 +44,7 @@ from edgeopt.host.compress import (  # noqa: E402
     Gate,
     compress,
 )
-from edgeopt.proto.errors import AccuracyGateFailed  # noqa: E402
+from edgeopt.host.errors import AccuracyGateFailed  # noqa: E402
 from tests.models import minilm_data, train_digits_cnn  # noqa: E402
 
 

@@ -38,7 +38,7 @@ from results import write_section  # noqa: E402
 
 from edgeopt.host.compress import data as datasets  # noqa: E402
 from edgeopt.host.compress.latency import host_cpu, measure_host  # noqa: E402
-from edgeopt.host.compress.model import graphs  # noqa: E402
+from edgeopt.host.compress.onnxfile import graphs  # noqa: E402
 from tests.corpus import CORPUS, CorpusModel, fetch, write_data  # noqa: E402
 
 HEADER = (

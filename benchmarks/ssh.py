@@ -33,10 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 from results import write_section  # noqa: E402
 
-from edgeopt.host import bootstrap, ssh  # noqa: E402
-from edgeopt.host.client import AgentClient, ClientConfig, to_tensors  # noqa: E402
 from edgeopt.host.compress.latency import host_cpu  # noqa: E402
-from edgeopt.host.tunnel import Tunnel  # noqa: E402
+from edgeopt.host.transport.client import AgentClient, ClientConfig, to_tensors  # noqa: E402
+from edgeopt.host.transport.ssh import bootstrap  # noqa: E402
+from edgeopt.host.transport.ssh import connection as ssh  # noqa: E402
+from edgeopt.host.transport.ssh.tunnel import Tunnel  # noqa: E402
 from edgeopt.proto.v1 import agent_pb2  # noqa: E402
 from tests import sshd  # noqa: E402
 from tests.conftest import RunningAgent, start_agent  # noqa: E402

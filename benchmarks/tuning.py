@@ -29,17 +29,17 @@ sys.path.insert(0, str(ROOT))
 
 from results import write_section  # noqa: E402
 
-from edgeopt.host import planner  # noqa: E402
-from edgeopt.host.client import AgentClient, ClientConfig, to_tensors  # noqa: E402
 from edgeopt.host.compress import CompressRequest, Gate, compress  # noqa: E402
 from edgeopt.host.compress import data as datasets  # noqa: E402
 from edgeopt.host.compress.latency import host_cpu  # noqa: E402
-from edgeopt.host.compress.model import load  # noqa: E402
-from edgeopt.host.deploy import traits_of  # noqa: E402
-from edgeopt.host.inventory import Device  # noqa: E402
-from edgeopt.host.state import State  # noqa: E402
-from edgeopt.host.tune import TuneOptions, tune_device  # noqa: E402
-from edgeopt.proto.errors import EdgeoptError  # noqa: E402
+from edgeopt.host.compress.onnxfile import load  # noqa: E402
+from edgeopt.host.config.inventory import Device  # noqa: E402
+from edgeopt.host.errors import EdgeoptError  # noqa: E402
+from edgeopt.host.planning import planner  # noqa: E402
+from edgeopt.host.store.state import State  # noqa: E402
+from edgeopt.host.transport.client import AgentClient, ClientConfig, to_tensors  # noqa: E402
+from edgeopt.host.workflows.deploy import traits_of  # noqa: E402
+from edgeopt.host.workflows.tune import TuneOptions, tune_device  # noqa: E402
 from edgeopt.proto.v1 import agent_pb2  # noqa: E402
 from tests.conftest import RunningAgent, start_agent  # noqa: E402
 from tests.corpus import CORPUS, fetch, write_data  # noqa: E402

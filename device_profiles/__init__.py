@@ -1,1 +1,1 @@
-"""Known board kinds, one TOML file each; read through `edgeopt.host.profiles`."""
+"""Known board kinds, one TOML file each; read through `edgeopt.host.config.device_profiles`."""

@@ -1,6 +1,21 @@
-"""edgeopt, the host controller: fleet inventory, device profiles, agent clients and the CLI.
+"""edgeopt, the host controller: compression, planning, deployment, benchmarks and the CLI.
 
-The host talks to agents only over gRPC (`edgeopt.host.client`); it never imports the agent.
+The host talks to agents only over gRPC (`edgeopt.host.transport.client`); it never imports the
+agent. Both import `edgeopt.proto` (the contract) and `edgeopt.boardfacts` (the probes' parsers).
+Each folder is one layer, and imports only the layers below it (tests/test_layers.py holds it):
+
+    cli ──> workflows ──> planning, transport, compress, store ──> config ──> errors
+     └────> report ─────────────────────────────────────────────────┘
+
+    errors.py   every error the host raises on purpose, under one root (EdgeoptError)
+    config/     inventory, device profiles, TOML
+    compress/   pruning, quantization, export, validation, the artifact cache
+    planning/   the planner (pure): precision, threads and provider from a board's report
+    transport/  the agent client, TLS, fan-out, SSH (connection, tunnel, facts, bootstrap)
+    store/      the state database
+    workflows/  deploy, bench, tune, op profiling
+    report/     tables, CSV, charts, HTML, history of changes
+    cli/        click only: options, output, one module per command group
 
 This module alone is kept parsable by Python 3.8 (ruff checks it as such): it holds the `edgeopt`
 console script, which the base install (the agent's, Python 3.8 and newer) puts on a board too,

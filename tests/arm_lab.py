@@ -49,7 +49,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edgeopt.host.bootstrap import Board, build_wheel, download_wheels
+from edgeopt.host.transport.ssh.bootstrap import Board, build_wheel, download_wheels
 from tests import netns
 
 REPO = Path(__file__).resolve().parents[1]

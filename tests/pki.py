@@ -1,11 +1,14 @@
-"""Real certificates for the TLS tests, made by the host's own fleet CA code (edgeopt.host.tls)."""
+"""Real certificates for the TLS tests, made by the host's own fleet CA code.
+
+The code is edgeopt.host.transport.tls.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeopt.host import tls
+from edgeopt.host.transport import tls
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,118 @@ def test_the_rule_catches_a_forbidden_import(tmp_path: Path) -> None:
     sample.write_text("def f():\n    from edgeopt import agent\n    import edgeopt.agent.store\n")
     layers = {layer_of(m) for _, m in imported(sample)}
     assert "agent" in layers
+
+
+HOST_LAYERS = {
+    "errors": set(),
+    "config": {"errors"},
+    "compress": {"errors"},
+    "planning": {"errors", "config"},
+    "transport": {"errors", "config"},
+    "store": {"errors", "config"},
+    "report": {"errors", "config"},
+    "workflows": {"errors", "config", "compress", "planning", "transport", "store"},
+    "cli": {"errors", "config", "compress", "planning", "transport", "store", "report",
+            "workflows"},
+}  # fmt: skip
+"""Each folder of host/ (or module, for errors.py) and the other host layers it may import.
+
+    cli ──> workflows ──> planning, transport, compress, store ──> config ──> errors
+     └────> report ──────────────────────────────────────────────────┘
+"""
+
+
+def host_layer(module: str) -> str | None:
+    parts = module.split(".")
+    if len(parts) >= 3 and parts[:2] == ["edgeopt", "host"]:
+        return parts[2]
+    return None
+
+
+def test_every_host_module_sits_in_a_layer() -> None:
+    """host/ holds only its layers' folders (and errors.py, and the entry point __init__.py)."""
+    strays = sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "host").iterdir()
+        if (p.suffix == ".py" and p.stem not in HOST_LAYERS and p.name != "__init__.py")
+        or (p.is_dir() and p.name not in HOST_LAYERS and p.name != "__pycache__")
+    )
+    assert strays == []
+
+
+@pytest.mark.parametrize("layer", sorted(HOST_LAYERS))
+def test_a_host_layer_imports_only_the_layers_below_it(layer: str) -> None:
+    base = ROOT / "host" / layer
+    files = sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
+    assert files, f"no modules in host/{layer}"
+    broken = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in files
+        for line, module in imported(path)
+        if (other := host_layer(module)) is not None
+        and other != layer
+        and other not in HOST_LAYERS[layer]
+    ]
+    assert broken == []
+
+
+def test_the_private_rule_sees_both_forms() -> None:
+    sample = ROOT / "host" / "probe_for_the_test.py"
+    try:
+        sample.write_text("from edgeopt.host.report.cases import _x\n"
+                          "from edgeopt.host.report import plot\nplot._summary()\n")  # fmt: skip
+        hits = private_imports(sample, "host")
+    finally:
+        sample.unlink()
+    assert [h.split(" ", 1)[1] for h in hits] == [
+        "imports edgeopt.host.report.cases._x",
+        "uses edgeopt.host.report.plot._summary",
+    ]
+
+
+def test_the_host_rule_catches_an_upward_import(tmp_path: Path) -> None:
+    """A workflow that imported the CLI, or the report, would be named."""
+    sample = tmp_path / "m.py"
+    sample.write_text("from edgeopt.host.cli import main\nfrom edgeopt.host import report\n")
+    layers = {host_layer(m) for _, m in imported(sample)}
+    assert {"cli", "report"} <= layers - HOST_LAYERS["workflows"]
+
+
+def is_module(dotted: str) -> bool:
+    """Whether `edgeopt.x.y` names a module or package of this tree."""
+    parts = dotted.split(".")
+    if len(parts) < 2 or parts[0] != "edgeopt" or parts[1] not in PACKAGES:
+        return False
+    base = ROOT / PACKAGES[parts[1]] / Path(*parts[2:]) if parts[2:] else ROOT / parts[1]
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+def private_imports(path: Path, package: str) -> list[str]:
+    """Another module's underscore names: `from edgeopt.x.m import _y`, or `m._y` on an import."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    own = ".".join(["edgeopt", package, *path.relative_to(ROOT / package).with_suffix("").parts])
+    found, modules = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgeopt."):
+            for alias in node.names:
+                if is_module(f"{node.module}.{alias.name}"):
+                    modules[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+                elif node.module != own and alias.name.startswith("_") and alias.name[1] != "_":
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports "
+                                 f"{node.module}.{alias.name}")  # fmt: skip
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id in modules and modules[node.value.id] != own
+            and node.attr.startswith("_") and not node.attr.startswith("__")
+        ):  # fmt: skip
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} uses "
+                         f"{modules[node.value.id]}.{node.attr}")  # fmt: skip
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_no_module_imports_another_modules_private_names(package: str) -> None:
+    files = sorted((ROOT / package).rglob("*.py"))
+    broken = [hit for path in files for hit in private_imports(path, package)]
+    assert broken == []

@@ -19,16 +19,18 @@ from pathlib import Path
 
 import click
 
-from edgeopt.host import inventory, profiles, state
 from edgeopt.host.cli.bench import bench_cmd
 from edgeopt.host.cli.common import EdgeoptGroup, Session
 from edgeopt.host.cli.compress import cache_cmd, compress_cmd
+from edgeopt.host.cli.deploy import COMMANDS as MODEL_COMMANDS
 from edgeopt.host.cli.devices import devices, profiles_cmd
-from edgeopt.host.cli.models import COMMANDS as MODEL_COMMANDS
 from edgeopt.host.cli.plan import plan_cmd
 from edgeopt.host.cli.profile import profile_cmd
 from edgeopt.host.cli.ssh import ssh_cmd
 from edgeopt.host.cli.tls import tls_cmd
+from edgeopt.host.config import device_profiles as profiles
+from edgeopt.host.config import inventory
+from edgeopt.host.store import state
 
 
 @click.group(cls=EdgeoptGroup)

@@ -1,6 +1,6 @@
 """`edgeopt bench`: a model and its variants measured on boards, side by side, and its history.
 
-The commands, each a thin layer over `edgeopt.host.bench`, `history` and `report`:
+The commands, each a thin layer over `edgeopt.host.workflows.bench`, `history` and `report`:
 
     edgeopt bench model.onnx --fleet                       every device, its planned variant
     edgeopt bench model.onnx --device lab --variants fp32,int8-static --threads 1,2
@@ -19,16 +19,18 @@ from typing import Any
 import click
 import onnx
 
-from edgeopt.host import bench, history, report
 from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.compress import build_request, compression_options
-from edgeopt.host.cli.models import device_options, selection
-from edgeopt.host.client import file_digest
+from edgeopt.host.cli.deploy import device_options, selection
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress.latency import host_cpu
-from edgeopt.host.deploy import DeployOptions, traits_of
-from edgeopt.host.output import echo_json, table
-from edgeopt.host.state import State
+from edgeopt.host.report import cases as report
+from edgeopt.host.report import history
+from edgeopt.host.report.table import echo_json, table
+from edgeopt.host.store.state import State
+from edgeopt.host.transport.client import file_digest
+from edgeopt.host.workflows import bench
+from edgeopt.host.workflows.deploy import DeployOptions, traits_of
 
 
 class _BenchGroup(click.Group):

@@ -12,10 +12,12 @@ from typing import Any
 
 import click
 
-from edgeopt.host import inventory, profiles, tunnel
-from edgeopt.host.client import ClientConfig
-from edgeopt.host.inventory import Device
-from edgeopt.proto.errors import EdgeoptError
+from edgeopt.host.config import device_profiles as profiles
+from edgeopt.host.config import inventory
+from edgeopt.host.config.inventory import Device
+from edgeopt.host.errors import EdgeoptError
+from edgeopt.host.transport.client import ClientConfig
+from edgeopt.host.transport.ssh import tunnel
 
 
 class EdgeoptGroup(click.Group):

@@ -27,13 +27,13 @@ from edgeopt.host.compress import (
     sweep,
 )
 from edgeopt.host.compress.latency import host_cpu
-from edgeopt.host.compress.model import ModelFacts
+from edgeopt.host.compress.onnxfile import ModelFacts
 from edgeopt.host.compress.prune import Importance
 from edgeopt.host.compress.quantize import CalibrationMethodName
 from edgeopt.host.compress.quiet import OutputLog
 from edgeopt.host.compress.runtime import OptimizationLevel
 from edgeopt.host.compress.workflow import Precision, SweepRow
-from edgeopt.host.output import table
+from edgeopt.host.report.table import table
 
 
 def _mib(n: int) -> str:

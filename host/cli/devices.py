@@ -7,11 +7,12 @@ from typing import Any
 
 import click
 
-from edgeopt.host import fleet, profiles
 from edgeopt.host.cli.common import Session, gib
-from edgeopt.host.output import echo_json, table
+from edgeopt.host.config import device_profiles as profiles
+from edgeopt.host.errors import ProfileError
+from edgeopt.host.report.table import echo_json, table
+from edgeopt.host.transport import fanout as fleet
 from edgeopt.proto.capabilities import Capabilities, format_summary, to_dict
-from edgeopt.proto.errors import ProfileError
 
 
 def _device_row(report: fleet.DeviceReport) -> list[str]:

@@ -12,12 +12,13 @@ from typing import Any
 
 import click
 
-from edgeopt.host import fleet, planner
 from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.compress import build_request
-from edgeopt.host.deploy import traits_of
-from edgeopt.host.output import echo_json, table
-from edgeopt.proto.errors import ProfileError
+from edgeopt.host.errors import ProfileError
+from edgeopt.host.planning import planner
+from edgeopt.host.report.table import echo_json, table
+from edgeopt.host.transport import fanout as fleet
+from edgeopt.host.workflows.deploy import traits_of
 
 
 def _plan_json(p: planner.Plan) -> dict[str, Any]:

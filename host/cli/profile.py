@@ -12,14 +12,15 @@ from typing import Any
 
 import click
 
-from edgeopt.host import profile
 from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.ssh import open_connection, ssh_options
-from edgeopt.host.client import AgentClient, plan_message, to_tensors
 from edgeopt.host.compress import data as datasets
-from edgeopt.host.deploy import first_sample
-from edgeopt.host.output import echo_json
-from edgeopt.proto.errors import InvalidRequest
+from edgeopt.host.errors import InvalidRequest
+from edgeopt.host.report import op_profile as profile_report
+from edgeopt.host.report.table import echo_json
+from edgeopt.host.transport.client import AgentClient, plan_message, to_tensors
+from edgeopt.host.workflows import op_profile as profile
+from edgeopt.host.workflows.deploy import first_sample
 from edgeopt.proto.v1 import agent_pb2
 
 
@@ -120,7 +121,7 @@ def profile_cmd(  # noqa: PLR0917  (click passes each option by name)
     if trace_path is not None:
         trace_path.write_bytes(trace)
     if plot_path is not None:
-        profile.plot(figures, plot_path, f"{model.name} on {where}", top)
+        profile_report.plot(figures, plot_path, f"{model.name} on {where}", top)
     if as_json:
         echo_json(
             {
@@ -134,6 +135,6 @@ def profile_cmd(  # noqa: PLR0917  (click passes each option by name)
     click.echo(f"{model.name} on {where}: {figures['runs']} profiled runs")
     if emulation:
         click.echo(f"EMULATED: {emulation}; these timings say nothing about real hardware")
-    click.echo(profile.report(figures, top, provider))
+    click.echo(profile_report.report(figures, top, provider))
     if trace_path is not None:
         click.echo(f"trace: {trace_path} ({len(trace) / 1024:.0f} KiB; open it in Perfetto)")

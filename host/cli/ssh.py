@@ -13,10 +13,13 @@ from typing import Any
 
 import click
 
-from edgeopt.host import bootstrap, remote, ssh, tls
 from edgeopt.host.cli import tls as tls_cli
 from edgeopt.host.cli.common import Session
-from edgeopt.host.output import echo_json
+from edgeopt.host.report.table import echo_json
+from edgeopt.host.transport import tls
+from edgeopt.host.transport.ssh import bootstrap
+from edgeopt.host.transport.ssh import connection as ssh
+from edgeopt.host.transport.ssh import facts as remote
 from edgeopt.proto.capabilities import format_summary, to_dict
 
 

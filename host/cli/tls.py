@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from edgeopt.host import tls
+from edgeopt.host.transport import tls
 
 ENV_VAR = "EDGEOPT_TLS_DIR"
 

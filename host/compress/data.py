@@ -19,7 +19,7 @@ from typing import IO
 import numpy as np
 import onnx
 
-from edgeopt.proto.errors import DataError, InvalidRequest
+from edgeopt.host.errors import DataError, InvalidRequest
 from edgeopt.proto.inputs import made_up_shape, values_text
 
 LABELS = "labels"

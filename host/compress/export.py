@@ -21,7 +21,7 @@ import numpy as np
 from edgeopt.host.compress import torch_model
 from edgeopt.host.compress.passes import Pass
 from edgeopt.host.compress.runtime import quiet_logger, session_options
-from edgeopt.proto.errors import CompressionError, DataError
+from edgeopt.host.errors import CompressionError, DataError
 
 
 def _rename_inputs(model: Any, renames: dict[str, str]) -> None:

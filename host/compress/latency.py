@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.host.compress.runtime import session_options
-from edgeopt.proto.errors import CompressionError
+from edgeopt.host.errors import CompressionError
 
 
 @dataclass(frozen=True)

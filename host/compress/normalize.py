@@ -32,11 +32,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgeopt.host.compress import model as onnx_model
-from edgeopt.host.compress.model import external_files, graphs
+from edgeopt.host.compress import onnxfile as onnx_model
+from edgeopt.host.compress.onnxfile import external_files, graphs
 from edgeopt.host.compress.passes import Pass
 from edgeopt.host.compress.tidy import rename_inputs
-from edgeopt.proto.errors import ModelError
+from edgeopt.host.errors import ModelError
 
 MIN_IR_WITHOUT_INPUT_INITIALIZERS = 4
 """From IR version 4 on, an initializer need not be a graph input (ONNX IR spec)."""

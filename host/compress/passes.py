@@ -25,10 +25,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
-from edgeopt.host.compress import model as onnx_model
+from edgeopt.host.compress import onnxfile as onnx_model
 from edgeopt.host.compress.cache import ArtifactCache
 from edgeopt.host.compress.runtime import require_loadable
-from edgeopt.proto.errors import (
+from edgeopt.host.errors import (
     CompressionError,
     DataError,
     EdgeoptError,

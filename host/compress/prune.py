@@ -28,7 +28,7 @@ import numpy as np
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import torch_model
 from edgeopt.host.compress.passes import Pass
-from edgeopt.proto.errors import DataError, UnsupportedModel
+from edgeopt.host.errors import DataError, UnsupportedModel
 
 Importance = Literal["l1", "l2", "taylor"]
 

@@ -31,13 +31,13 @@ import onnx
 from onnx import shape_inference, version_converter
 
 from edgeopt.host.compress import data as datasets
-from edgeopt.host.compress import model as onnx_model
+from edgeopt.host.compress import onnxfile as onnx_model
 from edgeopt.host.compress.normalize import with_input_dims
 from edgeopt.host.compress.passes import Pass
 from edgeopt.host.compress.runtime import quiet_logger
 from edgeopt.host.compress.target import drop_unused_opsets
 from edgeopt.host.compress.tidy import share_identical_constants, unshare_weight_dequantize
-from edgeopt.proto.errors import CompressionError, DataError, UnsupportedModel
+from edgeopt.host.errors import CompressionError, DataError, UnsupportedModel
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from edgeopt.proto.errors import UnsupportedModel
+from edgeopt.host.errors import UnsupportedModel
 
 OptimizationLevel = Literal["basic", "extended", "layout"]
 

@@ -21,9 +21,9 @@ from typing import ClassVar
 import onnx
 from onnx import version_converter
 
-from edgeopt.host.compress import model as onnx_model
+from edgeopt.host.compress import onnxfile as onnx_model
 from edgeopt.host.compress.passes import Pass
-from edgeopt.proto.errors import DataError, TargetError
+from edgeopt.host.errors import DataError, TargetError
 
 ORT_LIMITS: dict[tuple[int, int], tuple[int, int]] = {
     (1, 10): (8, 15),

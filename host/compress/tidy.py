@@ -18,7 +18,7 @@ from collections import defaultdict
 
 import onnx
 
-from edgeopt.host.compress.model import graphs
+from edgeopt.host.compress.onnxfile import graphs
 
 MIN_SHARED_BYTES = 1024
 

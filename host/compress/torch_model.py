@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.host.compress import data as datasets
-from edgeopt.proto.errors import DataError, ModelError
+from edgeopt.host.errors import DataError, ModelError
 
 TORCH_SUFFIXES = (".pt2", ".pt", ".ts", ".pth", ".torchscript")
 REFERENCE_SUFFIX = ".factory.json"

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeopt.host.compress.data import Dataset
 from edgeopt.host.compress.runtime import session_options
-from edgeopt.proto.errors import AccuracyGateFailed, BrokenVariant, CompressionError, DataError
+from edgeopt.host.errors import AccuracyGateFailed, BrokenVariant, CompressionError, DataError
 
 
 @dataclass(frozen=True)

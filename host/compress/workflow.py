@@ -22,13 +22,13 @@ from typing import Literal
 import onnx
 
 from edgeopt.host.compress import data as datasets
-from edgeopt.host.compress import model as onnx_model
+from edgeopt.host.compress import onnxfile as onnx_model
 from edgeopt.host.compress import torch_model
 from edgeopt.host.compress.cache import ArtifactCache
 from edgeopt.host.compress.export import Export
 from edgeopt.host.compress.latency import HostLatency, measure_host
-from edgeopt.host.compress.model import ModelFacts
 from edgeopt.host.compress.normalize import Normalize
+from edgeopt.host.compress.onnxfile import ModelFacts
 from edgeopt.host.compress.optimize import GraphOptimize
 from edgeopt.host.compress.passes import Pass, StepResult, run_pipeline
 from edgeopt.host.compress.prune import Importance, PruneStructured, PruneUnstructured
@@ -52,7 +52,7 @@ from edgeopt.host.compress.validate import (
     validate,
 )
 from edgeopt.host.compress.weights import WeightCensus, census
-from edgeopt.proto.errors import (
+from edgeopt.host.errors import (
     AccuracyGateFailed,
     CompressionError,
     DataError,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.host import bootstrap
+from edgeopt.host.transport.ssh import bootstrap
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from edgeopt.agent.runner import median_ci
-from edgeopt.host.client import AgentClient, to_tensors
+from edgeopt.host.errors import NotFound, ResourceExhausted
+from edgeopt.host.transport.client import AgentClient, to_tensors
 from edgeopt.proto import auth
-from edgeopt.proto.errors import NotFound, ResourceExhausted
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 from tests.agent.test_models import _push_activate, said, slow_model, stub
 from tests.conftest import RunningAgent

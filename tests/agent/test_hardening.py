@@ -24,10 +24,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeopt.host.client import AgentClient, file_digest, to_tensors
+from edgeopt.host.errors import AgentError
+from edgeopt.host.transport.client import AgentClient, file_digest, to_tensors
 from edgeopt.proto import auth
 from edgeopt.proto import tensors as wire
-from edgeopt.proto.errors import AgentError
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 from tests.agent.test_models import _push_activate, digits_feed, runner_pids, said, stub
 from tests.conftest import RunningAgent

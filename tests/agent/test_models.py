@@ -25,9 +25,9 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from edgeopt.host.client import AgentClient, file_digest, to_tensors
+from edgeopt.host.errors import AlreadyExists, InvalidRequest, NotFound, ResourceExhausted
+from edgeopt.host.transport.client import AgentClient, file_digest, to_tensors
 from edgeopt.proto import auth
-from edgeopt.proto.errors import AlreadyExists, InvalidRequest, NotFound, ResourceExhausted
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 from tests.conftest import RunningAgent, start_agent
 from tests.models import DigitsModel, matmul_chain

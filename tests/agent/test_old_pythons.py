@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from packaging.utils import parse_wheel_filename
 
-from edgeopt.host.client import AgentClient, to_tensors
+from edgeopt.host.transport.client import AgentClient, to_tensors
 from edgeopt.proto.v1 import agent_pb2
 from tests.conftest import start_agent
 from tests.models import DigitsModel

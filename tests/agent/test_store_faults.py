@@ -26,7 +26,7 @@ import pytest
 
 from edgeopt.agent import cli
 from edgeopt.agent.store import FREE_DISK_MARGIN, Limits, ModelStore
-from edgeopt.host.client import from_tensors, to_tensors
+from edgeopt.host.transport.client import from_tensors, to_tensors
 from edgeopt.proto import auth
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 from tests.conftest import RunningAgent, start_agent

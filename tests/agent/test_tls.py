@@ -17,7 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edgeopt.host import tls
+from edgeopt.host.transport import tls
 from edgeopt.proto import auth
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 from tests.conftest import RunningAgent

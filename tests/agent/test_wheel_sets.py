@@ -42,7 +42,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from edgeopt.host.bootstrap import platform_tags
+from edgeopt.host.transport.ssh.bootstrap import platform_tags
 
 PYTHONS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13")
 ARCHES = ("aarch64", "x86_64")

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from edgeopt.host import bench, history
-from edgeopt.host.client import ClientConfig
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
-from edgeopt.host.deploy import DeployOptions
-from edgeopt.host.inventory import Device
-from edgeopt.host.state import SCHEMA_VERSION, State, meta_table
+from edgeopt.host.config.inventory import Device
+from edgeopt.host.report import history
+from edgeopt.host.store.state import SCHEMA_VERSION, State, meta_table
+from edgeopt.host.transport.client import ClientConfig
+from edgeopt.host.workflows import bench
+from edgeopt.host.workflows.deploy import DeployOptions
 from tests.cli.test_deploy import edgeopt, inventory
 from tests.conftest import RunningAgent
 from tests.models import DigitsModel, matmul_chain

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from edgeopt.host.cli import cli
-from edgeopt.host.state import SCHEMA_VERSION, State, StateError, meta_table
+from edgeopt.host.store.state import SCHEMA_VERSION, State, StateError, meta_table
 from tests.conftest import RunningAgent
 from tests.models import DigitsModel
 

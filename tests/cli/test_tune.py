@@ -12,11 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgeopt.host.client import ClientConfig
 from edgeopt.host.compress import CompressRequest, Gate
-from edgeopt.host.deploy import Deployer, DeployOptions, DeviceResult, TuneSettings, traits_of
-from edgeopt.host.inventory import Device
-from edgeopt.host.state import State
+from edgeopt.host.config.inventory import Device
+from edgeopt.host.store.state import State
+from edgeopt.host.transport.client import ClientConfig
+from edgeopt.host.workflows.deploy import (
+    Deployer,
+    DeployOptions,
+    DeviceResult,
+    TuneSettings,
+    traits_of,
+)
 from tests.cli.test_deploy import edgeopt, inventory
 from tests.conftest import RunningAgent
 from tests.models import DigitsModel

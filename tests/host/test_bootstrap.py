@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from edgeopt.host import bootstrap, ssh
 from edgeopt.host.cli import cli
+from edgeopt.host.transport.ssh import bootstrap
+from edgeopt.host.transport.ssh import connection as ssh
 from tests import sshd
 from tests.models import DigitsModel
 
@@ -386,7 +387,7 @@ def test_a_folder_with_a_space_a_dollar_and_a_percent_a_stale_wheel_and_an_open_
 def test_bootstrap_with_mutual_tls_serves_only_clients_the_fleet_ca_signed(
     sshd_server: sshd.Sshd, digits: DigitsModel, tmp_path: Path
 ) -> None:
-    from edgeopt.host import tls
+    from edgeopt.host.transport import tls
 
     home = sshd.client_home(tmp_path, sshd_server)
     ca_dir = tmp_path / "fleet-ca"

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.host import bootstrap, inventory
-from edgeopt.proto.errors import InventoryError
+from edgeopt.host.config import inventory
+from edgeopt.host.errors import InventoryError
+from edgeopt.host.transport.ssh import bootstrap
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from edgeopt.host import fleet
-from edgeopt.host.client import AgentClient, ClientConfig
-from edgeopt.host.inventory import Device
-from edgeopt.proto.errors import AgentTimeout, AgentUnavailable, InventoryError, Unauthenticated
+from edgeopt.host.config.inventory import Device
+from edgeopt.host.errors import AgentTimeout, AgentUnavailable, InventoryError, Unauthenticated
+from edgeopt.host.transport import fanout as fleet
+from edgeopt.host.transport.client import AgentClient, ClientConfig
 from tests.conftest import RunningAgent
 
 

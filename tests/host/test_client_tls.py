@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from edgeopt.host import inventory, tls
 from edgeopt.host.cli import cli
-from edgeopt.host.client import AgentClient, ClientConfig
-from edgeopt.host.inventory import TlsSettings
-from edgeopt.proto.errors import AgentUnavailable, InventoryError
+from edgeopt.host.config import inventory
+from edgeopt.host.config.inventory import TlsSettings
+from edgeopt.host.errors import AgentUnavailable, InventoryError
+from edgeopt.host.transport import tls
+from edgeopt.host.transport.client import AgentClient, ClientConfig
 from tests.conftest import RunningAgent
 from tests.pki import Pki
 
@@ -216,7 +217,7 @@ def test_cleartext_token_beyond_loopback_warns(caplog: pytest.LogCaptureFixture)
         async with AgentClient(address, token=token, device="far"):
             pass  # the channel connects lazily: nothing is sent
 
-    with caplog.at_level(logging.WARNING, logger="edgeopt.host.client"):
+    with caplog.at_level(logging.WARNING, logger="edgeopt.host.transport.client"):
         asyncio.run(make("192.0.2.10:50051", "secret"))
         asyncio.run(make("192.0.2.10:50051", "secret"))  # once per address
         asyncio.run(make("127.0.0.1:50051", "secret"))

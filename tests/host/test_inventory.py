@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.host import inventory
-from edgeopt.proto.errors import InventoryError, UnknownDevice
+from edgeopt.host.config import inventory
+from edgeopt.host.errors import InventoryError, UnknownDevice
 
 GOOD = """
 [devices.pi4-kitchen]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from edgeopt.host import profiles
 from edgeopt.host.compress.normalize import normalize
 from edgeopt.host.compress.weights import census
-from edgeopt.host.planner import (
+from edgeopt.host.config import device_profiles as profiles
+from edgeopt.host.planning.planner import (
     TINY_WEIGHTS,
     Board,
     Constraints,
@@ -176,7 +176,7 @@ def test_an_emulated_board_is_planned_as_its_cpu_and_says_it_is_emulated(known) 
 
 
 def test_every_case_measured_on_an_emulated_board_is_flagged() -> None:
-    from edgeopt.host.bench import flags_of
+    from edgeopt.host.workflows.bench import flags_of
 
     quiet = {"conditions": {"other_cpu_load": 0.0, "temperatures_after": []}}
     assert flags_of(quiet) == []
@@ -186,7 +186,7 @@ def test_every_case_measured_on_an_emulated_board_is_flagged() -> None:
 
 
 def test_a_run_the_pis_firmware_throttled_is_flagged() -> None:
-    from edgeopt.host.bench import flags_of
+    from edgeopt.host.workflows.bench import flags_of
 
     pi = {"conditions": {"temperatures_after": [], "throttled_before": 0x0,
                          "throttled_after": 0x50005}}  # fmt: skip

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from edgeopt.boardfacts.capabilities import Sources, collect
-from edgeopt.host import profiles
+from edgeopt.host.config import device_profiles as profiles
+from edgeopt.host.errors import ProfileError
 from edgeopt.proto.capabilities import OnnxRuntimeInfo
-from edgeopt.proto.errors import ProfileError
 from tests.conftest import board
 
 REQUIRED = {"pi4", "pi5", "rk3588", "jetson-orin-nano", "x86-avx2", "x86-avx512-vnni"}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeopt.host import report
+from edgeopt.host.report import cases as report
 
 MIB = 1 << 20
 SIZES = {

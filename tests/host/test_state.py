@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from edgeopt.host.state import BENCH_V4_COLUMNS, SCHEMA_VERSION, State, meta_table
+from edgeopt.host.store.state import BENCH_V4_COLUMNS, SCHEMA_VERSION, State, meta_table
 
 
 def test_a_version_3_history_gains_the_fleet_columns_and_keeps_its_rows(tmp_path: Path) -> None:

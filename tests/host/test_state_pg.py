@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from psycopg import sql
 
 from edgeopt.host.cli import cli
-from edgeopt.host.state import (
+from edgeopt.host.store.state import (
     BENCH_V4_COLUMNS,
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -318,7 +318,7 @@ def test_a_silent_server_times_out_with_connect_timeout_in_the_url(silent_listen
 
 def test_a_silent_server_times_out_by_default(silent_listener: str) -> None:
     code = (
-        "from edgeopt.host.state import State, StateError\n"
+        "from edgeopt.host.store.state import State, StateError\n"
         "try:\n"
         f"    State('postgresql://edgeopt:s3cret-pw@{silent_listener}/edgeopt')\n"
         "except StateError as exc:\n"

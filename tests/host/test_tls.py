@@ -1,4 +1,4 @@
-"""The fleet CA (edgeopt.host.tls) and `edgeopt tls`."""
+"""The fleet CA (edgeopt.host.transport.tls) and `edgeopt tls`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from edgeopt.host import tls
 from edgeopt.host.cli import cli
+from edgeopt.host.transport import tls
 from tests.pki import Pki
 
 # --- the fleet CA ------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from edgeopt.host import remote
 from edgeopt.host.cli import cli
-from edgeopt.host.ssh import printable
+from edgeopt.host.transport.ssh import facts as remote
+from edgeopt.host.transport.ssh.connection import printable
 from tests import sshd
 
 RS, US = remote.RS, remote.US

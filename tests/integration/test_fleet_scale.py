@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from edgeopt.host import fleet
-from edgeopt.host.client import ClientConfig
-from edgeopt.host.inventory import Device
+from edgeopt.host.config.inventory import Device
+from edgeopt.host.transport import fanout as fleet
+from edgeopt.host.transport.client import ClientConfig
 from tests.conftest import RunningAgent
 
 AGENTS = 24

@@ -32,7 +32,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from edgeopt.host.client import from_tensors, to_tensors
+from edgeopt.host.transport.client import from_tensors, to_tensors
 from edgeopt.proto import auth
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 from tests.conftest import RunningAgent, start_agent

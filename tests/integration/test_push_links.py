@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.host.client import AgentClient, file_digest
+from edgeopt.host.transport.client import AgentClient, file_digest
 from edgeopt.proto.v1 import agent_pb2
 from tests import netns
 from tests.agent.test_models import runner_pid

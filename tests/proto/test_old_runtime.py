@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.host.client import AgentClient, to_tensors
+from edgeopt.host.transport.client import AgentClient, to_tensors
 from edgeopt.proto.v1 import agent_pb2
 from tests.conftest import start_agent
 from tests.models import DigitsModel

@@ -13,7 +13,7 @@ import torch
 from onnx import helper
 
 from edgeopt.host.compress import CompressRequest, compress
-from edgeopt.proto.errors import DataError, ModelError, UnsupportedModel
+from edgeopt.host.errors import DataError, ModelError, UnsupportedModel
 from tests.models import DigitsModel
 
 

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 
 from edgeopt.host.compress import ArtifactCache, CompressRequest, Gate, compress
-from edgeopt.proto.errors import AccuracyGateFailed
+from edgeopt.host.errors import AccuracyGateFailed
 from tests.models import minilm_data
 
 pytestmark = pytest.mark.slow

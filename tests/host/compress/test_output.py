@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgeopt.host.compress import CompressRequest, compress
-from edgeopt.proto.errors import OutputError
+from edgeopt.host.errors import OutputError
 from tests.models import DigitsModel
 
 

@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from edgeopt.host.compress import CompressRequest, compress
-from edgeopt.proto.errors import DataError, UnsupportedModel
+from edgeopt.host.errors import DataError, UnsupportedModel
 from tests.models import DigitsModel
 
 

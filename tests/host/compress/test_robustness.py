@@ -12,7 +12,7 @@ import torch
 
 from edgeopt.host.compress import CompressRequest, Gate, compress
 from edgeopt.host.compress.validate import compare
-from edgeopt.proto.errors import (
+from edgeopt.host.errors import (
     AccuracyGateFailed,
     CompressionError,
     DataError,

@@ -12,7 +12,7 @@ from onnx import helper, numpy_helper, version_converter
 
 from edgeopt.host.compress import CompressRequest, compress
 from edgeopt.host.compress.target import drop_unused_opsets, parse_version
-from edgeopt.proto.errors import DataError, TargetError
+from edgeopt.host.errors import DataError, TargetError
 from tests.models import DigitsModel
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper
 from edgeopt.host.compress import CompressRequest, compress
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress.quiet import OutputLog, captured
-from edgeopt.proto.errors import DataError, ModelError, NothingQuantized, UnsupportedModel
+from edgeopt.host.errors import DataError, ModelError, NothingQuantized, UnsupportedModel
 from tests.models import DigitsModel
 
 RNG = np.random.default_rng(0)

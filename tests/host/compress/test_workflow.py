@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from edgeopt.host.compress import ArtifactCache, CompressRequest, Gate, compress, sweep
-from edgeopt.proto.errors import AccuracyGateFailed, DataError, ModelError, UnsupportedModel
+from edgeopt.host.errors import AccuracyGateFailed, DataError, ModelError, UnsupportedModel
 from tests.models import DigitsModel
 
 

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from edgeopt.proto.errors import EdgeoptError
+from edgeopt.host.errors import EdgeoptError
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"

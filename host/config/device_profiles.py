@@ -18,9 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from edgeopt.host import tomlfile
+from edgeopt.host.config import tomlfile
+from edgeopt.host.errors import ProfileError
 from edgeopt.proto.capabilities import ARCHITECTURES, ISA_FEATURES, Capabilities
-from edgeopt.proto.errors import ProfileError
 
 ENV_VAR = "EDGEOPT_PROFILES"
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeopt.proto.errors import ConfigError
+from edgeopt.host.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -25,9 +25,13 @@ from google.protobuf import json_format
 
 from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.compress import build_request, compression_options
-from edgeopt.host.client import AgentClient
 from edgeopt.host.compress.data import read_npz
-from edgeopt.host.deploy import (
+from edgeopt.host.config.inventory import Device
+from edgeopt.host.errors import DataError, EdgeoptError
+from edgeopt.host.report.table import echo_json, table
+from edgeopt.host.store.state import State
+from edgeopt.host.transport.client import AgentClient
+from edgeopt.host.workflows.deploy import (
     Deployer,
     DeployOptions,
     DeployReport,
@@ -35,10 +39,6 @@ from edgeopt.host.deploy import (
     TuneSettings,
     traits_of,
 )
-from edgeopt.host.inventory import Device
-from edgeopt.host.output import echo_json, table
-from edgeopt.host.state import State
-from edgeopt.proto.errors import DataError, EdgeoptError
 
 T = TypeVar("T")
 

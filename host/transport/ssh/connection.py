@@ -24,7 +24,7 @@ from pathlib import Path
 
 import paramiko
 
-from edgeopt.proto.errors import EdgeoptError
+from edgeopt.host.errors import EdgeoptError
 
 DEFAULT_TIMEOUT = 15.0
 KEEPALIVE_S = 15

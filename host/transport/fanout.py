@@ -11,10 +11,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgeopt.host.client import AgentClient, ClientConfig
-from edgeopt.host.inventory import Device
+from edgeopt.host.config.inventory import Device
+from edgeopt.host.errors import EdgeoptError
+from edgeopt.host.transport.client import AgentClient, ClientConfig
 from edgeopt.proto.capabilities import Capabilities
-from edgeopt.proto.errors import EdgeoptError
 
 
 @dataclass(frozen=True)

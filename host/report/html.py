@@ -10,20 +10,20 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from edgeopt.host.report import (
-    _WARN_FLAGS,
+from edgeopt.host.report.cases import (
     DPI,
     EMPTY_FIGURE_SIZE,
     FIGURE_SIZE,
     TABLE_HEADERS,
+    WARN_FLAGS,
     Case,
     CaseLike,
-    _cells,
-    _checked,
-    _front,
-    _order,
+    checked_cases,
+    display_order,
+    front_of,
+    row_cells,
 )
-from edgeopt.host.report_plot import _summary, render_png
+from edgeopt.host.report.plot import render_png, summary_line
 
 _CSS = """
 :root { color-scheme: light; }
@@ -63,7 +63,7 @@ def _html_notes(case: Case) -> str:
         status = f'<span class="status">{html.escape(case.status)}</span>'
         parts.append(f"{status}: {html.escape(case.error)}" if case.error else status)
     parts.extend(
-        f'<span class="flag{" warn" if f in _WARN_FLAGS else ""}">{html.escape(f)}</span>'
+        f'<span class="flag{" warn" if f in WARN_FLAGS else ""}">{html.escape(f)}</span>'
         for f in case.flags
     )
     return " ".join(parts)
@@ -72,9 +72,9 @@ def _html_notes(case: Case) -> str:
 def _html_table(cases: Sequence[Case], front: set[int]) -> str:
     head = "".join(f'<th scope="col">{html.escape(h)}</th>' for h in TABLE_HEADERS)
     rows = []
-    for i in _order(cases):
+    for i in display_order(cases):
         case = cases[i]
-        cells = _cells(case, None)[:-1]
+        cells = row_cells(case, None)[:-1]
         tds = []
         for header, cell in zip(TABLE_HEADERS, cells, strict=False):
             text = html.escape(cell)
@@ -94,8 +94,8 @@ def _html_table(cases: Sequence[Case], front: set[int]) -> str:
 
 def html_page(cases: Iterable[CaseLike], title: str, meta: Mapping[str, str] | None = None) -> str:
     """The text of the page `write_html` writes."""
-    checked = [c for _, c in _checked(cases)]
-    front = _front(checked, per_device=True)
+    checked = [c for _, c in checked_cases(cases)]
+    front = front_of(checked, per_device=True)
     png = base64.b64encode(render_png(checked)).decode("ascii")
     size = FIGURE_SIZE if any(c.ok for c in checked) else EMPTY_FIGURE_SIZE
     width, height = (round(v * DPI) for v in size)
@@ -104,7 +104,7 @@ def html_page(cases: Iterable[CaseLike], title: str, meta: Mapping[str, str] | N
         for k, v in (meta or {}).items()
     )
     meta_list = f'<dl class="meta">\n{meta_items}\n</dl>\n' if meta_items else ""
-    summary = _summary(checked) or "none"
+    summary = summary_line(checked) or "none"
     noun = "case" if len(checked) == 1 else "cases"
     alt = (
         "Three plots: median latency per device and variant, speed-up against fp32, and model "

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeopt.proto import errors
+from edgeopt.host import errors
 
 
 @pytest.mark.parametrize(

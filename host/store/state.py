@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 
-from edgeopt.proto.errors import ConfigError
+from edgeopt.host.errors import ConfigError
 
 ENV_VAR = "EDGEOPT_STATE"
 

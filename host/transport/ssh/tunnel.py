@@ -18,7 +18,7 @@ from typing import Any
 
 import paramiko
 
-from edgeopt.host import ssh
+from edgeopt.host.transport.ssh import connection as ssh
 
 _OPEN: dict[str, Tunnel] = {}
 """Open tunnels by their local address, for `explain`."""

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeopt.host import tomlfile
-from edgeopt.proto.errors import InventoryError, UnknownDevice
+from edgeopt.host.config import tomlfile
+from edgeopt.host.errors import InventoryError, UnknownDevice
 
 ENV_VAR = "EDGEOPT_INVENTORY"
 DEFAULT_FILE = "edgeopt.toml"

@@ -40,8 +40,8 @@ from typing import Any
 import tomlkit
 import tomlkit.exceptions
 
-from edgeopt.host.ssh import Connection, SshError, printable, quote
-from edgeopt.proto.errors import InventoryError
+from edgeopt.host.errors import InventoryError
+from edgeopt.host.transport.ssh.connection import Connection, SshError, printable, quote
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,7 +55,8 @@ MIN_FREE_BYTES = 400 << 20
 ARCHES = ("aarch64", "x86_64")
 """What `uname -m` says on boards ONNX Runtime publishes Linux wheels for."""
 UNIT = "edgeopt-agent.service"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
+"""The source tree (host/transport/ssh/ is three folders down), whose agent the wheel holds."""
 NAME_RULE = r"[^\W_][\w.-]{0,63}"
 """A device name bootstrap writes: a letter or digit, then up to 63 letters, digits, `_`, `.`,
 `-` (Unicode letters too). No quote, space or `/`: it names the token's file as well."""
@@ -213,7 +214,7 @@ def check(board: Board, target: object, folder: str) -> None:
 
 
 def _source_digest() -> str:
-    files = sorted(p for d in ("agent", "proto") for p in (ROOT / d).rglob("*")
+    files = sorted(p for d in ("agent", "boardfacts", "proto") for p in (ROOT / d).rglob("*")
                    if p.is_file() and "__pycache__" not in p.parts)  # fmt: skip
     h = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
     for path in files:

@@ -27,22 +27,22 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.host import planner
-from edgeopt.host.client import (
+from edgeopt.host.compress import CompressionReport, CompressRequest, compress
+from edgeopt.host.compress import data as datasets
+from edgeopt.host.compress import onnxfile as onnx_model
+from edgeopt.host.compress.validate import compare, run_model
+from edgeopt.host.config.inventory import Device
+from edgeopt.host.errors import AccuracyGateFailed, DataError, EdgeoptError
+from edgeopt.host.planning import planner
+from edgeopt.host.store.state import State
+from edgeopt.host.transport.client import (
     AgentClient,
     ClientConfig,
     file_digest,
     plan_message,
     to_tensors,
 )
-from edgeopt.host.compress import CompressionReport, CompressRequest, compress
-from edgeopt.host.compress import data as datasets
-from edgeopt.host.compress import model as onnx_model
-from edgeopt.host.compress.validate import compare, run_model
-from edgeopt.host.inventory import Device
-from edgeopt.host.state import State
 from edgeopt.proto.capabilities import Capabilities
-from edgeopt.proto.errors import AccuracyGateFailed, DataError, EdgeoptError
 from edgeopt.proto.v1 import agent_pb2
 
 TUNE_SUFFIX = "--tune"

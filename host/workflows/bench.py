@@ -30,15 +30,21 @@ from typing import Any
 from google.protobuf import json_format
 
 from edgeopt.boardfacts import thermal
-from edgeopt.host.client import AgentClient, ClientConfig, file_digest, plan_message, to_tensors
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.compress import data as datasets
-from edgeopt.host.deploy import DeployOptions, capabilities_of, first_sample, plan_for
-from edgeopt.host.inventory import Device
-from edgeopt.host.planner import PlanError
-from edgeopt.host.state import State
+from edgeopt.host.config.inventory import Device
+from edgeopt.host.errors import AgentTimeout, AgentUnavailable, EdgeoptError, InvalidRequest
+from edgeopt.host.planning.planner import PlanError
+from edgeopt.host.store.state import State
+from edgeopt.host.transport.client import (
+    AgentClient,
+    ClientConfig,
+    file_digest,
+    plan_message,
+    to_tensors,
+)
+from edgeopt.host.workflows.deploy import DeployOptions, capabilities_of, first_sample, plan_for
 from edgeopt.proto.capabilities import Capabilities
-from edgeopt.proto.errors import AgentTimeout, AgentUnavailable, EdgeoptError, InvalidRequest
 from edgeopt.proto.v1 import agent_pb2
 
 VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
@@ -411,7 +417,7 @@ def speedups(cases: Sequence[CaseResult]) -> dict[int, float]:
 
 
 def report_rows(run: BenchRun) -> list[dict[str, Any]]:
-    """The run's cases as flat dicts (what `edgeopt.host.report` and --json/--csv take)."""
+    """The run's cases as flat dicts (what `edgeopt.host.report.cases` and --json/--csv take)."""
     ups = speedups(run.cases)
     rows = []
     for i, c in enumerate(run.cases):

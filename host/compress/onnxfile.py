@@ -19,7 +19,7 @@ import onnx
 from google.protobuf.message import Message
 from onnx import external_data_helper, numpy_helper, shape_inference
 
-from edgeopt.proto.errors import ModelError
+from edgeopt.host.errors import ModelError
 
 _DIGEST_CHUNK = 1 << 20
 

@@ -3,7 +3,7 @@
 Every call has a deadline (`ClientConfig.deadline`, the whole budget including retries). A call that
 fails with UNAVAILABLE (agent restarting, connection refused) is retried with exponential backoff
 and jitter while the budget lasts. Any `grpc.aio.AioRpcError` leaving this module is translated
-once, through `edgeopt.proto.errors.STATUS_TO_ERROR`, into an `AgentError` that keeps the device's
+once, through `edgeopt.host.errors.STATUS_TO_ERROR`, into an `AgentError` that keeps the device's
 name and the status.
 
 TLS (`tls=TlsSettings(...)`, from the inventory): the agent's certificate is checked against the
@@ -35,17 +35,17 @@ import grpc.aio
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edgeopt.host import tls as certs
-from edgeopt.host import tunnel
-from edgeopt.host.inventory import TlsSettings
+from edgeopt.host.config.inventory import TlsSettings
+from edgeopt.host.errors import AgentError, AgentTimeout, AgentUnavailable, error_for_status
+from edgeopt.host.transport import tls as certs
+from edgeopt.host.transport.ssh import tunnel
 from edgeopt.proto import auth
 from edgeopt.proto import tensors as wire
 from edgeopt.proto.capabilities import Capabilities, from_message
-from edgeopt.proto.errors import AgentError, AgentTimeout, AgentUnavailable, error_for_status
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 
 T = TypeVar("T")
-log = logging.getLogger("edgeopt.host.client")
+log = logging.getLogger("edgeopt.host.transport.client")
 _WARNED_CLEARTEXT: set[str] = set()
 """Addresses already warned about (once per process, not once per call)."""
 

@@ -1,7 +1,7 @@
 """The PNG of `edgeopt bench`'s report: latency, speed-up against fp32, size against latency.
 
 Drawn with matplotlib's object API (no pyplot, no display) from the cases of
-`edgeopt.host.report`; `report.plot` and `report.render_png` call in here, so matplotlib is
+`edgeopt.host.report.cases`; `report.plot` and `report.render_png` call in here, so matplotlib is
 imported only when a plot is asked for.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeopt.host.report import (
+from edgeopt.host.report.cases import (
     DPI,
     EMPTY_FIGURE_SIZE,
     FIGURE_SIZE,
@@ -21,11 +21,11 @@ from edgeopt.host.report import (
     VARIANT_ORDER,
     Case,
     CaseLike,
-    _checked,
-    _front,
-    _objectives,
-    _ordered,
-    _variants,
+    checked_cases,
+    front_of,
+    in_display_order,
+    objectives_of,
+    variants_of,
 )
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def _grouped_bars(
     """One group of bars per (device, provider, threads), one bar per variant it has."""
     configs = _configs(cases)
     groups = [
-        [c for c in _ordered(cases) if (c.device, c.provider, c.threads) == config]
+        [c for c in in_display_order(cases) if (c.device, c.provider, c.threads) == config]
         for config in configs
     ]
     width = 0.8 / max(len(g) for g in groups)
@@ -89,7 +89,7 @@ def _grouped_bars(
             high = case.ci_high_ms - height if case.ci_high_ms is not None else 0.0
             offset = (k - (len(group) - 1) / 2) * width
             bars.setdefault(case.variant, []).append((x + offset, height, low, high))
-    for variant in _variants(cases):
+    for variant in variants_of(cases):
         xs, heights, lows, highs = zip(*bars[variant], strict=True)
         drawn = ax.bar(
             xs, heights, width * 0.92, color=colours[variant], label=variant,
@@ -150,14 +150,16 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
 def _scatter_panel(fig: Figure, ax: Axes, cases: Sequence[Case], front: set[int]) -> None:
     devices = list(dict.fromkeys(c.device for c in cases))
     # Where accuracy is a third objective the front is no size/latency staircase: no line then.
-    staircase = {d: len(_objectives([c for c in cases if c.device == d])[0]) == 2 for d in devices}
+    staircase = {
+        d: len(objectives_of([c for c in cases if c.device == d])[0]) == 2 for d in devices
+    }
     ax.set_title("(c) Size against latency; ringed: Pareto front per device"
                  + ("" if all(staircase.values()) else
                     " (with accuracy where every case was validated)"),
                  loc="left", fontsize=11)  # fmt: skip
     marker = {d: _MARKERS[i % len(_MARKERS)] for i, d in enumerate(devices)}
     cosines = [c.cosine for c in cases if c.cosine is not None]
-    colours = _variant_colours(_variants(cases))
+    colours = _variant_colours(variants_of(cases))
     mib = [(c.size_bytes or 0) / 2**20 for c in cases]
     ms = [c.p50_ms or 0.0 for c in cases]
     norm = None
@@ -222,7 +224,8 @@ def _scatter_panel(fig: Figure, ax: Axes, cases: Sequence[Case], front: set[int]
         bar.set_label("cosine vs fp32 (grey: not validated)", fontsize=9)
 
 
-def _summary(cases: Sequence[Case]) -> str:
+def summary_line(cases: Sequence[Case]) -> str:
+    """How many cases ended in each status ("3 ok, 1 failed")."""
     counts = {s: sum(c.status == s for c in cases) for s in STATUSES}
     return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
@@ -230,13 +233,13 @@ def _summary(cases: Sequence[Case]) -> str:
 def _figure(cases: Sequence[Case], title: str | None) -> Figure:
     from matplotlib.figure import Figure  # noqa: PLC0415
 
-    ordered = _ordered(cases)
+    ordered = in_display_order(cases)
     ok = [c for c in ordered if c.ok]
     if not ok:
         fig = Figure(figsize=EMPTY_FIGURE_SIZE, dpi=DPI)
         ax = fig.add_subplot()
         ax.set_axis_off()
-        why = f"({_summary(ordered)})" if ordered else "(no benchmark cases were given)"
+        why = f"({summary_line(ordered)})" if ordered else "(no benchmark cases were given)"
         ax.text(0.5, 0.5, f"No successful benchmark case to plot\n{why}", ha="center",
                 va="center", fontsize=16, transform=ax.transAxes)  # fmt: skip
         if title:
@@ -244,10 +247,10 @@ def _figure(cases: Sequence[Case], title: str | None) -> Figure:
         return fig
     fig = Figure(figsize=FIGURE_SIZE, dpi=DPI, layout="constrained")
     top, middle, bottom = fig.subplots(3, 1, height_ratios=(1, 1, 1.25))
-    colours = _variant_colours(_variants(ok))
+    colours = _variant_colours(variants_of(ok))
     _latency_panel(top, ok, colours)
     _speedup_panel(middle, ok, colours)
-    _scatter_panel(fig, bottom, ok, _front(ok, per_device=True))
+    _scatter_panel(fig, bottom, ok, front_of(ok, per_device=True))
     handles, labels = top.get_legend_handles_labels()
     # Title left, variants right, both above panel (a): a centred pair would overlap.
     fig.legend(handles, labels, loc="outside upper right", ncols=len(labels), fontsize=9,
@@ -259,7 +262,7 @@ def _figure(cases: Sequence[Case], title: str | None) -> Figure:
 
 def render_png(cases: Iterable[CaseLike], title: str | None = None) -> bytes:
     """The bytes of the PNG that `plot` writes."""
-    checked = [c for _, c in _checked(cases)]
+    checked = [c for _, c in checked_cases(cases)]
     with warnings.catch_warnings():
         # A device name in a script DejaVu Sans lacks draws as boxes; that is no reason to warn.
         warnings.filterwarnings(

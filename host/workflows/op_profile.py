@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.boardfacts import system
-from edgeopt.host.output import table
-from edgeopt.host.ssh import Connection, SshError, printable, quote
+from edgeopt.host.transport.ssh.connection import Connection, SshError, printable, quote
 from edgeopt.proto import profiling
 from edgeopt.proto.inputs import made_up_shape
 
@@ -53,53 +52,6 @@ import platform
 print(json.dumps({"trace": session.end_profiling(), "onnxruntime": ort.__version__,
                   "machine": platform.machine(), "kernel_arch": kernel_arch}))
 """
-
-
-def report(agg: Mapping[str, Any], top: int, requested: str = "") -> str:
-    """The top nodes, the op types, and nodes that fell back to the CPU, as text."""
-    lines = [
-        f"one run: {agg['run_ms']:.3g} ms wall, {agg['node_ms']:.3g} ms in operators",
-        "",
-        table(["NODE", "OP", "EP", "CALLS", "MEAN", "SHARE"], [
-            [n["node"][:48], n["op_type"], _ep(n["provider"]), str(n["calls"]),
-             f"{n['mean_ms']:.3g} ms", f"{n['share']:.1%}"]
-            for n in agg["nodes"][:top]
-        ]),
-        "",
-        table(["OP TYPE", "EP", "NODES", "TOTAL", "SHARE"], [
-            [t["op_type"], _ep(t["provider"]), str(t["nodes"]), f"{t['total_ms']:.3g} ms",
-             f"{t['share']:.1%}"]
-            for t in agg["op_types"]
-        ]),
-    ]  # fmt: skip
-    fell = profiling.fallbacks(agg["nodes"], requested)
-    if fell:
-        names = ", ".join(f"{n['node']} ({n['op_type']})" for n in fell[:10])
-        lines += ["", f"{len(fell)} node(s) fell back to the CPU from {_ep(requested)}: {names}"]
-    return "\n".join(lines)
-
-
-def _ep(provider: str) -> str:
-    return provider.removesuffix("ExecutionProvider") or "?"
-
-
-def plot(agg: Mapping[str, Any], path: Path, title: str, top: int = 20) -> None:
-    """A PNG bar chart of the op types' share of the time (and the top nodes)."""
-    from matplotlib.figure import Figure  # noqa: PLC0415
-
-    types = list(agg["op_types"])[:top][::-1]
-    nodes = list(agg["nodes"])[:top][::-1]
-    figure = Figure(figsize=(10, 8), dpi=100)
-    ax1, ax2 = figure.subplots(2, 1)
-    ax1.barh([f"{t['op_type']} ({_ep(t['provider'])})" for t in types],
-             [100 * t["share"] for t in types], color="#1f77b4")  # fmt: skip
-    ax1.set_xlabel("share of operator time (%)")
-    ax1.set_title(title)
-    ax2.barh([n["node"][-40:] for n in nodes], [n["mean_ms"] for n in nodes], color="#ff7f0e")
-    ax2.set_xlabel("mean time per run (ms)")
-    ax2.set_title(f"top {len(nodes)} nodes")
-    figure.tight_layout()
-    figure.savefig(path)
 
 
 def over_ssh(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from edgeopt.host.output import table
+from edgeopt.host.report.table import table
 
 Status = Literal["ok", "unsupported", "failed", "not run"]
 STATUSES: tuple[Status, ...] = ("ok", "unsupported", "failed", "not run")
@@ -73,7 +73,7 @@ _EP_SHORT = {
 _TIMING_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "ci_low_ms", "ci_high_ms")
 _ERROR_WIDTH = 60
 """Characters of an error message the terminal table shows (the CSV and HTML keep it all)."""
-_WARN_FLAGS = frozenset({"throttled", "loaded", "partial"})
+WARN_FLAGS = frozenset({"throttled", "loaded", "partial"})
 
 
 class CaseDict(TypedDict, total=False):
@@ -260,7 +260,7 @@ def _integer(value: object, key: str, where: str) -> int:
     return value
 
 
-def _checked(cases: Iterable[CaseLike]) -> list[tuple[CaseLike, Case]]:
+def checked_cases(cases: Iterable[CaseLike]) -> list[tuple[CaseLike, Case]]:
     """Each given case with its checked form, in the caller's order."""
     return [(c, c if isinstance(c, Case) else Case.from_dict(c, i)) for i, c in enumerate(cases)]
 
@@ -271,7 +271,7 @@ def _variant_rank(variant: str) -> tuple[int, str]:
     return len(VARIANT_ORDER), variant
 
 
-def _order(cases: Sequence[Case]) -> list[int]:
+def display_order(cases: Sequence[Case]) -> list[int]:
     """Indices of `cases` in presentation order.
 
     Devices by first appearance, a device's providers by first appearance, then threads, then
@@ -292,19 +292,20 @@ def _order(cases: Sequence[Case]) -> list[int]:
     )
 
 
-def _ordered(cases: Sequence[Case]) -> list[Case]:
-    """`cases` in presentation order (see `_order`)."""
-    return [cases[i] for i in _order(cases)]
+def in_display_order(cases: Sequence[Case]) -> list[Case]:
+    """`cases` in presentation order (see `display_order`)."""
+    return [cases[i] for i in display_order(cases)]
 
 
-def _variants(cases: Iterable[Case]) -> list[str]:
+def variants_of(cases: Iterable[Case]) -> list[str]:
+    """The variants present, in `VARIANT_ORDER` (others after, by name)."""
     return sorted({c.variant for c in cases}, key=_variant_rank)
 
 
 # --- Pareto front -------------------------------------------------------------------------------
 
 
-def _objectives(group: Sequence[Case]) -> list[tuple[float, ...]]:
+def objectives_of(group: Sequence[Case]) -> list[tuple[float, ...]]:
     """Per case, values where smaller is better: size, p50 and, when all have it, accuracy.
 
     Accuracy counts only when every case of the group was validated, since a case without it can
@@ -325,7 +326,7 @@ def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
 
 
-def _front(cases: Sequence[Case], per_device: bool) -> set[int]:
+def front_of(cases: Sequence[Case], per_device: bool) -> set[int]:
     """Indices into `cases` of the non-dominated ok cases."""
     groups: dict[str, list[int]] = {}
     for i, c in enumerate(cases):
@@ -333,7 +334,7 @@ def _front(cases: Sequence[Case], per_device: bool) -> set[int]:
             groups.setdefault(c.device if per_device else "", []).append(i)
     front: set[int] = set()
     for members in groups.values():
-        values = _objectives([cases[i] for i in members])
+        values = objectives_of([cases[i] for i in members])
         front.update(
             i
             for i, v in zip(members, values, strict=True)
@@ -357,8 +358,8 @@ def pareto(cases: Iterable[CaseLike], *, per_device: bool = True) -> list[CaseLi
     Returns:
         The given objects themselves (not copies), in the caller's order.
     """
-    pairs = _checked(cases)
-    front = _front([c for _, c in pairs], per_device)
+    pairs = checked_cases(cases)
+    front = front_of([c for _, c in pairs], per_device)
     return [given for i, (given, _) in enumerate(pairs) if i in front]
 
 
@@ -403,7 +404,7 @@ def _notes(case: Case, width: int | None) -> str:
     return ", ".join(parts)
 
 
-def _cells(case: Case, error_width: int | None) -> list[str]:
+def row_cells(case: Case, error_width: int | None) -> list[str]:
     """The cells of a table row, unescaped (TABLE_HEADERS order)."""
     ok = case.ok
     ci = case.ci_percent
@@ -432,8 +433,10 @@ def terminal_table(cases: Iterable[CaseLike]) -> str:
     validated. Cases that are not ok show "-" and their status and error (first line, at most
     60 characters). Control characters in user text are shown as "?".
     """
-    checked = [c for _, c in _checked(cases)]
-    rows = [[_printable(cell) for cell in _cells(c, _ERROR_WIDTH)] for c in _ordered(checked)]
+    checked = [c for _, c in checked_cases(cases)]
+    rows = [
+        [_printable(cell) for cell in row_cells(c, _ERROR_WIDTH)] for c in in_display_order(checked)
+    ]
     return table(TABLE_HEADERS, rows)
 
 
@@ -466,9 +469,9 @@ def write_csv(cases: Iterable[CaseLike], path: str | Path) -> None:
     Text is written as given, except that text a spreadsheet would run as a formula (starting
     with = + - @, a tab or a carriage return) gets a leading apostrophe, shown as text.
     """
-    pairs = _checked(cases)
+    pairs = checked_cases(cases)
     checked = [c for _, c in pairs]
-    front = _front(checked, per_device=True)
+    front = front_of(checked, per_device=True)
     extra = _accuracy_columns(checked)
     with Path(path).open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
@@ -492,8 +495,8 @@ def to_records(cases: Iterable[CaseLike]) -> list[dict[str, Any]]:
     `ci_percent` (the CI half-width as a percentage of p50) and `pareto` (on its device's front).
     `json.dumps(..., allow_nan=False)` accepts the result.
     """
-    checked = [c for _, c in _checked(cases)]
-    front = _front(checked, per_device=True)
+    checked = [c for _, c in checked_cases(cases)]
+    front = front_of(checked, per_device=True)
     return [
         {**c.to_dict(), "ci_percent": c.ci_percent, "pareto": i in front}
         for i, c in enumerate(checked)
@@ -504,8 +507,8 @@ def to_records(cases: Iterable[CaseLike]) -> list[dict[str, Any]]:
 
 
 def render_png(cases: Iterable[CaseLike], title: str | None = None) -> bytes:
-    """The PNG `plot` writes, as bytes (see `edgeopt.host.report_plot`)."""
-    from edgeopt.host import report_plot  # noqa: PLC0415  (matplotlib only when plotting)
+    """The PNG `plot` writes, as bytes (see `edgeopt.host.report.plot`)."""
+    from edgeopt.host.report import plot as report_plot  # noqa: PLC0415  (matplotlib only when plotting)
 
     return report_plot.render_png(cases, title)
 
@@ -513,16 +516,16 @@ def render_png(cases: Iterable[CaseLike], title: str | None = None) -> bytes:
 def plot(cases: Iterable[CaseLike], path: str | Path, title: str | None = None) -> None:
     """Write one PNG of three panels: latency, speed-up, and size against latency.
 
-    See `edgeopt.host.report_plot.plot`.
+    See `edgeopt.host.report.plot.plot`.
     """
-    from edgeopt.host import report_plot  # noqa: PLC0415
+    from edgeopt.host.report import plot as report_plot  # noqa: PLC0415
 
     report_plot.plot(cases, path, title)
 
 
 def html_page(cases: Iterable[CaseLike], title: str, meta: Mapping[str, str] | None = None) -> str:
     """The text of the page `write_html` writes."""
-    from edgeopt.host import report_html  # noqa: PLC0415
+    from edgeopt.host.report import html as report_html  # noqa: PLC0415
 
     return report_html.html_page(cases, title, meta)
 
@@ -532,8 +535,8 @@ def write_html(
 ) -> None:
     """Write one self-contained HTML5 page: metadata, the table and the plots.
 
-    See `edgeopt.host.report_html.write_html`.
+    See `edgeopt.host.report.html.write_html`.
     """
-    from edgeopt.host import report_html  # noqa: PLC0415
+    from edgeopt.host.report import html as report_html  # noqa: PLC0415
 
     report_html.write_html(cases, path, title, meta)

@@ -29,18 +29,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgeopt.host import planner
-from edgeopt.host.client import AgentClient, ClientConfig, file_digest, plan_message
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.compress import data as datasets
-from edgeopt.host.compress import model as onnx_model
+from edgeopt.host.compress import onnxfile as onnx_model
 from edgeopt.host.compress.target import parse_version
 from edgeopt.host.compress.weights import census
-from edgeopt.host.inventory import Device
-from edgeopt.host.state import DeviceRecord, State
-from edgeopt.host.tune import TuneOptions, TuneResult, tune_device
+from edgeopt.host.config.inventory import Device
+from edgeopt.host.errors import EdgeoptError, InvalidRequest, UnsupportedModel
+from edgeopt.host.planning import planner
+from edgeopt.host.store.state import DeviceRecord, State
+from edgeopt.host.transport.client import AgentClient, ClientConfig, file_digest, plan_message
+from edgeopt.host.workflows.tune import TuneOptions, TuneResult, tune_device
 from edgeopt.proto.capabilities import Capabilities, to_dict
-from edgeopt.proto.errors import EdgeoptError, InvalidRequest, UnsupportedModel
 from edgeopt.proto.v1 import agent_pb2
 
 
