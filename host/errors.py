@@ -1,10 +1,15 @@
-"""Every error edgeopt raises on purpose, on either side of the wire.
+"""Every error the host raises on purpose, under one root; the CLI maps them in one place.
 
     EdgeoptError
     ├── ConfigError (ValueError)           a file we read is wrong (names file and field/line)
     │   ├── InventoryError                 the inventory TOML
-    │   └── ProfileError                   a device profile TOML
+    │   ├── ProfileError                   a device profile TOML
+    │   └── StateError                     the state database (unreachable, newer schema)
     ├── UnknownDevice (KeyError)           --device names nothing in the inventory
+    ├── PlanError (ValueError)             the request cannot be planned for the board
+    ├── SshError                           an SSH connection or command failed
+    │   └── BootstrapError                 the board cannot take the agent, or it did not start
+    ├── TlsError (ValueError)              a CA or certificate cannot be made, read or used
     ├── CompressionError                   a compression pass cannot do what was asked
     │   ├── ModelError (ValueError)        the input is not a model we can read
     │   ├── DataError (ValueError)         example/calibration/validation data do not fit
@@ -27,7 +32,9 @@
 
 gRPC errors are translated once, at the client boundary, through `STATUS_TO_ERROR`; each
 `AgentError` keeps `.device` (the inventory name, when known) and `.status` (the gRPC status name).
-This module imports nothing outside the standard library, so both programs can share it.
+The CLI's root group (`edgeopt.host.cli.common.EdgeoptGroup`) turns any of them into one line
+and exit status 1. The agent answers with gRPC status codes, never with these. This module
+imports nothing outside the standard library.
 """
 
 from __future__ import annotations
@@ -60,6 +67,10 @@ class ProfileError(ConfigError):
     """A device profile is unreadable or wrong."""
 
 
+class StateError(ConfigError):
+    """The state database cannot be used (unreachable, newer schema, unreadable)."""
+
+
 class UnknownDevice(EdgeoptError, KeyError):
     """A selector names no device, group, tag or profile of the inventory.
 
@@ -79,6 +90,22 @@ class UnknownDevice(EdgeoptError, KeyError):
     def __str__(self) -> str:
         # KeyError quotes its argument; we want the sentence as it is.
         return str(self.args[0])
+
+
+class PlanError(EdgeoptError, ValueError):
+    """The user's request cannot be planned (an execution provider the board lacks)."""
+
+
+class SshError(EdgeoptError):
+    """An SSH connection or command failed; the message says what and where."""
+
+
+class BootstrapError(SshError):
+    """The board cannot take the agent, or the agent did not start; the message says why."""
+
+
+class TlsError(EdgeoptError, ValueError):
+    """A CA or certificate cannot be made, read or used as asked (the message says which)."""
 
 
 class CompressionError(EdgeoptError):

@@ -82,14 +82,11 @@ def plan_cmd(  # noqa: PLR0917  (click passes each option by name)
         "importance": "l1", "finetune": None, "epochs": 3, "lr": 1e-3,
     }  # fmt: skip
     traits = traits_of(build_request(model, None, **options))
-    try:
-        decision = planner.plan(
-            board, traits,
-            planner.Constraints(calibration=calibration is not None, provider=provider,
-                                threads=threads, memory_headroom=headroom),
-        )  # fmt: skip
-    except planner.PlanError as exc:
-        raise click.ClickException(str(exc)) from exc
+    decision = planner.plan(  # a PlanError is one line, through the root group
+        board, traits,
+        planner.Constraints(calibration=calibration is not None, provider=provider,
+                            threads=threads, memory_headroom=headroom),
+    )  # fmt: skip
     if as_json:
         echo_json({
             "board": board.name, "model": model, "traits": asdict(traits),

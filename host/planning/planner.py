@@ -27,6 +27,8 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from edgeopt.host.errors import PlanError
+
 Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight"]
 
 EP_PREFERENCE = (
@@ -182,10 +184,6 @@ class Decision:
     alternatives: tuple[Plan, ...] = field(default_factory=tuple)
     refused: str | None = None
     """Why no plan fits (the model fits nowhere in memory); `chosen` is then the least bad."""
-
-
-class PlanError(ValueError):
-    """The user's request cannot be planned (an execution provider the board lacks)."""
 
 
 def _provider(board: Board, wanted: str | None, reasons: list[str]) -> str:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 
-from edgeopt.host.errors import ConfigError
+from edgeopt.host.errors import StateError
 
 ENV_VAR = "EDGEOPT_STATE"
 
@@ -230,10 +230,6 @@ def edgeopt_version() -> str:
         return importlib.metadata.version("edgeopt")
     except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-class StateError(ConfigError):
-    """The state database cannot be used (unreachable, newer schema, unreadable)."""
 
 
 @dataclass

@@ -36,7 +36,13 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgeopt.host.config.inventory import TlsSettings
-from edgeopt.host.errors import AgentError, AgentTimeout, AgentUnavailable, error_for_status
+from edgeopt.host.errors import (
+    AgentError,
+    AgentTimeout,
+    AgentUnavailable,
+    TlsError,
+    error_for_status,
+)
 from edgeopt.host.transport import tls as certs
 from edgeopt.host.transport.ssh import tunnel
 from edgeopt.proto import auth
@@ -150,7 +156,7 @@ class AgentClient:
             return path.read_bytes()
         except OSError as exc:
             who = f" of device {self.device!r}" if self.device else ""
-            raise certs.TlsError(
+            raise TlsError(
                 f"cannot read the TLS {key} file{who}, {path}: {exc.strerror or exc}"
             ) from exc
 

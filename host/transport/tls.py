@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from edgeopt.host.errors import EdgeoptError
+from edgeopt.host.errors import TlsError
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
@@ -37,10 +37,6 @@ CA_DAYS = 3650
 LEAF_DAYS = 825
 """The longest leaf lifetime clients commonly accept; rotate earlier with SIGHUP."""
 PIN_PREFIX = "sha256:"
-
-
-class TlsError(EdgeoptError, ValueError):
-    """A CA or certificate cannot be made, read or used as asked (the message says which)."""
 
 
 @dataclass(frozen=True)

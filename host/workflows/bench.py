@@ -34,7 +34,6 @@ from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.config.inventory import Device
 from edgeopt.host.errors import AgentTimeout, AgentUnavailable, EdgeoptError, InvalidRequest
-from edgeopt.host.planning.planner import PlanError
 from edgeopt.host.store.state import State
 from edgeopt.host.transport.client import (
     AgentClient,
@@ -233,7 +232,7 @@ def _cases(options: BenchOptions, caps: Capabilities, device: Device) -> list[Ca
                     deploy = replace(deploy, request=request, traits=None)
                 try:
                     request, plan = plan_for(deploy, caps, device.name)
-                except (PlanError, EdgeoptError) as exc:
+                except EdgeoptError as exc:  # PlanError included
                     case.status, case.error = "unsupported", str(exc)
                     continue
                 case.plan = {**plan, "_request": request}

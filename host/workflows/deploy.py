@@ -443,7 +443,7 @@ class Deployer:
                 request, plan = plan_for(
                     self.options, caps, device.name, run.tuned.get(device.name)
                 )
-            except (EdgeoptError, planner.PlanError) as exc:
+            except EdgeoptError as exc:  # PlanError included
                 run.results[device.name].error = str(exc)
                 self._finish(run, run.results[device.name])
                 continue

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from edgeopt.boardfacts import system
-from edgeopt.host.transport.ssh.connection import Connection, SshError, printable, quote
+from edgeopt.host.errors import SshError
+from edgeopt.host.transport.ssh.connection import Connection, printable, quote
 from edgeopt.proto import profiling
 from edgeopt.proto.inputs import made_up_shape
 

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from edgeopt.host.cli import cli
-from edgeopt.host.store.state import SCHEMA_VERSION, State, StateError, meta_table
+from edgeopt.host.errors import StateError
+from edgeopt.host.store.state import SCHEMA_VERSION, State, meta_table
 from tests.conftest import RunningAgent
 from tests.models import DigitsModel
 

@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from edgeopt.host.cli import cli
+from edgeopt.host.errors import SshError
 from edgeopt.host.transport.ssh import bootstrap
 from edgeopt.host.transport.ssh import connection as ssh
 from tests import sshd
@@ -227,7 +228,7 @@ def test_a_connection_dropped_mid_bootstrap_then_a_rerun_completes(
                 conn.client.close()  # the link goes down while the board installs
 
         cache = Path(old_home or "/root") / ".cache" / "edgeopt" / "bootstrap"
-        with pytest.raises(ssh.SshError) as dropped:
+        with pytest.raises(SshError) as dropped:
             bootstrap.bootstrap(conn, folder=str(folder), port=port, offline=True, cache=cache,
                                 say=cut)  # fmt: skip
         assert "the connection dropped" in str(dropped.value) or "closed" in str(dropped.value)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgeopt.host.config import inventory
-from edgeopt.host.errors import InventoryError
+from edgeopt.host.errors import BootstrapError, InventoryError
 from edgeopt.host.transport.ssh import bootstrap
 
 if sys.version_info >= (3, 11):
@@ -45,7 +45,7 @@ def test_a_name_outside_the_rule_is_refused_and_nothing_is_written(
 ) -> None:
     path = tmp_path / "edgeopt.toml"
     path.write_text(USERS)
-    with pytest.raises(bootstrap.BootstrapError) as refused:
+    with pytest.raises(BootstrapError) as refused:
         bootstrap.add_to_inventory(path, name, "pi@board", installed())
     shown = name.replace("\x1b[2J", "").replace("\n", " ")
     assert str(refused.value) == (

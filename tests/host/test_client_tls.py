@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from edgeopt.host.cli import cli
 from edgeopt.host.config import inventory
 from edgeopt.host.config.inventory import TlsSettings
-from edgeopt.host.errors import AgentUnavailable, InventoryError
+from edgeopt.host.errors import AgentUnavailable, InventoryError, TlsError
 from edgeopt.host.transport import tls
 from edgeopt.host.transport.client import AgentClient, ClientConfig
 from tests.conftest import RunningAgent
@@ -257,13 +257,13 @@ def test_cli_reaches_a_mutual_tls_agent_through_the_inventory(
 
 def test_unreadable_tls_files_are_one_clear_error(fleet_pki: Pki, tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
-    with pytest.raises(tls.TlsError) as info:
+    with pytest.raises(TlsError) as info:
         _caps("127.0.0.1:1", None, TlsSettings(ca=missing))
     assert str(info.value) == (
         f"cannot read the TLS ca file of device 'dut', {missing}: No such file or directory"
     )
     pinned = TlsSettings(pin="sha256:" + "0" * 64, client_cert=missing, client_key=missing)
-    with pytest.raises(tls.TlsError) as info:
+    with pytest.raises(TlsError) as info:
         _caps("127.0.0.1:1", None, pinned)
     assert str(info.value) == (
         f"cannot read the TLS client_cert file of device 'dut', {missing}: "

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import ast
+import inspect
+from pathlib import Path
+
 import pytest
 
 from edgeopt.host import errors
@@ -33,3 +37,21 @@ def test_unknown_device_lists_known_ones() -> None:
     assert str(err) == (
         "no device, group, tag or profile named 'pi9'; known devices: pi4-kitchen, rk-01"
     )
+
+
+def test_every_host_error_is_declared_once_under_the_root() -> None:
+    """No module of host/ but errors.py declares an exception; all descend from EdgeoptError."""
+    host = Path(errors.__file__).resolve().parent
+    elsewhere = [
+        f"{path.relative_to(host)}:{node.lineno} {node.name}"
+        for path in sorted(host.rglob("*.py")) if path.name != "errors.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef)
+        and any(getattr(b, "id", getattr(b, "attr", "")).endswith(("Error", "Exception"))
+                for b in node.bases)
+    ]  # fmt: skip
+    assert elsewhere == []
+    declared = [c for _, c in inspect.getmembers(errors, inspect.isclass)
+                if issubclass(c, BaseException) and c.__module__ == errors.__name__]  # fmt: skip
+    assert len(declared) > 20
+    assert all(issubclass(c, errors.EdgeoptError) for c in declared)

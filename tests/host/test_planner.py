@@ -8,12 +8,12 @@ import pytest
 from edgeopt.host.compress.normalize import normalize
 from edgeopt.host.compress.weights import census
 from edgeopt.host.config import device_profiles as profiles
+from edgeopt.host.errors import PlanError
 from edgeopt.host.planning.planner import (
     TINY_WEIGHTS,
     Board,
     Constraints,
     ModelTraits,
-    PlanError,
     model_traits,
     plan,
 )

@@ -23,13 +23,13 @@ from click.testing import CliRunner
 from psycopg import sql
 
 from edgeopt.host.cli import cli
+from edgeopt.host.errors import StateError
 from edgeopt.host.store.state import (
     BENCH_V4_COLUMNS,
     MIGRATIONS,
     SCHEMA_VERSION,
     DeviceRecord,
     State,
-    StateError,
     devices_table,
     meta_table,
     metadata,

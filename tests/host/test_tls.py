@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edgeopt.host.cli import cli
+from edgeopt.host.errors import TlsError
 from edgeopt.host.transport import tls
 from tests.pki import Pki
 
@@ -31,7 +32,7 @@ def test_init_ca_writes_a_ca_and_a_private_key(tmp_path: Path) -> None:
 def test_init_ca_refuses_to_replace_a_ca(tmp_path: Path) -> None:
     ca = tls.init_ca(tmp_path)
     before = ca.key.read_bytes(), ca.cert.read_bytes()
-    with pytest.raises(tls.TlsError) as info:
+    with pytest.raises(TlsError) as info:
         tls.init_ca(tmp_path)
     assert str(info.value) == (
         f"{tmp_path} already holds a fleet CA (ca.pem, ca.key); issue certificates with it, "
@@ -77,13 +78,13 @@ def test_issue_a_server_and_a_client_certificate(fleet_pki: Pki, tmp_path: Path)
 def test_issue_refuses_bad_hosts(
     fleet_pki: Pki, hosts: tuple[str, ...], client: bool, message: str
 ) -> None:
-    with pytest.raises(tls.TlsError) as info:
+    with pytest.raises(TlsError) as info:
         tls.issue(fleet_pki.ca_dir, "pi4", hosts, client=client)
     assert message in str(info.value)
 
 
 def test_issue_without_a_ca_says_how_to_make_one(tmp_path: Path) -> None:
-    with pytest.raises(tls.TlsError) as info:
+    with pytest.raises(TlsError) as info:
         tls.issue(tmp_path, "pi4", ["10.0.0.7"])
     assert str(info.value).startswith(f"no fleet CA in {tmp_path} (No such file or directory)")
     assert str(info.value).endswith("make one with `edgeopt tls init`")

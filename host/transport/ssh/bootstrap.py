@@ -40,8 +40,8 @@ from typing import Any
 import tomlkit
 import tomlkit.exceptions
 
-from edgeopt.host.errors import InventoryError
-from edgeopt.host.transport.ssh.connection import Connection, SshError, printable, quote
+from edgeopt.host.errors import BootstrapError, InventoryError
+from edgeopt.host.transport.ssh.connection import Connection, printable, quote
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,10 +62,6 @@ NAME_RULE = r"[^\W_][\w.-]{0,63}"
 `-` (Unicode letters too). No quote, space or `/`: it names the token's file as well."""
 _TOKEN_RULE = r"[!-~]{16,4096}"
 """The board's token as the host keeps it: one line of printable ASCII, no spaces."""
-
-
-class BootstrapError(SshError):
-    """The board cannot take the agent, or the agent did not start; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -24,17 +24,13 @@ from pathlib import Path
 
 import paramiko
 
-from edgeopt.host.errors import EdgeoptError
+from edgeopt.host.errors import SshError
 
 DEFAULT_TIMEOUT = 15.0
 KEEPALIVE_S = 15
 MAX_ANSWER_BYTES = 4 << 20
 """Most a command's stdout (and, apart, its stderr) may hold unless the caller allows more: a
 board that prints without end must not fill the host's memory."""
-
-
-class SshError(EdgeoptError):
-    """An SSH connection or command failed; the message says what and where."""
 
 
 def fingerprint(key: paramiko.PKey) -> str:

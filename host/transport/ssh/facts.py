@@ -28,7 +28,8 @@ from typing import Any
 
 from edgeopt.boardfacts import capabilities as board_caps
 from edgeopt.boardfacts import runtime, system
-from edgeopt.host.transport.ssh.connection import Connection, SshError, printable
+from edgeopt.host.errors import SshError
+from edgeopt.host.transport.ssh.connection import Connection, printable
 from edgeopt.proto.capabilities import Capabilities, OnnxRuntimeInfo
 
 RS, US = "\x1e", "\x1f"

@@ -18,6 +18,7 @@ from typing import Any
 
 import paramiko
 
+from edgeopt.host.errors import SshError
 from edgeopt.host.transport.ssh import connection as ssh
 
 _OPEN: dict[str, Tunnel] = {}
@@ -73,7 +74,7 @@ class Tunnel:
         accept_new, timeout = self._options
         try:
             self.conn = ssh.connect(self.spec, accept_new_host_key=accept_new, timeout=timeout)
-        except ssh.SshError as exc:
+        except SshError as exc:
             self.error = str(exc)
         finally:
             self.ready.set()
@@ -103,7 +104,7 @@ class Tunnel:
             try:
                 self.conn = ssh.connect(self.spec, accept_new_host_key=accept_new,
                                         timeout=timeout)  # fmt: skip
-            except ssh.SshError as exc:
+            except SshError as exc:
                 raise paramiko.SSHException(f"the SSH connection dropped: {exc}") from exc
             transport = self.conn.client.get_transport()
             assert transport is not None
