@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from edgeopt.proto.v1 import agent_pb2
 
@@ -156,6 +156,16 @@ class Capabilities:
     def has(self, feature: str) -> bool:
         """Whether the CPU has a normalized ISA feature ("dotprod", "avx512_vnni")."""
         return feature in self.isa_features
+
+
+REMOTE_PROVIDERS = frozenset({"AzureExecutionProvider"})
+"""Execution providers ONNX Runtime lists that run nothing on the board (Azure's sends each
+call to a cloud endpoint): never planned, never benchmarked."""
+
+
+def local_providers(providers: Iterable[str]) -> list[str]:
+    """The execution providers that run on the board itself, in the board's order."""
+    return [p for p in providers if p not in REMOTE_PROVIDERS]
 
 
 def to_dict(caps: Capabilities) -> dict[str, Any]:

@@ -27,10 +27,10 @@ from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.compress import build_request, compression_options
 from edgeopt.host.compress.data import read_npz
 from edgeopt.host.config.inventory import Device
-from edgeopt.host.errors import EdgeoptError
 from edgeopt.host.report.table import echo_json, table
 from edgeopt.host.store.state import State
 from edgeopt.host.transport.client import AgentClient
+from edgeopt.host.transport.fanout import on_agents
 from edgeopt.host.workflows.deploy import (
     Deployer,
     DeployOptions,
@@ -256,27 +256,15 @@ def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
         ctx.exit(1)
 
 
-async def _each(
+def _each(
     devices: list[Device],
     session: Session,
     call: Callable[[AgentClient], Awaitable[T]],
     parallel: int = 16,
 ) -> list[tuple[Device, T | None, str]]:
-    """`call` on every device concurrently; an error is that device's row, not the end."""
-    limit = asyncio.Semaphore(parallel)
-
-    async def one(device: Device) -> tuple[Device, T | None, str]:
-        async with limit:
-            try:
-                async with AgentClient(
-                    device.address, token=device.token(), device=device.name,
-                    config=session.client, tls=device.tls,
-                ) as client:  # fmt: skip
-                    return device, await call(client), ""
-            except EdgeoptError as exc:
-                return device, None, str(exc)
-
-    return list(await asyncio.gather(*(one(d) for d in devices)))
+    """`call` on every device through the fan-out; an error is that device's row, not the end."""
+    outcomes = asyncio.run(on_agents(devices, call, session.client, parallel=parallel))
+    return [(o.device, o.value, o.reason) for o in outcomes]
 
 
 @click.command("models")
@@ -289,7 +277,7 @@ def models_cmd(
     """The models on each device: names, versions, digests, the active one, sizes, memory."""
     session: Session = ctx.obj
     devices, _ = selection(session, selectors, whole_fleet)
-    answers = asyncio.run(_each(devices, session, lambda c: c.list_models()))
+    answers = _each(devices, session, lambda c: c.list_models())
     if as_json:
         echo_json([
             {"device": d.name, "error": error or None,
@@ -357,7 +345,7 @@ def infer_cmd(  # noqa: PLR0917  (click passes each option by name)
         return await client.infer_batches(name, feed, version_label, timeout=max(60.0,
                                   session.client.deadline))  # fmt: skip
 
-    ((device, answer, error),) = asyncio.run(_each(devices, session, call))
+    ((device, answer, error),) = _each(devices, session, call)
     if answer is None:
         raise click.ClickException(error)
     outputs, reply = answer
@@ -394,7 +382,7 @@ def rollback_cmd(
     """Make the previously active version of NAME active again on each device."""
     session: Session = ctx.obj
     devices, _ = selection(session, selectors, whole_fleet)
-    answers = asyncio.run(_each(devices, session, lambda c: c.rollback(name, timeout=60.0)))
+    answers = _each(devices, session, lambda c: c.rollback(name, timeout=60.0))
     rows = [
         [d.name, a.previous_version, a.version, ""] if a else [d.name, "", "", error]
         for d, a, error in answers
@@ -426,7 +414,7 @@ def remove_cmd(  # noqa: PLR0917  (click passes each option by name)
     session: Session = ctx.obj
     name, _, version = target.partition("@")
     devices, _ = selection(session, selectors, whole_fleet)
-    answers = asyncio.run(_each(devices, session, lambda c: c.delete(name, version, force)))
+    answers = _each(devices, session, lambda c: c.delete(name, version, force))
     rows = [
         [d.name, ",".join(a.versions_removed), _mib(a.bytes_freed), ""]
         if a else [d.name, "", "", error]

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from edgeopt.host.errors import PlanError
+from edgeopt.proto.capabilities import local_providers
 
 Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight"]
 
@@ -187,7 +188,7 @@ class Decision:
 
 
 def _provider(board: Board, wanted: str | None, reasons: list[str]) -> str:
-    offered = [p for p in board.providers if p != "AzureExecutionProvider"]
+    offered = local_providers(board.providers)
     if wanted is not None:
         if offered and wanted not in offered:
             raise PlanError(

@@ -42,8 +42,10 @@ from edgeopt.host.transport.client import (
     plan_message,
     to_tensors,
 )
-from edgeopt.host.workflows.deploy import DeployOptions, capabilities_of, first_sample, plan_for
-from edgeopt.proto.capabilities import Capabilities
+from edgeopt.host.transport.fanout import each, on_agents, open_client
+from edgeopt.host.workflows.artifacts import Artifacts
+from edgeopt.host.workflows.deploy import DeployOptions, first_sample, plan_for
+from edgeopt.proto.capabilities import Capabilities, local_providers
 from edgeopt.proto.v1 import agent_pb2
 
 VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
@@ -195,26 +197,12 @@ async def _measure(
     )
 
 
-class _Artifacts:
-    """Each distinct compression request made once, even when devices ask at the same time."""
-
-    def __init__(self, compress_fn: Callable[[CompressRequest], CompressionReport]) -> None:
-        self.compress_fn = compress_fn
-        self.made: dict[str, asyncio.Task[CompressionReport]] = {}
-
-    async def get(self, request: CompressRequest) -> CompressionReport:
-        key = repr(request)
-        if key not in self.made:
-            self.made[key] = asyncio.ensure_future(asyncio.to_thread(self.compress_fn, request))
-        return await asyncio.shield(self.made[key])
-
-
 def _cases(options: BenchOptions, caps: Capabilities, device: Device) -> list[CaseResult]:
     """The device's matrix, each case planned (or marked unsupported)."""
     variants: tuple[str | None, ...] = options.variants or (None,)
     threads: tuple[int | None, ...] = options.threads or (options.deploy.threads,)
     providers: tuple[str | None, ...] = options.providers or (options.deploy.provider,)
-    offered = [p for p in caps.onnxruntime.execution_providers if p != "AzureExecutionProvider"]
+    offered = local_providers(caps.onnxruntime.execution_providers)
     out = []
     for variant in variants:
         for t in threads:
@@ -247,7 +235,7 @@ async def _device(
     caps: Capabilities,
     cases: list[CaseResult],
     options: BenchOptions,
-    artifacts: _Artifacts,
+    artifacts: Artifacts,
     *,
     config: ClientConfig,
     record: Callable[[CaseResult, Capabilities], None],
@@ -256,8 +244,7 @@ async def _device(
     """One device's cases, one at a time; a lost device marks the rest and keeps what it has."""
     todo = [c for c in cases if c.status == "not run"]
     lost = ""
-    async with AgentClient(device.address, token=device.token(), device=device.name,
-                           config=config, tls=device.tls) as client:  # fmt: skip
+    async with open_client(device, config) as client:
         for index, case in enumerate(todo):
             if lost:
                 case.error = f"not run: {lost}"
@@ -327,9 +314,8 @@ async def _bench(
     run_id = new_run_id()
     state.start_bench_run(run_id, str(options.deploy.request.model), model_digest,
                           options.selection, _options_record(options))  # fmt: skip
-    limit = asyncio.Semaphore(max(1, options.deploy.parallel))
     per_device: dict[str, list[CaseResult]] = {}
-    artifacts = _Artifacts(compress_fn)
+    artifacts = Artifacts(compress_fn)
 
     def record(case: CaseResult, caps: Capabilities | None) -> None:
         result = case.result or {}
@@ -346,29 +332,28 @@ async def _bench(
         })  # fmt: skip
 
     async def one(device: Device) -> None:
-        async with limit:
-            caps, error, _ = await capabilities_of(device, config, asyncio.Semaphore(1))
-            if caps is None:
-                case = CaseResult(device.name, ",".join(options.variants) or "planned",
-                                  status="failed", error=error)  # fmt: skip
-                per_device[device.name] = [case]
-                record(case, None)
-                return
-            cases = _cases(options, caps, device)
-            per_device[device.name] = cases
-            for case in cases:
-                if case.status == "unsupported":
-                    record(case, caps)
-            await _device(device, caps, cases, options, artifacts, config=config,
-                          record=record, progress=progress)  # fmt: skip
+        (asked,) = await on_agents([device], AgentClient.capabilities, config)
+        caps = asked.value
+        if caps is None:
+            case = CaseResult(device.name, ",".join(options.variants) or "planned",
+                              status="failed", error=asked.reason)  # fmt: skip
+            per_device[device.name] = [case]
+            record(case, None)
+            return
+        cases = _cases(options, caps, device)
+        per_device[device.name] = cases
+        for case in cases:
+            if case.status == "unsupported":
+                record(case, caps)
+        await _device(device, caps, cases, options, artifacts, config=config,
+                      record=record, progress=progress)  # fmt: skip
 
-    tasks = [asyncio.ensure_future(one(d)) for d in devices]
-    done, pending = await asyncio.wait(tasks, timeout=options.deadline_s)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    for task in done:
-        task.result()  # a bug in edgeopt surfaces here rather than vanishing
+    outcomes = await each(devices, one, parallel=max(1, options.deploy.parallel),
+                          deadline=options.deadline_s)  # fmt: skip
+    for outcome in outcomes:
+        if outcome.error is not None:  # `one` keeps every board's failure in its cases
+            raise outcome.error
+    pending = not all(o.finished for o in outcomes)
     cases = []
     for device in devices:
         mine = per_device.get(device.name) or [

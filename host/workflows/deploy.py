@@ -20,12 +20,13 @@ state database (`State`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -39,9 +40,13 @@ from edgeopt.host.errors import EdgeoptError, InvalidRequest, UnsupportedModel
 from edgeopt.host.planning import planner
 from edgeopt.host.store.state import DeviceRecord, State
 from edgeopt.host.transport.client import AgentClient, ClientConfig, file_digest, plan_message
+from edgeopt.host.transport.fanout import each, on_agents, open_client
+from edgeopt.host.workflows.artifacts import Artifacts
 from edgeopt.host.workflows.tune import TuneOptions, TuneResult, tune_device
 from edgeopt.proto.capabilities import Capabilities, to_dict
 from edgeopt.proto.v1 import agent_pb2
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,17 @@ def _host_ort() -> tuple[int, int]:
     return parse_version(onnxruntime.__version__)
 
 
+def lowering_target(requested: str | None, caps: Capabilities) -> str | None:
+    """The ONNX Runtime version to lower the artifact for (None: no lowering).
+
+    The user's `--target-ort`, else the board's own version when it is older than the host's.
+    """
+    board = caps.onnxruntime.version
+    if requested is None and board and parse_version(board) < _host_ort():
+        return board
+    return requested
+
+
 def plan_for(
     options: DeployOptions,
     caps: Capabilities,
@@ -167,9 +183,7 @@ def plan_for(
     ONNX Runtime is older than the host's.
     """
     board = caps.onnxruntime.version
-    target = options.request.target_ort
-    if target is None and board and parse_version(board) < _host_ort():
-        target = board
+    target = lowering_target(options.request.target_ort, caps)
     request = replace(options.request, output=None, target_ort=target)
     if tuned is not None:
         request = replace(request, precision=tuned["precision"])
@@ -246,29 +260,12 @@ def first_sample(data: Path | None, artifact: Path) -> dict[str, np.ndarray] | N
     return next(dataset.batches(dataset.fixed_batch or 1))
 
 
-async def capabilities_of(
-    device: Device, config: ClientConfig, limit: asyncio.Semaphore
-) -> tuple[Capabilities | None, str, float]:
-    """A device's report, or the error that kept it, and the seconds it took."""
-    async with limit:
-        start = time.monotonic()
-        try:
-            async with AgentClient(
-                device.address, token=device.token(), device=device.name, config=config,
-                tls=device.tls,
-            ) as client:  # fmt: skip
-                return await client.capabilities(), "", time.monotonic() - start
-        except EdgeoptError as exc:
-            return None, str(exc), time.monotonic() - start
-
-
 @dataclass
 class _Run:
     """The state of one deployment while it runs."""
 
     deployment: int
     results: dict[str, DeviceResult]
-    limit: asyncio.Semaphore
     plans: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     artifacts: dict[str, CompressionReport] = field(default_factory=dict)
     compressions: int = 0
@@ -310,11 +307,7 @@ class Deployer:
              "provider": options.provider, "canary": options.canary,
              "parallel": options.parallel},
         )  # fmt: skip
-        run = _Run(
-            deployment,
-            {d.name: DeviceResult(d.name) for d in self.devices},
-            asyncio.Semaphore(max(1, options.parallel)),
-        )
+        run = _Run(deployment, {d.name: DeviceResult(d.name) for d in self.devices})
         try:
             return await self._run(run)
         except BaseException:
@@ -353,15 +346,15 @@ class Deployer:
         """Capabilities of every device, concurrently; the silent ones fail at once."""
         for device in self.devices:
             self.progress.phase(device.name, "connect")
-        asked = await asyncio.gather(
-            *(capabilities_of(d, self.config, run.limit) for d in self.devices)
-        )
+        asked = await on_agents(self.devices, AgentClient.capabilities, self.config,
+                                parallel=self.options.parallel)  # fmt: skip
         ready = []
-        for device, (caps, error, seconds) in zip(self.devices, asked, strict=True):
+        for answer in asked:
+            device, caps = answer.device, answer.value
             result = run.results[device.name]
-            result.phases["connect"] = seconds
+            result.phases["connect"] = answer.seconds
             if caps is None:
-                result.error = error
+                result.error = answer.reason
                 self._finish(run, result)
                 continue
             self.state.record_capabilities(
@@ -385,10 +378,7 @@ class Deployer:
         async def one(device: Device, caps: Capabilities) -> TuneResult | None:
             self.progress.phase(device.name, "tune")
             start = time.monotonic()
-            board = caps.onnxruntime.version
-            target = options.request.target_ort
-            if target is None and board and parse_version(board) < _host_ort():
-                target = board
+            target = lowering_target(options.request.target_ort, caps)
             try:
                 return await tune_device(
                     device, caps, tune_options, self.state, config=self.config, target=target,
@@ -407,9 +397,9 @@ class Deployer:
         for device, caps in ready:
             by_kind.setdefault(caps.fingerprint or device.name, []).append((device, caps))
         firsts = [group[0] for group in by_kind.values()]
-        first_results = await asyncio.gather(*(one(d, c) for d, c in firsts))
+        first_results = await self._on_each(firsts, one)
         rest = [pair for group in by_kind.values() for pair in group[1:]]
-        rest_results = await asyncio.gather(*(one(d, c) for d, c in rest))
+        rest_results = await self._on_each(rest, one)
         kept = []
         for (device, caps), result in zip([*firsts, *rest], [*first_results, *rest_results],
                                           strict=True):  # fmt: skip
@@ -437,7 +427,7 @@ class Deployer:
         self, run: _Run, ready: list[tuple[Device, Capabilities]]
     ) -> list[Device]:
         """One compression per distinct request; returns the devices that have an artifact."""
-        failures: dict[str, str] = {}
+        artifacts = Artifacts(self._compress)
         for device, caps in ready:
             try:
                 request, plan = plan_for(
@@ -447,29 +437,29 @@ class Deployer:
                 run.results[device.name].error = str(exc)
                 self._finish(run, run.results[device.name])
                 continue
-            key = repr(request)
-            run.plans[device.name] = (key, plan)
+            run.plans[device.name] = (Artifacts.key(request), plan)
             run.results[device.name].plan = plan
-            if key in run.artifacts or key in failures:
+            if artifacts.started(request):
                 continue
             self.progress.phase(device.name, "compress")
             start = time.monotonic()
-            try:
-                report = await asyncio.to_thread(self._compress, request)
-                run.artifacts[key] = report
-                run.compressions += 0 if report.cached else 1
-            except EdgeoptError as exc:
-                failures[key] = str(exc)
-            except Exception as exc:  # one plan's failure must not end the others
-                failures[key] = f"compression failed: {type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):  # kept by `artifacts`, said per board below
+                await artifacts.get(request)
             run.results[device.name].phases["compress"] = time.monotonic() - start
+        run.artifacts, run.compressions = artifacts.reports(), artifacts.compressions
         runnable = []
         for device, _caps in ready:
             if device.name not in run.plans:
                 continue  # no plan: already failed and recorded
             key, _plan = run.plans[device.name]
-            if key in failures:
-                run.results[device.name].error = failures[key]
+            failure = artifacts.made[key].exception()
+            if failure is not None:
+                run.results[device.name].error = (
+                    str(failure)
+                    if isinstance(failure, EdgeoptError)
+                    # one plan's failure must not end the others
+                    else f"compression failed: {type(failure).__name__}: {failure}"
+                )
                 self._finish(run, run.results[device.name])
                 continue
             runnable.append(device)
@@ -486,21 +476,31 @@ class Deployer:
         )  # fmt: skip
         self.progress.finished(result)
 
+    @staticmethod
+    async def _on_each(
+        pairs: list[tuple[Device, Capabilities]],
+        work: Callable[[Device, Capabilities], Awaitable[T]],
+    ) -> list[T | None]:
+        """`work` on every (device, report) pair at once, through the fan-out."""
+        reports = {id(d): caps for d, caps in pairs}  # a Device holds dicts: not hashable
+        done = await each([d for d, _ in pairs], lambda d: work(d, reports[id(d)]),
+                          parallel=max(1, len(pairs)))  # fmt: skip
+        return [o.value for o in done]
+
     async def _roll_out(self, run: _Run, devices: list[Device]) -> None:
         async def one(device: Device) -> None:
             key, plan = run.plans[device.name]
             result = run.results[device.name]
-            async with run.limit:
-                try:
-                    await self._push_activate(device, run.artifacts[key], plan, result)
-                    result.outcome = "ok"
-                except EdgeoptError as exc:
-                    result.error = str(exc)
-                except Exception as exc:  # one board's failure must not end the others
-                    result.error = f"{type(exc).__name__}: {exc}"
+            try:
+                await self._push_activate(device, run.artifacts[key], plan, result)
+                result.outcome = "ok"
+            except EdgeoptError as exc:
+                result.error = str(exc)
+            except Exception as exc:  # one board's failure must not end the others
+                result.error = f"{type(exc).__name__}: {exc}"
             self._finish(run, result)
 
-        await asyncio.gather(*(one(d) for d in devices))
+        await each(devices, one, parallel=self.options.parallel)
 
     async def _push_activate(
         self,
@@ -510,10 +510,7 @@ class Deployer:
         result: DeviceResult,
     ) -> None:
         options = self.options
-        async with AgentClient(
-            device.address, token=device.token(), device=device.name, config=self.config,
-            tls=device.tls,
-        ) as client:  # fmt: skip
+        async with open_client(device, self.config) as client:
             self.progress.phase(device.name, "push")
             start = time.monotonic()
             pushed = await client.push(
@@ -555,10 +552,7 @@ class Deployer:
             if result.outcome != "ok":
                 continue
             try:
-                async with AgentClient(
-                    device.address, token=device.token(), device=device.name, config=self.config,
-                    tls=device.tls,
-                ) as client:  # fmt: skip
+                async with open_client(device, self.config) as client:
                     if result.previous_version == result.version:
                         pass  # it was already active: nothing changed there
                     elif result.previous_version:

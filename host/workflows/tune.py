@@ -42,6 +42,7 @@ from edgeopt.host.transport.client import (
     plan_message,
     to_tensors,
 )
+from edgeopt.host.transport.fanout import open_client
 from edgeopt.proto.capabilities import Capabilities
 from edgeopt.proto.v1 import agent_pb2
 
@@ -257,8 +258,7 @@ async def tune_device(
     reference = compress_fn(replace(request, precision="fp32", output=None, validation=None,
                                     target_ort=None)).artifact  # fmt: skip
     trials = [Trial(_plan_dict(c, target)) for c in chosen]
-    async with AgentClient(device.address, token=device.token(), device=device.name,
-                           config=config, tls=device.tls) as client:  # fmt: skip
+    async with open_client(device, config) as client:
         ctx = _Context(client, options, f"{options.name}{TUNE_SUFFIX}", target, compress_fn)
         _validation(ctx, reference)
         try:
