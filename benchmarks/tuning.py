@@ -146,7 +146,7 @@ def main() -> int:
                                  caps, traits)  # fmt: skip
                     again = tune(agent, request, label.split()[0].lower(), state, args.budget,
                                  caps, traits)  # fmt: skip
-                    tuned_key = (tuned.best["precision"], tuned.best["intra_op_threads"]) \
+                    tuned_key = (tuned.best.precision, tuned.best.threads) \
                         if tuned.best else None  # fmt: skip
 
                     measured = sum(1 for t in tuned.trials if t.p50_ms is not None)

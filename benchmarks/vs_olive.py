@@ -55,9 +55,10 @@ from edgeopt.host.compress.onnxfile import load  # noqa: E402
 from edgeopt.host.compress.validate import validate  # noqa: E402
 from edgeopt.host.config.inventory import Device  # noqa: E402
 from edgeopt.host.store.state import State  # noqa: E402
-from edgeopt.host.transport.client import AgentClient, ClientConfig, plan_message, to_tensors  # noqa: E402
+from edgeopt.host.transport.client import AgentClient, ClientConfig, to_tensors  # noqa: E402
 from edgeopt.host.workflows.deploy import traits_of  # noqa: E402
 from edgeopt.host.workflows.tune import TuneOptions, tune_device  # noqa: E402
+from edgeopt.proto.plan import RunPlan  # noqa: E402
 from edgeopt.proto.v1 import agent_pb2  # noqa: E402
 from tests.conftest import RunningAgent, start_agent  # noqa: E402
 from tests.corpus import CORPUS, fetch, write_data  # noqa: E402
@@ -201,7 +202,7 @@ async def bench(agent: RunningAgent, v: Variant, feed: dict[str, np.ndarray]) ->
         sha = (await client.push(v.path, "")).sha256
         result = await client.benchmark(
             agent_pb2.BenchmarkRequest(sha256=sha, inputs=to_tensors(feed), max_seconds=3,
-                                       target_ci=0.02, plan=plan_message(v.plan))
+                                       target_ci=0.02, plan=RunPlan.from_dict(v.plan).to_message())
         )  # fmt: skip
         return float(result.latency.p50_ms)
 
@@ -289,7 +290,7 @@ def main() -> int:
                                                     config=ClientConfig(120)))  # fmt: skip
                 if tuned.best is None:
                     raise RuntimeError(f"edgeopt found no variant of {label} passing the gate")
-                best = tuned.best
+                best = tuned.best.record()
                 artifact = compress(replace(request, precision=best["precision"])).artifact
                 ours = Variant(f"edgeopt deploy --tune: {best['precision']}", artifact, best,
                                op_summary(artifact))  # fmt: skip

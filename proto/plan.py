@@ -16,12 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Tuple
+from typing import TYPE_CHECKING, Any, Literal, Tuple
 
 if TYPE_CHECKING:
     from edgeopt.proto.v1 import agent_pb2
 
-__all__ = ["Pairs", "RunPlan", "pairs"]
+__all__ = ["PRECISIONS", "Pairs", "Precision", "RunPlan", "pairs"]
+
+Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight"]
+"""What an artifact is: the precisions the host makes and plans (RunPlan.precision names one)."""
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
+"""Every `Precision`, from the widest to the narrowest."""
 
 # typing.Tuple: a module-level alias is evaluated, and tuple[...] needs Python 3.9 (the agent
 # runs on 3.8).

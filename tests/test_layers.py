@@ -182,3 +182,16 @@ def test_no_module_imports_another_modules_private_names(package: str) -> None:
     files = sorted((ROOT / package).rglob("*.py"))
     broken = [hit for path in files for hit in private_imports(path, package)]
     assert broken == []
+
+
+def test_only_the_transport_touches_the_generated_contract() -> None:
+    """Plans, tensors and calls become protobuf in edgeopt.host.transport alone."""
+    generated = ("edgeopt.proto.v1", "google.protobuf.json_format")
+    broken = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in sorted((ROOT / "host").rglob("*.py"))
+        if "transport" not in path.relative_to(ROOT / "host").parts
+        for line, module in imported(path)
+        if module.startswith(generated)
+    ]
+    assert broken == []

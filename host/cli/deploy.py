@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 import click
 import numpy as np
-from google.protobuf import json_format
 
 from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.compress import build_request, compression_options
@@ -31,6 +30,7 @@ from edgeopt.host.report.table import echo_json, table
 from edgeopt.host.store.state import State
 from edgeopt.host.transport.client import AgentClient
 from edgeopt.host.transport.fanout import on_agents
+from edgeopt.host.transport.wire import as_record
 from edgeopt.host.workflows.deploy import (
     Deployer,
     DeployOptions,
@@ -129,7 +129,8 @@ class LiveProgress(LineProgress):
 def _result_json(r: DeviceResult) -> dict[str, Any]:
     return {
         "device": r.device, "outcome": r.outcome, "version": r.version, "sha256": r.sha256,
-        "plan": r.plan, "bytes_sent": r.bytes_sent, "already_present": r.already_present,
+        "plan": r.plan.record() if r.plan else {}, "bytes_sent": r.bytes_sent,
+        "already_present": r.already_present,
         "previous_version": r.previous_version, "canary": r.canary, "error": r.error or None,
         "phases": {k: round(v, 3) for k, v in r.phases.items()}, "tuning": r.tuning,
     }  # fmt: skip
@@ -142,7 +143,7 @@ def _report_text(report: DeployReport, name: str, state: State) -> str:
         sent = "0 (had it)" if r.already_present else _mib(r.bytes_sent) if r.bytes_sent else ""
         rows.append([
             r.device, r.outcome + (" (canary)" if r.canary else ""), r.version, r.sha256[:12],
-            str(r.plan.get("precision", "")), str(r.plan.get("intra_op_threads", "")),
+            r.plan.precision if r.plan else "", str(r.plan.threads) if r.plan else "",
             sent, phases, r.error,
         ])  # fmt: skip
     headers = ["DEVICE", "OUTCOME", "VERSION", "DIGEST", "PRECISION", "THREADS", "SENT",
@@ -281,7 +282,7 @@ def models_cmd(
     if as_json:
         echo_json([
             {"device": d.name, "error": error or None,
-             "models": json_format.MessageToDict(listing, preserving_proto_field_name=True)
+             "models": as_record(listing, every_field=False)
              if listing else None}
             for d, listing, error in answers
         ])  # fmt: skip

@@ -22,9 +22,12 @@ from edgeopt.host.workflows.deploy import traits_of
 
 
 def _plan_json(p: planner.Plan) -> dict[str, Any]:
-    data = asdict(p)
-    data["reasons"] = list(p.reasons)
-    return data
+    return {
+        "precision": p.precision, "execution_provider": p.execution_provider,
+        "intra_op_threads": p.intra_op_threads, "inter_op_threads": p.inter_op_threads,
+        "graph_optimization_level": p.graph_optimization_level,
+        "execution_mode": p.execution_mode, "reasons": list(p.reasons), "score": p.score,
+    }  # fmt: skip
 
 
 @click.command("plan")

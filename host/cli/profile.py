@@ -14,14 +14,10 @@ import click
 
 from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.ssh import open_connection, ssh_options
-from edgeopt.host.compress import data as datasets
-from edgeopt.host.errors import InvalidRequest
 from edgeopt.host.report import op_profile as profile_report
 from edgeopt.host.report.table import echo_json
-from edgeopt.host.transport.client import AgentClient, plan_message, to_tensors
 from edgeopt.host.workflows import op_profile as profile
 from edgeopt.host.workflows.deploy import first_sample
-from edgeopt.proto.v1 import agent_pb2
 
 
 def _shape(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -90,32 +86,11 @@ def profile_cmd(  # noqa: PLR0917  (click passes each option by name)
     else:
         assert device is not None
         (chosen,) = session.reach([session.inventory().get(device)])
-        plan = {"precision": "", "intra_op_threads": threads, "inter_op_threads": 0,
-                "execution_provider": provider, "graph_optimization_level": ""}  # fmt: skip
-        shapes = [] if feed or input_shape is None else [
-            agent_pb2.InputShape(name=n, dims=list(input_shape))
-            for n in profile.made_up_feed(model, input_shape)]  # fmt: skip
-
-        async def go() -> tuple[str, agent_pb2.ProfileResult]:
-            async with AgentClient(chosen.address, token=chosen.token(), device=chosen.name,
-                                   config=session.client, tls=chosen.tls) as client:  # fmt: skip
-                emulation = (await client.capabilities()).emulation
-                pushed = await client.push(model, "")
-                return emulation, await client.profile(agent_pb2.ProfileRequest(
-                    sha256=pushed.sha256, plan=plan_message(plan),
-                    inputs=to_tensors(feed or {}), input_shapes=shapes, runs=runs,
-                    warmup=warmup, include_trace=trace_path is not None))  # fmt: skip
-
-        try:
-            emulation, reply = asyncio.run(go())
-        except InvalidRequest as exc:
-            given = {shapes[0].name: input_shape} if shapes and input_shape else None
-            explained = feed is None and datasets.explain_made_up(exc, model, given)
-            if not explained:
-                raise
-            raise explained from exc
-        figures, trace = profile.result_dict(reply), reply.trace
-        where = f"{device} (agent, ONNX Runtime {reply.onnxruntime_version})"
+        figures, trace, ort, emulation = asyncio.run(profile.through_agent(
+            chosen, session.client, model, threads=threads, provider=provider, runs=runs,
+            warmup=warmup, feed=feed, input_shape=input_shape, trace=trace_path is not None,
+        ))  # fmt: skip
+        where = f"{device} (agent, ONNX Runtime {ort})"
         if emulation:  # qemu's timings, not the board's: every output says so
             where += " EMULATED"
     if trace_path is not None:

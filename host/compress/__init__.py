@@ -13,14 +13,13 @@ optimization), `validate` (outputs against the reference, the accuracy gate), `c
 from edgeopt.host.compress.cache import ArtifactCache
 from edgeopt.host.compress.validate import Gate, ValidationReport
 from edgeopt.host.compress.workflow import (
-    PRECISIONS,
     CompressionReport,
     CompressRequest,
-    Precision,
     SweepRow,
     compress,
     sweep,
 )
+from edgeopt.proto.plan import PRECISIONS, Precision
 
 __all__ = [
     "PRECISIONS",

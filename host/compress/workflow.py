@@ -62,11 +62,9 @@ from edgeopt.host.errors import (
     OutputError,
     UnsupportedModel,
 )
+from edgeopt.proto.plan import PRECISIONS, Precision
 
 log = logging.getLogger(__name__)
-
-Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
 
 
 @dataclass(frozen=True)

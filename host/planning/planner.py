@@ -25,12 +25,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import cast
 
 from edgeopt.host.errors import PlanError
 from edgeopt.proto.capabilities import local_providers
-
-Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight"]
+from edgeopt.proto.plan import Precision, RunPlan
 
 EP_PREFERENCE = (
     "TensorrtExecutionProvider",
@@ -166,15 +165,41 @@ class Constraints:
 class Plan:
     """How to run a model on a board, and why."""
 
-    precision: Precision
-    execution_provider: str
-    intra_op_threads: int
-    inter_op_threads: int = 1
-    graph_optimization_level: str = "all"
-    execution_mode: str = "sequential"
+    run: RunPlan
+    """What the board would be told: the wire's plan (edgeopt.proto.plan)."""
     reasons: tuple[str, ...] = ()
     score: float = 0.0
     """Higher is better; orders the alternatives."""
+
+    @property
+    def precision(self) -> Precision:
+        """The artifact's precision."""
+        return cast(Precision, self.run.precision)
+
+    @property
+    def execution_provider(self) -> str:
+        """The execution provider."""
+        return self.run.execution_provider
+
+    @property
+    def intra_op_threads(self) -> int:
+        """ONNX Runtime intra-op threads."""
+        return self.run.intra_op_threads
+
+    @property
+    def inter_op_threads(self) -> int:
+        """ONNX Runtime inter-op threads."""
+        return self.run.inter_op_threads
+
+    @property
+    def graph_optimization_level(self) -> str:
+        """ONNX Runtime's graph optimization level."""
+        return self.run.graph_optimization_level
+
+    @property
+    def execution_mode(self) -> str:
+        """ONNX Runtime's execution mode."""
+        return self.run.execution_mode
 
 
 @dataclass(frozen=True)
@@ -335,9 +360,14 @@ def plan(board: Board, model: ModelTraits, constraints: Constraints | None = Non
     ranked = sorted(fitting, key=lambda c: -c[1])
     plans = [
         Plan(
-            precision=p,
-            execution_provider=provider,
-            intra_op_threads=threads,
+            RunPlan(
+                precision=p,
+                intra_op_threads=threads,
+                inter_op_threads=1,
+                execution_provider=provider,
+                graph_optimization_level="all",
+                execution_mode="sequential",
+            ),
             reasons=(why, *reasons),
             score=score,
         )
@@ -348,7 +378,8 @@ def plan(board: Board, model: ModelTraits, constraints: Constraints | None = Non
     # A thread count worth measuring beside the rule's: half the cores, or all of them.
     if constraints.threads is None and threads > 1:
         alternatives.append(
-            replace(chosen, intra_op_threads=max(1, threads // 2), score=chosen.score - 0.5,
+            replace(chosen, run=replace(chosen.run, intra_op_threads=max(1, threads // 2)),
+                    score=chosen.score - 0.5,
                     reasons=(f"{_count(max(1, threads // 2), 'thread')}: fewer threads can win "
                              "on small models or busy boards", *chosen.reasons[1:]))
         )  # fmt: skip

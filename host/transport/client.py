@@ -24,7 +24,7 @@ import random
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -45,10 +45,31 @@ from edgeopt.host.errors import (
 )
 from edgeopt.host.transport import tls as certs
 from edgeopt.host.transport.ssh import tunnel
+from edgeopt.host.transport.wire import (
+    BenchmarkCall,
+    ProfileCall,
+    from_tensors,
+    plan_message,
+    to_tensors,
+    write_tensor_file,
+)
 from edgeopt.proto import auth
-from edgeopt.proto import tensors as wire
+from edgeopt.proto import tensors as tensor_format
 from edgeopt.proto.capabilities import Capabilities, from_message
+from edgeopt.proto.plan import RunPlan
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
+
+__all__ = [
+    "CHUNK_SIZE",
+    "INFER_CHUNK",
+    "INLINE_INPUTS_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "AgentClient",
+    "ClientConfig",
+    "file_digest",
+    "from_tensors",
+    "to_tensors",
+]
 
 T = TypeVar("T")
 log = logging.getLogger("edgeopt.host.transport.client")
@@ -330,7 +351,7 @@ class AgentClient:
         name: str,
         *,
         version: str = "",
-        plan: agent_pb2.Plan | None = None,
+        plan: RunPlan | agent_pb2.Plan | None = None,
         chunk_size: int = CHUNK_SIZE,
         progress: Callable[[int, int], None] | None = None,
         resumes: int = 3,
@@ -353,7 +374,7 @@ class AgentClient:
             offset = 0 if status.complete else status.offset
             header = agent_pb2.PushHeader(
                 name=name, version=version, sha256=sha256, size=size, offset=offset,
-                plan=plan or agent_pb2.Plan(),
+                plan=plan_message(plan) or agent_pb2.Plan(),
             )  # fmt: skip
             try:
                 return await self._stream_push(
@@ -443,7 +464,7 @@ class AgentClient:
         self,
         name: str,
         version: str = "",
-        plan: agent_pb2.Plan | None = None,
+        plan: RunPlan | agent_pb2.Plan | None = None,
         smoke_inputs: dict[str, np.ndarray] | None = None,
         timeout: float | None = None,
     ) -> agent_pb2.ActivateResult:
@@ -451,8 +472,9 @@ class AgentClient:
         request = agent_pb2.ActivateRequest(
             name=name, version=version, smoke_inputs=to_tensors(smoke_inputs or {})
         )
-        if plan is not None:
-            request.plan.CopyFrom(plan)
+        message = plan_message(plan)
+        if message is not None:
+            request.plan.CopyFrom(message)
         await self._inputs_aside(request, "smoke_inputs")
 
         async def attempt(remaining: float) -> agent_pb2.ActivateResult:
@@ -502,15 +524,17 @@ class AgentClient:
 
     async def benchmark(
         self,
-        request: agent_pb2.BenchmarkRequest,
+        call: BenchmarkCall | agent_pb2.BenchmarkRequest,
         progress: Callable[[agent_pb2.BenchmarkProgress], None] | None = None,
         timeout: float | None = None,
     ) -> agent_pb2.BenchmarkResult:
         """Run the agent's Benchmark; `progress` sees its interim events.
 
-        The deadline covers the queue, the run and the session load: by default the run's
-        `max_seconds` (10 when unset) plus a minute.
+        `call` is what to measure (a `BenchmarkCall`; a request message as it is, for tests that
+        send what no host would). The deadline covers the queue, the run and the session load:
+        by default the run's `max_seconds` (10 when unset) plus a minute.
         """
+        request = call.message() if isinstance(call, BenchmarkCall) else call
         budget = timeout or (request.max_seconds or 10.0) + 60.0
         await self._inputs_aside(request, "inputs")
 
@@ -529,9 +553,10 @@ class AgentClient:
         return await self._call("Benchmark", attempt, budget)
 
     async def profile(
-        self, request: agent_pb2.ProfileRequest, timeout: float = 600.0
+        self, call: ProfileCall | agent_pb2.ProfileRequest, timeout: float = 600.0
     ) -> agent_pb2.ProfileResult:
         """Run the agent's Profile (it waits in the Benchmark queue)."""
+        request = call.message() if isinstance(call, ProfileCall) else call
         await self._inputs_aside(request, "inputs")
 
         async def attempt(remaining: float) -> agent_pb2.ProfileResult:
@@ -553,7 +578,7 @@ class AgentClient:
             return
         arrays = from_tensors(tensors)
         with tempfile.NamedTemporaryFile(prefix="edgeopt-inputs-", suffix=".tensors") as f:
-            wire.write_file(f, arrays)
+            write_tensor_file(f, arrays)
             f.flush()
             pushed = await self.push(Path(f.name), "")
         del tensors[:]
@@ -572,7 +597,7 @@ class AgentClient:
         message (Infer). A batch larger than the board's `max_infer_bytes` is refused by the
         board (RESOURCE_EXHAUSTED): `infer_batches` splits it.
         """
-        parts = [(n, *wire.to_wire(v)) for n, v in inputs.items()]
+        parts = [(n, *tensor_format.to_wire(v)) for n, v in inputs.items()]
 
         async def attempt(remaining: float) -> agent_pb2.InferResult:
             return await self._infer_stream(name, version, parts, remaining)
@@ -718,46 +743,6 @@ def file_digest(path: Path) -> str:
         _DIGESTS.clear()
     _DIGESTS[key] = h.hexdigest()
     return _DIGESTS[key]
-
-
-def plan_message(plan: dict[str, Any], metadata: dict[str, str] | None = None) -> agent_pb2.Plan:
-    """A run plan (the host's dict: precision, threads, provider, ...) as the wire's Plan."""
-    return agent_pb2.Plan(
-        precision=plan["precision"],
-        intra_op_threads=int(plan["intra_op_threads"]),
-        inter_op_threads=int(plan["inter_op_threads"]),
-        execution_provider=plan["execution_provider"],
-        graph_optimization_level=plan["graph_optimization_level"],
-        execution_mode=plan.get("execution_mode", ""),
-        metadata=metadata or {},
-    )
-
-
-def to_tensors(arrays: dict[str, np.ndarray]) -> list[agent_pb2.Tensor]:
-    """Arrays as wire tensors (C order, the array's own dtype; strings as agent.proto says)."""
-    out = []
-    for name, value in arrays.items():
-        dtype, shape, data = wire.to_wire(value)
-        out.append(agent_pb2.Tensor(name=name, dtype=dtype, shape=list(shape), data=bytes(data)))
-    return out
-
-
-def from_tensors(tensors: Iterable[agent_pb2.Tensor]) -> dict[str, np.ndarray]:
-    """Wire tensors as arrays, by name, checked against their dtype and shape.
-
-    Raises:
-        AgentError: a board sent a tensor whose bytes do not match its header (the host
-            trusts nothing a board sends).
-    """
-    out = {}
-    for t in tensors:
-        try:
-            wire.check_header(t.name, t.dtype, tuple(t.shape), len(t.data), 1 << 62)
-            out[t.name] = wire.from_wire(t.dtype, tuple(t.shape), t.data)
-        except (wire.TensorError, ValueError) as exc:
-            raise AgentError(f"the board sent a malformed tensor: {exc}",
-                             status="DATA_LOSS") from None  # fmt: skip
-    return out
 
 
 class _PinPending:

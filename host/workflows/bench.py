@@ -27,26 +27,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
-
 from edgeopt.boardfacts import thermal
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.config.inventory import Device
 from edgeopt.host.errors import AgentTimeout, AgentUnavailable, EdgeoptError, InvalidRequest
+from edgeopt.host.planning.plan import DevicePlan
 from edgeopt.host.store.state import State
-from edgeopt.host.transport.client import (
-    AgentClient,
-    ClientConfig,
-    file_digest,
-    plan_message,
-    to_tensors,
-)
+from edgeopt.host.transport.client import AgentClient, ClientConfig, file_digest
 from edgeopt.host.transport.fanout import each, on_agents, open_client
+from edgeopt.host.transport.wire import BenchmarkCall, BenchmarkProgress, as_record
 from edgeopt.host.workflows.artifacts import Artifacts
 from edgeopt.host.workflows.deploy import DeployOptions, first_sample, plan_for
 from edgeopt.proto.capabilities import Capabilities, local_providers
-from edgeopt.proto.v1 import agent_pb2
 
 VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
 """Variant names `--variants` accepts (the precisions of `edgeopt compress`)."""
@@ -94,7 +87,10 @@ class CaseResult:
     variant: str
     threads: int | None = None
     provider: str | None = None
-    plan: dict[str, Any] = field(default_factory=dict)
+    plan: DevicePlan | None = None
+    """The board's plan for the case, once made."""
+    request: CompressRequest | None = None
+    """The compression that makes the case's artifact (shared by the cases that need it)."""
     status: str = "not run"
     """"ok", "unsupported" (the board cannot run it), "failed" or "not run"."""
     error: str = ""
@@ -157,7 +153,7 @@ async def _measure(
     client: AgentClient,
     device: str,
     artifact: CompressionReport,
-    plan: dict[str, Any],
+    plan: DevicePlan,
     options: BenchOptions,
     *,
     progress: Callable[[str, str], None] | None,
@@ -166,25 +162,19 @@ async def _measure(
     request_ = options.deploy.request
     feed = first_sample(options.inputs or request_.validation or request_.calibration,
                         artifact.artifact)  # fmt: skip
-    request = agent_pb2.BenchmarkRequest(
-        sha256=pushed.sha256,
-        plan=plan_message(plan),
-        inputs=to_tensors(feed or {}),
-        input_shapes=[
-            agent_pb2.InputShape(name=n, dims=list(d)) for n, d in options.input_shapes.items()
-        ],
-        warmup=options.warmup,
-        target_ci=options.target_ci,
+    call = BenchmarkCall(
+        sha256=pushed.sha256, plan=plan.run, inputs=feed or {},
+        input_shapes=options.input_shapes, warmup=options.warmup, target_ci=options.target_ci,
         max_seconds=options.max_seconds,
-    )
+    )  # fmt: skip
 
-    def said(p: agent_pb2.BenchmarkProgress) -> None:
+    def said(p: BenchmarkProgress) -> None:
         if progress is not None:
-            progress(device, f"{plan['precision']}, {plan['intra_op_threads']} threads: "
+            progress(device, f"{plan.precision}, {plan.threads} threads: "
                      f"{p.repeats} runs, p50 {p.p50_ms:.3g} ms ±{p.ci_relative:.1%}")  # fmt: skip
 
     try:
-        reply = await client.benchmark(request, said)
+        reply = await client.benchmark(call, said)
     except InvalidRequest as exc:
         explained = feed is None and datasets.explain_made_up(
             exc, artifact.artifact, options.input_shapes
@@ -192,9 +182,7 @@ async def _measure(
         if not explained:
             raise
         raise explained from exc
-    return json_format.MessageToDict(
-        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    return as_record(reply)
 
 
 def _cases(options: BenchOptions, caps: Capabilities, device: Device) -> list[CaseResult]:
@@ -223,10 +211,10 @@ def _cases(options: BenchOptions, caps: Capabilities, device: Device) -> list[Ca
                 except EdgeoptError as exc:  # PlanError included
                     case.status, case.error = "unsupported", str(exc)
                     continue
-                case.plan = {**plan, "_request": request}
-                case.variant = plan["precision"] if variant is None else variant
-                case.threads = int(plan["intra_op_threads"])
-                case.provider = plan["execution_provider"]
+                case.plan, case.request = plan, request
+                case.variant = plan.precision if variant is None else variant
+                case.threads = plan.threads
+                case.provider = plan.provider
     return out
 
 
@@ -254,7 +242,8 @@ async def _device(
                     progress(device.name, f"cooling down {options.cooldown_s:g} s")
                 await asyncio.sleep(options.cooldown_s)
             start = time.monotonic()
-            request: CompressRequest = case.plan.pop("_request")
+            assert case.plan is not None and case.request is not None  # planned: not run yet
+            request = case.request
             try:
                 made = await artifacts.get(request)
             except EdgeoptError as exc:
@@ -325,7 +314,8 @@ async def _bench(
             "model": str(options.deploy.request.model), "model_digest": model_digest,
             "artifact_digest": result.get("sha256", ""), "precision": case.variant,
             "threads": case.threads or 0, "provider": case.provider or "",
-            "plan": case.plan, "result": result, "status": case.status, "error": case.error,
+            "plan": case.plan.record() if case.plan else {}, "result": result,
+            "status": case.status, "error": case.error,
             "onnxruntime_version": result.get("conditions", {}).get("onnxruntime_version", "")
             or (caps.onnxruntime.version if caps else ""),
             "size_bytes": case.size_bytes, "accuracy": case.accuracy or {}, "flags": case.flags,
@@ -362,7 +352,6 @@ async def _bench(
         for case in mine:
             if case.status == "not run" and pending:
                 case.error = case.error or f"not run: the {options.deadline_s:g} s deadline passed"
-            case.plan.pop("_request", None)
             if case.case_id is None:
                 record(case, None)
         cases.extend(mine)

@@ -38,13 +38,14 @@ from edgeopt.host.compress.weights import census
 from edgeopt.host.config.inventory import Device
 from edgeopt.host.errors import EdgeoptError, InvalidRequest, UnsupportedModel
 from edgeopt.host.planning import planner
+from edgeopt.host.planning.plan import DevicePlan
 from edgeopt.host.store.state import DeviceRecord, State
-from edgeopt.host.transport.client import AgentClient, ClientConfig, file_digest, plan_message
+from edgeopt.host.transport.client import AgentClient, ClientConfig, file_digest
 from edgeopt.host.transport.fanout import each, on_agents, open_client
 from edgeopt.host.workflows.artifacts import Artifacts
 from edgeopt.host.workflows.tune import TuneOptions, TuneResult, tune_device
 from edgeopt.proto.capabilities import Capabilities, to_dict
-from edgeopt.proto.v1 import agent_pb2
+from edgeopt.proto.plan import RunPlan
 
 T = TypeVar("T")
 
@@ -96,7 +97,8 @@ class DeviceResult:
     device: str
     outcome: str = "failed"
     """ok, failed, skipped (halted before it), rolled back (a canary undone)."""
-    plan: dict[str, Any] = field(default_factory=dict)
+    plan: DevicePlan | None = None
+    """The board's plan, once made."""
     version: str = ""
     sha256: str = ""
     bytes_sent: int = 0
@@ -173,8 +175,8 @@ def plan_for(
     options: DeployOptions,
     caps: Capabilities,
     name: str = "board",
-    tuned: dict[str, Any] | None = None,
-) -> tuple[CompressRequest, dict[str, Any]]:
+    tuned: DevicePlan | None = None,
+) -> tuple[CompressRequest, DevicePlan]:
     """The compression request and the run plan for one board, from the flags and its report.
 
     Without a precision from the user (`options.traits` set), the planner chooses precision,
@@ -186,12 +188,10 @@ def plan_for(
     target = lowering_target(options.request.target_ort, caps)
     request = replace(options.request, output=None, target_ort=target)
     if tuned is not None:
-        request = replace(request, precision=tuned["precision"])
-        measured: dict[str, Any] = {**tuned, "target_ort": target or "", "alternatives": []}
-        if target:
-            lowered = f"lowered for the board's ONNX Runtime {board}"
-            measured["reasons"] = [*tuned["reasons"], lowered]
-        return request, measured
+        request = replace(request, precision=tuned.precision)
+        lowered = (f"lowered for the board's ONNX Runtime {board}",) if target else ()
+        return request, replace(tuned, target_ort=target or "", alternatives=(),
+                                reasons=(*tuned.reasons, *lowered))  # fmt: skip
     if options.traits is not None:
         decision = planner.plan(
             planner.Board.from_capabilities(name, caps),
@@ -224,17 +224,10 @@ def plan_for(
         alternatives = []
     if target:
         reasons.append(f"lowered for the board's ONNX Runtime {board}")
-    plan: dict[str, Any] = {
-        "precision": request.precision,
-        "intra_op_threads": threads,
-        "inter_op_threads": 1,
-        "execution_provider": provider,
-        "graph_optimization_level": options.graph_optimization,
-        "target_ort": target or "",
-        "reasons": reasons,
-        "alternatives": alternatives,
-    }
-    return request, plan
+    run = RunPlan(precision=request.precision, intra_op_threads=threads, inter_op_threads=1,
+                  execution_provider=provider,
+                  graph_optimization_level=options.graph_optimization)  # fmt: skip
+    return request, DevicePlan(run, target or "", tuple(reasons), tuple(alternatives))
 
 
 def traits_of(request: CompressRequest) -> planner.ModelTraits:
@@ -244,8 +237,9 @@ def traits_of(request: CompressRequest) -> planner.ModelTraits:
     return planner.model_traits(census(onnx_model.load(reference.artifact, check=False)))
 
 
-def _plan_message(plan: dict[str, Any], artifact: CompressionReport) -> agent_pb2.Plan:
-    return plan_message(plan, {"source": str(artifact.input), "target_ort": plan["target_ort"]})
+def _sent(plan: DevicePlan, artifact: CompressionReport) -> RunPlan:
+    """The plan as pushed and activated: the agent keeps the source and the lowering with it."""
+    return plan.sent(source=str(artifact.input), target_ort=plan.target_ort)
 
 
 @functools.lru_cache(maxsize=16)
@@ -266,10 +260,10 @@ class _Run:
 
     deployment: int
     results: dict[str, DeviceResult]
-    plans: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    plans: dict[str, tuple[str, DevicePlan]] = field(default_factory=dict)
     artifacts: dict[str, CompressionReport] = field(default_factory=dict)
     compressions: int = 0
-    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tuned: dict[str, DevicePlan] = field(default_factory=dict)
 
 
 class Deployer:
@@ -407,13 +401,10 @@ class Deployer:
             if result is None:
                 self._finish(run, outcome)
                 continue
-            outcome.tuning = {
-                "reused": result.reused, "best": result.best, "seconds": result.seconds,
-                "trials": [t.__dict__ for t in result.trials],
-            }  # fmt: skip
+            outcome.tuning = result.record()
             if result.best is None:
                 lost = "; ".join(
-                    f"{t.plan['precision']} ({t.plan['intra_op_threads']} threads): {t.error}"
+                    f"{t.plan.precision} ({t.plan.threads} threads): {t.error}"
                     for t in result.trials
                 )
                 outcome.error = f"tuning found no candidate that passes the gate: {lost}"
@@ -469,7 +460,8 @@ class Deployer:
         self.state.record_device(
             run.deployment,
             DeviceRecord(
-                device=result.device, plan=result.plan, outcome=result.outcome,
+                device=result.device, plan=result.plan.record() if result.plan else {},
+                outcome=result.outcome,
                 canary=result.canary, artifact_digest=result.sha256, version=result.version,
                 error=result.error, phases=result.phases, bytes_sent=result.bytes_sent,
             ),
@@ -506,7 +498,7 @@ class Deployer:
         self,
         device: Device,
         artifact: CompressionReport,
-        plan: dict[str, Any],
+        plan: DevicePlan,
         result: DeviceResult,
     ) -> None:
         options = self.options
@@ -515,7 +507,7 @@ class Deployer:
             start = time.monotonic()
             pushed = await client.push(
                 artifact.artifact, options.name, version=options.version,
-                plan=_plan_message(plan, artifact),
+                plan=_sent(plan, artifact),
                 progress=lambda done, total: self.progress.sent(device.name, done, total),
             )  # fmt: skip
             result.phases["push"] = time.monotonic() - start
@@ -532,7 +524,7 @@ class Deployer:
             # the plan it was pushed with otherwise.
             try:
                 activated = await client.activate(
-                    options.name, pushed.version, plan=_plan_message(plan, artifact),
+                    options.name, pushed.version, plan=_sent(plan, artifact),
                     smoke_inputs=smoke, timeout=max(60.0, self.config.deadline),
                 )  # fmt: skip
             except InvalidRequest as exc:

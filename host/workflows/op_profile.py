@@ -21,10 +21,16 @@ from typing import Any
 import numpy as np
 
 from edgeopt.boardfacts import system
-from edgeopt.host.errors import SshError
+from edgeopt.host.compress import data as datasets
+from edgeopt.host.config.inventory import Device
+from edgeopt.host.errors import InvalidRequest, SshError
+from edgeopt.host.transport.client import ClientConfig
+from edgeopt.host.transport.fanout import open_client
 from edgeopt.host.transport.ssh.connection import Connection, printable, quote
+from edgeopt.host.transport.wire import ProfileCall, as_record
 from edgeopt.proto import profiling
 from edgeopt.proto.inputs import made_up_shape
+from edgeopt.proto.plan import RunPlan
 
 ONE_SHOT = r"""
 import json, sys
@@ -170,10 +176,43 @@ def made_up_feed(model: Path, shape: tuple[int, ...] | None = None) -> dict[str,
 
 def result_dict(reply: Any) -> dict[str, Any]:
     """A ProfileResult as the aggregates dict `report` and `plot` take."""
-    from google.protobuf import json_format  # noqa: PLC0415
-
-    out: dict[str, Any] = json_format.MessageToDict(
-        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    out = as_record(reply)
     out.pop("trace", None)
     return out
+
+
+async def through_agent(
+    device: Device,
+    config: ClientConfig,
+    model: Path,
+    *,
+    threads: int,
+    provider: str,
+    runs: int,
+    warmup: int,
+    feed: dict[str, np.ndarray] | None,
+    input_shape: tuple[int, ...] | None,
+    trace: bool,
+) -> tuple[dict[str, Any], bytes, str, str]:
+    """Profile `model` through the device's agent: (aggregates, trace, its ONNX Runtime, emulation).
+
+    The model is pushed aside (unlisted, by digest); without a feed the agent makes inputs up,
+    with `input_shape` for every input's dims when given.
+    """
+    plan = RunPlan(intra_op_threads=threads, execution_provider=provider)
+    names = [] if feed or input_shape is None else list(made_up_feed(model, input_shape))
+    shapes = {n: input_shape for n in names if input_shape is not None}
+    try:
+        async with open_client(device, config) as client:
+            emulation = (await client.capabilities()).emulation
+            pushed = await client.push(model, "")
+            reply = await client.profile(ProfileCall(
+                sha256=pushed.sha256, plan=plan, inputs=feed or {}, input_shapes=shapes,
+                runs=runs, warmup=warmup, include_trace=trace))  # fmt: skip
+    except InvalidRequest as exc:
+        given = {names[0]: input_shape} if names and input_shape else None
+        explained = feed is None and datasets.explain_made_up(exc, model, given)
+        if not explained:
+            raise
+        raise explained from exc
+    return result_dict(reply), reply.trace, reply.onnxruntime_version, emulation

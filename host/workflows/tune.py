@@ -34,17 +34,12 @@ from edgeopt.host.compress.validate import compare, run_model
 from edgeopt.host.config.inventory import Device
 from edgeopt.host.errors import AccuracyGateFailed, DataError, EdgeoptError
 from edgeopt.host.planning import planner
+from edgeopt.host.planning.plan import DevicePlan
 from edgeopt.host.store.state import State
-from edgeopt.host.transport.client import (
-    AgentClient,
-    ClientConfig,
-    file_digest,
-    plan_message,
-    to_tensors,
-)
+from edgeopt.host.transport.client import AgentClient, ClientConfig, file_digest
 from edgeopt.host.transport.fanout import open_client
+from edgeopt.host.transport.wire import BenchmarkCall
 from edgeopt.proto.capabilities import Capabilities
-from edgeopt.proto.v1 import agent_pb2
 
 TUNE_SUFFIX = "--tune"
 VALIDATION_SAMPLES = 64
@@ -55,7 +50,7 @@ VALIDATION_SAMPLES = 64
 class Trial:
     """One candidate measured (or why not)."""
 
-    plan: dict[str, Any]
+    plan: DevicePlan
     p50_ms: float | None = None
     ci_relative: float | None = None
     cosine: float | None = None
@@ -66,6 +61,15 @@ class Trial:
     rounds: int = 0
     """Benchmarks run (the p50 kept is the lowest)."""
 
+    def record(self) -> dict[str, Any]:
+        """The trial as the state database and the JSON output hold it."""
+        return {**self.__dict__, "plan": self.plan.record()}
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Trial:
+        """The trial `record` wrote."""
+        return cls(**{**data, "plan": DevicePlan.from_record(data["plan"])})
+
 
 @dataclass
 class TuneResult:
@@ -73,12 +77,19 @@ class TuneResult:
 
     device: str
     key: str
-    best: dict[str, Any] | None
+    best: DevicePlan | None
     """The winning plan (None: every candidate failed)."""
     trials: list[Trial] = field(default_factory=list)
     reused: bool = False
     """Taken from an earlier tuning of a board of the same kind: nothing was measured."""
     seconds: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        """What a deployment's JSON says of its tuning."""
+        return {
+            "reused": self.reused, "best": self.best.record() if self.best else None,
+            "seconds": self.seconds, "trials": [t.record() for t in self.trials],
+        }  # fmt: skip
 
 
 def tuning_key(caps: Capabilities, model_digest: str, constraints: dict[str, Any]) -> str:
@@ -103,14 +114,10 @@ def candidates(decision: planner.Decision, top_k: int) -> list[planner.Plan]:
     return out[:top_k]
 
 
-def _plan_dict(p: planner.Plan, target: str | None) -> dict[str, Any]:
-    return {
-        "precision": p.precision, "intra_op_threads": p.intra_op_threads,
-        "inter_op_threads": p.inter_op_threads, "execution_provider": p.execution_provider,
-        "graph_optimization_level": "", "execution_mode": p.execution_mode,
-        "target_ort": target or "",
-        "reasons": ["tuned: " + r for r in p.reasons],
-    }  # fmt: skip
+def _candidate(p: planner.Plan, target: str | None) -> DevicePlan:
+    """A planner's plan as a tuning candidate (the session's own graph optimization level)."""
+    return DevicePlan(replace(p.run, graph_optimization_level=""), target or "",
+                      tuple("tuned: " + r for r in p.reasons))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -164,15 +171,14 @@ async def _try(ctx: _Context, index: int, trial: Trial, seconds: float) -> None:
     """Make, push, check and measure one candidate; its failure is the trial's, not ours."""
     request, plan = ctx.options.request, trial.plan
     try:
-        artifact = ctx.compress_fn(replace(request, precision=plan["precision"], output=None,
+        artifact = ctx.compress_fn(replace(request, precision=plan.precision, output=None,
                                            validation=None, target_ort=ctx.target))  # fmt: skip
-        label = f"c{index + 1}-{plan['precision']}"
-        await ctx.client.push(artifact.artifact, ctx.scratch, version=label,
-                              plan=plan_message(plan))  # fmt: skip
+        label = f"c{index + 1}-{plan.precision}"
+        await ctx.client.push(artifact.artifact, ctx.scratch, version=label, plan=plan.run)
         if ctx.data is not None and ctx.expected is not None:
             report = compare(ctx.expected, await _on_board(ctx, label), ctx.data.labels)
             trial.cosine, trial.accuracy_drop = report.cosine, report.accuracy_drop
-            request.gate.check(report, plan["precision"])
+            request.gate.check(report, plan.precision)
         await _measure(ctx, index, trial, seconds)
         trial.passed = True
     except (AccuracyGateFailed, DataError) as exc:
@@ -185,9 +191,9 @@ async def _measure(ctx: _Context, index: int, trial: Trial, seconds: float) -> N
     """Benchmark a pushed candidate; a second round keeps the lower p50 of the two."""
     plan = trial.plan
     bench = await ctx.client.benchmark(
-        agent_pb2.BenchmarkRequest(
-            name=ctx.scratch, version=f"c{index + 1}-{plan['precision']}",
-            plan=plan_message(plan), inputs=to_tensors(ctx.sample), max_seconds=seconds,
+        BenchmarkCall(
+            name=ctx.scratch, version=f"c{index + 1}-{plan.precision}",
+            plan=plan.run, inputs=ctx.sample, max_seconds=seconds,
             # At least 30 runs: on a busy board a handful can hit one quiet spell.
             target_ci=0.02, min_repeats=30,
         )
@@ -247,8 +253,8 @@ async def tune_device(
         known = state.tuning(key)
         if known is not None:
             say("tuned before on a board of this kind: reusing, nothing measured")
-            return TuneResult(device.name, key, known["best"], reused=True,
-                              trials=[Trial(**t) for t in known["trials"]])  # fmt: skip
+            return TuneResult(device.name, key, DevicePlan.from_record(known["best"]), reused=True,
+                              trials=[Trial.from_record(t) for t in known["trials"]])  # fmt: skip
     decision = planner.plan(
         planner.Board.from_capabilities(device.name, caps), options.traits,
         planner.Constraints(calibration=request.calibration is not None,
@@ -257,7 +263,7 @@ async def tune_device(
     chosen = candidates(decision, options.top_k)
     reference = compress_fn(replace(request, precision="fp32", output=None, validation=None,
                                     target_ort=None)).artifact  # fmt: skip
-    trials = [Trial(_plan_dict(c, target)) for c in chosen]
+    trials = [Trial(_candidate(c, target)) for c in chosen]
     async with open_client(device, config) as client:
         ctx = _Context(client, options, f"{options.name}{TUNE_SUFFIX}", target, compress_fn)
         _validation(ctx, reference)
@@ -267,8 +273,8 @@ async def tune_device(
                 if left <= 1.0:
                     trial.error = "not measured: the tuning budget was spent"
                     continue
-                say(f"candidate {index + 1}/{len(trials)}: {trial.plan['precision']}, "
-                    f"{trial.plan['intra_op_threads']} threads")  # fmt: skip
+                say(f"candidate {index + 1}/{len(trials)}: {trial.plan.precision}, "
+                    f"{trial.plan.threads} threads")  # fmt: skip
                 t0 = time.monotonic()
                 # Half the share of what is left: the second round below takes the rest.
                 share = max(2.0, left / (len(trials) - index) / 2 - 1.0)
@@ -280,8 +286,8 @@ async def tune_device(
             left = options.budget_s - (time.monotonic() - start)
             if len(passed) > 1 and left > 2.0 * len(passed):
                 for index, trial in passed:
-                    say(f"round 2: {trial.plan['precision']}, "
-                        f"{trial.plan['intra_op_threads']} threads")  # fmt: skip
+                    say(f"round 2: {trial.plan.precision}, "
+                        f"{trial.plan.threads} threads")  # fmt: skip
                     t0 = time.monotonic()
                     with contextlib.suppress(EdgeoptError):  # the first round's figure stands
                         await _measure(ctx, index, trial, min(5.0, left / len(passed) - 1.0))
@@ -294,6 +300,6 @@ async def tune_device(
     result = TuneResult(device.name, key, best, trials, seconds=time.monotonic() - start)
     if best is not None:
         state.record_tuning(key, device.name, caps.fingerprint, caps.onnxruntime.version,
-                            digest, constraints, best,
-                            [t.__dict__ for t in trials], result.seconds)  # fmt: skip
+                            digest, constraints, best.record(),
+                            [t.record() for t in trials], result.seconds)  # fmt: skip
     return result

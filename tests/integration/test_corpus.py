@@ -18,8 +18,8 @@ import pytest
 
 from edgeopt.host.compress import CompressRequest, compress
 from edgeopt.host.compress import data as datasets
-from edgeopt.host.compress.workflow import Precision
 from edgeopt.host.errors import EdgeoptError, NothingQuantized, TargetError, UnsupportedModel
+from edgeopt.proto.plan import Precision
 from tests.corpus import ALREADY_INT8, CORPUS, CorpusModel, fetch, write_data
 
 pytestmark = pytest.mark.slow
