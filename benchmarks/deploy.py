@@ -50,7 +50,8 @@ from edgeopt.host.compress.latency import host_cpu  # noqa: E402
 from edgeopt.host.config.inventory import Device  # noqa: E402
 from edgeopt.host.store.state import State  # noqa: E402
 from edgeopt.host.transport.client import CHUNK_SIZE, AgentClient  # noqa: E402
-from edgeopt.host.workflows.deploy import Deployer, DeployOptions  # noqa: E402
+from edgeopt.host.workflows.deploy import Deployer  # noqa: E402
+from edgeopt.host.workflows.plans import DeployOptions  # noqa: E402
 from tests import netns, sshd  # noqa: E402
 from tests.conftest import RunningAgent, start_agent  # noqa: E402
 from tests.models import train_digits_cnn  # noqa: E402

@@ -41,7 +41,7 @@ from edgeopt.host.report import history  # noqa: E402
 from edgeopt.host.store.state import State  # noqa: E402
 from edgeopt.host.transport.client import ClientConfig  # noqa: E402
 from edgeopt.host.workflows import bench  # noqa: E402
-from edgeopt.host.workflows.deploy import DeployOptions  # noqa: E402
+from edgeopt.host.workflows.plans import DeployOptions  # noqa: E402
 from tests.conftest import RunningAgent, start_agent  # noqa: E402
 from tests.corpus import CORPUS, fetch, write_data  # noqa: E402
 from tests.models import train_digits_cnn  # noqa: E402

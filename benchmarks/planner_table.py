@@ -23,7 +23,7 @@ from results import write_section  # noqa: E402
 from edgeopt.host.compress import CompressRequest  # noqa: E402
 from edgeopt.host.config import device_profiles as profiles  # noqa: E402
 from edgeopt.host.planning import planner  # noqa: E402
-from edgeopt.host.workflows.deploy import traits_of  # noqa: E402
+from edgeopt.host.workflows.plans import traits_of  # noqa: E402
 from tests.corpus import CORPUS, fetch  # noqa: E402
 from tests.models import minilm_data  # noqa: E402
 

@@ -38,7 +38,7 @@ from edgeopt.host.errors import EdgeoptError  # noqa: E402
 from edgeopt.host.planning import planner  # noqa: E402
 from edgeopt.host.store.state import State  # noqa: E402
 from edgeopt.host.transport.client import AgentClient, ClientConfig, to_tensors  # noqa: E402
-from edgeopt.host.workflows.deploy import traits_of  # noqa: E402
+from edgeopt.host.workflows.plans import traits_of  # noqa: E402
 from edgeopt.host.workflows.tune import TuneOptions, tune_device  # noqa: E402
 from edgeopt.proto.v1 import agent_pb2  # noqa: E402
 from tests.conftest import RunningAgent, start_agent  # noqa: E402

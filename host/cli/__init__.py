@@ -22,10 +22,11 @@ import click
 from edgeopt.host.cli.bench import bench_cmd
 from edgeopt.host.cli.common import EdgeoptGroup, Session
 from edgeopt.host.cli.compress import cache_cmd, compress_cmd
-from edgeopt.host.cli.deploy import COMMANDS as MODEL_COMMANDS
+from edgeopt.host.cli.deploy import COMMANDS as DEPLOY_COMMANDS
 from edgeopt.host.cli.devices import devices, profiles_cmd
 from edgeopt.host.cli.plan import plan_cmd
 from edgeopt.host.cli.profile import profile_cmd
+from edgeopt.host.cli.serving import COMMANDS as SERVING_COMMANDS
 from edgeopt.host.cli.ssh import ssh_cmd
 from edgeopt.host.cli.tls import tls_cmd
 from edgeopt.host.config import device_profiles as profiles
@@ -77,7 +78,8 @@ for command in (
     profiles_cmd,
     compress_cmd,
     cache_cmd,
-    *MODEL_COMMANDS,
+    *DEPLOY_COMMANDS,
+    *SERVING_COMMANDS,
     bench_cmd,
     plan_cmd,
     ssh_cmd,

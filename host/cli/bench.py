@@ -19,9 +19,8 @@ from typing import Any
 import click
 import onnx
 
-from edgeopt.host.cli.common import Session
+from edgeopt.host.cli.common import Session, device_options, selection
 from edgeopt.host.cli.compress import build_request, compression_options
-from edgeopt.host.cli.deploy import device_options, selection
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress.latency import host_cpu
 from edgeopt.host.report import cases as report
@@ -30,7 +29,7 @@ from edgeopt.host.report.table import echo_json, table
 from edgeopt.host.store.state import State
 from edgeopt.host.transport.client import file_digest
 from edgeopt.host.workflows import bench
-from edgeopt.host.workflows.deploy import DeployOptions, traits_of
+from edgeopt.host.workflows.plans import DeployOptions, traits_of
 
 
 class _BenchGroup(click.Group):

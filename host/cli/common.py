@@ -6,6 +6,7 @@ formatting helpers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,38 @@ class EdgeoptGroup(click.Group):
 def gib(n: int | None) -> str:
     """Bytes as GiB with one decimal, "?" when unknown."""
     return "?" if n is None else f"{n / 2**30:.1f} GiB"
+
+
+def mib(n: int) -> str:
+    """Bytes as MiB with one decimal, or KiB below one MiB."""
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
+def selection(
+    session: Session, selectors: tuple[str, ...], whole_fleet: bool
+) -> tuple[list[Device], str]:
+    """The devices `--device`/`--fleet` select, and the selection in words."""
+    if not selectors and not whole_fleet:
+        raise click.UsageError("say which devices: --device NAME|GROUP|TAG|PROFILE, or --fleet")
+    chosen = session.reach(session.inventory().select(selectors, fleet=whole_fleet))
+    if not chosen:
+        raise click.UsageError(f"the selection {' '.join(selectors) or '--fleet'} has no devices")
+    return chosen, "--fleet" if whole_fleet else " ".join(selectors)
+
+
+def device_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--device (repeatable) and --fleet."""
+    command = click.option(
+        "--fleet", "whole_fleet", is_flag=True, help="every device of the inventory"
+    )(command)
+    return click.option(
+        "--device",
+        "-d",
+        "selectors",
+        multiple=True,
+        metavar="X",
+        help="a device, group, tag or profile name (repeatable)",
+    )(command)
 
 
 class Session:

@@ -1,77 +1,28 @@
-"""`edgeopt deploy`, and what is done with deployed models.
+"""`edgeopt deploy`, the deployments it recorded, and the tunings it remembers.
 
-Models, infer, rollback, remove, deployments:
-
-    edgeopt deploy model.onnx --device pi4 --precision int8-static --calibration calib.npz
-    edgeopt deploy model.onnx --device shelf --parallel 8 --canary 1
-    edgeopt models --device pi4 [--json]
-    edgeopt infer NAME --device pi4 --input x.npz -o y.npz
-    edgeopt rollback NAME --device pi4
-    edgeopt remove NAME[@VERSION] --device pi4 [--force]
-    edgeopt deployments [--json]
+edgeopt deploy model.onnx --device pi4 --precision int8-static --calibration calib.npz
+edgeopt deploy model.onnx --device shelf --parallel 8 --canary 1
+edgeopt deployments [--json]
+edgeopt tune ls [--json]
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import numpy as np
 
-from edgeopt.host.cli.common import Session
+from edgeopt.host.cli.common import Session, device_options, mib, selection
 from edgeopt.host.cli.compress import build_request, compression_options
-from edgeopt.host.compress.data import read_npz
-from edgeopt.host.config.inventory import Device
 from edgeopt.host.report.table import echo_json, table
 from edgeopt.host.store.state import State
-from edgeopt.host.transport.client import AgentClient
-from edgeopt.host.transport.fanout import on_agents
-from edgeopt.host.transport.wire import as_record
-from edgeopt.host.workflows.deploy import (
-    Deployer,
-    DeployOptions,
-    DeployReport,
-    DeviceResult,
-    TuneSettings,
-    traits_of,
-)
+from edgeopt.host.workflows.deploy import Deployer, DeployReport, DeviceResult
+from edgeopt.host.workflows.plans import DeployOptions, TuneSettings, traits_of
 
 T = TypeVar("T")
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
-
-
-def selection(
-    session: Session, selectors: tuple[str, ...], whole_fleet: bool
-) -> tuple[list[Device], str]:
-    """The devices `--device`/`--fleet` select, and the selection in words."""
-    if not selectors and not whole_fleet:
-        raise click.UsageError("say which devices: --device NAME|GROUP|TAG|PROFILE, or --fleet")
-    chosen = session.reach(session.inventory().select(selectors, fleet=whole_fleet))
-    if not chosen:
-        raise click.UsageError(f"the selection {' '.join(selectors) or '--fleet'} has no devices")
-    return chosen, "--fleet" if whole_fleet else " ".join(selectors)
-
-
-def device_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--device (repeatable) and --fleet."""
-    command = click.option(
-        "--fleet", "whole_fleet", is_flag=True, help="every device of the inventory"
-    )(command)
-    return click.option(
-        "--device",
-        "-d",
-        "selectors",
-        multiple=True,
-        metavar="X",
-        help="a device, group, tag or profile name (repeatable)",
-    )(command)
 
 
 class LineProgress:
@@ -84,7 +35,7 @@ class LineProgress:
     def sent(self, device: str, done: int, total: int) -> None:
         """Bytes pushed (only the end is worth a line here)."""
         if done == total:
-            click.echo(f"{device}: pushed {_mib(total)}", err=True)
+            click.echo(f"{device}: pushed {mib(total)}", err=True)
 
     def finished(self, result: DeviceResult) -> None:
         """A device is done."""
@@ -117,7 +68,7 @@ class LiveProgress(LineProgress):
 
     def sent(self, device: str, done: int, total: int) -> None:
         """Bytes pushed so far."""
-        self.rows[device][1] = f"{_mib(done)} / {_mib(total)}"
+        self.rows[device][1] = f"{mib(done)} / {mib(total)}"
         self.live.update(self._table())
 
     def finished(self, result: DeviceResult) -> None:
@@ -140,7 +91,7 @@ def _report_text(report: DeployReport, name: str, state: State) -> str:
     rows = []
     for r in report.results:
         phases = " ".join(f"{k} {v:.1f}s" for k, v in r.phases.items())
-        sent = "0 (had it)" if r.already_present else _mib(r.bytes_sent) if r.bytes_sent else ""
+        sent = "0 (had it)" if r.already_present else mib(r.bytes_sent) if r.bytes_sent else ""
         rows.append([
             r.device, r.outcome + (" (canary)" if r.canary else ""), r.version, r.sha256[:12],
             r.plan.precision if r.plan else "", str(r.plan.threads) if r.plan else "",
@@ -257,179 +208,6 @@ def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
         ctx.exit(1)
 
 
-def _each(
-    devices: list[Device],
-    session: Session,
-    call: Callable[[AgentClient], Awaitable[T]],
-    parallel: int = 16,
-) -> list[tuple[Device, T | None, str]]:
-    """`call` on every device through the fan-out; an error is that device's row, not the end."""
-    outcomes = asyncio.run(on_agents(devices, call, session.client, parallel=parallel))
-    return [(o.device, o.value, o.reason) for o in outcomes]
-
-
-@click.command("models")
-@device_options
-@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
-@click.pass_context
-def models_cmd(
-    ctx: click.Context, selectors: tuple[str, ...], whole_fleet: bool, as_json: bool
-) -> None:
-    """The models on each device: names, versions, digests, the active one, sizes, memory."""
-    session: Session = ctx.obj
-    devices, _ = selection(session, selectors, whole_fleet)
-    answers = _each(devices, session, lambda c: c.list_models())
-    if as_json:
-        echo_json([
-            {"device": d.name, "error": error or None,
-             "models": as_record(listing, every_field=False)
-             if listing else None}
-            for d, listing, error in answers
-        ])  # fmt: skip
-    else:
-        rows = []
-        for device, listing, error in answers:
-            if listing is None:
-                rows.append([device.name, "", "", "", "", "", "", error])
-                continue
-            for m in listing.models:
-                active = next((v for v in m.versions if v.active), None)
-                rows.append([
-                    device.name, m.name, m.active_version or "-",
-                    ",".join(v.version for v in m.versions),
-                    active.sha256[:12] if active else "", _mib(active.size) if active else "",
-                    _mib(m.memory_bytes) if m.loaded else "not loaded", "",
-                ])  # fmt: skip
-            if not listing.models:
-                rows.append([device.name, "(none)", "", "", "", "", "", ""])
-        headers = ["DEVICE", "NAME", "ACTIVE", "VERSIONS", "DIGEST", "SIZE", "MEMORY", "ERROR"]
-        click.echo(table(headers, rows))
-    if any(error for _, _, error in answers):
-        ctx.exit(1)
-
-
-@click.command("infer")
-@click.argument("name")
-@click.option("--device", "-d", "selector", required=True, help="one device")
-@click.option(
-    "--input",
-    "input_path",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    required=True,
-    help=".npz of the model's inputs by name (fed as they are, batch axis included)",
-)
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--version", "version_label", default="", help="a version (default: the active)")
-@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
-@click.pass_obj
-def infer_cmd(  # noqa: PLR0917  (click passes each option by name)
-    session: Session,
-    name: str,
-    selector: str,
-    input_path: Path,
-    output: Path | None,
-    version_label: str,
-    as_json: bool,
-) -> None:
-    """Run NAME on a board on the given inputs; print (and save) the outputs."""
-    devices = session.reach(session.inventory().select([selector]))
-    if len(devices) != 1:
-        raise click.UsageError(
-            f"infer runs on one device; {selector!r} selects {len(devices)}: "
-            + ", ".join(d.name for d in devices)
-        )
-    # Every member's header is checked before numpy allocates what it declares; a DataError is
-    # one line, through the root group.
-    feed = read_npz(input_path, "input")
-
-    async def call(client: AgentClient) -> Any:
-        return await client.infer_batches(name, feed, version_label, timeout=max(60.0,
-                                  session.client.deadline))  # fmt: skip
-
-    ((device, answer, error),) = _each(devices, session, call)
-    if answer is None:
-        raise click.ClickException(error)
-    outputs, reply = answer
-    if output is not None:
-        np.savez(output, **outputs)
-    if as_json:
-        echo_json({
-            "device": device.name, "name": name, "version": reply.version,
-            "latency_ms": reply.latency_ms, "output_file": str(output) if output else None,
-            "outputs": {k: {"shape": list(v.shape), "dtype": v.dtype.name,
-                            "values": v.reshape(-1)[:16].tolist()} for k, v in outputs.items()},
-        })  # fmt: skip
-        return
-    click.echo(f"{device.name}: {name} {reply.version} in {reply.latency_ms:.2f} ms")
-    for key, value in outputs.items():
-        line = f"  {key}: {value.dtype.name}{list(value.shape)}"
-        if value.ndim == 2 and value.shape[1] > 1 and value.dtype.kind == "f":
-            line += f", argmax per row {value.argmax(1).tolist()[:16]}"
-        else:
-            line += f", first values {np.round(value.reshape(-1)[:8].astype(float), 4).tolist()}"
-        click.echo(line)
-    if output is not None:
-        click.echo(f"  written {output}")
-
-
-@click.command("rollback")
-@click.argument("name")
-@device_options
-@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
-@click.pass_context
-def rollback_cmd(
-    ctx: click.Context, name: str, selectors: tuple[str, ...], whole_fleet: bool, as_json: bool
-) -> None:
-    """Make the previously active version of NAME active again on each device."""
-    session: Session = ctx.obj
-    devices, _ = selection(session, selectors, whole_fleet)
-    answers = _each(devices, session, lambda c: c.rollback(name, timeout=60.0))
-    rows = [
-        [d.name, a.previous_version, a.version, ""] if a else [d.name, "", "", error]
-        for d, a, error in answers
-    ]
-    if as_json:
-        echo_json([dict(zip(["device", "from", "to", "error"], r, strict=True)) for r in rows])
-    else:
-        click.echo(table(["DEVICE", "FROM", "TO", "ERROR"], rows))
-    if any(error for _, _, error in answers):
-        ctx.exit(1)
-
-
-@click.command("remove")
-@click.argument("target", metavar="NAME[@VERSION]")
-@device_options
-@click.option("--force", is_flag=True, help="also remove the active version (it stops serving)")
-@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
-@click.pass_context
-def remove_cmd(  # noqa: PLR0917  (click passes each option by name)
-    ctx: click.Context,
-    /,
-    target: str,
-    selectors: tuple[str, ...],
-    whole_fleet: bool,
-    force: bool,
-    as_json: bool,
-) -> None:
-    """Remove a version (or every version) of a model; the active one only with --force."""
-    session: Session = ctx.obj
-    name, _, version = target.partition("@")
-    devices, _ = selection(session, selectors, whole_fleet)
-    answers = _each(devices, session, lambda c: c.delete(name, version, force))
-    rows = [
-        [d.name, ",".join(a.versions_removed), _mib(a.bytes_freed), ""]
-        if a else [d.name, "", "", error]
-        for d, a, error in answers
-    ]  # fmt: skip
-    if as_json:
-        echo_json([dict(zip(["device", "removed", "freed", "error"], r, strict=True))
-                   for r in rows])  # fmt: skip
-    else:
-        click.echo(table(["DEVICE", "REMOVED", "FREED", "ERROR"], rows))
-    if any(error for _, _, error in answers):
-        ctx.exit(1)
-
-
 @click.command("deployments")
 @click.option("--limit", type=int, default=20, show_default=True, help="how many, newest first")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
@@ -481,6 +259,4 @@ def tune_ls(session: Session, as_json: bool) -> None:
     ))  # fmt: skip
 
 
-COMMANDS = (
-    deploy_cmd, models_cmd, infer_cmd, rollback_cmd, remove_cmd, deployments_cmd, tune_cmd,
-)  # fmt: skip
+COMMANDS = (deploy_cmd, deployments_cmd, tune_cmd)

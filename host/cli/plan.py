@@ -18,7 +18,7 @@ from edgeopt.host.errors import ProfileError
 from edgeopt.host.planning import planner
 from edgeopt.host.report.table import echo_json, table
 from edgeopt.host.transport import fanout as fleet
-from edgeopt.host.workflows.deploy import traits_of
+from edgeopt.host.workflows.plans import traits_of
 
 
 def _plan_json(p: planner.Plan) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from edgeopt.host.cli.ssh import open_connection, ssh_options
 from edgeopt.host.report import op_profile as profile_report
 from edgeopt.host.report.table import echo_json
 from edgeopt.host.workflows import op_profile as profile
-from edgeopt.host.workflows.deploy import first_sample
+from edgeopt.host.workflows.samples import first_sample, made_up_feed
 
 
 def _shape(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -79,7 +79,7 @@ def profile_cmd(  # noqa: PLR0917  (click passes each option by name)
     if ssh_target is not None:
         with open_connection(ssh_target, accept_new_host_key, identity, connect_timeout) as conn:
             figures, trace, ort, emulation = profile.over_ssh(
-                conn, model, feed or profile.made_up_feed(model, input_shape), runs=runs,
+                conn, model, feed or made_up_feed(model, input_shape), runs=runs,
                 warmup=warmup, threads=threads, python=python,
             )  # fmt: skip
         where = f"{conn.target} (one-shot, ONNX Runtime {ort})"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -19,8 +19,8 @@ from typing import IO
 import numpy as np
 import onnx
 
-from edgeopt.host.errors import DataError, InvalidRequest
-from edgeopt.proto.inputs import made_up_shape, values_text
+from edgeopt.host.errors import DataError
+from edgeopt.proto.inputs import made_up_shape
 
 LABELS = "labels"
 
@@ -292,60 +292,6 @@ def concrete_dims(spec: InputSpec, given: tuple[int, ...] | None = None) -> tupl
     """
     fits = given is not None and len(given) == len(spec.dims)
     return made_up_shape(spec.dims, given if fits else None)
-
-
-BENCH_REMEDY = (
-    "pass --inputs FILE.npz (an array per input name), or for a single input its dims with "
-    "--input-shape"
-)
-DEPLOY_REMEDY = "pass --smoke FILE.npz (its first sample is the smoke input), or --validate"
-
-
-def made_up_hint(
-    model: Path,
-    shapes: Mapping[str, tuple[int, ...]] | None = None,
-    remedy: str = BENCH_REMEDY,
-) -> str:
-    """What a run on made-up inputs fed, and how to give real ones: for a failure's message.
-
-    A model from the wild often needs sizes its signature leaves free (an OCR line's width, an
-    audio clip's length) or values zeros do not make (a sample rate), so a run on made-up
-    inputs may fail deep inside the graph; this says why and what to pass instead.
-    """
-    try:
-        specs = input_specs(onnx.load(str(model), load_external_data=False))
-    except Exception:  # the hint must never hide the failure it explains
-        return (
-            f"the inputs were made up from the model's signature. This model needs real ones: "
-            f"{remedy}"
-        )
-    shown = []
-    for spec in specs:
-        dims = made_up_shape(spec.dims, (shapes or {}).get(spec.name))
-        wanted = ", ".join("?" if d is None else str(d) for d in spec.dims)
-        dtype = np.dtype(spec.dtype)
-        fed = f"[{', '.join(map(str, dims))}]" if dims else "a scalar"
-        shown.append(f"{spec.name} {dtype.name}[{wanted}] fed {values_text(dtype.kind)} as {fed}")
-    return (
-        f"the inputs were made up from the model's signature: {'; '.join(shown)}. This model "
-        f"needs real ones: {remedy}"
-    )
-
-
-def explain_made_up(
-    exc: InvalidRequest,
-    model: Path,
-    shapes: Mapping[str, tuple[int, ...]] | None = None,
-    remedy: str = BENCH_REMEDY,
-) -> InvalidRequest | None:
-    """An agent's inference failure on inputs it made up, with `made_up_hint` added.
-
-    None when `exc` is not an inference failure (a smoke check's counts as one).
-    """
-    if "inference failed" not in exc.details:
-        return None
-    hint = made_up_hint(model, shapes, remedy)
-    return InvalidRequest(f"{exc.details}; {hint}", device=exc.device, status=exc.status)
 
 
 def dims_from(dataset: Dataset) -> dict[str, tuple[int, ...]]:

@@ -29,7 +29,6 @@ from typing import Any
 
 from edgeopt.boardfacts import thermal
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
-from edgeopt.host.compress import data as datasets
 from edgeopt.host.config.inventory import Device
 from edgeopt.host.errors import AgentTimeout, AgentUnavailable, EdgeoptError, InvalidRequest
 from edgeopt.host.planning.plan import DevicePlan
@@ -38,7 +37,8 @@ from edgeopt.host.transport.client import AgentClient, ClientConfig, file_digest
 from edgeopt.host.transport.fanout import each, on_agents, open_client
 from edgeopt.host.transport.wire import BenchmarkCall, BenchmarkProgress, as_record
 from edgeopt.host.workflows.artifacts import Artifacts
-from edgeopt.host.workflows.deploy import DeployOptions, first_sample, plan_for
+from edgeopt.host.workflows.plans import DeployOptions, plan_for
+from edgeopt.host.workflows.samples import explain_made_up, first_sample
 from edgeopt.proto.capabilities import Capabilities, local_providers
 
 VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
@@ -176,9 +176,7 @@ async def _measure(
     try:
         reply = await client.benchmark(call, said)
     except InvalidRequest as exc:
-        explained = feed is None and datasets.explain_made_up(
-            exc, artifact.artifact, options.input_shapes
-        )
+        explained = feed is None and explain_made_up(exc, artifact.artifact, options.input_shapes)
         if not explained:
             raise
         raise explained from exc

@@ -21,15 +21,14 @@ from typing import Any
 import numpy as np
 
 from edgeopt.boardfacts import system
-from edgeopt.host.compress import data as datasets
 from edgeopt.host.config.inventory import Device
 from edgeopt.host.errors import InvalidRequest, SshError
 from edgeopt.host.transport.client import ClientConfig
 from edgeopt.host.transport.fanout import open_client
 from edgeopt.host.transport.ssh.connection import Connection, printable, quote
 from edgeopt.host.transport.wire import ProfileCall, as_record
+from edgeopt.host.workflows.samples import explain_made_up, made_up_feed
 from edgeopt.proto import profiling
-from edgeopt.proto.inputs import made_up_shape
 from edgeopt.proto.plan import RunPlan
 
 ONE_SHOT = r"""
@@ -154,26 +153,6 @@ def _answer(conn: Connection, out: str, folder: str) -> dict[str, str]:
             "machine": str(answer.get("machine", ""))}  # fmt: skip
 
 
-def made_up_feed(model: Path, shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
-    """Inputs from the model's signature, made up as the agent makes them.
-
-    `shape` gives a single input's dims; the rule is `edgeopt.proto.inputs`'s.
-    """
-    import onnx  # noqa: PLC0415
-
-    from edgeopt.host.compress import data as datasets  # noqa: PLC0415
-
-    specs = datasets.input_specs(onnx.load(str(model), load_external_data=False))
-    rng = np.random.default_rng(0)
-    feed = {}
-    for spec in specs:
-        dims = made_up_shape(spec.dims, shape if len(specs) == 1 else None)
-        dtype = np.dtype(spec.dtype)
-        feed[spec.name] = (rng.random(dims).astype(dtype) if dtype.kind == "f"
-                           else np.zeros(dims, dtype=dtype))  # fmt: skip
-    return feed
-
-
 def result_dict(reply: Any) -> dict[str, Any]:
     """A ProfileResult as the aggregates dict `report` and `plot` take."""
     out = as_record(reply)
@@ -211,7 +190,7 @@ async def through_agent(
                 runs=runs, warmup=warmup, include_trace=trace))  # fmt: skip
     except InvalidRequest as exc:
         given = {names[0]: input_shape} if names and input_shape else None
-        explained = feed is None and datasets.explain_made_up(exc, model, given)
+        explained = feed is None and explain_made_up(exc, model, given)
         if not explained:
             raise
         raise explained from exc

@@ -18,7 +18,7 @@ from edgeopt.host.report import history
 from edgeopt.host.store.state import SCHEMA_VERSION, State, meta_table
 from edgeopt.host.transport.client import ClientConfig
 from edgeopt.host.workflows import bench
-from edgeopt.host.workflows.deploy import DeployOptions
+from edgeopt.host.workflows.plans import DeployOptions
 from tests.cli.test_deploy import edgeopt, inventory
 from tests.conftest import RunningAgent
 from tests.models import DigitsModel, matmul_chain

@@ -16,13 +16,8 @@ from edgeopt.host.compress import CompressRequest, Gate
 from edgeopt.host.config.inventory import Device
 from edgeopt.host.store.state import State
 from edgeopt.host.transport.client import ClientConfig
-from edgeopt.host.workflows.deploy import (
-    Deployer,
-    DeployOptions,
-    DeviceResult,
-    TuneSettings,
-    traits_of,
-)
+from edgeopt.host.workflows.deploy import Deployer, DeviceResult
+from edgeopt.host.workflows.plans import DeployOptions, TuneSettings, traits_of
 from tests.cli.test_deploy import edgeopt, inventory
 from tests.conftest import RunningAgent
 from tests.models import DigitsModel
