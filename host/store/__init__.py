@@ -8,6 +8,6 @@ import only downwards (state ──> deployments, bench, tunings ──> databas
     database     where the database is (path, URL, $EDGEOPT_STATE), opening, migrating, errors
     schema       the tables, MIGRATIONS (only appended) and SCHEMA_VERSION, the meta table
     deployments  devices, capability snapshots, deployments and each device's part
-    bench        `edgeopt bench` command runs (bench_runs) and their cases (benchmark_runs)
+    bench        `edgeopt bench` command runs (bench_runs) and their cases (bench_cases)
     tunings      what measured tuning chose for a kind of board
 """

@@ -1,4 +1,4 @@
-"""What `edgeopt bench` measured: command runs (`bench_runs`) and their cases (`benchmark_runs`).
+"""What `edgeopt bench` measured: its command runs (`bench_runs`) and their cases (`bench_cases`).
 
 A case is one variant, thread count and provider on one device; its JSON columns (plan,
 result, accuracy, flags) are written from and read back as objects. A command run is
@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from edgeopt.host.store.database import Database
-from edgeopt.host.store.schema import bench_runs_table, benchmark_runs_table
+from edgeopt.host.store.schema import bench_cases_table, bench_runs_table
 
 __all__ = ["BenchStore", "edgeopt_version"]
 
@@ -41,7 +41,7 @@ class BenchStore:
         encoded = {k: json.dumps(run[k], default=str) for k in _JSON_COLUMNS if k in run}
         with self.database.begin() as c:
             result = c.execute(
-                sa.insert(benchmark_runs_table).values(
+                sa.insert(bench_cases_table).values(
                     taken=time.time(),
                     **{k: v for k, v in run.items() if k not in _JSON_COLUMNS},
                     **encoded,
@@ -60,7 +60,7 @@ class BenchStore:
         model_digest: str | None = None,
     ) -> list[dict[str, Any]]:
         """Benchmark cases, newest first; of one device, command run or model when named."""
-        t = benchmark_runs_table
+        t = bench_cases_table
         query = sa.select(t).order_by(t.c.id.desc())
         for column, value in ((t.c.device, device), (t.c.run, run),
                               (t.c.model_digest, model_digest)):  # fmt: skip

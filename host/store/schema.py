@@ -2,12 +2,15 @@
 
 The tables are SQLAlchemy Core, so that one definition serves every database edgeopt speaks.
 `MIGRATIONS` is only ever appended to: migration N (1-based) brings a database from schema N-1
-to N, and `SCHEMA_VERSION` is their count (the tables below are the newest schema's):
+to N, and `SCHEMA_VERSION` is their count. A migration creates or alters tables as they stood
+at its version, so that a database written by an older edgeopt and a new one take the same
+path (the tables below are the newest schema's):
 
     1  edgeopt_meta, devices, capability_snapshots, deployments, deployment_devices
     2  benchmark_runs (the benchmark cases)
     3  tuning_results
     4  the fleet columns of the cases (`BENCH_V4_COLUMNS`), bench_runs (one row per command run)
+    5  benchmark_runs renamed bench_cases: it holds cases, and bench_runs holds the runs
 
 `edgeopt_meta` holds one row, `schema_version`, written by `edgeopt.host.store.database`.
 """
@@ -24,7 +27,7 @@ __all__ = [
     "BENCH_V4_COLUMNS",
     "MIGRATIONS",
     "SCHEMA_VERSION",
-    "benchmark_runs_table",
+    "bench_cases_table",
     "bench_runs_table",
     "deployment_devices_table",
     "deployments_table",
@@ -121,7 +124,7 @@ def _case_columns() -> list[sa.Column[object]]:
     ]
 
 
-benchmark_runs_table = sa.Table("benchmark_runs", metadata, *_case_columns())
+bench_cases_table = sa.Table("bench_cases", metadata, *_case_columns())
 """One benchmark case (a variant, threads and provider on one device) per row."""
 BENCH_V4_COLUMNS = ("run", "threads", "provider", "status", "error", "size_bytes", "accuracy",
                     "flags", "edgeopt_version")  # fmt: skip
@@ -160,6 +163,9 @@ tuning_table = sa.Table(
 
 # --- Migrations ---------------------------------------------------------------------------------
 
+_CASES_V2 = sa.Table("benchmark_runs", sa.MetaData(), *_case_columns())
+"""The cases' table under its name of schemas 2 to 4, apart from `metadata` (not of today)."""
+
 
 def _create_v1(connection: sa.Connection) -> None:
     metadata.create_all(
@@ -175,8 +181,8 @@ def _create_v1(connection: sa.Connection) -> None:
 
 
 def _add_benchmark_runs(connection: sa.Connection) -> None:
-    # Created as the newest schema has it; _add_bench_matrix then adds nothing to it.
-    metadata.create_all(connection, tables=[benchmark_runs_table])
+    # Created with the columns of schema 4 too; _add_bench_matrix then adds nothing to it.
+    _CASES_V2.create(connection, checkfirst=True)
 
 
 def _add_tuning_results(connection: sa.Connection) -> None:
@@ -185,17 +191,39 @@ def _add_tuning_results(connection: sa.Connection) -> None:
 
 def _add_bench_matrix(connection: sa.Connection) -> None:
     # ALTER TABLE through Alembic's operations, which speak every dialect SQLAlchemy does.
-    have = {c["name"] for c in sa.inspect(connection).get_columns(benchmark_runs_table.name)}
+    have = {c["name"] for c in sa.inspect(connection).get_columns(_CASES_V2.name)}
     operations = Operations(MigrationContext.configure(connection))
     for name in BENCH_V4_COLUMNS:
         if name not in have:
-            column = benchmark_runs_table.c[name]
+            column = _CASES_V2.c[name]
             operations.add_column(
-                benchmark_runs_table.name,
+                _CASES_V2.name,
                 sa.Column(name, column.type, nullable=False,
                           server_default=column.server_default.arg),  # type: ignore[union-attr]
             )  # fmt: skip
     metadata.create_all(connection, tables=[bench_runs_table])
+
+
+def _rename_cases_table(connection: sa.Connection) -> None:
+    # ALTER TABLE ... RENAME TO keeps every row, on SQLite and PostgreSQL alike; the names that
+    # were derived from the table's follow it, so that the database reads as if created today.
+    old, new = _CASES_V2.name, bench_cases_table.name
+    operations = Operations(MigrationContext.configure(connection))
+    operations.rename_table(old, new)
+    inspector = sa.inspect(connection)
+    # SQLite cannot rename an index: it is made again (one column, in the same transaction).
+    indexes = {i["name"] for i in inspector.get_indexes(new)}
+    if f"ix_{old}_device" in indexes:
+        operations.drop_index(f"ix_{old}_device", table_name=new)
+    if f"ix_{new}_device" not in indexes:
+        operations.create_index(f"ix_{new}_device", new, ["device"])
+    if connection.dialect.name == "postgresql":
+        # SQLite names neither; PostgreSQL named them after the table when it was created.
+        if inspector.get_pk_constraint(new).get("name") == f"{old}_pkey":
+            connection.execute(sa.text(f"ALTER TABLE {new} RENAME CONSTRAINT {old}_pkey "
+                                       f"TO {new}_pkey"))  # fmt: skip
+        if f"{old}_id_seq" in inspector.get_sequence_names():
+            connection.execute(sa.text(f"ALTER SEQUENCE {old}_id_seq RENAME TO {new}_id_seq"))
 
 
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
@@ -203,6 +231,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _add_benchmark_runs,
     _add_tuning_results,
     _add_bench_matrix,
+    _rename_cases_table,
 ]
 """Migration N (1-based) brings a database from schema N-1 to N; only ever appended."""
 SCHEMA_VERSION = len(MIGRATIONS)
