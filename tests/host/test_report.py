@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeopt.host.report import cases as report
+from edgeopt.host import report
 
 MIB = 1 << 20
 SIZES = {
@@ -480,3 +482,17 @@ def test_html_of_nothing_ok(tmp_path: Path) -> None:
     assert "1 case: 1 failed." in text
     assert "<dl" not in text  # no metadata, no empty list
     assert 'width="1200" height="300" alt="No successful benchmark case to plot"' in text
+
+
+def test_the_report_loads_matplotlib_only_to_draw() -> None:
+    """The package imports its chart module eagerly; matplotlib itself waits for a chart."""
+    code = (
+        "import sys\n"
+        "from edgeopt.host import report\n"
+        "print('matplotlib' in sys.modules, callable(report.plot))\n"
+        "report.render_png([])\n"
+        "print('matplotlib' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (0, "False True\nTrue\n", "")
