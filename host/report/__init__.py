@@ -6,6 +6,7 @@ This package is the bench report's public face: `from edgeopt.host import report
 `report.plot`, `report.render_png`, `report.html_page`, `report.write_html` (see `__all__`).
 matplotlib is imported only when a chart is drawn (`chart` has no module-level import of it).
 
+    names       short names of execution providers, for every report
     table       plain-text columns and JSON for the CLI
     cases       benchmark cases: the model, checks, presentation order, Pareto front
     text        the terminal table of cases (its cells serve the page too)
@@ -15,7 +16,7 @@ matplotlib is imported only when a chart is drawn (`chart` has no module-level i
     history     what changed between runs, beyond the noise
     op_profile  an operator profile as text and as a chart
 
-The views import `cases`, never the reverse: cases <── text, records, chart <── html.
+The views import `cases`, never the reverse: names <── cases <── text, records, chart <── html.
 """
 
 from edgeopt.host.report.cases import (
@@ -29,6 +30,7 @@ from edgeopt.host.report.cases import (
 )
 from edgeopt.host.report.chart import plot, render_png
 from edgeopt.host.report.html import html_page, write_html
+from edgeopt.host.report.names import short_provider
 from edgeopt.host.report.records import CSV_COLUMNS, to_records, write_csv
 from edgeopt.host.report.text import TABLE_HEADERS, terminal_table
 
@@ -45,6 +47,7 @@ __all__ = [
     "pareto",
     "plot",
     "render_png",
+    "short_provider",
     "terminal_table",
     "to_records",
     "write_csv",

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
+from edgeopt.host.report.names import short_provider
+
 __all__ = [
     "STATUSES",
     "VARIANT_ORDER",
@@ -46,24 +48,6 @@ STATUSES: tuple[Status, ...] = ("ok", "unsupported", "failed", "not run")
 VARIANT_ORDER = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
 """Variants in the order every view shows them; others follow by name."""
 
-_EP_SHORT = {
-    "CPUExecutionProvider": "CPU",
-    "CUDAExecutionProvider": "CUDA",
-    "TensorrtExecutionProvider": "TensorRT",
-    "OpenVINOExecutionProvider": "OpenVINO",
-    "CoreMLExecutionProvider": "CoreML",
-    "DmlExecutionProvider": "DirectML",
-    "QNNExecutionProvider": "QNN",
-    "XnnpackExecutionProvider": "XNNPACK",
-    "NnapiExecutionProvider": "NNAPI",
-    "ACLExecutionProvider": "ACL",
-    "ArmNNExecutionProvider": "ArmNN",
-    "RknpuExecutionProvider": "RKNPU",
-    "ROCMExecutionProvider": "ROCm",
-    "MIGraphXExecutionProvider": "MIGraphX",
-    "VitisAIExecutionProvider": "VitisAI",
-    "WebGpuExecutionProvider": "WebGPU",
-}
 _TIMING_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "ci_low_ms", "ci_high_ms")
 
 
@@ -198,7 +182,7 @@ class Case:
     @property
     def ep(self) -> str:
         """Short name of the execution provider: CPU, CUDA, TensorRT, ..."""
-        return _EP_SHORT.get(self.provider) or self.provider.removesuffix("ExecutionProvider")
+        return short_provider(self.provider)
 
     @property
     def ci_percent(self) -> float | None:
