@@ -126,13 +126,13 @@ def test_the_private_rule_sees_both_forms() -> None:
     sample = ROOT / "host" / "probe_for_the_test.py"
     try:
         sample.write_text("from edgeopt.host.report.cases import _x\n"
-                          "from edgeopt.host.report import plot\nplot._summary()\n")  # fmt: skip
+                          "from edgeopt.host.report import chart\nchart._summary()\n")  # fmt: skip
         hits = private_imports(sample, "host")
     finally:
         sample.unlink()
     assert [h.split(" ", 1)[1] for h in hits] == [
         "imports edgeopt.host.report.cases._x",
-        "uses edgeopt.host.report.plot._summary",
+        "uses edgeopt.host.report.chart._summary",
     ]
 
 

@@ -19,11 +19,11 @@ from typing import Any
 import click
 import onnx
 
+from edgeopt.host import report
 from edgeopt.host.cli.common import Session, device_options, selection
 from edgeopt.host.cli.compress import build_request, compression_options
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress.latency import host_cpu
-from edgeopt.host.report import cases as report
 from edgeopt.host.report import history
 from edgeopt.host.report.table import echo_json, table
 from edgeopt.host.store.state import State

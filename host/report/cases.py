@@ -1,79 +1,54 @@
-"""Reports of `edgeopt bench`: benchmark cases as a table, CSV, JSON, plots and one HTML page.
+"""Benchmark cases of `edgeopt bench`: the case model, its checks, its order, the Pareto front.
 
 A *case* is one measurement (or the reason there is none) of one model variant on one device
 with one thread count and execution provider. Callers pass cases as plain dicts with the keys of
-`CaseDict`; every function here also takes `Case` objects. Nothing here talks to a board or to the
-state database, and nothing depends on the clock: the same cases give the same bytes.
+`CaseDict`; every function of the report also takes `Case` objects. Nothing here talks to a board
+or to the state database, draws, or formats, and nothing depends on the clock.
 
-- `terminal_table`: the aligned text table `edgeopt bench` prints.
-- `write_csv` / `to_records`: one flat CSV row, or one JSON-ready dict, per case.
-- `pareto`: the cases no other case beats on size, latency and (when measured) accuracy.
-- `plot` / `render_png`: one PNG with three panels (latency, speed-up, size vs latency), drawn
-  in `report_plot` (matplotlib is imported only then).
-- `write_html` / `html_page`: one self-contained HTML5 page (no external URL, no script), in
-  `report_html`.
+- `Case.from_dict` / `checked_cases`: checked cases; malformed ones raise `ValueError` naming
+  the case.
+- `display_order` / `in_display_order`: presentation order (table, plots, page): by device, then
+  the device's providers (each by first appearance), threads and variant (fp32, fp16,
+  int8-dynamic, int8-static, int4-weight, then others by name). Data (CSV, records) keeps the
+  caller's order.
+- `pareto` / `front_of`: the cases no other case beats on size, latency and (when measured)
+  accuracy.
 
-Presentation (table, plots, page) orders cases by device and then by the device's providers
-(each by first appearance), threads and variant (fp32, fp16, int8-dynamic, int8-static,
-int4-weight, then others by name); data (CSV, records) keeps the caller's order. Malformed
-cases raise `ValueError` naming the case.
+The views are drawn from here and import this module, never the reverse: `text` (the terminal
+table), `records` (CSV and JSON), `chart` (the PNG) and `html` (the page).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from edgeopt.host.report.table import table
+from edgeopt.host.report.names import short_provider
+
+__all__ = [
+    "STATUSES",
+    "VARIANT_ORDER",
+    "Case",
+    "CaseDict",
+    "CaseLike",
+    "Status",
+    "checked_cases",
+    "display_order",
+    "front_of",
+    "in_display_order",
+    "objectives_of",
+    "pareto",
+    "variants_of",
+]
 
 Status = Literal["ok", "unsupported", "failed", "not run"]
 STATUSES: tuple[Status, ...] = ("ok", "unsupported", "failed", "not run")
 VARIANT_ORDER = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
 """Variants in the order every view shows them; others follow by name."""
 
-TABLE_HEADERS = (
-    "DEVICE", "VARIANT", "THREADS", "EP", "P50", "±CI", "P99", "THROUGHPUT", "SPEED-UP", "SIZE",
-    "ACCURACY", "FLAGS/ERROR",
-)  # fmt: skip
-CSV_COLUMNS = (
-    "run", "device", "variant", "threads", "provider", "status", "error", "p50_ms", "p90_ms",
-    "p99_ms", "mean_ms", "std_ms", "ci_low_ms", "ci_high_ms", "samples", "throughput",
-    "size_bytes", "speedup", "accuracy_cosine", "accuracy_drop", "flags", "pareto",
-)  # fmt: skip
-"""CSV columns; accuracy metrics other than cosine and drop follow as `accuracy_<name>`."""
-
-FIGURE_SIZE = (12.0, 14.0)
-"""Inches of the three-panel PNG; at `DPI` it is 1200 x 1400 pixels."""
-EMPTY_FIGURE_SIZE = (12.0, 3.0)
-"""Inches of the PNG that says there is nothing to plot."""
-DPI = 100
-
-_EP_SHORT = {
-    "CPUExecutionProvider": "CPU",
-    "CUDAExecutionProvider": "CUDA",
-    "TensorrtExecutionProvider": "TensorRT",
-    "OpenVINOExecutionProvider": "OpenVINO",
-    "CoreMLExecutionProvider": "CoreML",
-    "DmlExecutionProvider": "DirectML",
-    "QNNExecutionProvider": "QNN",
-    "XnnpackExecutionProvider": "XNNPACK",
-    "NnapiExecutionProvider": "NNAPI",
-    "ACLExecutionProvider": "ACL",
-    "ArmNNExecutionProvider": "ArmNN",
-    "RknpuExecutionProvider": "RKNPU",
-    "ROCMExecutionProvider": "ROCm",
-    "MIGraphXExecutionProvider": "MIGraphX",
-    "VitisAIExecutionProvider": "VitisAI",
-    "WebGpuExecutionProvider": "WebGPU",
-}
 _TIMING_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "ci_low_ms", "ci_high_ms")
-_ERROR_WIDTH = 60
-"""Characters of an error message the terminal table shows (the CSV and HTML keep it all)."""
-WARN_FLAGS = frozenset({"throttled", "loaded", "partial"})
 
 
 class CaseDict(TypedDict, total=False):
@@ -103,7 +78,7 @@ class CaseDict(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark case, checked: what every view of this module is drawn from."""
+    """One benchmark case, checked: what every view of the report is drawn from."""
 
     device: str
     """Inventory name of the board (user text: escaped wherever it is shown)."""
@@ -207,7 +182,7 @@ class Case:
     @property
     def ep(self) -> str:
         """Short name of the execution provider: CPU, CUDA, TensorRT, ..."""
-        return _EP_SHORT.get(self.provider) or self.provider.removesuffix("ExecutionProvider")
+        return short_provider(self.provider)
 
     @property
     def ci_percent(self) -> float | None:
@@ -240,7 +215,7 @@ class Case:
 
 
 CaseLike = Mapping[str, Any] | Case
-"""What the functions of this module take for a case."""
+"""What the functions of the report take for a case."""
 
 
 def _number(value: object, key: str, where: str) -> float | None:
@@ -361,182 +336,3 @@ def pareto(cases: Iterable[CaseLike], *, per_device: bool = True) -> list[CaseLi
     pairs = checked_cases(cases)
     front = front_of([c for _, c in pairs], per_device)
     return [given for i, (given, _) in enumerate(pairs) if i in front]
-
-
-# --- Text, CSV, JSON ----------------------------------------------------------------------------
-
-
-def _printable(text: str) -> str:
-    """User text made safe for a terminal: control characters (ESC, newlines) become "?"."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:#.3g} ms" if value < 100 else f"{value:.0f} ms"
-
-
-def _mib(size: int | None) -> str:
-    if size is None:
-        return "-"
-    mib = size / 2**20
-    return f"{mib:.2f} MiB" if mib < 10 else f"{mib:.1f} MiB"
-
-
-def _accuracy_text(case: Case) -> str:
-    parts = []
-    if case.cosine is not None:
-        parts.append(f"cos {case.cosine:.4f}")
-    if case.accuracy_drop is not None:
-        parts.append(f"drop {case.accuracy_drop * 100:.2f} pt")
-    return ", ".join(parts)
-
-
-def _notes(case: Case, width: int | None) -> str:
-    """FLAGS/ERROR: the flags, and for a case that is not ok its status and error."""
-    parts = list(case.flags)
-    if not case.ok:
-        error = case.error.strip().splitlines()[0] if case.error.strip() else ""
-        if width is not None and len(error) > width:
-            error = error[: width - 1] + "…"
-        parts.insert(0, f"{case.status}: {error}" if error else case.status)
-    return ", ".join(parts)
-
-
-def row_cells(case: Case, error_width: int | None) -> list[str]:
-    """The cells of a table row, unescaped (TABLE_HEADERS order)."""
-    ok = case.ok
-    ci = case.ci_percent
-    return [
-        case.device,
-        case.variant,
-        str(case.threads),
-        case.ep,
-        _ms(case.p50_ms) if ok else "-",
-        f"±{ci:.1f}%" if ok and ci is not None else "-",
-        _ms(case.p99_ms) if ok else "-",
-        f"{case.throughput:.1f}/s" if ok and case.throughput is not None else "-",
-        f"{case.speedup:.2f}x" if ok and case.speedup is not None else "-",
-        _mib(case.size_bytes),
-        _accuracy_text(case) if ok else "",
-        _notes(case, error_width),
-    ]
-
-
-def terminal_table(cases: Iterable[CaseLike]) -> str:
-    """The cases as an aligned text table, one row per case in presentation order.
-
-    Columns are `TABLE_HEADERS`: ±CI is the half-width of the median's confidence interval as a
-    percentage of p50, SPEED-UP is against fp32 on the same device, threads and provider, SIZE is
-    in MiB, ACCURACY shows the cosine and the accuracy drop (in percentage points) when
-    validated. Cases that are not ok show "-" and their status and error (first line, at most
-    60 characters). Control characters in user text are shown as "?".
-    """
-    checked = [c for _, c in checked_cases(cases)]
-    rows = [
-        [_printable(cell) for cell in row_cells(c, _ERROR_WIDTH)] for c in in_display_order(checked)
-    ]
-    return table(TABLE_HEADERS, rows)
-
-
-def _accuracy_columns(cases: Iterable[Case]) -> list[str]:
-    extra = sorted({k for c in cases for k in (c.accuracy or {})} - {"cosine", "accuracy_drop"})
-    return [f"accuracy_{k}" for k in extra]
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-"""What makes a spreadsheet read a cell as a formula (OWASP's CSV injection list)."""
-
-
-def _csv_value(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)  # the shortest text that reads back as the same float
-    text = str(value)
-    if isinstance(value, str) and text.startswith(FORMULA_STARTS):
-        return "'" + text  # shown as text, never run: a device named =HYPERLINK(...) stays a name
-    return text
-
-
-def write_csv(cases: Iterable[CaseLike], path: str | Path) -> None:
-    """Write one CSV row per case, in the caller's order, with a header of `CSV_COLUMNS`.
-
-    Accuracy is flattened to `accuracy_cosine`, `accuracy_drop` (then `accuracy_<name>` for any
-    other metric present), flags are joined by ";", `pareto` is "true" or "false" (per device),
-    and missing values are empty. Floats are written so that they read back exactly. UTF-8.
-    Text is written as given, except that text a spreadsheet would run as a formula (starting
-    with = + - @, a tab or a carriage return) gets a leading apostrophe, shown as text.
-    """
-    pairs = checked_cases(cases)
-    checked = [c for _, c in pairs]
-    front = front_of(checked, per_device=True)
-    extra = _accuracy_columns(checked)
-    with Path(path).open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow([*CSV_COLUMNS, *extra])
-        for i, case in enumerate(checked):
-            record = case.to_dict()
-            accuracy = record.pop("accuracy") or {}
-            record["accuracy_cosine"] = accuracy.get("cosine")
-            record["accuracy_drop"] = accuracy.get("accuracy_drop")
-            for column in extra:
-                record[column] = accuracy.get(column.removeprefix("accuracy_"))
-            record["flags"] = ";".join(case.flags)
-            record["pareto"] = "true" if i in front else "false"
-            writer.writerow([_csv_value(record[k]) for k in (*CSV_COLUMNS, *extra)])
-
-
-def to_records(cases: Iterable[CaseLike]) -> list[dict[str, Any]]:
-    """One JSON-ready dict per case, in the caller's order (for `--json`).
-
-    Each has every key of `CaseDict` (missing values None, NaN and infinities as None) plus
-    `ci_percent` (the CI half-width as a percentage of p50) and `pareto` (on its device's front).
-    `json.dumps(..., allow_nan=False)` accepts the result.
-    """
-    checked = [c for _, c in checked_cases(cases)]
-    front = front_of(checked, per_device=True)
-    return [
-        {**c.to_dict(), "ci_percent": c.ci_percent, "pareto": i in front}
-        for i, c in enumerate(checked)
-    ]
-
-
-# --- Plots and the page: in report_plot and report_html, imported when asked for ---------
-
-
-def render_png(cases: Iterable[CaseLike], title: str | None = None) -> bytes:
-    """The PNG `plot` writes, as bytes (see `edgeopt.host.report.plot`)."""
-    from edgeopt.host.report import plot as report_plot  # noqa: PLC0415  (matplotlib only when plotting)
-
-    return report_plot.render_png(cases, title)
-
-
-def plot(cases: Iterable[CaseLike], path: str | Path, title: str | None = None) -> None:
-    """Write one PNG of three panels: latency, speed-up, and size against latency.
-
-    See `edgeopt.host.report.plot.plot`.
-    """
-    from edgeopt.host.report import plot as report_plot  # noqa: PLC0415
-
-    report_plot.plot(cases, path, title)
-
-
-def html_page(cases: Iterable[CaseLike], title: str, meta: Mapping[str, str] | None = None) -> str:
-    """The text of the page `write_html` writes."""
-    from edgeopt.host.report import html as report_html  # noqa: PLC0415
-
-    return report_html.html_page(cases, title, meta)
-
-
-def write_html(
-    cases: Iterable[CaseLike], path: str | Path, title: str, meta: Mapping[str, str] | None = None
-) -> None:
-    """Write one self-contained HTML5 page: metadata, the table and the plots.
-
-    See `edgeopt.host.report.html.write_html`.
-    """
-    from edgeopt.host.report import html as report_html  # noqa: PLC0415
-
-    report_html.write_html(cases, path, title, meta)

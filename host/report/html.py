@@ -1,6 +1,7 @@
 """The one self-contained HTML page of `edgeopt bench`'s report: metadata, table, plots.
 
-`report.write_html` and `report.html_page` call in here.
+Its table has the cells of `edgeopt.host.report.text` (full error messages), its chart is the
+PNG of `edgeopt.host.report.chart`, embedded.
 """
 
 from __future__ import annotations
@@ -10,21 +11,20 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from edgeopt.host.report.cases import (
+from edgeopt.host.report.cases import Case, CaseLike, checked_cases, display_order, front_of
+from edgeopt.host.report.chart import (
     DPI,
     EMPTY_FIGURE_SIZE,
     FIGURE_SIZE,
-    TABLE_HEADERS,
-    WARN_FLAGS,
-    Case,
-    CaseLike,
-    checked_cases,
-    display_order,
-    front_of,
-    row_cells,
+    render_png,
+    summary_line,
 )
-from edgeopt.host.report.plot import render_png, summary_line
+from edgeopt.host.report.text import TABLE_HEADERS, row_cells
 
+__all__ = ["WARN_FLAGS", "html_page", "write_html"]
+
+WARN_FLAGS = frozenset({"throttled", "loaded", "partial"})
+"""Flags of a measurement that the page shows as warnings."""
 _CSS = """
 :root { color-scheme: light; }
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;

@@ -1,7 +1,8 @@
 """An operator profile (`edgeopt profile`) as text and as a PNG chart.
 
 The aggregates come from `edgeopt.proto.profiling` (the agent's Profile answer and the one-shot
-SSH run read the same trace), so both ways print the same tables.
+SSH run read the same trace), so both ways print the same tables. Providers are named as in
+the bench report (`edgeopt.host.report.names.short_provider`), "?" when the trace names none.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edgeopt.host.report.names import short_provider
 from edgeopt.host.report.table import table
 from edgeopt.proto import profiling
 
@@ -41,7 +43,7 @@ def report(agg: Mapping[str, Any], top: int, requested: str = "") -> str:
 
 
 def _ep(provider: str) -> str:
-    return provider.removesuffix("ExecutionProvider") or "?"
+    return short_provider(provider) or "?"
 
 
 def plot(agg: Mapping[str, Any], path: Path, title: str, top: int = 20) -> None:

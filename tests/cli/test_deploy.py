@@ -189,11 +189,11 @@ def test_a_version_1_state_database_is_migrated(tmp_path: Path) -> None:
     State(str(path)).close()
     engine = sa.create_engine(f"sqlite:///{path}")
     with engine.begin() as c:  # what edgeopt's first schema looked like
-        c.execute(sa.text("DROP TABLE benchmark_runs"))
+        c.execute(sa.text("DROP TABLE bench_cases"))
         c.execute(sa.update(meta_table).values(value="1"))
     engine.dispose()
     with State(str(path)) as state:
-        assert state.schema_version() == SCHEMA_VERSION == 4
+        assert state.schema_version() == SCHEMA_VERSION == 5
         assert state.benchmarks() == []
 
 

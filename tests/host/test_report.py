@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeopt.host.report import cases as report
+from edgeopt.host import report
 
 MIB = 1 << 20
 SIZES = {
@@ -480,3 +482,50 @@ def test_html_of_nothing_ok(tmp_path: Path) -> None:
     assert "1 case: 1 failed." in text
     assert "<dl" not in text  # no metadata, no empty list
     assert 'width="1200" height="300" alt="No successful benchmark case to plot"' in text
+
+
+def test_the_report_loads_matplotlib_only_to_draw() -> None:
+    """The package imports its chart module eagerly; matplotlib itself waits for a chart."""
+    code = (
+        "import sys\n"
+        "from edgeopt.host import report\n"
+        "print('matplotlib' in sys.modules, callable(report.plot))\n"
+        "report.render_png([])\n"
+        "print('matplotlib' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (0, "False True\nTrue\n", "")
+
+
+def test_providers_have_one_short_name_in_every_report() -> None:
+    from edgeopt.host.report import op_profile
+
+    assert [report.short_provider(p) for p in (
+        "CPUExecutionProvider", "TensorrtExecutionProvider", "DmlExecutionProvider",
+        "FooExecutionProvider", "",
+    )] == ["CPU", "TensorRT", "DirectML", "Foo", ""]  # fmt: skip
+    agg = {
+        "run_ms": 2.0, "node_ms": 1.5,
+        "nodes": [
+            {"node": "conv", "op_type": "Conv", "provider": "TensorrtExecutionProvider",
+             "calls": 1, "mean_ms": 1.0, "share": 0.75},
+            {"node": "nms", "op_type": "NonMaxSuppression", "provider": "CPUExecutionProvider",
+             "calls": 1, "mean_ms": 0.5, "share": 0.25},
+        ],
+        "op_types": [
+            {"op_type": "Conv", "provider": "TensorrtExecutionProvider", "nodes": 1,
+             "total_ms": 1.0, "share": 0.75},
+            {"op_type": "NonMaxSuppression", "provider": "CPUExecutionProvider", "nodes": 1,
+             "total_ms": 0.5, "share": 0.25},
+        ],
+    }  # fmt: skip
+    text = op_profile.report(agg, top=5, requested="TensorrtExecutionProvider")
+    assert text.splitlines()[3].split() == ["conv", "Conv", "TensorRT", "1", "1", "ms", "75.0%"]
+    assert text.splitlines()[-1] == (
+        "1 node(s) fell back to the CPU from TensorRT: nms (NonMaxSuppression)"
+    )
+    table = report.terminal_table(
+        [case("pi", "fp32", p50=1.0, provider="TensorrtExecutionProvider")]
+    )
+    assert table.splitlines()[1].split()[:4] == ["pi", "fp32", "4", "TensorRT"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeopt.host.report import cases as report
+from edgeopt.host import report
 from tests.browser import ConsoleMessage, Rendered, chromium_path, render
 from tests.host.test_report import CASES, META, case
 

@@ -112,9 +112,19 @@ def test_a_database_at_an_older_schema_is_brought_up_to_date(url: str, version: 
             assert sorted(got) == sorted(table.columns.keys()), table.name
 
 
+def write_schema_4(url: str) -> None:
+    """A database as edgeopt wrote it at schema 4, by that schema's own migrations."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as connection:
+        for step in MIGRATIONS[:4]:
+            step(connection)
+        connection.execute(sa.insert(meta_table).values(key="schema_version", value="4"))
+    engine.dispose()
+
+
 def test_a_version_3_history_gains_the_fleet_columns_and_keeps_its_rows(url: str) -> None:
     # As tests/host/test_state.py does on SQLite: Alembic's ALTER TABLE, here on PostgreSQL.
-    State(url).close()
+    write_schema_4(url)
     with psycopg.connect(url) as connection:  # what schema 3 looked like
         for name in BENCH_V4_COLUMNS:
             connection.execute(sql.SQL("ALTER TABLE benchmark_runs DROP COLUMN {}").format(
@@ -135,6 +145,35 @@ def test_a_version_3_history_gains_the_fleet_columns_and_keeps_its_rows(url: str
             "size_bytes": 0, "accuracy": {}, "flags": [], "edgeopt_version": "",
         }  # fmt: skip
         assert state.bench_runs() == []
+
+
+def test_a_version_4_history_keeps_its_cases_under_bench_cases(url: str) -> None:
+    """Schema 5 renames benchmark_runs to bench_cases: rows, index, key and sequence follow."""
+    write_schema_4(url)
+    with psycopg.connect(url) as connection:
+        for device, p50 in (("pi4", 2.5), ("jetson", 0.5)):
+            connection.execute(
+                "INSERT INTO benchmark_runs (taken, device, fingerprint, model, model_digest, "
+                "artifact_digest, precision, plan, result, onnxruntime_version, run, threads) "
+                "VALUES (1.5, %s, 'f', 'm.onnx', 'd', 'a', 'fp32', '{}', %s, '1.20', 'r1', 4)",
+                (device, json.dumps({"p50_ms": p50})),
+            )
+    with State(url) as state:
+        assert state.schema_version() == SCHEMA_VERSION == 5
+        assert [(c["id"], c["device"], c["result"], c["threads"], c["status"])
+                for c in state.benchmarks(run="r1")] == [
+            (2, "jetson", {"p50_ms": 0.5}, 4, "ok"), (1, "pi4", {"p50_ms": 2.5}, 4, "ok"),
+        ]  # fmt: skip
+        inspector = sa.inspect(state.engine)
+        assert sorted(inspector.get_table_names()) == sorted(metadata.tables)
+        assert [i["name"] for i in inspector.get_indexes("bench_cases")] == [
+            "ix_bench_cases_device"
+        ]
+        assert inspector.get_pk_constraint("bench_cases")["name"] == "bench_cases_pkey"
+        assert "bench_cases_id_seq" in inspector.get_sequence_names()
+        assert "benchmark_runs_id_seq" not in inspector.get_sequence_names()
+        assert state.record_benchmark(benchmark_run("pi4", 1.25)) == 3
+        assert [c["id"] for c in state.benchmarks("pi4")] == [3, 1]
 
 
 def test_capabilities_keep_one_device_row_and_every_snapshot(state: State) -> None:

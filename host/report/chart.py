@@ -1,8 +1,8 @@
 """The PNG of `edgeopt bench`'s report: latency, speed-up against fp32, size against latency.
 
 Drawn with matplotlib's object API (no pyplot, no display) from the cases of
-`edgeopt.host.report.cases`; `report.plot` and `report.render_png` call in here, so matplotlib is
-imported only when a plot is asked for.
+`edgeopt.host.report.cases`. matplotlib is imported inside the functions that draw, never at
+the top of this module, so that importing the report loads it only when a chart is asked for.
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.host.report.cases import (
-    DPI,
-    EMPTY_FIGURE_SIZE,
-    FIGURE_SIZE,
     STATUSES,
     VARIANT_ORDER,
     Case,
@@ -27,6 +24,14 @@ from edgeopt.host.report.cases import (
     objectives_of,
     variants_of,
 )
+
+__all__ = ["DPI", "EMPTY_FIGURE_SIZE", "FIGURE_SIZE", "plot", "render_png", "summary_line"]
+
+FIGURE_SIZE = (12.0, 14.0)
+"""Inches of the three-panel PNG; at `DPI` it is 1200 x 1400 pixels."""
+EMPTY_FIGURE_SIZE = (12.0, 3.0)
+"""Inches of the PNG that says there is nothing to plot."""
+DPI = 100
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
