@@ -32,7 +32,7 @@ from edgeopt.host.compress.prune import Importance
 from edgeopt.host.compress.quantize import CalibrationMethodName
 from edgeopt.host.compress.quiet import OutputLog
 from edgeopt.host.compress.runtime import OptimizationLevel
-from edgeopt.host.compress.workflow import SweepRow
+from edgeopt.host.compress.sweep import SweepRow
 from edgeopt.host.report.table import table
 from edgeopt.proto.plan import Precision
 

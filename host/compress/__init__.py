@@ -4,21 +4,16 @@
     report = compress(CompressRequest(model=Path("m.onnx"), precision="int8-static",
                                       calibration=Path("calib.npz"), output=Path("m.q.onnx")))
 
-Modules: `model` (load and count), `data` (.npz datasets), `passes` (the `Pass` base and the
+Modules: `onnxfile` (load and count), `data` (.npz datasets), `passes` (the `Pass` base and the
 cached pipeline), `quantize` (int8 dynamic/static, int4 weight-only, fp16), `optimize` (ORT graph
 optimization), `validate` (outputs against the reference, the accuracy gate), `cache`
-(the artifact cache), `workflow` (`compress` and `sweep`).
+(the artifact cache), `workflow` (`compress`), `sweep` (every precision, timed on this host).
 """
 
 from edgeopt.host.compress.cache import ArtifactCache
+from edgeopt.host.compress.sweep import SweepRow, sweep
 from edgeopt.host.compress.validate import Gate, ValidationReport
-from edgeopt.host.compress.workflow import (
-    CompressionReport,
-    CompressRequest,
-    SweepRow,
-    compress,
-    sweep,
-)
+from edgeopt.host.compress.workflow import CompressionReport, CompressRequest, compress
 from edgeopt.proto.plan import PRECISIONS, Precision
 
 __all__ = [
