@@ -65,8 +65,12 @@ _TOKEN_RULE = r"[!-~]{16,4096}"
 
 
 @dataclass(frozen=True)
-class Board:
-    """What bootstrap learned about the board."""
+class Inspection:
+    """What bootstrap learned about the board's system: what installing the agent needs.
+
+    Not the planner's `Board` (its view of a board's cores, memory and features): this is read
+    over SSH before any agent is there, and says whether one can be installed and how.
+    """
 
     arch: str
     glibc: tuple[int, int] | None
@@ -142,7 +146,7 @@ def _absolute(conn: Connection, folder: str) -> str:
     return folder
 
 
-def probe(conn: Connection, folder: str) -> Board:
+def probe(conn: Connection, folder: str) -> Inspection:
     """Architecture, glibc, python3, venv, free disk and systemd of the board."""
     script = (
         "uname -m; (getconf GNU_LIBC_VERSION 2>/dev/null || echo none); "
@@ -168,11 +172,11 @@ def probe(conn: Connection, folder: str) -> Board:
     fields = df.split()
     free = int(fields[3]) * 1024 if len(fields) >= 4 and fields[3].isdigit() else None
     py = (version[0], version[1], version[2]) if version and len(version) == 3 else None
-    return Board(arch.strip(), glibc, py, venv.strip() == "venv", free,
+    return Inspection(arch.strip(), glibc, py, venv.strip() == "venv", free,
                  systemd.strip() == "systemd", bits)  # fmt: skip
 
 
-def check(board: Board, target: object, folder: str) -> None:
+def check(board: Inspection, target: object, folder: str) -> None:
     """Refuse a board the agent cannot run on, saying what to fix."""
     if board.arch not in ARCHES:
         what = "a 32-bit ARM userland" if board.arch.startswith("arm") else "an architecture"
@@ -274,7 +278,7 @@ def _requirements_digest(wheel: Path) -> str:
     return hashlib.sha256("\n".join(wanted).encode()).hexdigest()[:12]
 
 
-def download_wheels(wheel: Path, board: Board, cache: Path) -> Path:
+def download_wheels(wheel: Path, board: Inspection, cache: Path) -> Path:
     """The agent's dependencies as wheels for the board's platform, fetched on the host."""
     assert board.python is not None and board.glibc is not None  # check() refused the others
     py = f"{board.python[0]}{board.python[1]}"
