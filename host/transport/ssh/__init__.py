@@ -14,3 +14,5 @@ checked (`connection.printable`, the facts' patterns) before it is shown or writ
         install          the steps in order (`bootstrap`, `remove`)
         inventory_entry  the device's table in the inventory and its token file
 """
+
+__all__ = ["bootstrap", "connection", "facts", "tunnel"]
