@@ -9,7 +9,7 @@ checked (`connection.printable`, the facts' patterns) before it is shown or writ
     bootstrap/  install and start the agent on a board, write its inventory entry:
         inspection       what the board's system offers, and the refusal of one that cannot
         wheels           edgeopt's wheel built here, its dependencies fetched for the board
-        certificates     the agent's TLS files on the board
+        certificates     the agent's certificate from the fleet CA, its TLS files on the board
         service          the agent's systemd unit or shell supervisor: start, wait, stop
         install          the steps in order (`bootstrap`, `remove`)
         inventory_entry  the device's table in the inventory and its token file

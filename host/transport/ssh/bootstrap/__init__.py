@@ -24,7 +24,7 @@ with mode 0700 (an existing one is tightened): the store, logs and token are the
     inspection        what the board's system offers (architecture, glibc, python3, disk,
                       systemd), and the refusal of a board the agent cannot run on
     wheels            edgeopt's wheel built here, its dependencies downloaded for the board
-    certificates      the agent's TLS files on the board
+    certificates      the agent's certificate from the fleet CA, and its TLS files on the board
     service           the agent's systemd unit or shell supervisor: start, wait, stop
     install           the steps in order: `bootstrap` and `remove`
     inventory_entry   the device's table in the inventory and its token file
@@ -34,7 +34,12 @@ Callers import this package; each name below is defined in one of those modules.
 
 from __future__ import annotations
 
-from edgeopt.host.transport.ssh.bootstrap.certificates import TLS_FILES, BoardTls
+from edgeopt.host.transport.ssh.bootstrap.certificates import (
+    CLIENT_TLS_DIR,
+    TLS_FILES,
+    BoardTls,
+    issue_board_tls,
+)
 from edgeopt.host.transport.ssh.bootstrap.inspection import (
     ARCHES,
     MIN_FREE_BYTES,
@@ -61,12 +66,14 @@ from edgeopt.host.transport.ssh.bootstrap.service import (
 from edgeopt.host.transport.ssh.bootstrap.wheels import (
     ROOT,
     build_wheel,
+    default_cache,
     download_wheels,
     platform_tags,
 )
 
 __all__ = [
     "ARCHES",
+    "CLIENT_TLS_DIR",
     "MIN_FREE_BYTES",
     "MIN_PYTHON",
     "NAME_RULE",
@@ -83,8 +90,10 @@ __all__ = [
     "build_wheel",
     "check",
     "check_name",
+    "default_cache",
     "download_wheels",
     "drop_from_inventory",
+    "issue_board_tls",
     "platform_tags",
     "probe",
     "remove",

@@ -8,10 +8,12 @@ of its own, kept beside the inventory.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from edgeopt.host.transport import tls
 from edgeopt.host.transport.ssh.connection import Connection, quote
 
-__all__ = ["TLS_FILES", "BoardTls", "install_tls"]
+__all__ = ["CLIENT_TLS_DIR", "TLS_FILES", "BoardTls", "install_tls", "issue_board_tls"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,35 @@ class BoardTls:
 
 TLS_FILES = ("tls/agent.pem", "tls/agent.key", "tls/client-ca.pem")
 """Where the board keeps its TLS files, under the agent's folder."""
+CLIENT_TLS_DIR = ".edgeopt-tls"
+"""Folder beside the inventory that holds the host's client certificates (mutual TLS)."""
+
+
+def issue_board_tls(
+    ca_folder: Path, name: str, *, mutual: bool, inventory: Path
+) -> tuple[BoardTls, dict[str, str]]:
+    """The board's certificate (and, for mutual TLS, the host's), issued by the fleet CA.
+
+    The certificate names 127.0.0.1: the host reaches a bootstrapped agent through an SSH
+    tunnel to a local port, and checks that name. With `mutual`, the host's client certificate
+    is written into `CLIENT_TLS_DIR` beside `inventory`.
+
+    Returns:
+        What the board installs, and the TLS keys of the device's inventory table (`ca`, and
+        with `mutual` `client_cert` and `client_key`: paths).
+
+    Raises:
+        TlsError: no fleet CA in `ca_folder`, or one that cannot issue.
+    """
+    server = tls.issue(ca_folder, name, ["127.0.0.1"])
+    keys = {"ca": str(ca_folder / tls.CA_CERT)}
+    client_ca = None
+    if mutual:
+        client = tls.issue(ca_folder, f"{name}-host", client=True)
+        cert, key = tls.write_issued(client, inventory.parent / CLIENT_TLS_DIR)
+        keys.update(client_cert=str(cert), client_key=str(key))
+        client_ca = server.ca_pem
+    return BoardTls(server.cert_pem, server.key_pem, client_ca), keys
 
 
 def install_tls(conn: Connection, folder: str, tls: BoardTls) -> None:

@@ -10,6 +10,7 @@ requirement set.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import zipfile
@@ -18,7 +19,7 @@ from pathlib import Path
 from edgeopt.host.errors import BootstrapError
 from edgeopt.host.transport.ssh.bootstrap.inspection import Inspection
 
-__all__ = ["ROOT", "build_wheel", "download_wheels", "platform_tags"]
+__all__ = ["ROOT", "build_wheel", "default_cache", "download_wheels", "platform_tags"]
 
 ROOT = Path(__file__).resolve().parents[4]
 """The source tree (host/transport/ssh/bootstrap/ is four folders down): the wheel's sources."""
@@ -31,6 +32,12 @@ def _source_digest() -> str:
     for path in files:
         h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def default_cache() -> Path:
+    """Where bootstrap keeps its wheels between runs: $XDG_CACHE_HOME/edgeopt/bootstrap."""
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "edgeopt" / "bootstrap"
 
 
 def build_wheel(cache: Path) -> Path:
