@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgeopt.host.cli import cli  # noqa: E402
-from edgeopt.host.transport.ssh.bootstrap import Board, build_wheel, download_wheels  # noqa: E402
+from edgeopt.host.transport.ssh.bootstrap import Inspection, build_wheel, download_wheels  # noqa: E402
 from tests import arm_lab  # noqa: E402
 from tests.models import train_digits_cnn  # noqa: E402
 
@@ -106,8 +106,8 @@ def wheel_sets(cache: Path) -> list[tuple[str, str, int, int]]:
     rows = []
     for python in ((3, 9, 2), (3, 11, 2)):
         for arch in ("aarch64", "x86_64"):
-            board = Board(arch=arch, glibc=(2, 31), python=python, venv=True, free_bytes=None,
-                          systemd=False)  # fmt: skip
+            board = Inspection(arch=arch, glibc=(2, 31), python=python, venv=True,
+                               free_bytes=None, systemd=False)  # fmt: skip
             folder = download_wheels(wheel, board, cache)
             files = list(folder.glob("*.whl"))
             size = sum(p.stat().st_size for p in files)

@@ -49,15 +49,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edgeopt.host.transport.ssh.bootstrap import Board, build_wheel, download_wheels
+from edgeopt.host.transport.ssh.bootstrap import Inspection, build_wheel, download_wheels
 from tests import netns
 
 REPO = Path(__file__).resolve().parents[1]
 PI4 = REPO / "tests" / "boardfacts" / "data" / "boards" / "pi4"
 SUITE = "bullseye"
 """Debian 11: Python 3.9.2 and glibc 2.31, as Raspberry Pi OS bullseye."""
-BOARD = Board(arch="aarch64", glibc=(2, 31), python=(3, 9, 2), venv=True, free_bytes=None,
-              systemd=False)  # fmt: skip
+BOARD = Inspection(arch="aarch64", glibc=(2, 31), python=(3, 9, 2), venv=True,
+                   free_bytes=None, systemd=False)  # fmt: skip
 PACKAGES = ("python3", "python3-venv", "openssh-server")
 """What a Raspberry Pi OS board has that the agent and `edgeopt ssh` use."""
 VENV = "/opt/edgeopt-agent"

@@ -6,7 +6,6 @@ edgeopt ssh facts pi@raspberrypi.local [--json]     what the board is, with no a
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ import click
 from edgeopt.host.cli import tls as tls_cli
 from edgeopt.host.cli.common import Session
 from edgeopt.host.report.table import echo_json
-from edgeopt.host.transport import tls
 from edgeopt.host.transport.ssh import bootstrap
 from edgeopt.host.transport.ssh import connection as ssh
 from edgeopt.host.transport.ssh import facts as remote
@@ -76,11 +74,6 @@ def facts_cmd(
     click.echo(format_summary(found.capabilities))
 
 
-def _cache() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "edgeopt" / "bootstrap"
-
-
 @ssh_cmd.command("bootstrap")
 @click.argument("target", metavar="[USER@]HOST[:PORT]")
 @click.option("--name", required=True, help="the device's name in the inventory")
@@ -134,7 +127,12 @@ def bootstrap_cmd(  # noqa: PLR0917  (click passes each option by name)
     """
     bootstrap.check_name(name)  # before anything is installed
     start = time.monotonic()
-    board_tls, inventory_tls = _board_tls(session, name, use_tls or mtls, mtls, ca_dir)
+    board_tls, inventory_tls = (
+        bootstrap.issue_board_tls(ca_dir or tls_cli.default_dir(), name, mutual=mtls,
+                                  inventory=session.inventory_path)
+        if use_tls or mtls
+        else (None, None)
+    )  # fmt: skip
 
     def say(text: str) -> None:
         if not as_json:
@@ -142,8 +140,9 @@ def bootstrap_cmd(  # noqa: PLR0917  (click passes each option by name)
 
     with open_connection(target, accept_new_host_key, identity, connect_timeout) as conn:
         done = bootstrap.bootstrap(conn, folder=folder, port=port, offline=offline,
-                                   wheel=wheel, cache=_cache(), start_timeout=start_timeout,
-                                   say=say, tls=board_tls)  # fmt: skip
+                                   wheel=wheel, cache=bootstrap.default_cache(),
+                                   start_timeout=start_timeout, say=say,
+                                   tls=board_tls)  # fmt: skip
         spec = target if "@" in target else f"{conn.target.user}@{target}"
     token_file = bootstrap.add_to_inventory(session.inventory_path, name, spec, done,
                                             inventory_tls)  # fmt: skip
@@ -158,28 +157,6 @@ def bootstrap_cmd(  # noqa: PLR0917  (click passes each option by name)
     click.echo(f"{name}: agent {verb} in {done.folder}, serving on the board's {done.address} "
                f"({done.manager}); reached through SSH ({spec}); {seconds:.1f} s")  # fmt: skip
     click.echo(f"{name}: added to {session.inventory_path}")
-
-
-def _board_tls(
-    session: Session, name: str, wanted: bool, mtls: bool, ca_dir: Path | None
-) -> tuple[bootstrap.BoardTls | None, dict[str, str] | None]:
-    """The board's certificate (and, for mutual TLS, the host's), issued by the fleet CA.
-
-    The certificate names 127.0.0.1: the host reaches a bootstrapped agent through an SSH
-    tunnel to a local port, and checks that name.
-    """
-    if not wanted:
-        return None, None
-    folder = ca_dir or tls_cli.default_dir()
-    server = tls.issue(folder, name, ["127.0.0.1"])
-    keys = {"ca": str(folder / tls.CA_CERT)}
-    client_ca = None
-    if mtls:
-        client = tls.issue(folder, f"{name}-host", client=True)
-        cert, key = tls.write_issued(client, session.inventory_path.parent / ".edgeopt-tls")
-        keys.update(client_cert=str(cert), client_key=str(key))
-        client_ca = server.ca_pem
-    return bootstrap.BoardTls(server.cert_pem, server.key_pem, client_ca), keys
 
 
 @ssh_cmd.command("remove")

@@ -30,6 +30,24 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgeopt.host.errors import TlsError
 
+__all__ = [
+    "CA_CERT",
+    "CA_DAYS",
+    "CA_KEY",
+    "LEAF_DAYS",
+    "PIN_PREFIX",
+    "FleetCa",
+    "Issued",
+    "fetch_certificate",
+    "fingerprint",
+    "init_ca",
+    "is_self_signed",
+    "issue",
+    "names_in",
+    "self_signed",
+    "write_issued",
+]
+
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
 CA_DAYS = 3650

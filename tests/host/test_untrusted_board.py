@@ -64,8 +64,8 @@ def board() -> Iterator[Board]:
 @pytest.fixture(scope="module")
 def honest() -> tuple[bytes, bytes]:
     """What this machine, an honest board, prints for the facts script and the probe."""
-    facts = subprocess.run(["sh", "-c", remote._script()], capture_output=True, check=True)
-    probe = subprocess.run(["python3", "-"], input=remote._probe_program(), capture_output=True,
+    facts = subprocess.run(["sh", "-c", remote.facts_script()], capture_output=True, check=True)
+    probe = subprocess.run(["python3", "-"], input=remote.probe_program(), capture_output=True,
                            check=True)  # fmt: skip
     return facts.stdout, probe.stdout
 
@@ -211,7 +211,7 @@ def test_a_board_printing_without_end_is_cut_off(
     board.answer(honest[0] + record("/proc/meminfo", b"x" * (remote.MAX_FACTS_BYTES + 1)))
     result = facts(board, tmp_path)
     assert result.exit_code == 1
-    first = printable(remote._script()[:80])
+    first = printable(remote.facts_script()[:80])
     assert result.output == (
         f"Error: {board.target}: `{first}` printed more than {remote.MAX_FACTS_BYTES} bytes on "
         "stdout: cut off (a board's answer is capped so that it cannot fill this machine's "

@@ -26,6 +26,19 @@ import paramiko
 
 from edgeopt.host.errors import SshError
 
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "KEEPALIVE_S",
+    "MAX_ANSWER_BYTES",
+    "Connection",
+    "Target",
+    "connect",
+    "fingerprint",
+    "printable",
+    "quote",
+    "resolve",
+]
+
 DEFAULT_TIMEOUT = 15.0
 KEEPALIVE_S = 15
 MAX_ANSWER_BYTES = 4 << 20

@@ -32,6 +32,22 @@ from edgeopt.host.errors import SshError
 from edgeopt.host.transport.ssh.connection import Connection, printable
 from edgeopt.proto.capabilities import Capabilities, OnnxRuntimeInfo
 
+__all__ = [
+    "COMMANDS",
+    "EXTRA_FILES",
+    "MAX_FACTS_BYTES",
+    "MAX_PROBE_BYTES",
+    "MAX_RECORDS",
+    "RS",
+    "US",
+    "Facts",
+    "expected",
+    "facts",
+    "facts_script",
+    "probe_program",
+    "read_files",
+]
+
 RS, US = "\x1e", "\x1f"
 """Record and unit separators: no /proc or /sys text holds them."""
 EXTRA_FILES = ("etc/machine-id", "usr/lib/os-release")
@@ -53,7 +69,11 @@ MAX_PROBE_BYTES = 1 << 20
 _PATTERNS = tuple(p.split("/") for p in (*board_caps.CAPTURE_PATTERNS, *EXTRA_FILES))
 
 
-def _script() -> str:
+def facts_script() -> str:
+    """The shell command that prints every expected file and command fact, one record each.
+
+    Each record is RS, its name (a path, or `=` and a `COMMANDS` key), US, then its text.
+    """
     globs = " ".join("/" + p for p in (*board_caps.CAPTURE_PATTERNS, *EXTRA_FILES))
     lines = [
         f"for f in {globs}; do",
@@ -66,7 +86,7 @@ def _script() -> str:
     return "\n".join(lines) + "\nexit 0\n"
 
 
-def _probe_program() -> bytes:
+def probe_program() -> bytes:
     """Python for the board: the agent's runtime probe with a stand-in for its one import."""
     fields = [(f.name, f.default if f.default is not dataclasses.MISSING else None)
               for f in dataclasses.fields(OnnxRuntimeInfo)]  # fmt: skip
@@ -124,7 +144,7 @@ def read_files(conn: Connection, warnings: list[str] | None = None) -> dict[str,
             `MAX_RECORDS` files.
     """
     warnings = [] if warnings is None else warnings
-    _, out, _ = conn.run(_script(), timeout=60, limit=MAX_FACTS_BYTES)
+    _, out, _ = conn.run(facts_script(), timeout=60, limit=MAX_FACTS_BYTES)
     records = out.split(RS)[1:]
     if len(records) > MAX_RECORDS:
         raise SshError(f"{conn.target}: the board named {len(records)} files; refused (the "
@@ -224,7 +244,7 @@ def _printable(value: Any) -> Any:
 
 
 def _runtime(conn: Connection) -> OnnxRuntimeInfo:
-    status, out, err = conn.run("python3 -", stdin=_probe_program(), timeout=120, check=False,
+    status, out, err = conn.run("python3 -", stdin=probe_program(), timeout=120, check=False,
                                 limit=MAX_PROBE_BYTES)  # fmt: skip
     if status != 0:
         tail = (err.strip().splitlines() or [f"exit status {status}"])[-1]

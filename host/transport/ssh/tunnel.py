@@ -21,6 +21,8 @@ import paramiko
 from edgeopt.host.errors import SshError
 from edgeopt.host.transport.ssh import connection as ssh
 
+__all__ = ["Tunnel", "explain"]
+
 _OPEN: dict[str, Tunnel] = {}
 """Open tunnels by their local address, for `explain`."""
 
