@@ -24,6 +24,8 @@ where it must say in words that the host needs a newer Python rather than fail o
 
 import sys
 
+__all__ = ["MIN_PYTHON", "main"]
+
 MIN_PYTHON = (3, 10)
 """The oldest Python the host runs on; the agent's is pyproject's requires-python (3.8)."""
 

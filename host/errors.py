@@ -39,6 +39,40 @@ imports nothing outside the standard library.
 
 from __future__ import annotations
 
+__all__ = [
+    "STATUS_TO_ERROR",
+    "AccuracyGateFailed",
+    "AgentError",
+    "AgentInternalError",
+    "AgentTimeout",
+    "AgentUnavailable",
+    "AlreadyExists",
+    "BootstrapError",
+    "BrokenVariant",
+    "CompressionError",
+    "ConfigError",
+    "DataError",
+    "DataLoss",
+    "EdgeoptError",
+    "InvalidRequest",
+    "InventoryError",
+    "ModelError",
+    "NotFound",
+    "NothingQuantized",
+    "OutputError",
+    "PlanError",
+    "ProfileError",
+    "ResourceExhausted",
+    "SshError",
+    "StateError",
+    "TargetError",
+    "TlsError",
+    "Unauthenticated",
+    "UnknownDevice",
+    "UnsupportedModel",
+    "error_for_status",
+]
+
 
 class EdgeoptError(Exception):
     """Root of every error edgeopt raises on purpose."""

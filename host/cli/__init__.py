@@ -33,6 +33,8 @@ from edgeopt.host.config import device_profiles as profiles
 from edgeopt.host.config import inventory
 from edgeopt.host.store import state
 
+__all__ = ["cli", "main"]
+
 
 @click.group(cls=EdgeoptGroup)
 @click.option(

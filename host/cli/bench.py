@@ -22,14 +22,17 @@ import onnx
 from edgeopt.host import report
 from edgeopt.host.cli.common import Session, device_options, selection
 from edgeopt.host.cli.compress import build_request, compression_options
+from edgeopt.host.cli.output import echo_json
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress.latency import host_cpu
 from edgeopt.host.report import history
-from edgeopt.host.report.table import echo_json, table
+from edgeopt.host.report.table import table
 from edgeopt.host.store.state import State
 from edgeopt.host.transport.client import file_digest
 from edgeopt.host.workflows import bench
 from edgeopt.host.workflows.plans import DeployOptions, traits_of
+
+__all__ = ["bench_cmd", "compare_cmd", "history_cmd", "run_cmd"]
 
 
 class _BenchGroup(click.Group):

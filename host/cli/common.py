@@ -20,6 +20,8 @@ from edgeopt.host.errors import EdgeoptError
 from edgeopt.host.transport.client import ClientConfig
 from edgeopt.host.transport.ssh import tunnel
 
+__all__ = ["EdgeoptGroup", "Session", "device_options", "gib", "mib", "selection"]
+
 
 class EdgeoptGroup(click.Group):
     """The root group: maps library errors to one-line click errors."""

@@ -36,6 +36,17 @@ from edgeopt.host.compress.sweep import SweepRow
 from edgeopt.host.report.table import table
 from edgeopt.proto.plan import Precision
 
+__all__ = [
+    "build_request",
+    "cache_clear",
+    "cache_cmd",
+    "cache_ls",
+    "compress_cmd",
+    "compression_options",
+    "report_json",
+    "weights_summary",
+]
+
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"

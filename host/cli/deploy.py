@@ -17,10 +17,21 @@ import click
 
 from edgeopt.host.cli.common import Session, device_options, mib, selection
 from edgeopt.host.cli.compress import build_request, compression_options
-from edgeopt.host.report.table import echo_json, table
+from edgeopt.host.cli.output import echo_json
+from edgeopt.host.report.table import table
 from edgeopt.host.store.state import State
 from edgeopt.host.workflows.deploy import Deployer, DeployReport, DeviceResult
 from edgeopt.host.workflows.plans import DeployOptions, TuneSettings, traits_of
+
+__all__ = [
+    "COMMANDS",
+    "LineProgress",
+    "LiveProgress",
+    "deploy_cmd",
+    "deployments_cmd",
+    "tune_cmd",
+    "tune_ls",
+]
 
 T = TypeVar("T")
 

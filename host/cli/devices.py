@@ -8,11 +8,14 @@ from typing import Any
 import click
 
 from edgeopt.host.cli.common import Session, gib
+from edgeopt.host.cli.output import echo_json
 from edgeopt.host.config import device_profiles as profiles
 from edgeopt.host.errors import ProfileError
-from edgeopt.host.report.table import echo_json, table
+from edgeopt.host.report.table import table
 from edgeopt.host.transport import fanout as fleet
 from edgeopt.proto.capabilities import Capabilities, format_summary, to_dict
+
+__all__ = ["devices", "devices_check", "devices_show", "profiles_cmd", "profiles_show"]
 
 
 def _device_row(report: fleet.DeviceReport) -> list[str]:

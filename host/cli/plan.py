@@ -14,11 +14,14 @@ import click
 
 from edgeopt.host.cli.common import Session
 from edgeopt.host.cli.compress import build_request
+from edgeopt.host.cli.output import echo_json
 from edgeopt.host.errors import ProfileError
 from edgeopt.host.planning import planner
-from edgeopt.host.report.table import echo_json, table
+from edgeopt.host.report.table import table
 from edgeopt.host.transport import fanout as fleet
 from edgeopt.host.workflows.plans import traits_of
+
+__all__ = ["plan_cmd"]
 
 
 def _plan_json(p: planner.Plan) -> dict[str, Any]:

@@ -13,11 +13,13 @@ from typing import Any
 import click
 
 from edgeopt.host.cli.common import Session
+from edgeopt.host.cli.output import echo_json
 from edgeopt.host.cli.ssh import open_connection, ssh_options
 from edgeopt.host.report import op_profile as profile_report
-from edgeopt.host.report.table import echo_json
 from edgeopt.host.workflows import op_profile as profile
 from edgeopt.host.workflows.samples import first_sample, made_up_feed
+
+__all__ = ["profile_cmd"]
 
 
 def _shape(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:

@@ -17,9 +17,10 @@ import click
 import numpy as np
 
 from edgeopt.host.cli.common import Session, device_options, mib, selection
+from edgeopt.host.cli.output import echo_json
 from edgeopt.host.compress.data import read_npz
 from edgeopt.host.config.inventory import Device
-from edgeopt.host.report.table import echo_json, table
+from edgeopt.host.report.table import table
 from edgeopt.host.transport.client import AgentClient
 from edgeopt.host.transport.fanout import on_agents
 from edgeopt.host.transport.wire import as_record

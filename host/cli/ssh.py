@@ -14,11 +14,13 @@ import click
 
 from edgeopt.host.cli import tls as tls_cli
 from edgeopt.host.cli.common import Session
-from edgeopt.host.report.table import echo_json
+from edgeopt.host.cli.output import echo_json
 from edgeopt.host.transport.ssh import bootstrap
 from edgeopt.host.transport.ssh import connection as ssh
 from edgeopt.host.transport.ssh import facts as remote
 from edgeopt.proto.capabilities import format_summary, to_dict
+
+__all__ = ["bootstrap_cmd", "facts_cmd", "open_connection", "remove_cmd", "ssh_cmd", "ssh_options"]
 
 
 def ssh_options(command: Any) -> Any:

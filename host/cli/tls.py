@@ -18,6 +18,8 @@ import click
 
 from edgeopt.host.transport import tls
 
+__all__ = ["ENV_VAR", "default_dir", "init_cmd", "issue_cmd", "tls_cmd"]
+
 ENV_VAR = "EDGEOPT_TLS_DIR"
 
 

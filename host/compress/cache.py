@@ -18,6 +18,8 @@ from typing import Any
 
 import platformdirs
 
+__all__ = ["ENV_VAR", "ArtifactCache", "CacheEntry", "default_dir"]
+
 ENV_VAR = "EDGEOPT_CACHE_DIR"
 
 

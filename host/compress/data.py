@@ -22,6 +22,22 @@ import onnx
 from edgeopt.host.errors import DataError
 from edgeopt.proto.inputs import made_up_shape
 
+__all__ = [
+    "LABELS",
+    "MAX_MADE_UP_BYTES",
+    "Dataset",
+    "InputSpec",
+    "concrete_dims",
+    "dims_from",
+    "input_specs",
+    "load",
+    "read_npz",
+    "save",
+    "show_dims",
+    "synthesize",
+    "unbatched",
+]
+
 LABELS = "labels"
 
 _ONNX_TO_NUMPY: dict[int, type] = {

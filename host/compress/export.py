@@ -23,6 +23,8 @@ from edgeopt.host.compress.passes import Pass
 from edgeopt.host.compress.runtime import quiet_logger, session_options
 from edgeopt.host.errors import CompressionError, DataError
 
+__all__ = ["Export"]
+
 
 def _rename_inputs(model: Any, renames: dict[str, str]) -> None:
     """Rename graph inputs (and every reference to them) in place."""

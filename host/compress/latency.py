@@ -21,6 +21,8 @@ import numpy as np
 from edgeopt.host.compress.runtime import session_options
 from edgeopt.host.errors import CompressionError
 
+__all__ = ["HostLatency", "host_cpu", "measure_host"]
+
 
 @dataclass(frozen=True)
 class HostLatency:

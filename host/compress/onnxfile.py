@@ -21,6 +21,20 @@ from onnx import external_data_helper, numpy_helper, shape_inference
 
 from edgeopt.host.errors import ModelError
 
+__all__ = [
+    "ModelFacts",
+    "ai_onnx_opset",
+    "check_external_data",
+    "digest",
+    "external_files",
+    "facts",
+    "graphs",
+    "load",
+    "save",
+    "undecodable",
+    "with_dims",
+]
+
 _DIGEST_CHUNK = 1 << 20
 
 

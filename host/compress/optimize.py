@@ -16,6 +16,8 @@ from typing import ClassVar
 from edgeopt.host.compress.passes import Pass
 from edgeopt.host.compress.runtime import OptimizationLevel, require_loadable, session_options
 
+__all__ = ["GraphOptimize"]
+
 
 @dataclass(frozen=True)
 class GraphOptimize(Pass):

@@ -36,6 +36,8 @@ from edgeopt.host.errors import (
     UnsupportedModel,
 )
 
+__all__ = ["Pass", "StepResult", "cache_key", "library_versions", "run_pipeline"]
+
 
 @functools.cache
 def library_versions() -> dict[str, str]:

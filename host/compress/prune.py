@@ -30,6 +30,8 @@ from edgeopt.host.compress import torch_model
 from edgeopt.host.compress.passes import Pass
 from edgeopt.host.errors import DataError, UnsupportedModel
 
+__all__ = ["PruneStructured", "PruneUnstructured"]
+
 Importance = Literal["l1", "l2", "taylor"]
 
 _PASS_THROUGH = {

@@ -39,6 +39,15 @@ from edgeopt.host.compress.target import drop_unused_opsets
 from edgeopt.host.compress.tidy import share_identical_constants, unshare_weight_dequantize
 from edgeopt.host.errors import CompressionError, DataError, UnsupportedModel
 
+__all__ = [
+    "DYNAMIC_OP_TYPES",
+    "MIN_PER_CHANNEL_OPSET",
+    "DynamicInt8",
+    "Fp16",
+    "Int4Weight",
+    "StaticInt8",
+]
+
 log = logging.getLogger(__name__)
 
 MIN_PER_CHANNEL_OPSET = 13

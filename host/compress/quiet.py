@@ -24,6 +24,8 @@ from pathlib import Path
 
 import platformdirs
 
+__all__ = ["ENV_VAR", "OutputLog", "captured", "default_log"]
+
 ENV_VAR = "EDGEOPT_LOG_DIR"
 
 

@@ -10,6 +10,8 @@ from typing import Literal
 
 from edgeopt.host.errors import UnsupportedModel
 
+__all__ = ["quiet_logger", "require_loadable", "session_options"]
+
 OptimizationLevel = Literal["basic", "extended", "layout"]
 
 

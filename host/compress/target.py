@@ -25,6 +25,16 @@ from edgeopt.host.compress import onnxfile as onnx_model
 from edgeopt.host.compress.passes import Pass
 from edgeopt.host.errors import DataError, TargetError
 
+__all__ = [
+    "CONTRIB_OPS_SINCE",
+    "ORT_LIMITS",
+    "Target",
+    "drop_unused_opsets",
+    "limits_for",
+    "parse_version",
+    "retarget",
+]
+
 ORT_LIMITS: dict[tuple[int, int], tuple[int, int]] = {
     (1, 10): (8, 15),
     (1, 11): (8, 16),

@@ -20,6 +20,13 @@ import onnx
 
 from edgeopt.host.compress.onnxfile import graphs
 
+__all__ = [
+    "MIN_SHARED_BYTES",
+    "rename_inputs",
+    "share_identical_constants",
+    "unshare_weight_dequantize",
+]
+
 MIN_SHARED_BYTES = 1024
 
 

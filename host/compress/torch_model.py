@@ -28,6 +28,20 @@ import numpy as np
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.errors import DataError, ModelError
 
+__all__ = [
+    "REFERENCE_SUFFIX",
+    "TORCH_SUFFIXES",
+    "as_float32",
+    "ensure_importable",
+    "example_inputs",
+    "forward_argument_names",
+    "is_factory_reference",
+    "is_torch_input",
+    "load",
+    "load_exported_program",
+    "write_factory_reference",
+]
+
 TORCH_SUFFIXES = (".pt2", ".pt", ".ts", ".pth", ".torchscript")
 REFERENCE_SUFFIX = ".factory.json"
 

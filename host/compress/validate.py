@@ -17,6 +17,8 @@ from edgeopt.host.compress.data import Dataset
 from edgeopt.host.compress.runtime import session_options
 from edgeopt.host.errors import AccuracyGateFailed, BrokenVariant, CompressionError, DataError
 
+__all__ = ["Gate", "ValidationReport", "check_finite", "compare", "run_model", "validate"]
+
 
 @dataclass(frozen=True)
 class ValidationReport:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+__all__ = ["COMPUTE_KINDS", "QUANTIZED", "WeightCensus", "census"]
+
 Storage = str
 """One of "float32", "float16", "int8", "int4"."""
 

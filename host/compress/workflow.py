@@ -60,6 +60,17 @@ from edgeopt.host.errors import (
 )
 from edgeopt.proto.plan import Precision
 
+__all__ = [
+    "MIN_CONVERTED_SHARE",
+    "CompressRequest",
+    "CompressionReport",
+    "compress",
+    "passes_for",
+    "prune_passes",
+    "reference_passes",
+    "write_output",
+]
+
 log = logging.getLogger(__name__)
 
 

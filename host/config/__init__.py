@@ -6,3 +6,5 @@ May import: edgeopt.host.errors, edgeopt.proto, edgeopt.boardfacts. Nothing else
     inventory        the fleet: devices, groups, tags, SSH and TLS settings (read and write)
     device_profiles  known board kinds (device_profiles/*.toml and the user's own)
 """
+
+__all__ = ["device_profiles", "inventory", "tomlfile"]

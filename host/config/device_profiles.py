@@ -22,6 +22,18 @@ from edgeopt.host.config import tomlfile
 from edgeopt.host.errors import ProfileError
 from edgeopt.proto.capabilities import ARCHITECTURES, ISA_FEATURES, Capabilities
 
+__all__ = [
+    "ENV_VAR",
+    "ClusterSpec",
+    "DeviceProfile",
+    "Finding",
+    "builtin_dir",
+    "check",
+    "load",
+    "load_all",
+    "parse",
+]
+
 ENV_VAR = "EDGEOPT_PROFILES"
 
 

@@ -40,6 +40,20 @@ from typing import Any
 from edgeopt.host.config import tomlfile
 from edgeopt.host.errors import InventoryError, UnknownDevice
 
+__all__ = [
+    "DEFAULT_FILE",
+    "DEFAULT_TUNNEL_REMOTE",
+    "ENV_VAR",
+    "PIN_PREFIX",
+    "TLS_KEYS",
+    "Device",
+    "Inventory",
+    "TlsSettings",
+    "load",
+    "locate",
+    "parse",
+]
+
 ENV_VAR = "EDGEOPT_INVENTORY"
 DEFAULT_FILE = "edgeopt.toml"
 DEFAULT_TUNNEL_REMOTE = "127.0.0.1:50051"

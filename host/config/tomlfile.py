@@ -13,6 +13,8 @@ from typing import Any
 
 from edgeopt.host.errors import ConfigError
 
+__all__ = ["expect", "load", "reject_unknown"]
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover

@@ -5,3 +5,5 @@ Measuring candidates on a board (tuning) calls the agent, so it is a workflow.
 
     planner  Board, ModelTraits, Constraints → Decision (a chosen plan, ranked alternatives)
 """
+
+__all__ = ["plan", "planner"]

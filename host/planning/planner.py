@@ -31,6 +31,22 @@ from edgeopt.host.errors import PlanError
 from edgeopt.proto.capabilities import local_providers
 from edgeopt.proto.plan import Precision, RunPlan
 
+__all__ = [
+    "BYTES_PER_WEIGHT",
+    "EP_PREFERENCE",
+    "GPU_EPS",
+    "INT8_DOT",
+    "TINY_WEIGHTS",
+    "WORKING_SET",
+    "Board",
+    "Constraints",
+    "Decision",
+    "ModelTraits",
+    "Plan",
+    "model_traits",
+    "plan",
+]
+
 EP_PREFERENCE = (
     "TensorrtExecutionProvider",
     "CUDAExecutionProvider",

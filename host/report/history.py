@@ -18,6 +18,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = [
+    "NOISE_RUNS",
+    "THRESHOLD",
+    "Change",
+    "case_key",
+    "compare",
+    "judge",
+    "measured",
+    "name",
+    "noise",
+    "timeline",
+]
+
 THRESHOLD = 0.05
 """Smallest relative change of the median that is called a change."""
 

@@ -1,11 +1,10 @@
-"""Plain-text tables and JSON for the CLI."""
+"""Plain-text tables: columns two spaces apart, for the terminal."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
-import click
+__all__ = ["table"]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -16,8 +15,3 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
         for line in lines
     )
-
-
-def echo_json(data: object) -> None:
-    """Print `data` as indented JSON (unknown types as strings)."""
-    click.echo(json.dumps(data, indent=2, default=str))

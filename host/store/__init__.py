@@ -11,3 +11,5 @@ import only downwards (state ──> deployments, bench, tunings ──> databas
     bench        `edgeopt bench` command runs (bench_runs) and their cases (bench_cases)
     tunings      what measured tuning chose for a kind of board
 """
+
+__all__ = ["bench", "database", "deployments", "schema", "state", "tunings"]

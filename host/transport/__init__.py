@@ -7,3 +7,5 @@ May import: edgeopt.host.errors, edgeopt.host.config, edgeopt.proto, edgeopt.boa
     fanout   one call to many devices with a concurrency limit and per-device outcomes
     ssh/     connection, tunnel, facts (capabilities read over SSH), bootstrap (install an agent)
 """
+
+__all__ = ["channel", "client", "fanout", "ssh", "tls", "upload", "wire"]

@@ -7,3 +7,5 @@ May import: errors, config, compress, planning, transport, store (never cli or r
     tune        the planner's candidates measured on a board, the fastest that passes kept
     op_profile  per-operator timing through the agent or one-shot over SSH
 """
+
+__all__ = ["artifacts", "bench", "deploy", "op_profile", "plans", "samples", "tune"]

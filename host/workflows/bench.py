@@ -41,6 +41,20 @@ from edgeopt.host.workflows.plans import DeployOptions, plan_for
 from edgeopt.host.workflows.samples import explain_made_up, first_sample
 from edgeopt.proto.capabilities import Capabilities, local_providers
 
+__all__ = [
+    "HOT_CELSIUS",
+    "LOADED",
+    "VARIANTS",
+    "BenchOptions",
+    "BenchRun",
+    "CaseResult",
+    "bench",
+    "flags_of",
+    "new_run_id",
+    "report_rows",
+    "speedups",
+]
+
 VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
 """Variant names `--variants` accepts (the precisions of `edgeopt compress`)."""
 LOADED = 0.10

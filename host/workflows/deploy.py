@@ -41,6 +41,8 @@ from edgeopt.host.workflows.tune import TuneOptions, TuneResult, tune_device
 from edgeopt.proto.capabilities import Capabilities, to_dict
 from edgeopt.proto.plan import RunPlan
 
+__all__ = ["DeployReport", "Deployer", "DeviceResult", "Progress"]
+
 T = TypeVar("T")
 
 

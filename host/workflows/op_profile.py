@@ -31,6 +31,8 @@ from edgeopt.host.workflows.samples import explain_made_up, made_up_feed
 from edgeopt.proto import profiling
 from edgeopt.proto.plan import RunPlan
 
+__all__ = ["MAX_TRACE_BYTES", "ONE_SHOT", "over_ssh", "result_dict", "through_agent"]
+
 ONE_SHOT = r"""
 import json, sys
 import numpy as np

@@ -41,6 +41,17 @@ from edgeopt.host.transport.fanout import open_client
 from edgeopt.host.transport.wire import BenchmarkCall
 from edgeopt.proto.capabilities import Capabilities
 
+__all__ = [
+    "TUNE_SUFFIX",
+    "VALIDATION_SAMPLES",
+    "Trial",
+    "TuneOptions",
+    "TuneResult",
+    "candidates",
+    "tune_device",
+    "tuning_key",
+]
+
 TUNE_SUFFIX = "--tune"
 VALIDATION_SAMPLES = 64
 """Validation samples run on the board per candidate (the accuracy check's cost)."""
