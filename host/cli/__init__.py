@@ -4,7 +4,12 @@ Commands turn options into library calls and print the result as a table or, wit
 JSON for scripts. Every `EdgeoptError` is turned into a `click.ClickException` in one place
 (`EdgeoptGroup.invoke`), so a user sees one line saying what is wrong and the exit status is 1.
 One module per command group: `devices` (devices, profiles), `compress` (compress, cache),
-`models` (deploy, models, infer, rollback, remove, deployments); `common` holds the session.
+`deploy` (deploy, deployments, tune ls), `serving` (models, infer, rollback, remove), `bench`,
+`plan`, `profile`, `ssh`, `tls`; `common` holds the session and the device selection, `output`
+the JSON printer.
+
+May import every host layer (it is the top one), and click; nothing imports it but the
+`edgeopt` entry point.
 
     edgeopt devices [--device X ...] [--fleet] [--json]    table of the selected devices
     edgeopt devices show NAME [--json]                    full capability report

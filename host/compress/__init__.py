@@ -8,6 +8,9 @@ Modules: `onnxfile` (load and count), `data` (.npz datasets), `passes` (the `Pas
 cached pipeline), `quantize` (int8 dynamic/static, int4 weight-only, fp16), `optimize` (ORT graph
 optimization), `validate` (outputs against the reference, the accuracy gate), `cache`
 (the artifact cache), `workflow` (`compress`), `sweep` (every precision, timed on this host).
+
+May import: edgeopt.host.errors and edgeopt.proto (and torch, onnx, onnxruntime); no other host
+layer: nothing here knows boards, the CLI or the state database.
 """
 
 from edgeopt.host.compress.cache import ArtifactCache
