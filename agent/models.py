@@ -43,6 +43,7 @@ from edgeopt.agent.store import (
     check_name,
     check_version,
 )
+from edgeopt.proto.plan import RunPlan
 
 log = logging.getLogger("edgeopt.agent")
 
@@ -194,7 +195,7 @@ class Models:
         self,
         name: str,
         version: Version,
-        plan: dict[str, Any],
+        plan: RunPlan,
         smoke: list[TensorTuple] | bool | None,
         *,
         inputs_sha256: str = "",
@@ -267,7 +268,7 @@ class Models:
         self,
         name: str,
         version: str = "",
-        plan: dict[str, Any] | None = None,
+        plan: RunPlan | None = None,
         smoke: list[TensorTuple] | None = None,
         *,
         rollback: bool = False,
@@ -278,7 +279,7 @@ class Models:
         with self._lock:
             target = self.store.version(name, version)
             previous = self.store.entry(name).active
-            effective = plan if plan else target.plan
+            effective = plan if plan is not None else target.plan
             try:
                 loaded, load_ms, smoke_ms = self._load(
                     name, target, effective, smoke, inputs_sha256=inputs_sha256, cancel=cancel
@@ -288,7 +289,7 @@ class Models:
                 message = f"{name} {target.version} was not activated: {exc}{kept}"
                 raise Refusal(exc.code, message) from exc
             old = self._loaded.get(name)
-            if plan:  # the plan it now runs with is the one to restore after a restart
+            if plan is not None:  # the plan it now runs with: the one to restore after a restart
                 self.store.set_plan(name, target.version, plan)
             self.store.set_active(name, target.version, rollback=rollback)
             self._loaded[name] = loaded
@@ -543,7 +544,7 @@ class Models:
             check_digest(sha256)  # before it names a file: a digest is never a path
             if not self.store.blob(sha256).is_file():
                 raise Refusal("NOT_FOUND", f"no artifact {sha256} in this agent's store")
-            what, plan = sha256[:12], {}
+            what, plan = sha256[:12], RunPlan()
         else:
             entry = self.store.entry(request.get("name", ""))
             version = self.store.version(request["name"], request.get("version") or entry.active)
@@ -552,7 +553,8 @@ class Models:
                 f"{request['name']} {version.version}",
                 version.plan,
             )
-        plan = request.get("plan") or plan
+        if request.get("plan") is not None:  # the request's own plan wins
+            plan = request["plan"]
         with self._queue_lock:
             if self._waiting >= MAX_BENCH_QUEUE:
                 raise Refusal(

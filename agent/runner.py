@@ -16,7 +16,7 @@ Runtime cannot be interrupted inside a kernel, and a killed child is the only st
 works. It raises `RunnerStopped` (a `RunnerCrashed`) saying which.
 
 Requests ("op" and its fields) and answers ("ok" and fields, or "ok": False, "code", "error"):
-- load: key, path, plan (dict of agent.proto's Plan), smoke (list of tensors or None)
+- load: key, path, plan (a RunPlan, agent.proto's Plan), smoke (list of tensors or None)
   → load_ms, smoke_ms, memory_bytes, inputs, outputs (signatures)
 - unload: key
 - infer: key, inputs (list of (name, dtype, shape, buffer)) → outputs, latency_ms
@@ -43,6 +43,7 @@ from typing import IO, Any, Tuple
 
 from edgeopt.proto import tensors as wire
 from edgeopt.proto.inputs import made_up_shape
+from edgeopt.proto.plan import RunPlan
 
 HEADER = struct.Struct("<QI")
 """A frame: the pickle's length and the number of out-of-band buffers (each length follows)."""
@@ -486,7 +487,7 @@ def _default_threads() -> int:
     return usable if usable < (os.cpu_count() or usable) else 0
 
 
-def _session(path: str, plan: dict[str, Any], profile_prefix: str | None = None) -> Any:
+def _session(path: str, plan: RunPlan, profile_prefix: str | None = None) -> Any:
     import onnxruntime as ort  # noqa: PLC0415
 
     from edgeopt.agent import modelcheck, plancheck  # noqa: PLC0415
@@ -504,15 +505,15 @@ def _session(path: str, plan: dict[str, Any], profile_prefix: str | None = None)
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
-    options.intra_op_num_threads = int(plan.get("intra_op_threads") or _default_threads())
-    options.inter_op_num_threads = int(plan.get("inter_op_threads") or 0)
-    level = plan.get("graph_optimization_level", "")
+    options.intra_op_num_threads = plan.intra_op_threads or _default_threads()
+    options.inter_op_num_threads = plan.inter_op_threads
+    level = plan.graph_optimization_level
     if level not in _LEVELS:
         raise RequestError("INVALID_ARGUMENT", f"unknown graph optimization level {level!r}")
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
-    if plan.get("execution_mode") == "parallel":
+    if plan.execution_mode == "parallel":
         options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
-    provider = plan.get("execution_provider") or "CPUExecutionProvider"
+    provider = plan.execution_provider or "CPUExecutionProvider"
     available = ort.get_available_providers()
     if provider not in available:
         raise RequestError(
@@ -520,15 +521,13 @@ def _session(path: str, plan: dict[str, Any], profile_prefix: str | None = None)
             f"execution provider {provider} is not available on this board; it has "
             f"{', '.join(available)}",
         )
-    providers = [(provider, dict(plan.get("provider_options") or {}))]
+    providers = [(provider, dict(plan.provider_options))]
     if provider != "CPUExecutionProvider":
         providers.append(("CPUExecutionProvider", {}))
     return ort.InferenceSession(path, options, providers=providers)
 
 
-def _load_session(
-    path: str, plan: dict[str, Any], profile_prefix: str | None = None
-) -> tuple[Any, float]:
+def _load_session(path: str, plan: RunPlan, profile_prefix: str | None = None) -> tuple[Any, float]:
     """A session with the plan's options, and how long loading took (ms)."""
     start = time.perf_counter()
     try:
@@ -656,7 +655,7 @@ class Child:
             smoke = request.get("smoke")
             if smoke is None and request.get("inputs_path"):
                 smoke = _tensor_file(request["inputs_path"], int(request.get("max_bytes") or 0))
-            return self.load(request["key"], request["path"], request.get("plan") or {},
+            return self.load(request["key"], request["path"], request.get("plan") or RunPlan(),
                              smoke, int(request.get("max_bytes") or OUTPUT_LIMIT))  # fmt: skip
         if op == "unload":
             self.loaded.pop(request["key"], None)
@@ -677,7 +676,7 @@ class Child:
         self,
         key: str,
         path: str,
-        plan: dict[str, Any],
+        plan: RunPlan,
         smoke: list[TensorTuple] | bool | None,
         max_bytes: int = OUTPUT_LIMIT,
     ) -> dict[str, Any]:
@@ -736,7 +735,7 @@ class Child:
         import numpy as np  # noqa: PLC0415
         import onnxruntime as ort  # noqa: PLC0415
 
-        plan = request.get("plan") or {}
+        plan = request.get("plan") or RunPlan()
         warmup = int(request.get("warmup") or 5)
         min_repeats = int(request.get("min_repeats") or 10)
         max_repeats = int(request.get("max_repeats") or 100_000)
@@ -796,7 +795,7 @@ class Child:
 
         from edgeopt.proto import profiling  # noqa: PLC0415
 
-        plan = request.get("plan") or {}
+        plan = request.get("plan") or RunPlan()
         runs = int(request.get("runs") or 20)
         warmup = int(request.get("warmup") or 3)
         with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as folder:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -43,6 +42,7 @@ from edgeopt.boardfacts.runtime import probe_in_subprocess
 from edgeopt.proto import auth
 from edgeopt.proto import tensors as wire
 from edgeopt.proto.capabilities import OnnxRuntimeInfo, to_message
+from edgeopt.proto.plan import RunPlan
 from edgeopt.proto.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("edgeopt.agent")
@@ -254,18 +254,12 @@ def _refusal(
     return grpc.stream_unary_rpc_method_handler(abort, **kwargs)
 
 
-def _plan_dict(plan: agent_pb2.Plan) -> dict[str, Any]:
-    """A received plan as a dict, checked (plancheck) before it is stored or run."""
-    value = dict(
-        json_format.MessageToDict(
-            plan, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
-    )
+def _plan(message: agent_pb2.Plan) -> RunPlan:
+    """A received plan, checked (plancheck) before it is stored or run."""
     try:
-        check_plan(value)
+        return check_plan(RunPlan.from_message(message))
     except PlanRefused as exc:
         raise Refusal("INVALID_ARGUMENT", str(exc)) from None
-    return value
 
 
 def _cancel_event(context: grpc.ServicerContext) -> threading.Event:
@@ -355,7 +349,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         h = first.header
         try:
             header = {"name": h.name, "version": h.version, "sha256": h.sha256, "size": h.size,
-                      "offset": h.offset, "plan": _plan_dict(h.plan)}  # fmt: skip
+                      "offset": h.offset, "plan": _plan(h.plan)}  # fmt: skip
             check_digest(h.sha256)
             outcome = self.models.push(header, chunks_of(request_iterator))
         except Refusal as exc:
@@ -394,7 +388,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         """Load, smoke-test and switch to a version."""
         cancel = _cancel_event(context)
         try:
-            plan = _plan_dict(request.plan) if request.HasField("plan") else None
+            plan = _plan(request.plan) if request.HasField("plan") else None
             smoke = self._tensors(request.smoke_inputs) or None
             return self._activation(
                 self.models.activate(request.name, request.version, plan, smoke,
@@ -440,9 +434,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                             sha256=v.sha256,
                             size=v.size,
                             created_unix=v.created,
-                            plan=json_format.ParseDict(
-                                v.plan, agent_pb2.Plan(), ignore_unknown_fields=True
-                            ),
+                            plan=v.plan.to_message(),
                             active=v.version == entry.active,
                         )
                         for v in entry.versions
@@ -515,10 +507,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             answer = self.models.profile(params, cancel)
         except Refusal as exc:
             _refused(context, exc)
-        plan = json_format.ParseDict(answer["plan"], agent_pb2.Plan(), ignore_unknown_fields=True)
         return agent_pb2.ProfileResult(
             sha256=answer["sha256"],
-            plan=plan,
+            plan=answer["plan"].to_message(),
             runs=answer["runs"], run_ms=answer["run_ms"], node_ms=answer["node_ms"],
             nodes=[agent_pb2.NodeProfile(**n) for n in answer["nodes"]],
             op_types=[agent_pb2.OpTypeProfile(**t) for t in answer["op_types"]],
@@ -659,7 +650,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 )
         return {
             "name": request.name, "version": request.version, "sha256": request.sha256,
-            "plan": _plan_dict(request.plan) if request.HasField("plan") else None,
+            "plan": _plan(request.plan) if request.HasField("plan") else None,
             "inputs": self._tensors(request.inputs) or None,
             "inputs_sha256": request.inputs_sha256,
             "shapes": shapes or None,
@@ -678,7 +669,7 @@ def _benchmark_result(answer: dict[str, Any]) -> agent_pb2.BenchmarkResult:
     c = answer["conditions"]
     return agent_pb2.BenchmarkResult(
         sha256=answer["sha256"],
-        plan=json_format.ParseDict(answer["plan"], agent_pb2.Plan(), ignore_unknown_fields=True),
+        plan=answer["plan"].to_message(),
         latency=agent_pb2.LatencyStats(**answer["latency"]),
         throughput=answer["throughput"],
         session_load_ms=answer["session_load_ms"],

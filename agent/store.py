@@ -45,9 +45,11 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
+
+from edgeopt.proto.plan import RunPlan
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -123,7 +125,19 @@ class Version:
     sha256: str
     size: int
     created: float
-    plan: dict[str, Any] = field(default_factory=dict)
+    plan: RunPlan = field(default_factory=RunPlan)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The version as the manifest holds it (`from_dict` reads it back)."""
+        return {
+            "version": self.version, "sha256": self.sha256, "size": self.size,
+            "created": self.created, "plan": self.plan.to_dict(),
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Version:
+        """A version as the manifest holds it."""
+        return cls(**{**data, "plan": RunPlan.from_dict(data.get("plan") or {})})
 
 
 @dataclass
@@ -299,7 +313,7 @@ class ModelStore:
             return {}
         entries = {}
         for name, data in raw.get("models", {}).items():
-            versions = [Version(**v) for v in data.get("versions", [])]
+            versions = [Version.from_dict(v) for v in data.get("versions", [])]
             entries[name] = Entry(versions, data.get("active", ""), data.get("history", []))
         return entries
 
@@ -308,7 +322,7 @@ class ModelStore:
             "format": MANIFEST_FORMAT,
             "models": {
                 name: {
-                    "versions": [asdict(v) for v in e.versions],
+                    "versions": [v.to_dict() for v in e.versions],
                     "active": e.active,
                     "history": e.history,
                 }
@@ -598,7 +612,7 @@ class ModelStore:
             return True
 
     def add_version(
-        self, name: str, version: str, sha256: str, size: int, plan: dict[str, Any]
+        self, name: str, version: str, sha256: str, size: int, plan: RunPlan
     ) -> Version:
         """Record (name, version) → blob; idempotent for the same digest.
 
@@ -650,7 +664,7 @@ class ModelStore:
             entry.active = version
         return previous
 
-    def set_plan(self, name: str, version: str, plan: dict[str, Any]) -> None:
+    def set_plan(self, name: str, version: str, plan: RunPlan) -> None:
         """Record the plan a version runs with."""
         with self._mutating():
             found = self._entries[name].find(version)
