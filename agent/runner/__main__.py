@@ -1,0 +1,7 @@
+"""`python -m edgeopt.agent.runner`: the runner child, serving the agent over its stdin/stdout."""
+
+import sys
+
+from edgeopt.agent.runner.child import main
+
+sys.exit(main())
