@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from edgeopt.agent.plancheck import PlanRefused, check_plan
+from edgeopt.agent.refusal import Refusal
 from edgeopt.agent.runner import TensorTuple
-from edgeopt.agent.store import Refusal
 from edgeopt.proto import tensors as wire
 from edgeopt.proto.plan import RunPlan
 from edgeopt.proto.v1 import agent_pb2

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeopt.agent.manifest import Version, check_digest, check_name, check_version
+from edgeopt.agent.refusal import Refusal
 from edgeopt.agent.runner import (
     Runner,
     RunnerCrashed,
@@ -34,15 +36,7 @@ from edgeopt.agent.runner import (
     out_of_band,
     rss_bytes,
 )
-from edgeopt.agent.store import (
-    Limits,
-    ModelStore,
-    Refusal,
-    Version,
-    check_digest,
-    check_name,
-    check_version,
-)
+from edgeopt.agent.store import Limits, ModelStore
 from edgeopt.proto.plan import RunPlan
 
 log = logging.getLogger("edgeopt.agent")

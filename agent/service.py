@@ -19,8 +19,10 @@ from typing import Any, NoReturn
 import grpc
 
 from edgeopt.agent import messages
+from edgeopt.agent.manifest import check_digest
 from edgeopt.agent.models import Activation, Bounds, Models, chunks_of
-from edgeopt.agent.store import Limits, Refusal, check_digest
+from edgeopt.agent.refusal import Refusal
+from edgeopt.agent.store import Limits
 from edgeopt.boardfacts.capabilities import Sources, collect
 from edgeopt.boardfacts.runtime import probe_in_subprocess
 from edgeopt.proto import tensors as wire
