@@ -41,6 +41,8 @@ from edgeopt.agent.runner import (
 from edgeopt.agent.store import Limits, ModelStore
 from edgeopt.proto.plan import RunPlan
 
+__all__ = ["Activation", "Bounds", "LoadedModel", "Models", "PushOutcome", "chunks_of"]
+
 log = logging.getLogger("edgeopt.agent")
 
 
