@@ -4,4 +4,6 @@ import sys
 
 from edgeopt.agent.cli import main
 
+__all__ = ["main"]
+
 sys.exit(main())

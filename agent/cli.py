@@ -29,6 +29,8 @@ from edgeopt.boardfacts.capabilities import Sources, agent_version, collect
 from edgeopt.proto import auth
 from edgeopt.proto.capabilities import format_summary, to_dict
 
+__all__ = ["default_store", "main"]
+
 if TYPE_CHECKING:  # grpc is imported only when serving
     from edgeopt.agent.tls import TlsFiles
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import mmap
 from pathlib import Path
 
+__all__ = ["MAX_DEPTH", "ModelRefused", "check_model", "external_tensors"]
+
 MAX_DEPTH = 64
 """Deepest nesting of subgraphs the walk follows; deeper is refused as malformed."""
 

@@ -1,6 +1,6 @@
 """What the agent does with models, apart from gRPC: store, activate, roll back, delete, infer.
 
-`Models` joins the store (agent/store.py) and the runner process (agent/runner.py):
+`Models` joins the store (agent/store.py) and the runner process (agent/runner/):
 - activation loads a version in the runner with its plan, runs a smoke inference, and only then
   records it as active; on any failure the previous version stays active and loaded;
 - when the runner dies (ONNX Runtime crashed), the request that was running fails, a new runner
@@ -9,15 +9,17 @@
 - every runner request has a time limit (`Bounds.request_timeout`), and a request whose caller
   left is stopped: both kill the runner (the only stop ONNX Runtime cannot ignore), which then
   starts again with the active models;
-- benchmarks and profiles run in a runner of their own, so that serving (Infer) never waits
-  behind a measurement and a measurement killed for its time never unloads the served models.
+- benchmarks and profiles run in a runner of their own (`Measurements`, measuring.py), so that
+  serving (Infer) never waits behind a measurement and a measurement killed for its time never
+  unloads the served models.
 
-Every refusal is a `Refusal` carrying the gRPC status name; server.py turns it into the status.
+What the two sides share (a runner's answer, stop or crash as a `Refusal`) is calls.py's.
+
+Every refusal is a `Refusal` carrying the gRPC status name; service.py turns it into the status.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -26,33 +28,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeopt.agent.calls import answered, inputs_path, runner_refusals, wrapped
+from edgeopt.agent.manifest import Version, check_name, check_version
+from edgeopt.agent.measuring import Measurements
+from edgeopt.agent.refusal import Refusal
 from edgeopt.agent.runner import (
     Runner,
     RunnerCrashed,
-    RunnerStopped,
     TensorTuple,
-    out_of_band,
     rss_bytes,
 )
-from edgeopt.agent.store import (
-    Limits,
-    ModelStore,
-    Refusal,
-    Version,
-    check_digest,
-    check_name,
-    check_version,
-)
+from edgeopt.agent.store import Limits, ModelStore
+from edgeopt.proto.plan import RunPlan
+
+__all__ = ["Activation", "Bounds", "LoadedModel", "Models", "PushOutcome", "chunks_of"]
 
 log = logging.getLogger("edgeopt.agent")
-
-MAX_BENCH_QUEUE = 4
-"""Benchmarks that may wait behind the running one; more are refused (RESOURCE_EXHAUSTED)."""
-HEAVY_IDLE_SECONDS = 30.0
-"""The benchmark runner ends after this long without work (its memory goes back to the board)."""
-MAX_WARMUP = 10_000
-MAX_REPEATS = 10_000_000
-MAX_PROFILE_RUNS = 10_000
 
 
 @dataclass(frozen=True)
@@ -67,16 +58,6 @@ class Bounds:
     """Largest sum of tensor bytes one inference takes in, and gives out."""
     max_message_bytes: int = 4 << 20
     """Largest gRPC message (a profile's trace must fit one)."""
-
-
-def _number(request: dict[str, Any], key: str, low: float, high: float) -> float:
-    """A Benchmark/Profile parameter within [low, high]; INVALID_ARGUMENT outside, never clamped."""
-    value = float(request.get(key) or 0)
-    if not (low <= value <= high):  # also false for NaN
-        raise Refusal(
-            "INVALID_ARGUMENT", f"{key} = {value:g} is out of range: use {low:g} to {high:g}"
-        )
-    return value
 
 
 @dataclass
@@ -121,15 +102,11 @@ class Models:
         self.store = ModelStore(root, limits)
         self.bounds = bounds or Bounds()
         self.runner = Runner(log=root / "runner.log")
-        self.heavy = Runner(log=root / "runner.log")
-        """Benchmarks and profiles: a child of their own (see the module docstring)."""
-        self._heavy_idle: threading.Timer | None = None
+        self.measurements = Measurements(self.store, self.bounds, root / "runner.log")
+        """Benchmarks and profiles, in a runner of their own (measuring.py)."""
         self._closing = threading.Event()
         self._loaded: dict[str, LoadedModel] = {}
         self._generation = -1  # the runner child the sessions in _loaded live in
-        self._bench_lock = threading.Lock()  # one benchmark at a time: two would skew both
-        self._queue_lock = threading.Lock()
-        self._waiting = 0
         self._lock = threading.RLock()  # activation, rollback, delete and reloads, one at a time
 
     # --- push ---------------------------------------------------------------------------
@@ -194,7 +171,7 @@ class Models:
         self,
         name: str,
         version: Version,
-        plan: dict[str, Any],
+        plan: RunPlan,
         smoke: list[TensorTuple] | bool | None,
         *,
         inputs_sha256: str = "",
@@ -206,8 +183,8 @@ class Models:
                 "key": f"{name}@{version.version}",
                 "path": str(self.store.blob(version.sha256)),
                 "plan": plan,
-                "smoke": _wrapped(smoke) if isinstance(smoke, list) else smoke,
-                "inputs_path": self._inputs_path(inputs_sha256),
+                "smoke": wrapped(smoke) if isinstance(smoke, list) else smoke,
+                "inputs_path": inputs_path(self.store, inputs_sha256),
                 "max_bytes": self.bounds.max_infer_bytes,
             },
             during=f"loading {name} {version.version}",
@@ -234,16 +211,6 @@ class Models:
                 self._generation = self.runner.generation
                 self.restore()
 
-    def _inputs_path(self, sha256: str) -> str | None:
-        """The stored tensor file a request names by digest, checked; None for none."""
-        if not sha256:
-            return None
-        check_digest(sha256)
-        path = self.store.blob(sha256)
-        if not path.is_file():
-            raise Refusal("NOT_FOUND", f"no tensor file {sha256} in this agent's store; push it")
-        return str(path)
-
     def _call(
         self,
         request: dict[str, Any],
@@ -251,23 +218,18 @@ class Models:
         progress: Callable[[dict[str, Any]], None] | None = None,
         *,
         cancel: threading.Event | None = None,
-        runner: Runner | None = None,
-        timeout: float | None = None,
     ) -> dict[str, Any]:
         """One runner request; a crash or a stop restarts the runner, active models reloaded."""
-        runner = runner or self.runner
-        serving = runner is self.runner
-        if serving:
-            self._fresh()
-        with self._stopped_or_crashed(during, restart=serving):
-            answer = runner.call(request, timeout or self.bounds.request_timeout, progress, cancel)
-        return _answered(answer)
+        self._fresh()
+        with runner_refusals(during, self._fresh):
+            answer = self.runner.call(request, self.bounds.request_timeout, progress, cancel)
+        return answered(answer)
 
     def activate(
         self,
         name: str,
         version: str = "",
-        plan: dict[str, Any] | None = None,
+        plan: RunPlan | None = None,
         smoke: list[TensorTuple] | None = None,
         *,
         rollback: bool = False,
@@ -278,7 +240,7 @@ class Models:
         with self._lock:
             target = self.store.version(name, version)
             previous = self.store.entry(name).active
-            effective = plan if plan else target.plan
+            effective = plan if plan is not None else target.plan
             try:
                 loaded, load_ms, smoke_ms = self._load(
                     name, target, effective, smoke, inputs_sha256=inputs_sha256, cancel=cancel
@@ -288,7 +250,7 @@ class Models:
                 message = f"{name} {target.version} was not activated: {exc}{kept}"
                 raise Refusal(exc.code, message) from exc
             old = self._loaded.get(name)
-            if plan:  # the plan it now runs with is the one to restore after a restart
+            if plan is not None:  # the plan it now runs with: the one to restore after a restart
                 self.store.set_plan(name, target.version, plan)
             self.store.set_active(name, target.version, rollback=rollback)
             self._loaded[name] = loaded
@@ -407,7 +369,7 @@ class Models:
                     {
                         "op": "infer",
                         "key": f"{name}@{wanted}",
-                        "inputs": _wrapped(inputs),
+                        "inputs": wrapped(inputs),
                         "max_bytes": self.bounds.max_infer_bytes,
                     },
                     during=f"running {name} {wanted}",
@@ -440,13 +402,13 @@ class Models:
             wanted, transient = self._ready(name, version, cancel)
             during = f"running {name} {wanted}"
             request = {
-                "op": "infer", "key": f"{name}@{wanted}", "inputs": _wrapped(inputs),
+                "op": "infer", "key": f"{name}@{wanted}", "inputs": wrapped(inputs),
                 "max_bytes": self.bounds.max_infer_bytes,
             }  # fmt: skip
             inputs.clear()  # the wrapped list in `request` is the last reference to the bytes
             pieces = self.runner.stream(request, self.bounds.request_timeout, cancel)
             try:
-                with self._stopped_or_crashed(during):
+                with runner_refusals(during, self._fresh):
                     answer = next(pieces)
             except BaseException:
                 if transient:
@@ -455,38 +417,15 @@ class Models:
         # Not under the models' lock while the outputs flow at the client's pace: the runner's
         # lock (held by `pieces`) keeps any other request, an unload included, waiting.
         try:
-            sizes = _answered(answer).pop("buffer_sizes")
+            sizes = answered(answer).pop("buffer_sizes")
             outputs = [(n, d, s, size) for (n, d, s, _), size in zip(answer["outputs"], sizes)]
             yield {"version": wanted, **answer, "outputs": outputs}
-            with self._stopped_or_crashed(during):
+            with runner_refusals(during, self._fresh):
                 yield from pieces
         finally:
             pieces.close()
             if transient:
                 self._unload(f"{name}@{wanted}")
-
-    @contextlib.contextmanager
-    def _stopped_or_crashed(self, during: str, *, restart: bool = True) -> Iterator[None]:
-        """Turn a runner's stop or death into a Refusal.
-
-        The serving runner is restarted (`restart`) with the active models; the benchmark
-        runner starts again with its next request.
-        """
-        try:
-            yield
-        except RunnerStopped as exc:
-            log.warning("%s while %s", exc, during)
-            if restart:
-                self._fresh()
-            code = "DEADLINE_EXCEEDED" if exc.reason == "timeout" else "CANCELLED"
-            raise Refusal(code, f"{during} stopped: {exc}") from exc
-        except RunnerCrashed as exc:
-            log.warning("%s while %s; restarting it", exc, during)
-            if restart:
-                self._fresh()
-            raise Refusal(
-                "FAILED_PRECONDITION", f"ONNX Runtime crashed while {during}: {exc}"
-            ) from exc
 
     def benchmark(
         self,
@@ -494,105 +433,14 @@ class Models:
         progress: Callable[[dict[str, Any]], None],
         cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
-        """Measure a stored model in the runner (agent.proto, Benchmark); one at a time.
-
-        Raises:
-            Refusal: RESOURCE_EXHAUSTED when `MAX_BENCH_QUEUE` callers already wait, NOT_FOUND
-                for an unknown model, and what the runner refuses.
-        """
-        _number(request, "warmup", 0, MAX_WARMUP)
-        low = _number(request, "min_repeats", 0, MAX_REPEATS)
-        high = _number(request, "max_repeats", 0, MAX_REPEATS)
-        if high and low > high:
-            raise Refusal(
-                "INVALID_ARGUMENT", f"min_repeats {low:g} is more than max_repeats {high:g}"
-            )
-        _number(request, "target_ci", 0, 1)
-        seconds = _number(request, "max_seconds", 0, self.bounds.max_benchmark_seconds)
-        timeout = (seconds or 10.0) + self.bounds.request_timeout
-        return self._heavy(
-            request, "bench", "benchmarking", progress, cancel=cancel, timeout=timeout
-        )
+        """Measure a stored model (agent.proto, Benchmark): `Measurements.benchmark`."""
+        return self.measurements.benchmark(request, progress, cancel)
 
     def profile(
         self, request: dict[str, Any], cancel: threading.Event | None = None
     ) -> dict[str, Any]:
-        """Profile a stored model in the runner (agent.proto, Profile); in the Benchmark queue."""
-        _number(request, "runs", 0, MAX_PROFILE_RUNS)
-        _number(request, "warmup", 0, MAX_WARMUP)
-        request = {**request, "max_trace_bytes": self.bounds.max_message_bytes - (64 << 10)}
-        return self._heavy(
-            request, "profile", "profiling", lambda _: None, cancel=cancel,
-            timeout=self.bounds.request_timeout,
-        )  # fmt: skip
-
-    def _heavy(
-        self,
-        request: dict[str, Any],
-        op: str,
-        doing: str,
-        progress: Callable[[dict[str, Any]], None],
-        *,
-        cancel: threading.Event | None,
-        timeout: float,
-    ) -> dict[str, Any]:
-        """A benchmark or profile: the model resolved, then run alone in the heavy runner."""
-        inputs_path = self._inputs_path(request.get("inputs_sha256") or "")
-        if request.get("sha256"):
-            sha256 = request["sha256"]
-            check_digest(sha256)  # before it names a file: a digest is never a path
-            if not self.store.blob(sha256).is_file():
-                raise Refusal("NOT_FOUND", f"no artifact {sha256} in this agent's store")
-            what, plan = sha256[:12], {}
-        else:
-            entry = self.store.entry(request.get("name", ""))
-            version = self.store.version(request["name"], request.get("version") or entry.active)
-            sha256, what, plan = (
-                version.sha256,
-                f"{request['name']} {version.version}",
-                version.plan,
-            )
-        plan = request.get("plan") or plan
-        with self._queue_lock:
-            if self._waiting >= MAX_BENCH_QUEUE:
-                raise Refusal(
-                    "RESOURCE_EXHAUSTED",
-                    f"{self._waiting} benchmarks are already waiting on this agent (at most "
-                    f"{MAX_BENCH_QUEUE}); try again when they are done",
-                )
-            self._waiting += 1
-        try:
-            while not self._bench_lock.acquire(timeout=0.1):
-                if cancel is not None and cancel.is_set():
-                    raise Refusal("CANCELLED", f"{doing} {what}: cancelled while queued")
-        finally:  # running now (or never will): no longer waiting
-            with self._queue_lock:
-                self._waiting -= 1
-        try:
-            if self._heavy_idle is not None:
-                self._heavy_idle.cancel()
-            answer = self._call(
-                {
-                    **request,
-                    "op": op,
-                    "path": str(self.store.blob(sha256)),
-                    "plan": plan,
-                    "inputs": _wrapped(request.get("inputs")),
-                    "inputs_path": inputs_path,
-                    "max_bytes": self.bounds.max_infer_bytes,
-                },
-                during=f"{doing} {what}",
-                progress=progress,
-                cancel=cancel,
-                runner=self.heavy,
-                timeout=timeout,
-            )
-        finally:
-            self._heavy_idle = threading.Timer(HEAVY_IDLE_SECONDS, self.heavy.stop)
-            self._heavy_idle.daemon = True
-            self._heavy_idle.start()
-            self._bench_lock.release()
-        return {**answer, "sha256": sha256, "plan": plan}
+        """Profile a stored model (agent.proto, Profile): `Measurements.profile`."""
+        return self.measurements.profile(request, cancel)
 
     def loaded(self) -> dict[str, LoadedModel]:
         """Active versions the runner holds, by name.
@@ -610,30 +458,14 @@ class Models:
     def close(self) -> None:
         """Stop the runners; a busy one is killed rather than waited for."""
         self._closing.set()
-        if self._heavy_idle is not None:
-            self._heavy_idle.cancel()
-        for runner in (self.heavy, self.runner):
-            runner.kill() if runner.busy else runner.stop()
+        self.measurements.close()
+        self.runner.kill() if self.runner.busy else self.runner.stop()
 
     def kill(self) -> None:
         """Kill both runners now (shutdown): a request they run fails at once."""
         self._closing.set()
-        self.heavy.kill()
+        self.measurements.runner.kill()
         self.runner.kill()
-
-
-def _answered(answer: dict[str, Any]) -> dict[str, Any]:
-    """The runner's answer, or its refusal raised as one."""
-    if not answer.get("ok"):
-        raise Refusal(answer.get("code", "INTERNAL"), answer.get("error", "runner error"))
-    return answer
-
-
-def _wrapped(tensors: list[TensorTuple] | None) -> list[TensorTuple] | None:
-    """Tensors with their bytes marked to travel out of band to the runner (no copy)."""
-    if not tensors:
-        return tensors
-    return [(n, d, s, out_of_band(b)) for n, d, s, b in tensors]
 
 
 def chunks_of(requests: Iterable[Any]) -> Iterator[bytes]:

@@ -1,4 +1,4 @@
-"""A plan (agent.proto's `Plan`) checked before its options reach ONNX Runtime.
+"""A plan (`RunPlan`, agent.proto's `Plan`) checked before its options reach ONNX Runtime.
 
 Provider options pass straight into the execution provider, and some providers load the
 libraries or write the files an option names (QNN's `backend_path`, TensorRT's and OpenVINO's
@@ -10,7 +10,11 @@ counts are capped: an absurd count makes ONNX Runtime start that many threads.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Pattern
+from typing import Pattern
+
+from edgeopt.proto.plan import RunPlan
+
+__all__ = ["LEVELS", "MAX_THREADS", "MODES", "PROVIDER_OPTIONS", "PlanRefused", "check_plan"]
 
 MAX_THREADS = 1024
 """Most intra- or inter-op threads a plan may ask for."""
@@ -76,32 +80,36 @@ class PlanRefused(ValueError):
     """A plan the board will not apply; the message names the field and what is allowed."""
 
 
-def check_plan(plan: Mapping[str, Any]) -> None:
+def check_plan(plan: RunPlan) -> RunPlan:
     """Refuse a plan whose options are outside what the board applies.
+
+    Returns:
+        The plan, unchanged, once it passed.
 
     Raises:
         PlanRefused: naming the field, the value and what is allowed.
     """
-    for key in ("intra_op_threads", "inter_op_threads"):
-        value = int(plan.get(key) or 0)
-        if not 0 <= value <= MAX_THREADS:
-            raise PlanRefused(f"plan {key} = {value}: use 0 (the default) to {MAX_THREADS}")
-    level = plan.get("graph_optimization_level") or ""
+    for key, count in (
+        ("intra_op_threads", plan.intra_op_threads),
+        ("inter_op_threads", plan.inter_op_threads),
+    ):
+        if not 0 <= count <= MAX_THREADS:
+            raise PlanRefused(f"plan {key} = {count}: use 0 (the default) to {MAX_THREADS}")
+    level = plan.graph_optimization_level
     if level not in LEVELS:
         raise PlanRefused(f"unknown graph optimization level {str(level)[:40]!r}; use one of "
                           f"{', '.join(repr(x) for x in LEVELS if x)}")  # fmt: skip
-    mode = plan.get("execution_mode") or ""
+    mode = plan.execution_mode
     if mode not in MODES:
         raise PlanRefused(f"unknown execution mode {str(mode)[:40]!r}; use sequential or parallel")
-    provider = str(plan.get("execution_provider") or "CPUExecutionProvider")
+    provider = plan.execution_provider or "CPUExecutionProvider"
     allowed = PROVIDER_OPTIONS.get(provider)
-    options = dict(plan.get("provider_options") or {})
     if allowed is None:
         raise PlanRefused(
             f"execution provider {provider[:64]!r} is not one this agent knows; use one of "
             f"{', '.join(sorted(PROVIDER_OPTIONS))}"
         )
-    for key, value in sorted(options.items()):
+    for key, value in plan.provider_options:
         pattern = allowed.get(key)
         if pattern is None:
             known = ", ".join(sorted(allowed)) or "none"
@@ -114,3 +122,4 @@ def check_plan(plan: Mapping[str, Any]) -> None:
                 f"provider option {key} = {str(value)[:64]!r} for {provider} is not of the "
                 f"allowed form {pattern.pattern}"
             )
+    return plan

@@ -29,123 +29,53 @@ Abandoned uploads: a `.part` nobody is sending is dropped once untouched for
 `Limits.upload_expiry` (24 h by default; at start-up and whenever an upload asks for room), and
 when the quota or the free disk would refuse a push, parts untouched for
 `Limits.evict_idle_after` (10 min) that no upload is sending are evicted first, oldest first.
+
+`ModelStore` is here (blobs, room and quota, the manifest's changes); the manifest's records and
+its file are manifest.py's, one upload's bytes uploads.py's, and `Refusal` is refusal.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import errno
-import hashlib
-import json
 import logging
-import os
-import re
 import shutil
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+from edgeopt.agent.manifest import (
+    Entry,
+    Version,
+    check_digest,
+    check_name,
+    check_version,
+    fsync_dir,
+    read_manifest,
+    write_manifest,
+)
+from edgeopt.agent.refusal import Refusal, invalid
+from edgeopt.agent.uploads import Upload
+from edgeopt.proto.plan import RunPlan
+
+__all__ = [
+    "EVICT_IDLE_SECONDS",
+    "FREE_DISK_MARGIN",
+    "UPLOAD_EXPIRY_SECONDS",
+    "Limits",
+    "ModelStore",
+]
+
 FREE_DISK_MARGIN = 64 << 20
 """Bytes the store leaves free on its file system, so the board keeps working."""
-MANIFEST_FORMAT = 1
-DISK_CHECK_EVERY = 16 << 20
-"""An upload looks at the free disk again after this many bytes."""
 UPLOAD_EXPIRY_SECONDS = 24 * 3600
 """An interrupted upload untouched this long is dropped (a day; `--upload-expiry`)."""
 EVICT_IDLE_SECONDS = 10 * 60
 """An interrupted upload untouched this long may be evicted to make room for a new push."""
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 log = logging.getLogger("edgeopt.agent")
-
-
-class Refusal(Exception):
-    """A request the agent refuses; `code` is the gRPC status name the server answers with."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _invalid(message: str) -> Refusal:
-    return Refusal("INVALID_ARGUMENT", message)
-
-
-def _disk_full(exc: OSError, doing: str, outcome: str) -> Refusal:
-    """RESOURCE_EXHAUSTED for an OSError saying the disk (or the user's disk quota) is full."""
-    return Refusal(
-        "RESOURCE_EXHAUSTED",
-        f"the disk is full ({os.strerror(exc.errno or errno.ENOSPC)}) while {doing}: nothing "
-        f"was stored, {outcome}; free disk space on the board or delete versions (DeleteModel)",
-    )
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
-
-
-def check_name(name: str) -> None:
-    """Raise INVALID_ARGUMENT unless `name` is a safe model name."""
-    if not NAME_PATTERN.fullmatch(name):
-        raise _invalid(
-            f"model name {name!r} is not allowed: use 1 to 128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit (no '/', no NUL)"
-        )
-
-
-def check_version(version: str) -> None:
-    """Raise INVALID_ARGUMENT unless `version` is a safe version label."""
-    if not VERSION_PATTERN.fullmatch(version):
-        raise _invalid(
-            f"version label {version!r} is not allowed: use 1 to 64 letters, digits, '.', '_', "
-            "'+' or '-', starting with a letter or digit"
-        )
-
-
-def check_digest(sha256: str) -> None:
-    """Raise INVALID_ARGUMENT unless `sha256` is 64 lower-case hex digits."""
-    if not SHA256_PATTERN.fullmatch(sha256):
-        raise _invalid(f"sha256 must be 64 lower-case hex digits, got {sha256!r}")
-
-
-@dataclass
-class Version:
-    """One stored version of a name."""
-
-    version: str
-    sha256: str
-    size: int
-    created: float
-    plan: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Entry:
-    """A name: its versions, oldest first, and which one is active."""
-
-    versions: list[Version] = field(default_factory=list)
-    active: str = ""
-    history: list[str] = field(default_factory=list)
-    """Versions activated before the current one, most recent last (for rollback)."""
-
-    def find(self, version: str) -> Version | None:
-        """The version with this label, or None."""
-        return next((v for v in self.versions if v.version == version), None)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -162,113 +92,6 @@ class Limits:
     """Seconds untouched after which an interrupted upload may be evicted to make room."""
 
 
-class Upload:
-    """An upload in progress: append bytes, then `finish` to verify and store."""
-
-    def __init__(self, store: ModelStore, sha256: str, size: int, offset: int) -> None:
-        self.store, self.sha256, self.size = store, sha256, size
-        self.part = store.root / "uploads" / f"{sha256}.part"
-        self.received = 0
-        self._file = self.part.open("r+b" if offset else "wb")
-        self._file.truncate(offset)
-        # The digest grows with the bytes (no second read of the file at the end); a resumed
-        # upload first hashes what it already holds.
-        self._hash = hashlib.sha256()
-        while self._file.tell() < offset:
-            self._hash.update(self._file.read(min(1 << 20, offset - self._file.tell())))
-        self._file.seek(offset)
-        self.offset = offset
-        # The quota was checked for the whole size when the upload began (and the size is
-        # reserved until it ends); as bytes arrive only the free disk is looked at again.
-        self._next_disk_check = 0
-
-    @property
-    def position(self) -> int:
-        """Bytes of the artifact held so far."""
-        return self.offset + self.received
-
-    def write(self, chunk: bytes) -> None:
-        """Append a chunk; refuses bytes past the declared size or over the quota."""
-        if self.position + len(chunk) > self.size:
-            self.abort(keep=False)
-            raise _invalid(
-                f"chunk past the declared size: {self.position + len(chunk)} bytes sent for an "
-                f"artifact of {self.size}; the upload was dropped"
-            )
-        try:
-            if self.position >= self._next_disk_check:
-                # What this upload still needs, next to what the others still need: the disk
-                # may have filled from elsewhere on the board since the upload began.
-                remaining = self.size - self.position
-                self.store.check_room(remaining, quota=False, exclude=self.sha256)
-                self._next_disk_check = self.position + DISK_CHECK_EVERY
-            self._file.write(chunk)
-        except Refusal:
-            self.abort(keep=False)
-            raise
-        except OSError as exc:
-            self._disk_full(exc)
-        self._hash.update(chunk)
-        self.received += len(chunk)
-        self.store.progress(self.sha256, self.position)
-
-    def _disk_full(self, exc: OSError) -> NoReturn:
-        """Re-raise `exc`, as RESOURCE_EXHAUSTED with the part removed when the disk is full."""
-        if not _is_disk_full(exc):
-            raise exc
-        self.abort(keep=False)
-        raise _disk_full(exc, f"receiving {self.sha256}", "the partial upload was removed") from exc
-
-    def abort(self, keep: bool) -> None:
-        """Stop here; keep the bytes for a resume, or drop them. Safe to call twice."""
-        if not self._file.closed:
-            # On a full disk the flush fails, and close() flushes again: a failure here loses
-            # nothing the resume offset (the file's size) does not account for.
-            with contextlib.suppress(OSError):
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            with contextlib.suppress(OSError):
-                self._file.close()
-        self.store.release(self.sha256)
-        if not keep:
-            self.part.unlink(missing_ok=True)
-
-    def finish(self) -> Path:
-        """Verify length and digest and move the bytes into blobs/.
-
-        Raises:
-            Refusal: DATA_LOSS when the stream ended early (bytes kept for a resume) or the
-                digest does not match (bytes dropped).
-        """
-        if self.position < self.size:
-            self.abort(keep=True)
-            raise Refusal(
-                "DATA_LOSS",
-                f"upload incomplete: {self.position} of {self.size} bytes arrived; resume from "
-                f"offset {self.position} (GetUploadStatus)",
-            )
-        try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-        except OSError as exc:
-            self._disk_full(exc)
-        self.store.release(self.sha256)
-        digest = self._hash.hexdigest()
-        if digest != self.sha256:
-            self.part.unlink(missing_ok=True)
-            raise Refusal(
-                "DATA_LOSS",
-                f"digest mismatch: the bytes received hash to {digest}, the header said "
-                f"{self.sha256}; nothing was stored",
-            )
-        blob = self.store.blob(self.sha256)
-        os.chmod(self.part, 0o444)
-        os.replace(self.part, blob)
-        _fsync_dir(blob.parent)
-        return blob
-
-
 class ModelStore:
     """Artifacts by digest, and names and versions in a manifest."""
 
@@ -283,7 +106,7 @@ class ModelStore:
         """Uploads in flight → their whole size, held against the quota until they end."""
         self._held: dict[str, int] = {}
         """Uploads in flight → bytes of them on disk so far (the rest is still to come)."""
-        self._entries = self._read_manifest()
+        self._entries = read_manifest(self.manifest_path)
 
     # --- the manifest -------------------------------------------------------------------
 
@@ -291,46 +114,6 @@ class ModelStore:
     def manifest_path(self) -> Path:
         """Where the manifest lives."""
         return self.root / "manifest.json"
-
-    def _read_manifest(self) -> dict[str, Entry]:
-        try:
-            raw = json.loads(self.manifest_path.read_text())
-        except FileNotFoundError:
-            return {}
-        entries = {}
-        for name, data in raw.get("models", {}).items():
-            versions = [Version(**v) for v in data.get("versions", [])]
-            entries[name] = Entry(versions, data.get("active", ""), data.get("history", []))
-        return entries
-
-    def _write_manifest(self) -> None:
-        payload = {
-            "format": MANIFEST_FORMAT,
-            "models": {
-                name: {
-                    "versions": [asdict(v) for v in e.versions],
-                    "active": e.active,
-                    "history": e.history,
-                }
-                for name, e in sorted(self._entries.items())
-            },
-        }
-        tmp = self.manifest_path.with_name(f".manifest.{os.getpid()}.{threading.get_ident()}")
-        try:
-            with tmp.open("w") as f:
-                json.dump(payload, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.manifest_path)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)  # never leave a half-written manifest behind
-            if _is_disk_full(exc):
-                assert isinstance(exc, OSError)
-                raise _disk_full(
-                    exc, "writing the manifest", "the models and active versions are as before"
-                ) from exc
-            raise
-        _fsync_dir(self.root)
 
     @contextlib.contextmanager
     def _mutating(self) -> Iterator[None]:
@@ -343,7 +126,7 @@ class ModelStore:
             before = copy.deepcopy(self._entries)
             try:
                 yield
-                self._write_manifest()
+                write_manifest(self.manifest_path, self._entries)
             except BaseException:
                 self._entries = before
                 raise
@@ -538,7 +321,7 @@ class ModelStore:
             )
         _, held = self.upload_offset(sha256)
         if offset not in (0, held):
-            raise _invalid(
+            raise invalid(
                 f"offset {offset} does not match the {held} bytes the agent holds of {sha256}; "
                 "ask GetUploadStatus and resume from there"
             )
@@ -594,11 +377,11 @@ class ModelStore:
             if not blob.is_file():
                 return False
             blob.unlink()
-            _fsync_dir(blob.parent)
+            fsync_dir(blob.parent)
             return True
 
     def add_version(
-        self, name: str, version: str, sha256: str, size: int, plan: dict[str, Any]
+        self, name: str, version: str, sha256: str, size: int, plan: RunPlan
     ) -> Version:
         """Record (name, version) → blob; idempotent for the same digest.
 
@@ -650,7 +433,7 @@ class ModelStore:
             entry.active = version
         return previous
 
-    def set_plan(self, name: str, version: str, plan: dict[str, Any]) -> None:
+    def set_plan(self, name: str, version: str, plan: RunPlan) -> None:
         """Record the plan a version runs with."""
         with self._mutating():
             found = self._entries[name].find(version)

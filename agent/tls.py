@@ -26,6 +26,8 @@ import grpc
 
 from edgeopt.proto import auth
 
+__all__ = ["ServerTls", "TlsFiles", "TokenHolder", "reload_all"]
+
 log = logging.getLogger("edgeopt.agent")
 
 

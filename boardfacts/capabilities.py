@@ -76,6 +76,10 @@ class Sources:
             return self.sysfs / rest
         return self.rootfs / relative if self.rootfs is not None else None
 
+    def read(self, relative: str) -> str | None:
+        """The text of "proc/...", "sys/...", "etc/..." in these sources; None when unreadable."""
+        return _Reader(self).read(relative, quiet=True)
+
 
 @dataclass
 class _Reader:
@@ -177,6 +181,36 @@ def fingerprint(caps: Capabilities) -> str:
     return digest[:16]
 
 
+def _thermal_zones(reader: _Reader) -> dict[str, tuple[str | None, str | None]]:
+    zones = {}
+    for rel in reader.glob("sys/class/thermal/thermal_zone*"):
+        zones[rel.rsplit("/", 1)[1]] = (
+            reader.read(f"{rel}/type", quiet=True),
+            reader.read(f"{rel}/temp", quiet=True),
+        )
+    return zones
+
+
+def thermal_zones(sources: Sources) -> dict[str, tuple[str | None, str | None]]:
+    """Each thermal zone's name → (text of its `type`, text of its `temp`).
+
+    That is `thermal.temperatures`' argument, read as `collect` reads it; the agent's runner reads
+    it before and after a benchmark.
+    """
+    return _thermal_zones(_Reader(sources))
+
+
+def throttle_flags(sources: Sources) -> int | None:
+    """A Raspberry Pi's firmware throttle flags (`thermal.THROTTLE_FILES`), None elsewhere."""
+    reader = _Reader(sources)
+    for pattern in thermal.THROTTLE_FILES:
+        for rel in reader.glob(pattern):
+            flags = thermal.throttled(reader.read(rel, quiet=True))
+            if flags is not None:
+                return flags
+    return None
+
+
 def _libc() -> str:
     try:
         value = os.confstr("CS_GNU_LIBC_VERSION")
@@ -234,12 +268,7 @@ def collect(
             where = sources.path(rel)
             found[rel] = (reader.read(rel, quiet=True) or "") if where and where.is_file() else ""
 
-    zones = {}
-    for rel in reader.glob("sys/class/thermal/thermal_zone*"):
-        zones[rel.rsplit("/", 1)[1]] = (
-            reader.read(f"{rel}/type", quiet=True),
-            reader.read(f"{rel}/temp", quiet=True),
-        )
+    zones = _thermal_zones(reader)
 
     live = sources.live
     caps = Capabilities(

@@ -193,3 +193,28 @@ def test_cli_rejects_a_missing_tree(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert f"--procfs {tmp_path / 'x'}: not a directory" in done.stderr
+
+
+def test_the_runners_readers_read_zones_and_throttle_flags_from_a_tree(tmp_path: Path) -> None:
+    """What a benchmark's conditions read (agent/runner/measure.py), from a captured tree."""
+    from edgeopt.boardfacts.capabilities import thermal_zones, throttle_flags
+
+    for n, (kind, temp) in {"thermal_zone0": ("cpu-thermal\n", "55250\n"),
+                            "thermal_zone10": ("gpu-thermal\n", None)}.items():  # fmt: skip
+        zone = tmp_path / "sys" / "class" / "thermal" / n
+        zone.mkdir(parents=True)
+        (zone / "type").write_text(kind)
+        if temp is not None:
+            (zone / "temp").write_text(temp)
+    sources = Sources.captured(rootfs=tmp_path)
+    assert thermal_zones(sources) == {
+        "thermal_zone0": ("cpu-thermal\n", "55250\n"),
+        "thermal_zone10": ("gpu-thermal\n", None),
+    }
+    assert throttle_flags(sources) is None
+    firmware = tmp_path / "sys" / "devices" / "platform" / "soc" / "soc:firmware"
+    firmware.mkdir(parents=True)
+    (firmware / "get_throttled").write_text("50005\n")
+    assert throttle_flags(sources) == 0x50005
+    assert sources.read("sys/class/thermal/thermal_zone0/temp") == "55250\n"
+    assert sources.read("sys/class/thermal/thermal_zone10/temp") is None
