@@ -9,3 +9,5 @@ agent. Each probe is a small pure function from raw text to a typed fact (`cpu`,
 `capabilities` reads the files, from the running board or a captured tree, and calls them.
 Tests feed them captured files of real boards kept under tests/boardfacts/data/boards/.
 """
+
+__all__ = ["accelerators", "capabilities", "cpu", "memory", "runtime", "system", "thermal"]

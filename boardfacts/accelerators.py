@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 from edgeopt.proto.capabilities import Accelerator
 
+__all__ = ["PATTERNS", "PCI_VENDORS", "detect"]
+
 PATTERNS: tuple[str, ...] = (
     # NVIDIA discrete GPUs (proprietary driver).
     "proc/driver/nvidia/version",

@@ -25,6 +25,17 @@ from pathlib import Path
 from edgeopt.boardfacts import accelerators, cpu, memory, system, thermal
 from edgeopt.proto.capabilities import Capabilities, CpuCluster, OnnxRuntimeInfo
 
+__all__ = [
+    "CAPTURE_PATTERNS",
+    "Sources",
+    "agent_version",
+    "capture",
+    "collect",
+    "fingerprint",
+    "thermal_zones",
+    "throttle_flags",
+]
+
 
 def agent_version() -> str:
     """The installed edgeopt version ("0+unknown" when run from a bare source tree)."""

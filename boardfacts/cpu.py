@@ -17,6 +17,25 @@ from dataclasses import dataclass
 
 from edgeopt.proto.capabilities import CpuCluster
 
+__all__ = [
+    "ARM_FEATURES",
+    "ARM_IMPLEMENTERS",
+    "ARM_PARTS",
+    "X86_FEATURES",
+    "CpuInfo",
+    "architecture",
+    "arm_core_name",
+    "clusters",
+    "core_name",
+    "cpu_number",
+    "isa_features",
+    "model_name",
+    "parse_cpuinfo",
+    "parse_khz",
+    "physical_cores",
+    "vendor",
+]
+
 ARM_IMPLEMENTERS: dict[str, str] = {
     "0x41": "ARM",
     "0x42": "Broadcom",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["available_bytes", "parse_meminfo", "total_bytes"]
+
 
 def parse_meminfo(text: str) -> dict[str, int]:
     """Map each /proc/meminfo key to bytes ("MemTotal:  3884428 kB" → 3977654272)."""

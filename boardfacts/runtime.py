@@ -21,6 +21,8 @@ import sys
 
 from edgeopt.proto.capabilities import OnnxRuntimeInfo
 
+__all__ = ["limit_from_error", "probe_in_process", "probe_in_subprocess", "probe_model"]
+
 _IR_RE = re.compile(r"max supported IR version:\s*(\d+)")
 _OPSET_RE = re.compile(r"support for domain ai\.onnx is till opset\s*(\d+)")
 

@@ -5,6 +5,16 @@ from __future__ import annotations
 import hashlib
 import re
 
+__all__ = [
+    "board_model",
+    "device_id",
+    "emulation",
+    "kernel_release",
+    "libc_from_confstr",
+    "os_name",
+    "parse_os_release",
+]
+
 
 def parse_os_release(text: str) -> dict[str, str]:
     """Parse os-release(5): KEY=value lines, values optionally quoted."""

@@ -6,6 +6,15 @@ from collections.abc import Mapping
 
 from edgeopt.proto.capabilities import Temperature
 
+__all__ = [
+    "THROTTLE_FILES",
+    "THROTTLE_NOW",
+    "governor",
+    "temperatures",
+    "throttle_events",
+    "throttled",
+]
+
 
 def temperatures(zones: Mapping[str, tuple[str | None, str | None]]) -> tuple[Temperature, ...]:
     """Readings of thermal zones.

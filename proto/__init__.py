@@ -10,3 +10,5 @@ the tensor file format), `inputs` (made-up inputs' rule), `profiling` (trace agg
 May import: nothing of edgeopt but itself (tests/test_layers.py holds it); Python 3.8, protobuf
 and grpcio only, as the boards have them.
 """
+
+__all__ = ["auth", "capabilities", "inputs", "plan", "profiling", "tensors", "v1"]

@@ -6,6 +6,15 @@ load balancer or grpcurl may call without credentials, are exempt.
 
 from __future__ import annotations
 
+__all__ = [
+    "METADATA_KEY",
+    "SCHEME",
+    "UNAUTHENTICATED_PATHS",
+    "bearer",
+    "read_token_file",
+    "token_from_header",
+]
+
 METADATA_KEY = "authorization"
 """gRPC metadata keys are lower case; this is the HTTP header name."""
 

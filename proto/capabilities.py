@@ -13,6 +13,24 @@ from typing import Any, Iterable
 
 from edgeopt.proto.v1 import agent_pb2
 
+__all__ = [
+    "ARCHITECTURES",
+    "ISA_FEATURES",
+    "REMOTE_PROVIDERS",
+    "Accelerator",
+    "Capabilities",
+    "CpuCluster",
+    "OnnxRuntimeInfo",
+    "Temperature",
+    "format_summary",
+    "from_dict",
+    "from_message",
+    "local_providers",
+    "summary",
+    "to_dict",
+    "to_message",
+]
+
 ISA_FEATURES: frozenset[str] = frozenset(
     {
         # x86

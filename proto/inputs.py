@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Sequence, Union
 
+__all__ = ["DEFAULT_SIZES", "made_up_shape", "values_text"]
+
 DEFAULT_SIZES: dict[int, tuple[int, ...]] = {
     2: (1, 128),
     3: (1, 16, 128),

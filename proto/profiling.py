@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+__all__ = ["KERNEL_SUFFIX", "aggregate", "fallbacks", "node_events"]
+
 KERNEL_SUFFIX = "_kernel_time"
 
 

@@ -19,6 +19,26 @@ import json
 import struct
 from typing import IO, Any, Sequence, Tuple
 
+__all__ = [
+    "ITEMSIZES",
+    "MAGIC",
+    "MAX_RANK",
+    "MAX_TENSORS",
+    "NUMERIC_DTYPES",
+    "STRING_DTYPE",
+    "TensorError",
+    "TensorTooLarge",
+    "check_header",
+    "check_headers",
+    "decode_strings",
+    "encode_strings",
+    "from_wire",
+    "itemsize",
+    "read_file",
+    "to_wire",
+    "write_file",
+]
+
 MAGIC = b"EDGEOPT-TENSORS\n"
 """The first bytes of a tensor file."""
 STRING_DTYPE = "str"

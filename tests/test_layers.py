@@ -195,3 +195,52 @@ def test_only_the_transport_touches_the_generated_contract() -> None:
         if module.startswith(generated)
     ]
     assert broken == []
+
+
+def declared_all(path: Path) -> list[str] | None:
+    """The names a module's `__all__` lists (None: it has none)."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            assert isinstance(value, (ast.List, ast.Tuple)), f"{path}: __all__ is not a literal"
+            return [ast.literal_eval(e) for e in value.elts]
+    return None
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_every_module_says_what_it_offers(package: str) -> None:
+    """Each module has `__all__` (generated protobuf code and `__main__` aside)."""
+    files = [
+        p
+        for p in sorted((ROOT / package).rglob("*.py"))
+        if not p.name.endswith(("_pb2.py", "_pb2_grpc.py")) and p.name != "__main__.py"
+    ]
+    missing = [str(p.relative_to(ROOT)) for p in files if declared_all(p) is None]
+    assert missing == []
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_what_a_module_offers_is_there(package: str) -> None:
+    """Every name an `__all__` lists is defined or imported at the module's top level."""
+    broken = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        names = declared_all(path) or []
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bound = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                bound.add(node.id)
+        if path.name == "__init__.py":  # a package offers its submodules too
+            bound.update(p.stem for p in path.parent.glob("*.py"))
+            bound.update(p.name for p in path.parent.iterdir() if (p / "__init__.py").is_file())
+        broken += [f"{path.relative_to(ROOT)}: {n}" for n in names if n not in bound]
+    assert broken == []
