@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from edgeopt.host.report.names import short_provider
+from edgeopt.proto.plan import PRECISIONS
 
 __all__ = [
     "STATUSES",
@@ -45,7 +46,7 @@ __all__ = [
 
 Status = Literal["ok", "unsupported", "failed", "not run"]
 STATUSES: tuple[Status, ...] = ("ok", "unsupported", "failed", "not run")
-VARIANT_ORDER = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
+VARIANT_ORDER: tuple[str, ...] = PRECISIONS
 """Variants in the order every view shows them; others follow by name."""
 
 _TIMING_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "ci_low_ms", "ci_high_ms")

@@ -40,6 +40,7 @@ from edgeopt.host.workflows.artifacts import Artifacts
 from edgeopt.host.workflows.plans import DeployOptions, plan_for
 from edgeopt.host.workflows.samples import explain_made_up, first_sample
 from edgeopt.proto.capabilities import Capabilities, local_providers
+from edgeopt.proto.plan import PRECISIONS
 
 __all__ = [
     "HOT_CELSIUS",
@@ -55,7 +56,7 @@ __all__ = [
     "speedups",
 ]
 
-VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
+VARIANTS = PRECISIONS
 """Variant names `--variants` accepts (the precisions of `edgeopt compress`)."""
 LOADED = 0.10
 """Share of the machine's CPU time used by other processes during a run that flags it."""
