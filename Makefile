@@ -130,6 +130,7 @@ bench: venv system-packages
 	$(PY) benchmarks/ssh.py
 	$(PY) benchmarks/arm_lab.py
 	$(PY) benchmarks/hardening.py
+	$(PY) benchmarks/host_timing.py
 
 # The long versions of the hardening tests (issue 16): many clients for minutes, thousands of
 # fuzz cases, 200 SIGKILLs. Their JSON reports go to $(SOAK_REPORTS); benchmarks/hardening.py
