@@ -86,8 +86,8 @@ def _shapes(shapes: Mapping[str, Sequence[int]]) -> list[agent_pb2.InputShape]:
 
 
 @dataclass(frozen=True)
-class BenchmarkCall:
-    """One Benchmark: which artifact, run how, on what inputs, for how long.
+class _Run:
+    """What a Benchmark and a Profile share: which artifact, run how, on what inputs.
 
     The artifact is (name, version) of the store, or `sha256` of one pushed aside. Inputs are
     given arrays, else made up from `input_shapes` (and the model's own dims) by the agent.
@@ -101,6 +101,19 @@ class BenchmarkCall:
     inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
     input_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     warmup: int = 0
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "sha256": self.sha256,
+            "plan": plan_message(self.plan), "inputs": to_tensors(self.inputs),
+            "input_shapes": _shapes(self.input_shapes), "warmup": self.warmup,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BenchmarkCall(_Run):
+    """One Benchmark: `_Run`'s artifact and inputs, repeated until the interval or time says."""
+
     min_repeats: int = 0
     max_repeats: int = 0
     target_ci: float = 0.0
@@ -109,33 +122,20 @@ class BenchmarkCall:
     def message(self) -> agent_pb2.BenchmarkRequest:
         """The call as agent.proto's request."""
         return agent_pb2.BenchmarkRequest(
-            name=self.name, version=self.version, sha256=self.sha256,
-            plan=plan_message(self.plan), inputs=to_tensors(self.inputs),
-            input_shapes=_shapes(self.input_shapes), warmup=self.warmup,
-            min_repeats=self.min_repeats, max_repeats=self.max_repeats,
+            **self._fields(), min_repeats=self.min_repeats, max_repeats=self.max_repeats,
             target_ci=self.target_ci, max_seconds=self.max_seconds,
         )  # fmt: skip
 
 
 @dataclass(frozen=True)
-class ProfileCall:
+class ProfileCall(_Run):
     """One Profile: per-operator timing of `runs` runs after `warmup` (agent defaults at 0)."""
 
-    name: str = ""
-    version: str = ""
-    sha256: str = ""
-    plan: RunPlan | None = None
-    inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
-    input_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     runs: int = 0
-    warmup: int = 0
     include_trace: bool = False
 
     def message(self) -> agent_pb2.ProfileRequest:
         """The call as agent.proto's request."""
         return agent_pb2.ProfileRequest(
-            name=self.name, version=self.version, sha256=self.sha256,
-            plan=plan_message(self.plan), inputs=to_tensors(self.inputs),
-            input_shapes=_shapes(self.input_shapes), runs=self.runs, warmup=self.warmup,
-            include_trace=self.include_trace,
-        )  # fmt: skip
+            **self._fields(), runs=self.runs, include_trace=self.include_trace
+        )

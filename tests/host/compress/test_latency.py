@@ -10,31 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from edgeopt.host.compress.latency import measure_host
 from edgeopt.host.errors import CompressionError
+from tests.models import matmul_chain
 
 
 def matmul_model(path: Path) -> Path:
     """A 64x64 MatMul: enough work for a thread pool, small enough to be quick."""
-    weight = numpy_helper.from_array(np.random.default_rng(0).random((64, 64), np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 64])], [weight],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return matmul_chain(path, np.random.default_rng(0).random((64, 64)), depth=1)
 
 
 def test_each_model_gets_the_runs_asked_for_in_blocks(tmp_path: Path) -> None:
     model = matmul_model(tmp_path / "mm.onnx")
-    feed = {"x": np.ones((8, 64), np.float32)}
+    feed = {"x": np.ones((64, 64), np.float32)}
     timed = measure_host([model, model, model], feed, threads=2, warmup=1, rounds=7)
     assert [t.threads for t in timed] == [2, 2, 2]
     assert [t.runs for t in timed] == [7, 7, 7]  # blocks of 2, the fourth cut to 1
@@ -44,5 +34,5 @@ def test_each_model_gets_the_runs_asked_for_in_blocks(tmp_path: Path) -> None:
 def test_a_model_that_cannot_run_on_the_feed_is_named(tmp_path: Path) -> None:
     model = matmul_model(tmp_path / "mm.onnx")
     with pytest.raises(CompressionError) as raised:
-        measure_host([model], {"x": np.ones((8, 3), np.float32)}, rounds=2)
+        measure_host([model], {"x": np.ones((64, 3), np.float32)}, rounds=2)
     assert str(raised.value).startswith("timing mm.onnx failed: ")
