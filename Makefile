@@ -121,6 +121,7 @@ bench: venv system-packages
 	$(PY) benchmarks/agent_startup.py
 	$(PY) benchmarks/compression.py
 	$(PY) benchmarks/corpus.py
+	$(PY) benchmarks/classic.py
 	$(PY) benchmarks/deploy.py
 	$(PY) benchmarks/agent_bench.py
 	$(PY) benchmarks/planner_table.py

@@ -103,6 +103,11 @@ def op_mix(path: Path) -> str:
 
 
 def measure(model: CorpusModel, outcomes: list[Outcome], validation: Path, rounds: int) -> None:
+    measure_made(outcomes, validation, rounds)
+
+
+def measure_made(outcomes: list[Outcome], validation: Path, rounds: int) -> None:
+    """Time every variant made (interleaved rounds), as ratios to fp32, at 1 and 2 threads."""
     made = [o for o in outcomes if o.artifact is not None]
     reference = next((o for o in made if o.precision == "fp32"), None)
     if reference is None or reference.artifact is None:

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.agent.runner.feeds import (
+    join_outputs,
     request_feeds,
     signature,
     smoke_inputs,
+    split_samples,
     tensor_file,
     to_arrays,
     to_tuples,
@@ -99,7 +101,7 @@ class Child:
                 "outputs": signature(session.get_outputs()),
             }  # fmt: skip
         feeds = (
-            to_arrays(smoke, session)
+            split_samples(to_arrays(smoke, session), session)[0]
             if isinstance(smoke, list) and smoke
             else smoke_inputs(session, None, max_bytes)
         )
@@ -112,7 +114,8 @@ class Child:
             ) from exc
         smoke_ms = (time.perf_counter() - start) * 1e3
         names = [o.name for o in session.get_outputs()]
-        to_tuples(names, outputs, max_bytes)  # an output the wire cannot carry fails here
+        types = [o.type for o in session.get_outputs()]
+        to_tuples(names, outputs, max_bytes, types)  # an output the wire cannot carry fails here
         for name, value in zip(names, outputs):
             array = np.asarray(value)
             if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -225,19 +228,31 @@ class Child:
     def infer(
         self, key: str, inputs: list[TensorTuple], max_bytes: int = OUTPUT_LIMIT
     ) -> dict[str, Any]:
-        """Run a loaded model; its outputs may take at most `max_bytes`."""
+        """Run a loaded model; its outputs may take at most `max_bytes`.
+
+        Inputs holding several of the model's fixed batches run batch by batch, the outputs
+        joined (`split_samples`, `join_outputs`); the latency is the sum of the runs.
+        """
         loaded = self.loaded.get(key)
         if loaded is None:
             raise RequestError("FAILED_PRECONDITION", f"{key} is not loaded")
-        feeds = to_arrays(inputs, loaded.session)
+        runs = split_samples(to_arrays(inputs, loaded.session), loaded.session)
+        results = []
         start = time.perf_counter()
         try:
-            outputs = loaded.session.run(None, feeds)
+            for feeds in runs:
+                results.append(loaded.session.run(None, feeds))
         except Exception as exc:
-            raise RequestError("INVALID_ARGUMENT", f"inference failed: {first_line(exc)}") from exc
+            where = f" (batch {len(results) + 1} of {len(runs)})" if len(runs) > 1 else ""
+            raise RequestError(
+                "INVALID_ARGUMENT", f"inference failed{where}: {first_line(exc)}"
+            ) from exc
         latency = (time.perf_counter() - start) * 1e3
+        outputs = join_outputs(results)
         names = [o.name for o in loaded.session.get_outputs()]
-        return {"ok": True, "outputs": to_tuples(names, outputs, max_bytes), "latency_ms": latency}
+        types = [o.type for o in loaded.session.get_outputs()]
+        return {"ok": True, "outputs": to_tuples(names, outputs, max_bytes, types),
+                "latency_ms": latency}  # fmt: skip
 
 
 def main() -> int:

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import numpy as np
 
 from edgeopt.host.cli.common import Session, device_options, mib, selection
 from edgeopt.host.cli.output import echo_json
 from edgeopt.host.compress.data import read_npz
 from edgeopt.host.config.inventory import Device
+from edgeopt.host.report import outputs as outputs_report
 from edgeopt.host.report.table import table
 from edgeopt.host.transport.client import AgentClient
 from edgeopt.host.transport.fanout import on_agents
@@ -89,9 +89,15 @@ def models_cmd(
     "input_path",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     required=True,
-    help=".npz of the model's inputs by name (fed as they are, batch axis included)",
+    help=".npz of the model's inputs by name, samples along the first axis (a model with a "
+    "fixed batch runs once per batch, the outputs joined)",
 )
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=".npz for the output tensors; sequences and maps (ZipMap) go to the same name .json",
+)
 @click.option("--version", "version_label", default="", help="a version (default: the active)")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
 @click.pass_obj
@@ -123,26 +129,21 @@ def infer_cmd(  # noqa: PLR0917  (click passes each option by name)
     if answer is None:
         raise click.ClickException(error)
     outputs, reply = answer
-    if output is not None:
-        np.savez(output, **outputs)
+    written = outputs_report.save(output, outputs) if output is not None else []
     if as_json:
         echo_json({
             "device": device.name, "name": name, "version": reply.version,
-            "latency_ms": reply.latency_ms, "output_file": str(output) if output else None,
-            "outputs": {k: {"shape": list(v.shape), "dtype": v.dtype.name,
-                            "values": v.reshape(-1)[:16].tolist()} for k, v in outputs.items()},
+            "latency_ms": reply.latency_ms,
+            "output_file": str(written[0]) if written else None,
+            "output_files": [str(w) for w in written],
+            "outputs": {k: outputs_report.as_json(v) for k, v in outputs.items()},
         })  # fmt: skip
         return
     click.echo(f"{device.name}: {name} {reply.version} in {reply.latency_ms:.2f} ms")
     for key, value in outputs.items():
-        line = f"  {key}: {value.dtype.name}{list(value.shape)}"
-        if value.ndim == 2 and value.shape[1] > 1 and value.dtype.kind == "f":
-            line += f", argmax per row {value.argmax(1).tolist()[:16]}"
-        else:
-            line += f", first values {np.round(value.reshape(-1)[:8].astype(float), 4).tolist()}"
-        click.echo(line)
-    if output is not None:
-        click.echo(f"  written {output}")
+        click.echo(f"  {key}: {outputs_report.summary(value)}")
+    if written:
+        click.echo(f"  written {', '.join(str(w) for w in written)}")
 
 
 @click.command("rollback")

@@ -36,6 +36,7 @@ __all__ = [
     "show_dims",
     "synthesize",
     "unbatched",
+    "vocabulary",
 ]
 
 LABELS = "labels"
@@ -49,7 +50,11 @@ _ONNX_TO_NUMPY: dict[int, type] = {
     onnx.TensorProto.INT8: np.int8,
     onnx.TensorProto.UINT8: np.uint8,
     onnx.TensorProto.BOOL: np.bool_,
+    onnx.TensorProto.STRING: np.object_,
 }
+VOCABULARY_ATTRIBUTES = ("cats_strings", "keys_strings", "pool_strings")
+"""ai.onnx.ml attributes that list the strings a model knows (OneHotEncoder and CategoryMapper
+categories, LabelEncoder keys, TfIdfVectorizer's pool): made-up text inputs draw from them."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,12 @@ def load(path: Path, model: onnx.ModelProto, *, purpose: str) -> Dataset:  # noq
                     f"{purpose} data {path}: {spec.name!r} has {got} on axis {axis}, the model "
                     f"wants {want} (model input {show_dims(spec.dims)}, data {list(array.shape)})"
                 )
+        if (np.dtype(spec.dtype).kind == "O") != (array.dtype.kind in "US"):
+            raise DataError(
+                f"{purpose} data {path}: {spec.name!r} is {array.dtype}, the model wants "
+                f"{'text (an array of str)' if np.dtype(spec.dtype).kind == 'O' else 'numbers'}"
+                f" ({_show_dtype(spec.dtype)})"
+            )
         if array.dtype != spec.dtype:
             kind_ok = np.can_cast(array.dtype, spec.dtype, casting="same_kind")
             if not kind_ok:
@@ -211,6 +222,10 @@ def _constant(array: np.ndarray, spec: InputSpec, path: Path, purpose: str) -> n
         array = array.astype(spec.dtype)
     _check_values(array, spec.name, path, purpose)
     return array
+
+
+def _show_dtype(dtype: type) -> str:
+    return "string" if np.dtype(dtype).kind == "O" else np.dtype(dtype).name
 
 
 def _check_values(array: np.ndarray, name: str, path: Path, purpose: str) -> None:
@@ -328,14 +343,16 @@ def synthesize(
     samples: int = 1,
     seed: int = 0,
 ) -> Dataset:
-    """Made-up inputs that fit `model`: floats in [0, 1), integers in [0, 100), bools random.
+    """Made-up inputs that fit `model`: numbers, bools and text.
 
-    For smoke runs, latency and comparisons on models without data of their own. Integer inputs
-    stay small (token ids, indices); a model that needs particular values (a sample rate, a
-    vocabulary size) wants real data instead.
+    Floats in [0, 1), integers in [0, 100), bools random, text drawn from the model's own
+    vocabulary (`vocabulary`). For smoke runs, latency and comparisons on models without data
+    of their own. Integer inputs stay small (token ids, indices); a model that needs particular
+    values (a sample rate, a vocabulary size) wants real data instead.
     """
     rng = np.random.default_rng(seed)
     specs = input_specs(model)
+    words = vocabulary(model)
     for spec in specs:
         shape = concrete_dims(spec, (dims or {}).get(spec.name))
         size = math.prod(shape) * max(1, samples) * np.dtype(spec.dtype).itemsize
@@ -352,18 +369,33 @@ def synthesize(
     for spec in specs:
         shape = concrete_dims(spec, (dims or {}).get(spec.name))
         if spec.name in whole:
-            constants[spec.name] = _random(rng, shape, spec.dtype)
+            constants[spec.name] = _random(rng, shape, spec.dtype, words)
             if None in spec.dims:
                 fixed = 1
             continue
         if spec.dims[0] is not None:
             fixed = spec.dims[0] if fixed is None else min(fixed, spec.dims[0])
-        arrays[spec.name] = _random(rng, (shape[0] * samples, *shape[1:]), spec.dtype)
+        arrays[spec.name] = _random(rng, (shape[0] * samples, *shape[1:]), spec.dtype, words)
     return Dataset(arrays, None, None, fixed, constants)
 
 
-def _random(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+def vocabulary(model: onnx.ModelProto) -> list[str]:
+    """The strings the model's ai.onnx.ml operators know (`VOCABULARY_ATTRIBUTES`), in order."""
+    words: dict[str, None] = {}
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.name in VOCABULARY_ATTRIBUTES:
+                words.update(dict.fromkeys(s.decode("utf-8", "replace") for s in attribute.strings))
+    return list(words)
+
+
+def _random(
+    rng: np.random.Generator, shape: tuple[int, ...], dtype: type, words: list[str] | None = None
+) -> np.ndarray:
     kind = np.dtype(dtype).kind
+    if kind == "O":  # text: words the model knows, else digits as text
+        pool = np.asarray(words or [str(d) for d in range(10)], dtype=object)
+        return pool[rng.integers(0, len(pool), size=shape)]
     if kind == "f":
         return rng.random(shape).astype(dtype)
     if kind == "b":

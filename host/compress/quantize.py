@@ -51,6 +51,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MIN_PER_CHANNEL_OPSET = 13
+UNTYPED = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+"""The type ONNX Runtime's quantizer assumes for a tensor shape inference cannot type: what
+comes out of ai.onnx.ml operators (a scikit-learn pipeline's Scaler before its MLP) has no
+inferred type, and without this the quantizer stops ("Unable to find data type")."""
 DYNAMIC_OP_TYPES = (
     "MatMul",
     "Gemm",
@@ -247,7 +251,7 @@ class DynamicInt8(Pass):
                     use_external_data_format=False,
                     # Weights inside If/Loop/Scan bodies too (streaming audio models keep
                     # theirs there); ORT supports this for dynamic quantization only.
-                    extra_options={"EnableSubgraph": True},
+                    extra_options={"EnableSubgraph": True, **UNTYPED},
                 )
         _tidy(dst)
         return notes
@@ -271,7 +275,8 @@ def _recurrent_dynamic(path: Path) -> list[str]:
                 quantize_dynamic(
                     path, out, op_types_to_quantize=list(recurrent),
                     weight_type=QuantType.QInt8, per_channel=False,
-                    use_external_data_format=False, extra_options={"EnableSubgraph": True},
+                    use_external_data_format=False,
+                    extra_options={"EnableSubgraph": True, **UNTYPED},
                 )  # fmt: skip
         except Exception as exc:  # weights computed in the graph (sliced, inside an If)
             log.info("dynamic quantization of %s failed: %s", layers, exc)
@@ -371,7 +376,11 @@ class StaticInt8(Pass):
                         op_types_to_quantize=list(self.op_types),
                         nodes_to_exclude=excluded,
                         use_external_data_format=False,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                        extra_options={
+                            "ActivationSymmetric": False,
+                            "WeightSymmetric": True,
+                            **UNTYPED,
+                        },
                     )
             except (ValueError, RuntimeError) as exc:
                 raise CompressionError(f"static int8 calibration failed: {exc}") from exc
@@ -408,10 +417,13 @@ class Int4Weight(Pass):
         ]
         if not candidates:
             ops = sorted({n.op_type for n in model.graph.node})
+            classic = any(n.domain == "ai.onnx.ml" for n in model.graph.node)
             raise UnsupportedModel(
                 "int4 weight-only quantization applies to MatMul with constant weights, and this "
-                f"model has none (its ops: {', '.join(ops)}); use int8 instead"
-            )
+                f"model has none (its ops: {', '.join(ops)}); "
+                + ("its ai.onnx.ml operators keep their parameters in attributes, which no "
+                   "precision reaches: run it as fp32" if classic else "use int8 instead")
+            )  # fmt: skip
         with quiet_logger():
             quantizer = MatMulNBitsQuantizer(
                 model,

@@ -1,15 +1,19 @@
 """How much a variant differs from its fp32 reference, and the gate that turns it into a verdict.
 
-Both models run with ONNX Runtime on the same validation inputs. The report gives, for the first
-output, the max and mean absolute error, the mean cosine similarity per sample, top-1 agreement
-when the output is a score per class, and task accuracy of both when labels are given. A `Gate`
-(max accuracy drop and/or min cosine) raises `AccuracyGateFailed` naming the metric and shortfall.
+Both models run with ONNX Runtime on the same validation inputs. The report gives, for the
+output that says most (`comparable`: the first float tensor, else a classifier's ZipMap scores,
+else the first output), the max and mean absolute error, the mean cosine similarity per sample,
+top-1 agreement when the output is a score per class, and task accuracy of both when labels are
+given. A `Gate` (max accuracy drop and/or min cosine) raises `AccuracyGateFailed` naming the
+metric and shortfall.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +21,15 @@ from edgeopt.host.compress.data import Dataset
 from edgeopt.host.compress.runtime import session_options
 from edgeopt.host.errors import AccuracyGateFailed, BrokenVariant, CompressionError, DataError
 
-__all__ = ["Gate", "ValidationReport", "check_finite", "compare", "run_model", "validate"]
+__all__ = [
+    "Gate",
+    "ValidationReport",
+    "check_finite",
+    "comparable",
+    "compare",
+    "run_model",
+    "validate",
+]
 
 
 @dataclass(frozen=True)
@@ -51,8 +63,36 @@ class ValidationReport:
         return None
 
 
+def comparable(values: Sequence[Any]) -> np.ndarray:
+    """The output of one run that a gate compares, as float64 with samples along the first axis.
+
+    `values` are a run's outputs in the model's order, as ONNX Runtime (or the wire) gives them.
+    The first float tensor (scores, embeddings, boxes); else a classifier's scores given as a
+    sequence of maps (skl2onnx's ZipMap), one column per class in the maps' order; else the
+    first numeric tensor (labels, counts).
+
+    Raises:
+        DataError: no output holds numbers (labels as strings alone).
+    """
+    tensors = [v for v in values if not isinstance(v, (list, dict))]
+    for value in tensors:
+        if np.asarray(value).dtype.kind == "f":
+            return np.asarray(value, dtype=np.float64)
+    for value in values:
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            keys = list(value[0])
+            return np.asarray([[float(m.get(k, np.nan)) for k in keys] for m in value])
+    for value in tensors:
+        if np.asarray(value).dtype.kind in "iub":
+            return np.asarray(value, dtype=np.float64)
+    raise DataError(
+        "the model's outputs hold no numbers to compare (labels as strings alone); a gate "
+        "needs scores or numeric labels"
+    )
+
+
 def run_model(path: Path, data: Dataset, batch_size: int = 64) -> np.ndarray:
-    """The first output of `path` on every sample, concatenated along the first axis."""
+    """The `comparable` output of `path` on every sample, concatenated along the first axis."""
     import onnxruntime as ort  # noqa: PLC0415
 
     size = data.fixed_batch or batch_size  # a model exported with batch 1 takes exactly 1
@@ -60,7 +100,9 @@ def run_model(path: Path, data: Dataset, batch_size: int = 64) -> np.ndarray:
         session = ort.InferenceSession(
             str(path), session_options(threads=2), providers=["CPUExecutionProvider"]
         )
-        outputs = [session.run(None, feed)[0] for feed in data.batches(size)]
+        outputs = [comparable(session.run(None, feed)) for feed in data.batches(size)]
+    except DataError:
+        raise
     except Exception as exc:  # ONNX Runtime's own errors: one line, not its traceback
         message = (str(exc).strip().splitlines() or [""])[-1][:400]
         raise CompressionError(

@@ -125,6 +125,9 @@ class WeightCensus:
     """(operator kind, storage) → weight elements (a tensor shared by kinds counts for each)."""
     subgraph_kind_elements: Counter[tuple[str, Storage]] = field(default_factory=Counter)
     """The same, for weights inside control-flow bodies."""
+    classic_ops: tuple[str, ...] = ()
+    """The ai.onnx.ml operators of the graph (TreeEnsembleClassifier, LinearClassifier, ...):
+    their parameters are attributes, not weight tensors, so no precision reaches them."""
 
     @property
     def total(self) -> int:
@@ -335,4 +338,6 @@ def census(model: onnx.ModelProto) -> WeightCensus:
     """Count the weights of `model`, subgraphs included."""
     result = WeightCensus()
     _count(_Walk(result), model.graph, {}, {}, 0)
+    result.classic_ops = tuple(sorted({n.op_type for n in model.graph.node
+                                       if n.domain == "ai.onnx.ml"}))  # fmt: skip
     return result

@@ -317,8 +317,13 @@ def _check_quantized(request: CompressRequest, before: WeightCensus, after: Weig
     if gained >= MIN_CONVERTED_SHARE:
         return
     if before.total == 0:
+        classic = (
+            f" (its work is in {', '.join(before.classic_ops)}, ai.onnx.ml operators whose "
+            "parameters are attributes that no precision reaches: run it as fp32)"
+            if before.classic_ops else ""
+        )  # fmt: skip
         raise NothingQuantized(
-            f"{precision} changed nothing: the model has no weight tensors to convert"
+            f"{precision} changed nothing: the model has no weight tensors to convert{classic}"
         )
     _check_not_quantized_yet(request, before)
     kinds = before.kinds(("float32",))

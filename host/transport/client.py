@@ -193,11 +193,14 @@ class AgentClient(Uploads):
     async def infer(
         self,
         name: str,
-        inputs: dict[str, np.ndarray],
+        inputs: dict[str, Any],
         version: str = "",
         timeout: float | None = None,
-    ) -> tuple[dict[str, np.ndarray], agent_pb2.InferResult]:
+    ) -> tuple[dict[str, Any], agent_pb2.InferResult]:
         """Run the active (or a named) version; returns the outputs by name and the reply.
+
+        Inputs and outputs are numpy arrays, or lists (sequences) and dicts (maps) where the
+        model takes or gives those (edgeopt.proto.tensors).
 
         The tensors travel in chunks (InferStream); an agent too old for that gets one
         message (Infer). A batch larger than the board's `max_infer_bytes` is refused by the
@@ -227,10 +230,10 @@ class AgentClient(Uploads):
     async def infer_batches(
         self,
         name: str,
-        inputs: dict[str, np.ndarray],
+        inputs: dict[str, Any],
         version: str = "",
         timeout: float | None = None,
-    ) -> tuple[dict[str, np.ndarray], agent_pb2.InferResult]:
+    ) -> tuple[dict[str, Any], agent_pb2.InferResult]:
         """`infer`, split along the batch axis into calls the board takes (`max_infer_bytes`).
 
         The outputs are joined along the batch axis again; the reply is the last call's, its
@@ -241,7 +244,8 @@ class AgentClient(Uploads):
             AgentError: RESOURCE_EXHAUSTED when no split fits, or what a call raised.
         """
         limit = (await self.capabilities()).max_infer_bytes
-        total = sum(np.asarray(v).nbytes for v in inputs.values())
+        total = sum(len(memoryview(tensor_format.to_wire(v)[2]).cast("B"))
+                    for v in inputs.values())  # fmt: skip
         if limit is None or total <= limit:
             return await self.infer(name, inputs, version, timeout)
         batches = {np.asarray(v).shape[0] if np.ndim(v) else 0 for v in inputs.values()}
@@ -262,7 +266,7 @@ class AgentClient(Uploads):
             latency += reply.latency_ms
             pieces.append(outputs)
         reply.latency_ms = latency
-        return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}, reply
+        return {k: tensor_format.join_values([p[k] for p in pieces]) for k in pieces[0]}, reply
 
     async def _infer_stream(
         self, name: str, version: str, parts: list[tuple[str, str, tuple[int, ...], Any]],

@@ -41,8 +41,8 @@ def plan_message(plan: RunPlan | agent_pb2.Plan | None) -> agent_pb2.Plan | None
     return plan.to_message() if isinstance(plan, RunPlan) else plan
 
 
-def to_tensors(arrays: Mapping[str, np.ndarray]) -> list[agent_pb2.Tensor]:
-    """Arrays as wire tensors (C order, the array's own dtype; strings as agent.proto says)."""
+def to_tensors(arrays: Mapping[str, Any]) -> list[agent_pb2.Tensor]:
+    """Values as wire tensors (arrays; strings, sequences and maps as agent.proto says)."""
     out = []
     for name, value in arrays.items():
         dtype, shape, data = wire.to_wire(value)
@@ -50,8 +50,8 @@ def to_tensors(arrays: Mapping[str, np.ndarray]) -> list[agent_pb2.Tensor]:
     return out
 
 
-def from_tensors(tensors: Iterable[agent_pb2.Tensor]) -> dict[str, np.ndarray]:
-    """Wire tensors as arrays, by name, checked against their dtype and shape.
+def from_tensors(tensors: Iterable[agent_pb2.Tensor]) -> dict[str, Any]:
+    """Wire tensors as arrays (lists for sequences, dicts for maps) by name, headers checked.
 
     Raises:
         AgentError: a board sent a tensor whose bytes do not match its header (the host

@@ -30,7 +30,7 @@ import numpy as np
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import onnxfile as onnx_model
-from edgeopt.host.compress.validate import compare, run_model
+from edgeopt.host.compress.validate import comparable, compare, run_model
 from edgeopt.host.config.inventory import Device
 from edgeopt.host.errors import AccuracyGateFailed, DataError, EdgeoptError
 from edgeopt.host.planning import planner
@@ -168,13 +168,13 @@ class _Context:
 
 
 async def _on_board(ctx: _Context, label: str) -> np.ndarray:
-    """The candidate's first output on the validation data, computed by the board."""
+    """The candidate's `comparable` output on the validation data, computed by the board."""
     assert ctx.data is not None
     outputs = []
     size = ctx.data.fixed_batch or min(16, len(ctx.data))
     for feed in ctx.data.batches(size):
         result, _ = await ctx.client.infer(ctx.scratch, feed, label, timeout=120.0)
-        outputs.append(next(iter(result.values())))
+        outputs.append(comparable(list(result.values())))
     return np.concatenate(outputs).astype(np.float64)
 
 

@@ -96,16 +96,18 @@ class UploadStatus(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., complete: bool = ..., offset: _Optional[int] = ...) -> None: ...
 
 class TensorInfo(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "dim_names")
+    __slots__ = ("name", "dtype", "shape", "dim_names", "value_type")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DIM_NAMES_FIELD_NUMBER: _ClassVar[int]
+    VALUE_TYPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     dim_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dim_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    value_type: str
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dim_names: _Optional[_Iterable[str]] = ..., value_type: _Optional[str] = ...) -> None: ...
 
 class ActivateRequest(_message.Message):
     __slots__ = ("name", "version", "plan", "smoke_inputs", "inputs_sha256")

@@ -353,7 +353,7 @@ def test_sixteen_large_inferences_leave_the_agent_where_it_was(
 # --- strings and maps -----------------------------------------------------------------------
 
 
-def test_strings_cross_the_wire_and_a_zipmap_output_is_refused_in_words(
+def test_strings_and_a_zipmap_output_cross_the_wire_and_a_map_for_a_tensor_is_refused(
     agent_factory: Callable[..., RunningAgent], tmp_path: Path
 ) -> None:
     agent = agent_factory()
@@ -385,14 +385,15 @@ def test_strings_cross_the_wire_and_a_zipmap_output_is_refused_in_words(
     )
     model.ir_version = 8
     onnx.save(model, str(zipmap))
+    # The hardening issue refused this output in words until the wire could carry it; issue
+    # 18 made sequences and maps real (tests/proto/test_values.py has the encoding).
+    run(_push_activate(agent, zipmap, name="zipmap"))
+    scores = np.array([[0.25, 0.5, 0.25]], np.float32)
+    assert run(_infer(agent, "zipmap", {"p": scores})) == [{0: 0.25, 1: 0.5, 2: 0.25}]
     with pytest.raises(AgentError) as caught:
-        run(_push_activate(agent, zipmap, name="zipmap"))
-    assert caught.value.status == "FAILED_PRECONDITION"
-    assert said(caught.value) == (
-        "ActivateModel: zipmap v1 was not activated: output 'z' is a sequence of maps (ZipMap), "
-        "not a tensor: the wire carries tensors only; convert the model without ZipMap "
-        "(skl2onnx: options={'zipmap': False})"
-    )
+        run(_infer(agent, "zipmap", {"p": [{0: 0.25}]}))  # type: ignore[dict-item]
+    assert caught.value.status == "INVALID_ARGUMENT"
+    assert said(caught.value) == "Infer: input 'p' is seq, the model wants float32"
 
 
 # --- bounded work ---------------------------------------------------------------------------
