@@ -15,6 +15,7 @@ matplotlib is imported only when a chart is drawn (`chart` has no module-level i
     html        the self-contained HTML page of cases
     history     what changed between runs, beyond the noise
     op_profile  an operator profile as text and as a chart
+    outputs     a model's outputs (tensors, sequences, maps) as lines, JSON and files
 
 The views import `cases`, never the reverse: names <── cases <── text, records, chart <── html.
 """
