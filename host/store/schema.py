@@ -158,6 +158,7 @@ tuning_table = sa.Table(
     sa.Column("best", sa.Text, nullable=False),
     sa.Column("trials", sa.Text, nullable=False),
     sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("traits", sa.Text, nullable=False, server_default="{}"),
 )
 
 
@@ -185,8 +186,24 @@ def _add_benchmark_runs(connection: sa.Connection) -> None:
     _CASES_V2.create(connection, checkfirst=True)
 
 
+_TUNING_V3 = sa.Table(
+    tuning_table.name, sa.MetaData(),
+    *(c._copy() for c in tuning_table.columns if c.name != "traits"),
+)  # fmt: skip
+"""The tuning results as schema 3 made them, before they kept the model's traits."""
+
+
 def _add_tuning_results(connection: sa.Connection) -> None:
-    metadata.create_all(connection, tables=[tuning_table])
+    _TUNING_V3.create(connection, checkfirst=True)
+
+
+def _add_tuning_traits(connection: sa.Connection) -> None:
+    # What the planner learns from (edgeopt.host.planning.experience): the tuned model's traits.
+    have = {c["name"] for c in sa.inspect(connection).get_columns(tuning_table.name)}
+    if "traits" not in have:
+        Operations(MigrationContext.configure(connection)).add_column(
+            tuning_table.name, sa.Column("traits", sa.Text, nullable=False, server_default="{}")
+        )
 
 
 def _add_bench_matrix(connection: sa.Connection) -> None:
@@ -232,6 +249,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _add_tuning_results,
     _add_bench_matrix,
     _rename_cases_table,
+    _add_tuning_traits,
 ]
 """Migration N (1-based) brings a database from schema N-1 to N; only ever appended."""
 SCHEMA_VERSION = len(MIGRATIONS)

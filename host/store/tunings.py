@@ -1,7 +1,8 @@
 """What measured tuning chose for a kind of board, keyed so that the next run can reuse it.
 
 One row per key (a newer answer replaces the older), with the constraints it was chosen
-under, the best settings and every trial, read back as objects.
+under, the best settings, every trial and the tuned model's traits (what the planner learns
+from, edgeopt.host.planning.experience), read back as objects.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class TuningStore:
         best: dict[str, Any],
         trials: list[dict[str, Any]],
         seconds: float,
+        traits: dict[str, Any] | None = None,
     ) -> None:
         """Remember what tuning chose for a kind of board (replacing an earlier answer)."""
         with self.database.begin() as c:
@@ -45,6 +47,7 @@ class TuningStore:
                     onnxruntime_version=onnxruntime_version, model_digest=model_digest,
                     constraints=json.dumps(constraints), best=json.dumps(best),
                     trials=json.dumps(trials, default=str), seconds=seconds,
+                    traits=json.dumps(traits or {}),
                 )
             )  # fmt: skip
 
@@ -55,13 +58,13 @@ class TuningStore:
             found = row.first()
         return _tuning_row(found) if found is not None else None
 
-    def tunings(self) -> list[dict[str, Any]]:
-        """Every remembered tuning result, newest first."""
+    def tunings(self, fingerprint: str | None = None) -> list[dict[str, Any]]:
+        """Every remembered tuning result (of one kind of board, if given), newest first."""
+        query = sa.select(tuning_table).order_by(tuning_table.c.taken.desc())
+        if fingerprint is not None:
+            query = query.where(tuning_table.c.fingerprint == fingerprint)
         with self.database.begin() as c:
-            rows = c.execute(
-                sa.select(tuning_table).order_by(tuning_table.c.taken.desc())
-            ).mappings()
-            return [_tuning_row(r) for r in rows]
+            return [_tuning_row(r) for r in c.execute(query).mappings()]
 
 
 def _tuning_row(row: Any) -> dict[str, Any]:
@@ -70,4 +73,5 @@ def _tuning_row(row: Any) -> dict[str, Any]:
         "constraints": json.loads(row["constraints"]),
         "best": json.loads(row["best"]),
         "trials": json.loads(row["trials"]),
+        "traits": json.loads(row["traits"]),
     }

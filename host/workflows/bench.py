@@ -198,7 +198,9 @@ async def _measure(
     return as_record(reply)
 
 
-def _cases(options: BenchOptions, caps: Capabilities, device: Device) -> list[CaseResult]:
+def _cases(
+    options: BenchOptions, caps: Capabilities, device: Device, state: State
+) -> list[CaseResult]:
     """The device's matrix, each case planned (or marked unsupported)."""
     variants: tuple[str | None, ...] = options.variants or (None,)
     threads: tuple[int | None, ...] = options.threads or (options.deploy.threads,)
@@ -220,7 +222,7 @@ def _cases(options: BenchOptions, caps: Capabilities, device: Device) -> list[Ca
                     request = replace(deploy.request, precision=variant)  # type: ignore[arg-type]
                     deploy = replace(deploy, request=request, traits=None)
                 try:
-                    request, plan = plan_for(deploy, caps, device.name)
+                    request, plan = plan_for(deploy, caps, device.name, tunings=state)
                 except EdgeoptError as exc:  # PlanError included
                     case.status, case.error = "unsupported", str(exc)
                     continue
@@ -343,7 +345,7 @@ async def _bench(
             per_device[device.name] = [case]
             record(case, None)
             return
-        cases = _cases(options, caps, device)
+        cases = _cases(options, caps, device, state)
         per_device[device.name] = cases
         for case in cases:
             if case.status == "unsupported":

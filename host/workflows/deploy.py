@@ -29,13 +29,18 @@ from typing import Any, Protocol, TypeVar
 
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.config.inventory import Device
-from edgeopt.host.errors import EdgeoptError, InvalidRequest
+from edgeopt.host.errors import (
+    AccuracyGateFailed,
+    EdgeoptError,
+    InvalidRequest,
+    NothingQuantized,
+)
 from edgeopt.host.planning.plan import DevicePlan
 from edgeopt.host.store.state import DeviceRecord, State
 from edgeopt.host.transport.client import AgentClient, ClientConfig, file_digest
 from edgeopt.host.transport.fanout import each, on_agents, open_client
 from edgeopt.host.workflows.artifacts import Artifacts
-from edgeopt.host.workflows.plans import DeployOptions, lowering_target, plan_for
+from edgeopt.host.workflows.plans import DeployOptions, fall_back, lowering_target, plan_for
 from edgeopt.host.workflows.samples import DEPLOY_REMEDY, explain_made_up, first_sample
 from edgeopt.host.workflows.tune import TuneOptions, TuneResult, tune_device
 from edgeopt.proto.capabilities import Capabilities, to_dict
@@ -280,11 +285,13 @@ class Deployer:
     ) -> list[Device]:
         """One compression per distinct request; returns the devices that have an artifact."""
         artifacts = Artifacts(self._compress)
+        requests: dict[str, CompressRequest] = {}
         for device, caps in ready:
             try:
                 request, plan = plan_for(
-                    self.options, caps, device.name, run.tuned.get(device.name)
+                    self.options, caps, device.name, run.tuned.get(device.name), self.state
                 )
+                requests[device.name] = request
             except EdgeoptError as exc:  # PlanError included
                 run.results[device.name].error = str(exc)
                 self._finish(run, run.results[device.name])
@@ -298,13 +305,27 @@ class Deployer:
             with contextlib.suppress(Exception):  # kept by `artifacts`, said per board below
                 await artifacts.get(request)
             run.results[device.name].phases["compress"] = time.monotonic() - start
-        run.artifacts, run.compressions = artifacts.reports(), artifacts.compressions
         runnable = []
-        for device, _caps in ready:
+        for device, caps in ready:
             if device.name not in run.plans:
                 continue  # no plan: already failed and recorded
-            key, _plan = run.plans[device.name]
+            key, plan = run.plans[device.name]
             failure = artifacts.made[key].exception()
+            # A precision the planner chose that fails the gate or changes nothing: its next.
+            while isinstance(failure, (AccuracyGateFailed, NothingQuantized)) and (
+                device.name not in run.tuned
+            ):
+                made = (requests[device.name], plan)
+                found = fall_back(self.options, caps, made, str(failure), self.state)
+                if found is None:
+                    break
+                requests[device.name], plan = found
+                run.plans[device.name] = (Artifacts.key(found[0]), plan)
+                run.results[device.name].plan = plan
+                self.progress.phase(device.name, f"compress ({plan.precision})")
+                with contextlib.suppress(Exception):  # kept by `artifacts`, said below
+                    await artifacts.get(found[0])
+                failure = artifacts.made[Artifacts.key(found[0])].exception()
             if failure is not None:
                 run.results[device.name].error = (
                     str(failure)
@@ -315,6 +336,7 @@ class Deployer:
                 self._finish(run, run.results[device.name])
                 continue
             runnable.append(device)
+        run.artifacts, run.compressions = artifacts.reports(), artifacts.compressions
         return runnable
 
     def _finish(self, run: _Run, result: DeviceResult) -> None:

@@ -12,17 +12,26 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import onnx
+
 from edgeopt.host.compress import CompressRequest, compress
+from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import onnxfile as onnx_model
+from edgeopt.host.compress.blocks import blocks
 from edgeopt.host.compress.target import parse_version
 from edgeopt.host.compress.weights import census
-from edgeopt.host.errors import UnsupportedModel
+from edgeopt.host.errors import DataError, UnsupportedModel
 from edgeopt.host.planning import planner
+from edgeopt.host.planning.experience import Measured
 from edgeopt.host.planning.plan import DevicePlan
+from edgeopt.host.store.tunings import TuningStore
 from edgeopt.proto.capabilities import Capabilities
 from edgeopt.proto.plan import RunPlan
 
-__all__ = ["DeployOptions", "TuneSettings", "lowering_target", "plan_for", "traits_of"]
+__all__ = [
+    "DeployOptions", "TuneSettings", "experience", "fall_back", "lowering_target", "plan_for",
+    "traits_of",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -82,18 +91,29 @@ def lowering_target(requested: str | None, caps: Capabilities) -> str | None:
     return requested
 
 
+def experience(tunings: TuningStore | None, caps: Capabilities) -> tuple[Measured, ...]:
+    """What tuning measured on boards of this one's kind (its fingerprint), newest first."""
+    if tunings is None or not caps.fingerprint:
+        return ()
+    rows = tunings.tunings(caps.fingerprint)
+    found = (Measured.from_tuning(row, planner.ModelTraits) for row in rows)
+    return tuple(m for m in found if m is not None)
+
+
 def plan_for(
     options: DeployOptions,
     caps: Capabilities,
     name: str = "board",
     tuned: DevicePlan | None = None,
+    tunings: TuningStore | None = None,
 ) -> tuple[CompressRequest, DevicePlan]:
     """The compression request and the run plan for one board, from the flags and its report.
 
     Without a precision from the user (`options.traits` set), the planner chooses precision,
     threads and provider from the board's report and the model's traits; flags the user gave
-    are kept and recorded as given. The artifact is lowered (`--target-ort`) for a board whose
-    ONNX Runtime is older than the host's.
+    are kept and recorded as given; what earlier tunings measured on boards of this kind
+    (`tunings`) outweighs the rules where it applies. The artifact is lowered (`--target-ort`)
+    for a board whose ONNX Runtime is older than the host's.
     """
     board = caps.onnxruntime.version
     target = lowering_target(options.request.target_ort, caps)
@@ -112,6 +132,7 @@ def plan_for(
                 provider=options.provider,
                 threads=options.threads,
             ),
+            experience(tunings, caps),
         )
         if decision.refused:
             raise UnsupportedModel(decision.refused)
@@ -141,8 +162,60 @@ def plan_for(
     return request, DevicePlan(run, target or "", tuple(reasons), tuple(alternatives))
 
 
+def fall_back(
+    options: DeployOptions,
+    caps: Capabilities,
+    made: tuple[CompressRequest, DevicePlan],
+    why: str,
+    tunings: TuningStore | None = None,
+) -> tuple[CompressRequest, DevicePlan] | None:
+    """The planner's next precision, for a planned one that could not be made.
+
+    `made` is the request and plan that failed (the variant fails the gate, or changes
+    nothing); the next keeps their threads and provider, and its reasons say what happened.
+    None when the user chose the precision or the planner has nothing left.
+    """
+    if options.traits is None:
+        return None
+    request, plan = made
+    decision = planner.plan(
+        planner.Board.from_capabilities("board", caps), options.traits,
+        planner.Constraints(calibration=options.request.calibration is not None,
+                            provider=options.provider, threads=options.threads),
+        experience(tunings, caps),
+    )  # fmt: skip
+    ranked = list(dict.fromkeys(p.precision for p in (decision.chosen, *decision.alternatives)))
+    tried = [r.split()[3] for r in plan.reasons if r.startswith("fell back from ")]
+    left = [p for p in ranked if p != plan.precision and p not in tried]
+    if not left:
+        return None
+    nxt = left[0]
+    reason = f"fell back from {plan.precision} to {nxt}, the planner's next choice: {why}"
+    run = replace(plan.run, precision=nxt)
+    return replace(request, precision=nxt), replace(plan, run=run, reasons=(*plan.reasons, reason))
+
+
 def traits_of(request: CompressRequest) -> planner.ModelTraits:
-    """The planner's view of a model: its fp32 reference (normalized or exported, cached)."""
+    """The planner's view of a model: its fp32 reference (normalized or exported, cached).
+
+    Its compute is sized on one sample of the calibration data (else the validation data or
+    the example), so the symbolic dimensions take the sizes the model will really run at.
+    """
     reference = compress(replace(request, precision="fp32", output=None, validation=None,
                                  target_ort=None))  # fmt: skip
-    return planner.model_traits(census(onnx_model.load(reference.artifact, check=False)))
+    model = onnx_model.load(reference.artifact, check=False)
+    return planner.model_traits(census(model), blocks(model, _sample_shapes(request, model)))
+
+
+def _sample_shapes(request: CompressRequest, model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Input name → the shape of one batch of the first data file given (none: empty)."""
+    for path in (request.calibration, request.validation, request.example):
+        if path is None:
+            continue
+        try:
+            data = datasets.load(Path(path), model, purpose="sizing")
+        except DataError:
+            continue
+        feed = next(data.batches(data.fixed_batch or 1), {})
+        return {name: tuple(value.shape) for name, value in feed.items()}
+    return {}

@@ -11,7 +11,8 @@ the answer; candidates that fail to load, to run or the gate are reported, never
 
 The answer is stored under (device fingerprint, ONNX Runtime version, model digest,
 constraints): the next tune of that model on any board of the same kind measures nothing
-(`retune` forces it).
+(`retune` forces it). Every trial is kept with the model's traits: the planner weighs them
+when it plans other models for that kind of board (edgeopt.host.planning.experience).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from edgeopt.host.store.state import State
 from edgeopt.host.transport.client import AgentClient, ClientConfig, file_digest
 from edgeopt.host.transport.fanout import open_client
 from edgeopt.host.transport.wire import BenchmarkCall
+from edgeopt.host.workflows.plans import experience
 from edgeopt.proto.capabilities import Capabilities
 
 __all__ = [
@@ -270,6 +272,7 @@ async def tune_device(
         planner.Board.from_capabilities(device.name, caps), options.traits,
         planner.Constraints(calibration=request.calibration is not None,
                             threads=options.threads, provider=options.provider),
+        experience(state, caps),
     )  # fmt: skip
     chosen = candidates(decision, options.top_k)
     reference = compress_fn(replace(request, precision="fp32", output=None, validation=None,
@@ -312,5 +315,6 @@ async def tune_device(
     if best is not None:
         state.record_tuning(key, device.name, caps.fingerprint, caps.onnxruntime.version,
                             digest, constraints, best.record(),
-                            [t.record() for t in trials], result.seconds)  # fmt: skip
+                            [t.record() for t in trials], result.seconds,
+                            {"name": options.name, "model": asdict(options.traits)})  # fmt: skip
     return result

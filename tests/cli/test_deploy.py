@@ -193,7 +193,7 @@ def test_a_version_1_state_database_is_migrated(tmp_path: Path) -> None:
         c.execute(sa.update(meta_table).values(value="1"))
     engine.dispose()
     with State(str(path)) as state:
-        assert state.schema_version() == SCHEMA_VERSION == 5
+        assert state.schema_version() == SCHEMA_VERSION == 6
         assert state.benchmarks() == []
 
 

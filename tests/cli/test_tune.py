@@ -7,19 +7,26 @@ the agent's Benchmark.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edgeopt.host.compress import CompressRequest, Gate
+from edgeopt.host.compress.latency import host_cpu
 from edgeopt.host.config.inventory import Device
+from edgeopt.host.planning import planner
 from edgeopt.host.store.state import State
-from edgeopt.host.transport.client import ClientConfig
+from edgeopt.host.transport.client import AgentClient, ClientConfig
 from edgeopt.host.workflows.deploy import Deployer, DeviceResult
-from edgeopt.host.workflows.plans import DeployOptions, TuneSettings, traits_of
+from edgeopt.host.workflows.plans import DeployOptions, TuneSettings, experience, traits_of
 from tests.cli.test_deploy import edgeopt, inventory
 from tests.conftest import RunningAgent
+from tests.mobile import LAYOUTS, images
 from tests.models import DigitsModel
 
 
@@ -34,14 +41,22 @@ def tune_deploy(
     return result.exit_code, json.loads(result.stdout)
 
 
-def test_tuning_measures_once_per_kind_of_board(
+def tuned_on_a(
     agent_factory: Callable[..., RunningAgent], digits: DigitsModel, tmp_path: Path
-) -> None:
+) -> tuple[dict[str, RunningAgent], Path, dict[str, Any]]:
+    """Two boards of one kind, a and b; the digits CNN tuned and deployed on a."""
     agents = {"a": agent_factory(name="a"), "b": agent_factory(name="b")}
     inv = inventory(tmp_path, agents)
     code, first = tune_deploy(tmp_path, inv, digits, "--device", "a", "--max-accuracy-drop",
                               "0.02")  # fmt: skip
     assert code == 0, first
+    return agents, inv, first
+
+
+def test_tuning_measures_once_per_kind_of_board(
+    agent_factory: Callable[..., RunningAgent], digits: DigitsModel, tmp_path: Path
+) -> None:
+    _, inv, first = tuned_on_a(agent_factory, digits, tmp_path)
     (device,) = first["devices"]
     assert device["outcome"] == "ok"
     assert device["plan"]["reasons"][0].startswith("tuned: ")
@@ -126,3 +141,85 @@ def test_a_board_that_dies_while_tuning_fails_alone_and_keeps_what_it_measured(
     assert trials and trials[0]["passed"] and trials[0]["p50_ms"] > 0  # measured before it died
     assert all(not t["passed"] for t in trials[1:])
     assert report.outcome == "failed"
+
+
+async def _capabilities(agent: RunningAgent) -> Any:
+    async with AgentClient(agent.address, token=agent.token) as client:
+        return await client.capabilities()
+
+
+def test_what_tuning_measured_plans_the_next_board_of_the_kind(
+    agent_factory: Callable[..., RunningAgent], digits: DigitsModel, tmp_path: Path
+) -> None:
+    agents, inv, first = tuned_on_a(agent_factory, digits, tmp_path)
+    passed = [t for t in first["devices"][0]["tuning"]["trials"] if t["passed"]]
+    request = CompressRequest(model=digits.onnx, calibration=digits.calibration)
+    traits = traits_of(request)
+    caps = asyncio.run(_capabilities(agents["b"]))
+    with State(str(tmp_path / "state.db")) as state:
+        (learned,) = experience(state, caps)  # board b is of a's kind: a's tuning counts
+        assert learned.model == "digits" and learned.traits == traits
+        assert dict(learned.p50_ms) == {
+            (t["plan"]["precision"], t["plan"]["intra_op_threads"]): t["p50_ms"] for t in passed
+        }
+        # Two more models alike to this one, tuned on this kind of board, where int8 (either
+        # flavour) took twice fp32's time (rows as tuning writes them; the figures are set so
+        # that the evidence is unambiguous, the digits CNN's own ratio being close to 1).
+        for n in (1, 2):
+            trials = [
+                {"plan": {"precision": p, "intra_op_threads": 1}, "p50_ms": ms, "passed": True}
+                for p, ms in (("fp32", 1.0), ("int8-static", 2.0), ("int8-dynamic", 2.0))
+            ]
+            state.record_tuning(f"twin-{n}", "a", caps.fingerprint, caps.onnxruntime.version,
+                                f"d{n}", {}, {}, trials, 1.0,
+                                {"name": f"twin-{n}", "model": asdict(traits)})  # fmt: skip
+        everything = experience(state, caps)
+    board = planner.Board.from_capabilities("b", caps)
+    expected = planner.plan(board, traits, planner.Constraints(calibration=True), everything)
+    result = edgeopt(tmp_path, inv, "plan", str(digits.onnx), "--device", "b",
+                     "--calibration", str(digits.calibration), "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)["chosen"]
+    assert shown["reasons"] == list(expected.chosen.reasons)
+    assert shown["precision"] == "fp32"
+    assert shown["reasons"][0].startswith("fp32: measured on this kind of board: int8-")
+    assert " ran 2.00x the time of fp32 on " in shown["reasons"][0]
+    assert "twin-1 (" in shown["reasons"][0] and "twin-2 (" in shown["reasons"][0]
+    # The rules alone would have said it differently: the evidence is what changed the reason.
+    alone = planner.plan(board, traits, planner.Constraints(calibration=True))
+    assert alone.chosen.reasons[0].startswith("fp32: the model is tiny")
+
+
+@pytest.mark.slow
+def test_a_planned_precision_that_fails_the_gate_falls_back_to_the_next(
+    agent_factory: Callable[..., RunningAgent], tmp_path: Path
+) -> None:
+    """No --precision: the planner's int8 choice for the ConvNeXt layout loses more than the
+    gate allows (cosine must be 0.99999), so deploy makes its next choice, fp32, and says so."""
+    agents = {"a": agent_factory(name="a")}
+    inv = inventory(tmp_path, agents)
+    sample = images(tmp_path / "images.npz", 4, 0)
+    request = CompressRequest(model=LAYOUTS["convnext-style"], example=sample,
+                              calibration=sample)  # fmt: skip
+    caps = asyncio.run(_capabilities(agents["a"]))
+    first = planner.plan(planner.Board.from_capabilities("a", caps), traits_of(request),
+                         planner.Constraints(calibration=True)).chosen.precision  # fmt: skip
+    if first == "fp32":
+        pytest.skip(f"this CPU ({host_cpu()}) is planned fp32 first: nothing to fall back from")
+    result = edgeopt(
+        tmp_path, inv, "deploy", LAYOUTS["convnext-style"], "--example", str(sample),
+        "--calibration", str(sample), "--validate", str(sample), "--min-cosine", "0.99999",
+        "--name", "convnext", "--device", "a", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (device,) = json.loads(result.stdout)["devices"]
+    assert device["outcome"] == "ok"
+    assert device["plan"]["precision"] == "fp32"
+    fell = [r for r in device["plan"]["reasons"] if r.startswith("fell back from ")]
+    assert len(fell) == 1 and fell[0].startswith(
+        f"fell back from {first} to fp32, the planner's next choice: {first} fails the gate: "
+        "cosine similarity "
+    )
+    listing = json.loads(edgeopt(tmp_path, inv, "models", "--device", "a", "--json").stdout)
+    (model,) = listing[0]["models"]["models"]
+    assert model["name"] == "convnext"

@@ -41,7 +41,7 @@ def test_a_version_3_history_gains_the_fleet_columns_and_keeps_its_rows(tmp_path
         ))  # fmt: skip
     engine.dispose()
     with State(str(path)) as state:
-        assert state.schema_version() == SCHEMA_VERSION == 5
+        assert state.schema_version() == SCHEMA_VERSION == 6
         (old,) = state.benchmarks("pi4")
         assert (old["run"], old["status"], old["flags"], old["accuracy"]) == ("", "ok", [], {})
         state.start_bench_run("r1", "m.onnx", "d", "pi4", {"variants": ["fp32"]})
@@ -81,7 +81,7 @@ def test_a_version_4_history_keeps_its_cases_under_bench_cases(tmp_path: Path) -
             ), {"device": device, "result": f'{{"p50_ms": {p50}}}'})  # fmt: skip
     engine.dispose()
     with State(str(path)) as state:
-        assert state.schema_version() == SCHEMA_VERSION == 5
+        assert state.schema_version() == SCHEMA_VERSION == 6
         cases = state.benchmarks(run="r1")
         assert [(c["id"], c["device"], c["result"]) for c in cases] == [
             (2, "jetson", {"p50_ms": 0.5}), (1, "pi4", {"p50_ms": 2.5}),
@@ -119,3 +119,31 @@ def test_a_new_database_has_the_cases_table_only_under_its_new_name(tmp_path: Pa
         assert [i["name"] for i in inspector.get_indexes("bench_cases")] == [
             "ix_bench_cases_device"
         ]
+
+
+def test_a_version_5_history_keeps_its_tunings_and_gains_their_traits(tmp_path: Path) -> None:
+    """Schema 6 keeps the tuned model's traits beside each tuning (what the planner learns
+    from); the tunings written before have none and are read back with an empty dict."""
+    path = tmp_path / "state.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as c:
+        for step in MIGRATIONS[:5]:
+            step(c)
+        c.execute(sa.insert(meta_table).values(key="schema_version", value="5"))
+        assert "traits" not in {x["name"] for x in sa.inspect(c).get_columns("tuning_results")}
+        c.execute(sa.text(
+            "INSERT INTO tuning_results (key, taken, device, fingerprint, onnxruntime_version, "
+            "model_digest, constraints, best, trials, seconds) VALUES "
+            "('k', 1.0, 'pi4', 'f', '1.20', 'd', '{}', '{\"precision\": \"fp32\"}', '[]', 3.0)"
+        ))  # fmt: skip
+    engine.dispose()
+    with State(str(path)) as state:
+        assert state.schema_version() == SCHEMA_VERSION == 6
+        (old,) = state.tunings("f")
+        assert (old["key"], old["best"], old["traits"]) == ("k", {"precision": "fp32"}, {})
+        state.record_tuning("k2", "pi4", "f", "1.20", "d2", {}, {}, [], 1.0, {"name": "m"})
+        assert [(t["key"], t["traits"]) for t in state.tunings("f")] == [
+            ("k2", {"name": "m"}), ("k", {}),
+        ]  # fmt: skip
+        columns = {x["name"] for x in sa.inspect(state.engine).get_columns("tuning_results")}
+        assert columns == set(metadata.tables["tuning_results"].columns.keys())

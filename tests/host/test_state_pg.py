@@ -159,7 +159,7 @@ def test_a_version_4_history_keeps_its_cases_under_bench_cases(url: str) -> None
                 (device, json.dumps({"p50_ms": p50})),
             )
     with State(url) as state:
-        assert state.schema_version() == SCHEMA_VERSION == 5
+        assert state.schema_version() == SCHEMA_VERSION == 6
         assert [(c["id"], c["device"], c["result"], c["threads"], c["status"])
                 for c in state.benchmarks(run="r1")] == [
             (2, "jetson", {"p50_ms": 0.5}, 4, "ok"), (1, "pi4", {"p50_ms": 2.5}, 4, "ok"),
@@ -266,9 +266,17 @@ def test_tuning_round_trips_and_a_new_answer_replaces_the_old(state: State) -> N
         "key": "kind-1", "device": "c", "fingerprint": "fp1", "onnxruntime_version": "1.20.1",
         "model_digest": "d" * 64, "constraints": {"max_drop": 0.01},
         "best": {"precision": "int8", "intra_op_threads": 2}, "trials": trials, "seconds": 12.5,
+        "traits": {},
     }  # fmt: skip
     assert state.tuning("kind-3") is None
     assert [t["key"] for t in state.tunings()] == ["kind-1", "kind-2"]
+    # With the tuned model's traits (what the planner learns from), read back per kind of board.
+    traits = {"name": "digits", "model": {"weight_bytes": 4096, "int8_intensity": 22.5}}
+    state.record_tuning("kind-4", "d", "fp2", "1.20.1", "f" * 64, {}, {"precision": "fp32"},
+                        trials, 2.0, traits)  # fmt: skip
+    assert [(t["key"], t["traits"]) for t in state.tunings("fp2")] == [
+        ("kind-4", traits), ("kind-2", {}),
+    ]  # fmt: skip
 
 
 def write_newer_version(url: str) -> None:
