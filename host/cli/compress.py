@@ -220,6 +220,12 @@ _COMPRESSION_OPTIONS = [
         type=click.Path(path_type=Path, dir_okay=False),
         help="labelled .npz to fine-tune on after pruning",
     ),
+    click.option(
+        "--keep-float",
+        metavar="NODE,...",
+        help="leave these nodes float in an fp16/int8 model (names; inside If/Loop bodies their "
+        "path, If_0/then_branch/Conv_3)",
+    ),
     click.option("--epochs", type=int, default=3, show_default=True, help="fine-tuning epochs"),
     click.option(
         "--lr",
@@ -258,6 +264,7 @@ def build_request(model: str, output: Path | None = None, **o: Any) -> CompressR
         optimize=cast(OptimizationLevel | None, o["optimize"]),
         validation=o["validation"],
         gate=Gate(max_accuracy_drop=o["max_accuracy_drop"], min_cosine=o["min_cosine"]),
+        keep_float=tuple(n.strip() for n in (o.get("keep_float") or "").split(",") if n.strip()),
         target_ort=o["target_ort"],
         example=o["example"],
         input_shape=_shape(o["input_shape"]),

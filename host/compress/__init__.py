@@ -9,7 +9,8 @@ cached pipeline), `quantize` (int8 dynamic/static, int4 weight-only, fp16), `opt
 optimization), `validate` (outputs against the reference, the accuracy gate), `cache`
 (the artifact cache), `workflow` (`compress`), `sweep` (every precision, timed on this host),
 `weights` (where the weights are and how they are stored), `blocks` (what the compute is
-made of: multiply-adds, depthwise convs, squeeze-excite gates, for the planner).
+made of: multiply-adds, depthwise convs, squeeze-excite gates, for the planner), `keep_float`
+(nodes a precision leaves float, `--keep-float`).
 
 May import: edgeopt.host.errors and edgeopt.proto (and torch, onnx, onnxruntime); no other host
 layer: nothing here knows boards, the CLI or the state database.

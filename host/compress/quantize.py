@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
@@ -31,6 +32,7 @@ import onnx
 from onnx import shape_inference, version_converter
 
 from edgeopt.host.compress import data as datasets
+from edgeopt.host.compress import keep_float
 from edgeopt.host.compress import onnxfile as onnx_model
 from edgeopt.host.compress.normalize import with_input_dims
 from edgeopt.host.compress.passes import Pass
@@ -230,12 +232,15 @@ class DynamicInt8(Pass):
 
     input_dims: InputDims | None = None
     """Concrete input dims for shape inference when symbolic inference fails."""
+    keep_float: tuple[str, ...] = ()
+    """Nodes to leave float (edgeopt.host.compress.keep_float: names, or paths in bodies)."""
 
     def run(self, src: Path, dst: Path) -> list[str]:
         """Quantize `src` into `dst`; returns notes on what had to be worked around."""
         from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
 
         model = onnx_model.load(src)
+        kept = keep_float.resolve(model, self.keep_float, self.name)
         if self.per_channel:
             model = _at_least_opset(model, MIN_PER_CHANNEL_OPSET)
         with tempfile.TemporaryDirectory() as scratch:
@@ -248,6 +253,7 @@ class DynamicInt8(Pass):
                     reduce_range=self.reduce_range,
                     weight_type=QuantType.QInt8,
                     op_types_to_quantize=[*DYNAMIC_OP_TYPES, *(["Conv"] if self.conv else [])],
+                    nodes_to_exclude=kept,
                     use_external_data_format=False,
                     # Weights inside If/Loop/Scan bodies too (streaming audio models keep
                     # theirs there); ORT supports this for dynamic quantization only.
@@ -257,14 +263,20 @@ class DynamicInt8(Pass):
         return notes
 
 
-def _recurrent_dynamic(path: Path) -> list[str]:
-    """Quantize the float LSTM/GRU weights of a static-int8 artifact dynamically, in place."""
+def _recurrent_dynamic(path: Path, keep: Sequence[str] = ()) -> list[str]:
+    """Quantize the float LSTM/GRU weights of a static-int8 artifact dynamically, in place.
+
+    The nodes named in `keep` (--keep-float) stay float.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
 
     from edgeopt.host.compress.weights import census  # noqa: PLC0415
 
-    kept = census(onnx.load(str(path))).kept_float_compute()
+    model = onnx.load(str(path))
+    kept = census(model).kept_float_compute()
     recurrent = {k: n for k, n in kept.items() if k in ("LSTM", "GRU")}
+    if keep and all(n.name in keep for n in model.graph.node if n.op_type in ("LSTM", "GRU")):
+        return []  # every one of them kept float as asked
     if not recurrent:
         return []
     layers = ", ".join(f"{n} {k}" for k, n in recurrent.items())
@@ -273,7 +285,7 @@ def _recurrent_dynamic(path: Path) -> list[str]:
         try:
             with quiet_logger():
                 quantize_dynamic(
-                    path, out, op_types_to_quantize=list(recurrent),
+                    path, out, op_types_to_quantize=list(recurrent), nodes_to_exclude=list(keep),
                     weight_type=QuantType.QInt8, per_channel=False,
                     use_external_data_format=False,
                     extra_options={"EnableSubgraph": True, **UNTYPED},
@@ -314,6 +326,8 @@ class StaticInt8(Pass):
     input_dims: InputDims | None = None
     """Concrete input dims for shape inference when symbolic inference fails (default: the
     calibration data's)."""
+    keep_float: tuple[str, ...] = ()
+    """Nodes to leave float (edgeopt.host.compress.keep_float: names, or paths in bodies)."""
 
     def run(self, src: Path, dst: Path) -> list[str]:
         """Calibrate on the data and quantize `src` into `dst`; returns notes."""
@@ -331,6 +345,7 @@ class StaticInt8(Pass):
                 "(representative inputs, see README)"
             )
         model = onnx_model.load(src)
+        kept = keep_float.resolve(model, self.keep_float, self.name)
         data = datasets.load(self.calibration, model, purpose="calibration")
         if self.per_channel:
             model = _at_least_opset(model, MIN_PER_CHANNEL_OPSET)
@@ -374,7 +389,7 @@ class StaticInt8(Pass):
                         weight_type=QuantType.QInt8,
                         calibrate_method=method,
                         op_types_to_quantize=list(self.op_types),
-                        nodes_to_exclude=excluded,
+                        nodes_to_exclude=[*excluded, *kept],
                         use_external_data_format=False,
                         extra_options={
                             "ActivationSymmetric": False,
@@ -386,7 +401,7 @@ class StaticInt8(Pass):
                 raise CompressionError(f"static int8 calibration failed: {exc}") from exc
         _tidy(dst)
         if self.recurrent:
-            notes += _recurrent_dynamic(dst)
+            notes += _recurrent_dynamic(dst, kept)
         return notes
 
 
@@ -445,12 +460,17 @@ class Fp16(Pass):
     name: ClassVar[str] = "fp16"
     keep_io_types: bool = True
     """Inputs and outputs stay float32 (callers need not change)."""
+    keep_float: tuple[str, ...] = ()
+    """Nodes to leave float32 (edgeopt.host.compress.keep_float: names, or paths in bodies)."""
 
     def run(self, src: Path, dst: Path) -> None:
         """Convert `src` into `dst`."""
         from onnxruntime.transformers.float16 import convert_float_to_float16  # noqa: PLC0415
 
         model = onnx_model.load(src)
+        kept = keep_float.resolve(model, self.keep_float, self.name)
         with quiet_logger():
-            converted = convert_float_to_float16(model, keep_io_types=self.keep_io_types)
+            converted = convert_float_to_float16(
+                model, keep_io_types=self.keep_io_types, node_block_list=kept or None
+            )
         onnx_model.save(converted, dst)

@@ -121,6 +121,8 @@ class CompressRequest:
     """Fine-tuning epochs."""
     lr: float = 1e-3
     """Fine-tuning learning rate (Adam); transformers want ~5e-5."""
+    keep_float: tuple[str, ...] = ()
+    """Nodes the precision leaves float (`--keep-float`; edgeopt.host.compress.keep_float)."""
 
 
 @dataclass(frozen=True)
@@ -197,10 +199,17 @@ def passes_for(request: CompressRequest, dims: InputDims | None = None) -> list[
     steps: list[Pass] = []
     if request.optimize is not None:
         steps.append(GraphOptimize(level=request.optimize))
+    kept = request.keep_float
+    # fp32 is the reference every other precision is made from: nothing to keep, no error.
+    if kept and request.precision not in ("fp32", "fp16", "int8-dynamic", "int8-static"):
+        raise ModelError(
+            f"--keep-float applies to fp16, int8-dynamic and int8-static; {request.precision} "
+            "has no nodes to leave out"
+        )
     if request.precision == "fp16":
-        steps.append(Fp16())
+        steps.append(Fp16(keep_float=kept))
     elif request.precision == "int8-dynamic":
-        steps.append(DynamicInt8(per_channel=request.per_channel, input_dims=dims))
+        steps.append(DynamicInt8(per_channel=request.per_channel, input_dims=dims, keep_float=kept))
     elif request.precision == "int8-static":
         steps.append(
             StaticInt8(
@@ -209,6 +218,7 @@ def passes_for(request: CompressRequest, dims: InputDims | None = None) -> list[
                 per_channel=request.per_channel,
                 activations=request.activations,
                 input_dims=dims,
+                keep_float=kept,
             )
         )
     elif request.precision == "int4-weight":
@@ -457,6 +467,15 @@ def _compress(request: CompressRequest, cache: ArtifactCache) -> CompressionRepo
         seconds=time.perf_counter() - start,
         weights_before=weights_before,
         weights_after=weights_after,
-        notes=tuple(note for step in steps for note in step.notes),
+        notes=(*(note for step in steps for note in step.notes), *_kept_note(request)),
         input_dims=dims or (),
     )
+
+
+def _kept_note(request: CompressRequest) -> tuple[str, ...]:
+    kept = request.keep_float
+    if not kept or request.precision == "fp32":
+        return ()
+    shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
+    nodes = "1 node" if len(kept) == 1 else f"{len(kept)} nodes"
+    return (f"kept float as asked (--keep-float): {nodes}: {shown}",)

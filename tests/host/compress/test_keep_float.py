@@ -1,0 +1,142 @@
+"""`--keep-float`: named nodes left float in fp16 and int8 models, and the names refused.
+
+On the digits CNN trained here (3 Conv, 2 Gemm) and on a model with an If (tests/host/compress/
+test_wild.py), through the library; the refusals through the CLI too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from edgeopt.host.cli import cli
+from edgeopt.host.compress import CompressRequest, compress
+from edgeopt.host.errors import ModelError
+from tests.corpus import CORPUS, fetch, write_data
+from tests.host.compress.test_wild import if_model, weight
+from tests.models import DigitsModel
+
+
+def _nodes(digits: DigitsModel, op_type: str) -> list[str]:
+    reference = compress(CompressRequest(model=digits.onnx, precision="fp32")).artifact
+    return [n.name for n in onnx.load(str(reference)).graph.node if n.op_type == op_type]
+
+
+@pytest.mark.parametrize(
+    ("precision", "op_type", "kept_as"),
+    # ONNX Runtime's dynamic quantizer splits a Gemm into MatMul + Add: the kept one stays a
+    # float MatMul named <name>_MatMul.
+    [("int8-static", "Conv", "Conv"), ("int8-dynamic", "Gemm", "MatMul")],
+)
+def test_int8_keeps_the_named_node_float(
+    digits: DigitsModel, precision: str, op_type: str, kept_as: str
+) -> None:
+    name = _nodes(digits, op_type)[0]
+    request = CompressRequest(model=digits.onnx, precision=precision,  # type: ignore[arg-type]
+                              calibration=digits.calibration)  # fmt: skip
+    full = compress(request)
+    kept = compress(replace(request, keep_float=(name,)))
+    before = full.weights_after.kept_float_compute()  # dynamic int8 leaves the Conv float
+    after = kept.weights_after.kept_float_compute()
+    assert kept_as not in before
+    assert after == {**before, kept_as: 1}
+    assert f"kept float as asked (--keep-float): 1 node: {name}" in kept.notes
+    assert kept.artifact != full.artifact  # a variant of its own in the cache
+    names = {n.name: n.op_type for n in onnx.load(str(kept.artifact)).graph.node}
+    assert names.get(name, names.get(f"{name}_MatMul")) == kept_as  # the float operator
+
+
+def test_fp16_keeps_the_named_node_float32(digits: DigitsModel) -> None:
+    first, *others = _nodes(digits, "Conv")
+    report = compress(CompressRequest(model=digits.onnx, precision="fp16", keep_float=(first,)))
+    model = onnx.load(str(report.artifact))
+    weights = {t.name: t.data_type for t in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.name == first)
+    assert weights[node.input[1]] == onnx.TensorProto.FLOAT
+    for name in others:
+        other = next(n for n in model.graph.node if n.name == name)
+        assert weights[other.input[1]] == onnx.TensorProto.FLOAT16
+
+
+def test_names_the_model_does_not_have_or_that_stay_float_anyway(
+    digits: DigitsModel, tmp_path: Path
+) -> None:
+    conv = _nodes(digits, "Conv")[0]
+    relu = _nodes(digits, "Relu")[0]
+    out = tmp_path / "x.onnx"
+    request = CompressRequest(model=digits.onnx, precision="int8-static",
+                              calibration=digits.calibration, output=out)  # fmt: skip
+    with pytest.raises(ModelError) as nowhere:
+        compress(replace(request, keep_float=("nosuch",)))
+    assert str(nowhere.value) == "--keep-float: the model has no node 'nosuch'"
+    with pytest.raises(ModelError) as near:
+        compress(replace(request, keep_float=(conv + "x",)))
+    assert str(near.value).startswith(
+        f"--keep-float: the model has no node '{conv}x'; did you mean {conv}"
+    )
+    with pytest.raises(ModelError) as relu_error:
+        compress(replace(request, keep_float=(relu,)))
+    assert str(relu_error.value) == (
+        f"--keep-float: {relu} is a Relu node, which int8-static does not convert (it converts "
+        "Conv, ConvTranspose, GRU, Gather, Gemm, LSTM, MatMul): it stays float anyway"
+    )
+    with pytest.raises(ModelError) as int4:
+        compress(replace(request, precision="int4-weight", keep_float=(conv,)))
+    assert str(int4.value) == (
+        "--keep-float applies to fp16, int8-dynamic and int8-static; int4-weight has no nodes "
+        "to leave out"
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    # The fp32 reference every precision starts from takes the list and keeps everything.
+    reference = compress(replace(request, precision="fp32", keep_float=(conv,), output=None))
+    assert reference.notes == () and reference.weights_after.share("float32") == 1.0
+
+
+def test_nodes_inside_if_bodies_are_named_by_their_path(tmp_path: Path) -> None:
+    # Its nodes are unnamed: they become If_0, MatMul_0 (else body) and MatMul_1 (then body).
+    path = if_model(tmp_path)
+    data = tmp_path / "if.npz"
+    np.savez(data, x=weight(16, 32), flag=np.array(True))
+    request = CompressRequest(model=path, precision="int8-dynamic", validation=data,
+                              keep_float=("If_0/then_branch/MatMul_1",))  # fmt: skip
+    report = compress(request)
+    # The else body's MatMul is quantized, the then body's kept float.
+    assert report.weights_after.kinds(("int8",), subgraph=True) == {"MatMul": 1}
+    assert report.weights_after.kinds(("float32",), subgraph=True) == {"MatMul": 1}
+    with pytest.raises(ModelError) as static:
+        compress(replace(request, precision="int8-static", calibration=data))
+    assert str(static.value) == (
+        "--keep-float: If_0/then_branch/MatMul_1 is inside a control-flow body, which "
+        "int8-static does not enter: it stays float anyway"
+    )
+
+
+def test_the_cli_refuses_an_unknown_node_in_one_line(digits: DigitsModel, tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(cli, [
+        "compress", str(digits.onnx), "--precision", "int8-static", "--calibration",
+        str(digits.calibration), "--keep-float", "nosuch", "-o", str(out),
+    ], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output == "Error: --keep-float: the model has no node 'nosuch'\n"
+    assert not out.exists()
+
+
+def test_static_int8_keeps_a_named_lstm_float(tmp_path: Path) -> None:
+    """Static int8 quantizes LSTMs dynamically after the QDQ pass: the kept one is left out of
+    that pass too (openWakeWord's wake-word classifier, 2 LSTM, from the public corpus)."""
+    model = next(m for m in CORPUS if m.key == "oww-mycroft-lstm")
+    path = fetch((model,))[model.key]
+    request = CompressRequest(model=path, precision="int8-static",
+                              calibration=write_data(model, tmp_path, 8, 1))  # fmt: skip
+    reference = compress(replace(request, precision="fp32")).artifact
+    lstm = next(n.name for n in onnx.load(str(reference)).graph.node if n.op_type == "LSTM")
+    assert "LSTM" not in compress(request).weights_after.kept_float_compute()
+    kept = compress(replace(request, keep_float=(lstm,)))
+    assert kept.weights_after.kept_float_compute().get("LSTM") == 1
+    assert kept.weights_after.kinds(("int8",)).get("LSTM") == 1  # the other one
