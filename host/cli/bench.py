@@ -160,8 +160,12 @@ def run_cmd(  # noqa: PLR0917  (click passes each option by name)
     (unsupported cases excepted).
     """
     session: Session = ctx.obj
-    devices, chosen = selection(session, selectors, whole_fleet)
     request = build_request(model, None, **compression)
+    if request.keep_float_search:
+        raise click.UsageError(
+            "--keep-float N|auto searches with `edgeopt compress`; here, name the nodes it found"
+        )
+    devices, chosen = selection(session, selectors, whole_fleet)
     planned = (ctx.get_parameter_source("precision") == click.core.ParameterSource.DEFAULT
                and not variants)  # fmt: skip
     shapes: dict[str, tuple[int, ...]] = {}

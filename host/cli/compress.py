@@ -24,6 +24,7 @@ from edgeopt.host.compress import (
     CompressRequest,
     Gate,
     compress,
+    sensitivity,
     sweep,
 )
 from edgeopt.host.compress.latency import host_cpu
@@ -223,8 +224,9 @@ _COMPRESSION_OPTIONS = [
     click.option(
         "--keep-float",
         metavar="NODE,...",
-        help="leave these nodes float in an fp16/int8 model (names; inside If/Loop bodies their "
-        "path, If_0/then_branch/Conv_3)",
+        help="leave nodes float in an fp16/int8 model: names (inside If/Loop bodies their path, "
+        "If_0/then_branch/Conv_3), N (the N that hurt most alone), or auto (the fewest that "
+        "pass the gate)",
     ),
     click.option("--epochs", type=int, default=3, show_default=True, help="fine-tuning epochs"),
     click.option(
@@ -246,6 +248,14 @@ def compression_options(command: F) -> F:
     return command
 
 
+def _keep_float(text: str) -> dict[str, Any]:
+    """--keep-float: node names, a count N (the top N of the ranking) or `auto`."""
+    value = text.strip()
+    if value == "auto" or value.isdigit():
+        return {"keep_float_search": value}
+    return {"keep_float": tuple(n.strip() for n in value.split(",") if n.strip())}
+
+
 def build_request(model: str, output: Path | None = None, **o: Any) -> CompressRequest:
     """A `CompressRequest` from the values of `compression_options`."""
     if (o["max_accuracy_drop"] is not None or o["min_cosine"] is not None) and o[
@@ -264,7 +274,7 @@ def build_request(model: str, output: Path | None = None, **o: Any) -> CompressR
         optimize=cast(OptimizationLevel | None, o["optimize"]),
         validation=o["validation"],
         gate=Gate(max_accuracy_drop=o["max_accuracy_drop"], min_cosine=o["min_cosine"]),
-        keep_float=tuple(n.strip() for n in (o.get("keep_float") or "").split(",") if n.strip()),
+        **_keep_float(o.get("keep_float") or ""),
         target_ort=o["target_ort"],
         example=o["example"],
         input_shape=_shape(o["input_shape"]),
@@ -324,12 +334,20 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option by name)
     """
     request = build_request(model, output, **options)
     log = OutputLog(passthrough=verbose)
+    if request.keep_float_search and not do_sweep:
+        found = sensitivity.search(request, request.keep_float_search, log=log)
+        text = _report_text(found.report) + "\n" + "\n".join(_mixed_lines(found))
+        click.echo(json.dumps({**report_json(found.report), "keep_float": _mixed_json(found)},
+                              indent=2) if as_json else text)  # fmt: skip
+        return
     if not do_sweep:
         report = compress(request, log=log)
         click.echo(json.dumps(report_json(report), indent=2) if as_json else _report_text(report))
         return
     if output is not None:
         raise click.UsageError("--sweep keeps its variants in the cache; drop -o")
+    if request.keep_float_search:
+        raise click.UsageError("--sweep does not search --keep-float N|auto yet: name the nodes")
     rows = sweep(request, log=log, threads=_threads(threads))
     if as_json:
         click.echo(json.dumps([
@@ -344,6 +362,33 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option by name)
         click.echo(f"host: {host_cpu()}; latency is this host's, not a board's")
     if all(r.status != "ok" or r.precision == "fp32" for r in rows):
         ctx.exit(1)
+
+
+def _mixed_lines(found: sensitivity.MixedResult) -> list[str]:
+    """What the search kept float and what each node cost alone."""
+    r = found.ranking
+    cost = {n.node: n.output_sqnr for n in r.nodes}
+    kept = ", ".join(f"{name} ({cost[name]:.1f} dB alone)" for name in found.kept[:10])
+    more = f" and {len(found.kept) - 10} more" if len(found.kept) > 10 else ""
+    lines = [
+        f"  keep float  {len(found.kept)} of {len(r.nodes)} converted nodes: {kept or 'none'}"
+        f"{more}",
+        f"  search      {found.seconds:.0f} s, {found.probes} variants made; the full variant's "
+        f"output SQNR {r.output_sqnr:.1f} dB (a node's figure: the output's SQNR with it alone "
+        "converted)",
+    ]
+    if r.thin:
+        lines.append(f"  note        the ranking rests on {r.samples} sample: thin; give more data")
+    return lines
+
+
+def _mixed_json(found: sensitivity.MixedResult) -> dict[str, Any]:
+    return {
+        "kept": list(found.kept), "probes": found.probes, "seconds": found.seconds,
+        "output_sqnr": found.ranking.output_sqnr, "samples": found.ranking.samples,
+        "ranking": [{"node": n.node, "op_type": n.op_type, "output_sqnr": n.output_sqnr}
+                    for n in found.ranking.nodes],
+    }  # fmt: skip
 
 
 def _threads(text: str) -> tuple[int, ...]:

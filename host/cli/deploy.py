@@ -179,8 +179,12 @@ def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
     the others. Exit status 0 only when every selected device succeeded.
     """
     session: Session = ctx.obj
-    devices, chosen = selection(session, selectors, whole_fleet)
     request = build_request(model, None, **compression)
+    if request.keep_float_search:
+        raise click.UsageError(
+            "--keep-float N|auto searches with `edgeopt compress`; here, name the nodes it found"
+        )
+    devices, chosen = selection(session, selectors, whole_fleet)
     planned = ctx.get_parameter_source("precision") == click.core.ParameterSource.DEFAULT
     if (tune or retune) and not planned:
         raise click.UsageError("--tune chooses the precision itself: drop --precision")

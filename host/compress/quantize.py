@@ -48,6 +48,7 @@ __all__ = [
     "Fp16",
     "Int4Weight",
     "StaticInt8",
+    "optimize_basic",
 ]
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def _infer_shapes(
     return inferred
 
 
-def _optimize_basic(model: onnx.ModelProto, scratch: Path, notes: list[str]) -> onnx.ModelProto:
+def optimize_basic(model: onnx.ModelProto, scratch: Path, notes: list[str]) -> onnx.ModelProto:
     """ONNX Runtime's basic graph optimization (constant folding, Conv+BN fusion), in memory."""
     import onnxruntime as ort  # noqa: PLC0415
 
@@ -180,7 +181,7 @@ def _preprocess(
     from onnxruntime.quantization.quant_utils import add_pre_process_metadata  # noqa: PLC0415
 
     notes: list[str] = []
-    model = _optimize_basic(src, scratch, notes)
+    model = optimize_basic(src, scratch, notes)
     model = _infer_shapes(model, dims, notes)
     add_pre_process_metadata(model)
     out = scratch / "preprocessed.onnx"

@@ -123,6 +123,9 @@ class CompressRequest:
     """Fine-tuning learning rate (Adam); transformers want ~5e-5."""
     keep_float: tuple[str, ...] = ()
     """Nodes the precision leaves float (`--keep-float`; edgeopt.host.compress.keep_float)."""
+    keep_float_search: str = ""
+    """`--keep-float N` or `auto`: the nodes are found by edgeopt.host.compress.sensitivity
+    (`compress` itself ignores this; the CLI runs the search)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,142 @@
+"""Mixed precision: the nodes that hurt most, kept float until the gate holds (`--keep-float
+N|auto`), on the digits CNN trained here and on the CRNN of the public corpus."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeopt.host.cli import cli
+from edgeopt.host.compress import CompressRequest, Gate, compress
+from edgeopt.host.compress.cache import default_dir
+from edgeopt.host.compress.sensitivity import rank, search
+from edgeopt.host.errors import AccuracyGateFailed, DataError, UnsupportedModel
+from tests.corpus import CORPUS, fetch, write_data
+from tests.models import DigitsModel
+
+
+def _request(digits: DigitsModel, **kw: Any) -> CompressRequest:
+    return CompressRequest(model=digits.onnx, precision="int8-static",
+                           calibration=digits.calibration, validation=digits.validation,
+                           **kw)  # fmt: skip
+
+
+def _halfway_gate(digits: DigitsModel) -> Gate:
+    """A cosine between the full int8 variant's and fp32's: some node must stay float."""
+    full = compress(_request(digits)).validation
+    assert full is not None and full.cosine < 1.0
+    return Gate(min_cosine=1 - (1 - full.cosine) / 2)
+
+
+def test_auto_keeps_the_fewest_nodes_that_pass_the_gate(
+    digits: DigitsModel, tmp_path: Path
+) -> None:
+    gate = _halfway_gate(digits)
+    out = tmp_path / "mixed.onnx"
+    found = search(_request(digits, gate=gate, output=out), "auto")
+    k = len(found.kept)
+    assert 1 <= k < len(found.ranking.nodes)
+    assert found.kept == found.ranking.top(k)
+    v = found.report.validation
+    assert v is not None and gate.min_cosine is not None and v.cosine >= gate.min_cosine
+    assert out.read_bytes() == found.report.artifact.read_bytes()
+    assert found.report.weights_after.kept_float_compute() != {}
+    # One node fewer fails the gate: the answer is the smallest.
+    with pytest.raises(AccuracyGateFailed):
+        compress(_request(digits, gate=gate, keep_float=found.ranking.top(k - 1)))
+    assert found.probes <= len(found.ranking.nodes).bit_length() + 1  # bisection, not a scan
+
+
+def test_a_count_keeps_the_top_of_the_ranking(digits: DigitsModel) -> None:
+    found = search(_request(digits), "2")
+    assert found.kept == found.ranking.top(2) and found.probes == 1
+    assert f"kept float as asked (--keep-float): 2 nodes: {', '.join(found.kept)}" in (
+        found.report.notes
+    )
+    measured = [n for n in found.ranking.nodes if not np.isnan(n.output_sqnr)]
+    assert [n.output_sqnr for n in measured] == sorted(n.output_sqnr for n in measured)
+
+
+def test_the_ranking_is_cached(digits: DigitsModel) -> None:
+    reference = compress(replace(_request(digits), precision="fp32", validation=None)).artifact
+    full = compress(replace(_request(digits), validation=None)).artifact
+    first = rank(reference, full, digits.validation, "int8-static")
+    stored = list((default_dir() / "sensitivity").glob("*/*.json"))
+    assert stored
+    again = rank(reference, full, digits.validation, "int8-static")
+    assert repr(again) == repr(first)  # (repr: an unmeasured node's NaN is not equal to itself)
+
+
+def test_a_gate_no_node_set_can_meet_is_refused_and_writes_nothing(
+    digits: DigitsModel, tmp_path: Path
+) -> None:
+    out = tmp_path / "never.onnx"
+    with pytest.raises(AccuracyGateFailed) as refused:
+        search(_request(digits, gate=Gate(min_cosine=1.5), output=out), "auto")
+    assert str(refused.value).startswith("no set of nodes kept float meets the gate: with the ")
+    assert not out.exists()
+
+
+def test_what_the_search_refuses(digits: DigitsModel) -> None:
+    with pytest.raises(UnsupportedModel) as fp16:
+        search(replace(_request(digits), precision="fp16"), "auto")
+    assert str(fp16.value) == (
+        "--keep-float N|auto ranks the nodes of int8-static models (their QDQ graph lets each "
+        "node be measured alone); for fp16, name the nodes"
+    )
+    with pytest.raises(DataError) as no_data:
+        search(replace(_request(digits), validation=None), "auto")
+    assert str(no_data.value) == "--keep-float auto needs --validate DATA.npz and a gate to meet"
+
+
+def test_the_cli_names_what_it_kept_and_says_a_one_sample_ranking_is_thin(
+    digits: DigitsModel, tmp_path: Path
+) -> None:
+    one = tmp_path / "one.npz"
+    with np.load(digits.validation) as data:
+        np.savez(one, **{k: v[:1] for k, v in data.items()})
+    result = CliRunner().invoke(cli, [
+        "compress", str(digits.onnx), "--precision", "int8-static", "--calibration",
+        str(digits.calibration), "--validate", str(one), "--keep-float", "1",
+    ], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "  keep float  1 of 5 converted nodes: " in result.output
+    assert "  note        the ranking rests on 1 sample: thin; give more data" in result.output
+    as_json = CliRunner().invoke(cli, [
+        "compress", str(digits.onnx), "--precision", "int8-static", "--calibration",
+        str(digits.calibration), "--validate", str(one), "--keep-float", "1", "--json",
+    ], catch_exceptions=False)  # fmt: skip
+    data = json.loads(as_json.output)["keep_float"]
+    assert len(data["kept"]) == 1 and data["samples"] == 1 and len(data["ranking"]) == 5
+
+
+def test_deploy_takes_names_not_a_search(digits: DigitsModel) -> None:
+    result = CliRunner().invoke(cli, [
+        "deploy", str(digits.onnx), "--device", "x", "--keep-float", "auto",
+    ], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 2
+    assert "--keep-float N|auto searches with `edgeopt compress`" in result.output
+
+
+@pytest.mark.slow
+def test_the_crnn_passes_the_gate_with_its_first_convolution_float(tmp_path: Path) -> None:
+    """Static int8 leaves the ddddocr CRNN at cosine ~0.974 (benchmarks/RESULTS.md): its first
+    convolution, reading the quantized image, carries most of the error."""
+    model = next(m for m in CORPUS if m.key == "crnn-lstm-ddddocr")
+    request = CompressRequest(
+        model=fetch((model,))[model.key], precision="int8-static",
+        calibration=write_data(model, tmp_path, 8, 1), validation=write_data(model, tmp_path, 4, 2),
+        gate=Gate(min_cosine=0.99),
+    )  # fmt: skip
+    with pytest.raises(AccuracyGateFailed):
+        compress(request)
+    found = search(request, "auto")
+    v = found.report.validation
+    assert v is not None and v.cosine >= 0.99
+    assert len(found.kept) <= 3 < len(found.ranking.nodes)
