@@ -126,6 +126,7 @@ bench: venv system-packages
 	$(PY) benchmarks/agent_bench.py
 	$(PY) benchmarks/planner_table.py
 	$(PY) benchmarks/tuning.py
+	$(PY) benchmarks/mixed.py
 	$(PY) benchmarks/vs_olive.py
 	$(PY) benchmarks/fleet.py
 	$(PY) benchmarks/ssh.py

@@ -19,7 +19,7 @@ import onnx
 
 from edgeopt.host.errors import ModelError
 
-__all__ = ["CONVERTED", "convertible", "name_unnamed", "node_paths", "resolve"]
+__all__ = ["CONVERTED", "convertible", "fused", "name_unnamed", "node_paths", "original", "resolve"]
 
 CONVERTED: dict[str, frozenset[str] | None] = {
     "int8-static": frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "LSTM", "GRU"}),
@@ -126,3 +126,27 @@ def resolve(model: onnx.ModelProto, names: Sequence[str], precision: str) -> lis
             # `<name>_Add`, and quantizes the MatMul under that name.
             out.append(f"{node.name}_MatMul")
     return out
+
+
+def fused(prepared: onnx.ModelProto, kept: Sequence[str]) -> list[str]:
+    """`kept` and the names ONNX Runtime's graph optimization gave what it fused them into.
+
+    The quantizer works on the optimized graph, where a MatMul and the Add after it became one
+    Gemm named `<MatMul's name>/MatMulAddFusion`: excluding the MatMul's name alone would
+    leave that Gemm quantized.
+    """
+    prefixes = tuple(f"{k}/" for k in kept)
+    extra = [n.name for _, n, _ in node_paths(prepared.graph)
+             if prefixes and n.name.startswith(prefixes)]  # fmt: skip
+    return [*kept, *extra]
+
+
+def original(name: str, names: set[str]) -> str | None:
+    """The node of the unoptimized graph that `name` (of the optimized one) stands for."""
+    if name in names:
+        return name
+    parts = name.split("/")
+    for cut in range(len(parts) - 1, 0, -1):
+        if "/".join(parts[:cut]) in names:
+            return "/".join(parts[:cut])
+    return None

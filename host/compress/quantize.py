@@ -246,6 +246,8 @@ class DynamicInt8(Pass):
             model = _at_least_opset(model, MIN_PER_CHANNEL_OPSET)
         with tempfile.TemporaryDirectory() as scratch:
             prepared, notes = _preprocess(model, Path(scratch), self.input_dims)
+            if kept:
+                kept = keep_float.fused(onnx.load(str(prepared), load_external_data=False), kept)
             with quiet_logger():
                 quantize_dynamic(
                     prepared,
@@ -376,6 +378,8 @@ class StaticInt8(Pass):
         with tempfile.TemporaryDirectory() as scratch:
             dims = self.input_dims or tuple(datasets.dims_from(data).items())
             prepared, notes = _preprocess(model, Path(scratch), dims)
+            if kept:
+                kept = keep_float.fused(onnx.load(str(prepared), load_external_data=False), kept)
             try:
                 with quiet_logger(), np.errstate(divide="ignore", invalid="ignore"):
                     quantize_static(

@@ -37,7 +37,7 @@ import onnx
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import onnxfile as onnx_model
 from edgeopt.host.compress.cache import default_dir
-from edgeopt.host.compress.keep_float import CONVERTED, name_unnamed
+from edgeopt.host.compress.keep_float import CONVERTED, name_unnamed, original
 from edgeopt.host.compress.quantize import optimize_basic
 from edgeopt.host.compress.quiet import OutputLog, captured
 from edgeopt.host.compress.runtime import quiet_logger, session_options
@@ -47,7 +47,7 @@ from edgeopt.host.compress.workflow import (
     compress,
     write_output,
 )
-from edgeopt.host.errors import AccuracyGateFailed, DataError, NothingQuantized, UnsupportedModel
+from edgeopt.host.errors import AccuracyGateFailed, CompressionError, DataError, UnsupportedModel
 
 __all__ = ["SAMPLES", "MixedResult", "NodeGain", "Ranking", "rank", "search"]
 
@@ -183,7 +183,7 @@ def rank(
         DataError: the data does not fit the model.
     """
     key = _key(onnx_model.digest(reference), onnx_model.digest(quantized),
-               onnx_model.digest(data_path), precision, samples, "sensitivity-7")  # fmt: skip
+               onnx_model.digest(data_path), precision, samples, "sensitivity-8")  # fmt: skip
     cached = default_dir() / "sensitivity" / key[:2] / f"{key}.json"
     if cached.is_file():
         stored = json.loads(cached.read_text())
@@ -206,20 +206,26 @@ def rank(
     made = {n.output[0]: n for n in quant_model.graph.node if n.output}
     expected = _outputs(_session(float_model), feeds)
     full = _sqnr(expected, _outputs(_session(quant_model), feeds))
+    # Optimization renamed what it fused (a MatMul and its Add became `<MatMul>/MatMulAddFusion`):
+    # the ranking names the node of the reference, which --keep-float resolves.
+    reference_names = {n.name for n in named.graph.node}
+    found = {n.name: original(n.name, reference_names) for n in nodes}
+    known = {k: v for k, v in found.items() if v is not None}
+    nodes = [n for n in nodes if n.name in known]
     pairs, unmeasured = [], []
     for node in nodes:
         twin = made.get(node.output[0])
         if twin is not None and twin.op_type == node.op_type:
             pairs.append((twin, node))
         else:
-            unmeasured.append(NodeGain(node.name, node.op_type, math.nan, math.nan))
+            unmeasured.append(NodeGain(known[node.name], node.op_type, math.nan, math.nan))
     gains = []
     for index, (_, node) in enumerate(pairs):
         # This node alone quantized: every other one reads float.
         alone = _unquantized(quant_model, pairs[:index] + pairs[index + 1 :], weights,
                              frozenset({pairs[index][0].output[0]}))  # fmt: skip
         sqnr = _sqnr(expected, _outputs(_session(alone), feeds))
-        gains.append(NodeGain(node.name, node.op_type, sqnr, EXACT - sqnr))
+        gains.append(NodeGain(known[node.name], node.op_type, sqnr, EXACT - sqnr))
     gains.sort(key=lambda g: -g.gain)
     ranking = Ranking((*gains, *unmeasured), len(feeds), full)
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -292,7 +298,7 @@ def search(request: CompressRequest, count: int | str, log: OutputLog | None = N
         try:
             made[mid] = make(mid)
             hi = mid
-        except (AccuracyGateFailed, NothingQuantized, UnsupportedModel) as exc:
+        except (AccuracyGateFailed, CompressionError) as exc:  # (a variant that cannot be made)
             last, lo = exc, mid + 1
     if lo not in made:  # every probe failed: lo is all of them, which converts nothing
         n = len(ranking.nodes)

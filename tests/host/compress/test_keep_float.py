@@ -140,3 +140,33 @@ def test_static_int8_keeps_a_named_lstm_float(tmp_path: Path) -> None:
     kept = compress(replace(request, keep_float=(lstm,)))
     assert kept.weights_after.kept_float_compute().get("LSTM") == 1
     assert kept.weights_after.kinds(("int8",)).get("LSTM") == 1  # the other one
+
+
+def test_a_node_the_optimizer_fuses_is_still_kept_float(tmp_path: Path) -> None:
+    """ONNX Runtime's basic optimization, before quantizing, turns a MatMul and its Add into
+    one Gemm named `<MatMul>/MatMulAddFusion`: keeping the MatMul float keeps that Gemm float."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
+             for n, s in (("w1", (32, 16)), ("b1", (16,)), ("w2", (16, 8)))]  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm"),
+         helper.make_node("Add", ["h", "b1"], ["hb"], name="bias"),
+         helper.make_node("MatMul", ["hb", "w2"], ["y"], name="head")], "fusable",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 32])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8])], initializer=inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "fusable.onnx"
+    onnx.save(model, str(path))
+    data = tmp_path / "x.npz"
+    np.savez(data, x=rng.normal(size=(16, 32)).astype(np.float32))
+    request = CompressRequest(model=path, precision="int8-static", calibration=data)
+    assert compress(request).weights_after.kept_float_compute() == {}
+    kept = compress(replace(request, keep_float=("mm",)))
+    nodes = {n.name: n.op_type for n in onnx.load(str(kept.artifact)).graph.node}
+    assert nodes.get("mm/MatMulAddFusion") == "Gemm"  # fused, and left float
+    assert kept.weights_after.kept_float_compute() == {"Gemm": 1}
+    assert kept.weights_after.kinds(("int8",)) == {"MatMul": 1}
