@@ -122,10 +122,12 @@ class Tunnel:
             client.close()
             return
         # Either end closing (or the tunnel) ends the copy; an error here is a closed socket.
+        # The suppress comes first so that it also covers the closes: closing a channel sends a
+        # message and raises EOFError when the SSH connection went first.
         with (
+            contextlib.suppress(OSError, ValueError, EOFError, paramiko.SSHException),
             contextlib.closing(client),
             contextlib.closing(channel),
-            contextlib.suppress(OSError, ValueError, EOFError, paramiko.SSHException),
         ):
             while not self._closed:
                 ends: list[Any] = [client, channel]
