@@ -346,12 +346,11 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option by name)
         return
     if output is not None:
         raise click.UsageError("--sweep keeps its variants in the cache; drop -o")
-    if request.keep_float_search:
-        raise click.UsageError("--sweep does not search --keep-float N|auto yet: name the nodes")
     rows = sweep(request, log=log, threads=_threads(threads))
     if as_json:
         click.echo(json.dumps([
-            {"precision": r.precision, "status": r.status, "rejected": r.rejected,
+            {"precision": r.precision, "kept_float": None if r.kept is None else list(r.kept),
+             "status": r.status, "rejected": r.rejected,
              "host_latency_ms": {t: h.median_ms for t, h in r.host_latency.items()},
              "host_ratio_vs_fp32": r.host_ratio,
              "report": report_json(r.report) if r.report else None}
@@ -367,6 +366,9 @@ def compress_cmd(  # noqa: PLR0917  (click passes each option by name)
 def _mixed_lines(found: sensitivity.MixedResult) -> list[str]:
     """What the search kept float and what each node cost alone."""
     r = found.ranking
+    if not r.nodes:
+        return [f"  keep float  none: the full variant meets the gate (nothing ranked; "
+                f"{found.seconds:.0f} s)"]  # fmt: skip
     cost = {n.node: n.output_sqnr for n in r.nodes}
     kept = ", ".join(f"{name} ({cost[name]:.1f} dB alone)" for name in found.kept[:10])
     more = f" and {len(found.kept) - 10} more" if len(found.kept) > 10 else ""
@@ -412,9 +414,7 @@ def _sweep_table(rows: list[SweepRow], threads: tuple[int, ...]) -> str:
             for t in threads
         ]
         if r is None:
-            body.append(
-                [row.precision, "", "", "", "", "", *timing, f"{row.status}: {row.rejected}"]
-            )
+            body.append([row.label, "", "", "", "", "", *timing, f"{row.status}: {row.rejected}"])
             continue
         v = r.validation
         share = (
@@ -423,7 +423,7 @@ def _sweep_table(rows: list[SweepRow], threads: tuple[int, ...]) -> str:
             else r.weights_after.quantized_share
         )
         body.append([
-            row.precision,
+            row.label,
             _mib(r.after.size_bytes),
             f"{r.after.size_bytes / r.before.size_bytes:.0%}",
             "" if r.precision == "fp32" else f"{share:.0%}",

@@ -18,6 +18,7 @@ import click
 from edgeopt.host.cli.common import Session, device_options, mib, selection
 from edgeopt.host.cli.compress import build_request, compression_options
 from edgeopt.host.cli.output import echo_json
+from edgeopt.host.planning.plan import DevicePlan
 from edgeopt.host.report.table import table
 from edgeopt.host.store.state import State
 from edgeopt.host.workflows.deploy import Deployer, DeployReport, DeviceResult
@@ -268,7 +269,8 @@ def tune_ls(session: Session, as_json: bool) -> None:
     click.echo(table(
         ["WHEN", "DEVICE", "FINGERPRINT", "ORT", "MODEL", "BEST", "THREADS", "MEASURED"],
         [[_when(r["taken"]), r["device"], r["fingerprint"], r["onnxruntime_version"],
-          r["model_digest"][:12], r["best"]["precision"], str(r["best"]["intra_op_threads"]),
+          r["model_digest"][:12], DevicePlan.from_record(r["best"]).label,
+          str(r["best"]["intra_op_threads"]),
           f"{sum(1 for t in r['trials'] if t['passed'])} in {r['seconds']:.0f} s"]
          for r in rows],
     ))  # fmt: skip

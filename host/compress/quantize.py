@@ -32,7 +32,7 @@ import onnx
 from onnx import shape_inference, version_converter
 
 from edgeopt.host.compress import data as datasets
-from edgeopt.host.compress import keep_float
+from edgeopt.host.compress import keep_float, probe
 from edgeopt.host.compress import onnxfile as onnx_model
 from edgeopt.host.compress.normalize import with_input_dims
 from edgeopt.host.compress.passes import Pass
@@ -189,34 +189,6 @@ def _preprocess(
     return out, notes
 
 
-def _nodes_touching_non_finite(model: onnx.ModelProto, feeds: list[dict[str, Any]]) -> list[str]:
-    """Names of nodes that read or write a tensor holding inf or NaN on the given feeds."""
-    import onnxruntime as ort  # noqa: PLC0415
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    for node in probe.graph.node:
-        for name in node.output:
-            if name and name not in known:
-                probe.graph.output.append(onnx.ValueInfoProto(name=name))
-                known.add(name)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(
-        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    names = [o.name for o in session.get_outputs()]
-    bad: set[str] = set()
-    for feed in feeds:
-        for name, value in zip(names, session.run(names, feed), strict=True):
-            array = np.asarray(value)
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
-                bad.add(name)
-    return [n.name for n in model.graph.node if bad & (set(n.input) | set(n.output))]
-
-
 @dataclass(frozen=True)
 class DynamicInt8(Pass):
     """ONNX Runtime dynamic quantization: int8 weights, activations quantized at run time."""
@@ -356,7 +328,7 @@ class StaticInt8(Pass):
         # Equal batch shapes: the histogram calibrators stack what they collect.
         feeds = [f for f in data.batches(size) if all(len(f[k]) == size for k in data.arrays)]
         feeds = feeds[: max(1, self.max_samples // size)]
-        excluded = _nodes_touching_non_finite(model, feeds[:4])
+        excluded = probe.non_finite_nodes(model, feeds[:4])
         if excluded:
             log.info("keeping %d nodes float: they touch non-finite activations", len(excluded))
 
@@ -460,22 +432,98 @@ class Int4Weight(Pass):
 
 @dataclass(frozen=True)
 class Fp16(Pass):
-    """Convert weights and compute to float16, keeping float32 inputs and outputs."""
+    """Convert weights and compute to float16, keeping float32 inputs and outputs.
+
+    Where values pass float16's range on the data (`probe.fp16_overflow`: calibration or
+    validation samples, else one made-up sample), the nodes touching them stay float32.
+    """
 
     name: ClassVar[str] = "fp16"
     keep_io_types: bool = True
     """Inputs and outputs stay float32 (callers need not change)."""
     keep_float: tuple[str, ...] = ()
     """Nodes to leave float32 (edgeopt.host.compress.keep_float: names, or paths in bodies)."""
+    data: Path | None = None
+    """`.npz` of inputs whose activations show where float16 would overflow."""
+    input_dims: InputDims | None = None
+    """Concrete input dims for made-up samples, when there is no data."""
 
-    def run(self, src: Path, dst: Path) -> None:
-        """Convert `src` into `dst`."""
+    def run(self, src: Path, dst: Path) -> list[str]:
+        """Convert `src` into `dst`; returns the note on what stayed float32 for range."""
         from onnxruntime.transformers.float16 import convert_float_to_float16  # noqa: PLC0415
 
         model = onnx_model.load(src)
-        kept = keep_float.resolve(model, self.keep_float, self.name)
+        keep_float.name_unnamed(model)
+        notes = []
+        try:
+            overflow = probe.fp16_overflow(model, self._feeds(model))
+        except Exception as exc:  # ONNX Runtime's own errors: the model did not run on them
+            if self.data is not None:
+                raise DataError(f"fp16: the model does not run on {self.data}: {exc}") from exc
+            overflow = probe.Overflow((), ())
+            notes.append(
+                "float16's range was not checked: the model does not run on made-up inputs "
+                "(give --validate DATA.npz)"
+            )
+        kept = keep_float.resolve(model, (*self.keep_float, *overflow.nodes), self.name)
         with quiet_logger():
             converted = convert_float_to_float16(
                 model, keep_io_types=self.keep_io_types, node_block_list=kept or None
             )
+        _drop_round_trips(converted.graph)
         onnx_model.save(converted, dst)
+        return [*notes, *([overflow.describe()] if overflow.nodes else [])]
+
+    def _feeds(self, model: onnx.ModelProto) -> list[dict[str, Any]]:
+        if self.data is not None:
+            data = datasets.load(self.data, model, purpose="range")
+        else:
+            data = datasets.synthesize(model, dict(self.input_dims or ()), samples=1, seed=0)
+        return list(data.batches(data.fixed_batch or 1))[:RANGE_SAMPLES]
+
+
+RANGE_SAMPLES = 16
+"""Samples float16's range check runs at most."""
+
+
+TO_FP16 = ("_cast_to_fp16_node", "graph_input_cast")
+"""How ONNX Runtime's converter names the casts to float16 it inserts (after a float32 node,
+after a float32 graph input)."""
+
+
+def _drop_round_trips(graph: onnx.GraphProto) -> None:
+    """Let float32 nodes pass float32 tensors to each other directly, in place.
+
+    ONNX Runtime's converter casts every output of a kept-float32 node to float16 and back to
+    float32 in front of the next kept node (and a float32 graph input on its way to a kept
+    node): a tensor past float16's range became inf between two float32 nodes (magika: 17
+    nodes kept, and still inf on every sample). A reader of such
+    a round trip reads the float32 tensor instead; casts left without readers go.
+    """
+    producer = {out: n for n in graph.node for out in n.output}
+    outputs = {o.name for o in graph.output}
+
+    def made(node: onnx.NodeProto | None, *marks: str) -> bool:
+        """A cast the converter inserted (its names end or begin with these marks)."""
+        if node is None or node.op_type != "Cast":
+            return False
+        return any(node.name.endswith(m) or node.name.startswith(m) for m in marks)
+
+    direct: dict[str, str] = {}
+    for node in graph.node:
+        inner = producer.get(node.input[0]) if node.input else None
+        if made(node, "_cast_to_fp32_node") and made(inner, *TO_FP16):
+            assert inner is not None
+            direct[node.output[0]] = inner.input[0]
+    if not direct:
+        return
+    for node in graph.node:
+        node.input[:] = [direct.get(name, name) for name in node.input]
+    while True:  # drop casts nobody reads any more (a round trip's two halves)
+        read = {name for n in graph.node for name in n.input} | outputs
+        dead = [n for n in graph.node if n.output[0] not in read
+                and made(n, "_cast_to_fp32_node", *TO_FP16)]  # fmt: skip
+        if not dead:
+            return
+        for node in dead:
+            graph.node.remove(node)

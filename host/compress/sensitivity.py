@@ -170,8 +170,25 @@ def _from_dq(producer: dict[str, onnx.NodeProto], name: str) -> onnx.NodeProto |
     return node if node is not None and node.op_type == "DequantizeLinear" else None
 
 
-def _key(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+def _stored(*parts: object) -> Ranking | Path:
+    """The ranking cached under these parts, or the path to cache it at."""
+    key = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+    cached = default_dir() / "sensitivity" / key[:2] / f"{key}.json"
+    if not cached.is_file():
+        return cached
+    stored = json.loads(cached.read_text())
+    return Ranking(tuple(NodeGain(**n) for n in stored["nodes"]), stored["samples"],
+                   stored["output_sqnr"])  # fmt: skip
+
+
+def _store(cached: Path, ranking: Ranking) -> Ranking:
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    nodes = [asdict(n) for n in ranking.nodes]
+    tmp.write_text(json.dumps({"nodes": nodes, "samples": ranking.samples,
+                               "output_sqnr": ranking.output_sqnr}))  # fmt: skip
+    tmp.replace(cached)
+    return ranking
 
 
 def rank(
@@ -182,13 +199,10 @@ def rank(
     Cached. Raises:
         DataError: the data does not fit the model.
     """
-    key = _key(onnx_model.digest(reference), onnx_model.digest(quantized),
-               onnx_model.digest(data_path), precision, samples, "sensitivity-8")  # fmt: skip
-    cached = default_dir() / "sensitivity" / key[:2] / f"{key}.json"
-    if cached.is_file():
-        stored = json.loads(cached.read_text())
-        return Ranking(tuple(NodeGain(**n) for n in stored["nodes"]), stored["samples"],
-                       stored["output_sqnr"])  # fmt: skip
+    cached = _stored(onnx_model.digest(reference), onnx_model.digest(quantized),
+                     onnx_model.digest(data_path), precision, samples, "sensitivity-8")  # fmt: skip
+    if isinstance(cached, Ranking):
+        return cached
     named = onnx_model.load(reference, check=False)
     name_unnamed(named)  # the names --keep-float resolves
     data = datasets.load(data_path, named, purpose="sensitivity")
@@ -227,13 +241,160 @@ def rank(
         sqnr = _sqnr(expected, _outputs(_session(alone), feeds))
         gains.append(NodeGain(known[node.name], node.op_type, sqnr, EXACT - sqnr))
     gains.sort(key=lambda g: -g.gain)
-    ranking = Ranking((*gains, *unmeasured), len(feeds), full)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"nodes": [asdict(n) for n in ranking.nodes],
-                               "samples": len(feeds), "output_sqnr": full}))  # fmt: skip
-    tmp.replace(cached)
-    return ranking
+    return _store(cached, Ranking((*gains, *unmeasured), len(feeds), full))
+
+
+MOVES = frozenset({
+    "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Size",
+    "Concat", "Split", "Slice", "Gather", "GatherElements", "Expand", "Tile", "Pad",
+    "Constant", "ConstantOfShape", "Cast", "DepthToSpace", "SpaceToDepth",
+})  # fmt: skip
+"""Operators that move or copy values without arithmetic: float16 costs them no more than
+the rounding of the tensors around them, which their neighbours' entries already count."""
+
+
+def _fake_int8(weight: np.ndarray, axis: int | None) -> np.ndarray:
+    """`weight` through symmetric int8 and back, one scale per slice along `axis` (None: one)."""
+    reduce = tuple(i for i in range(weight.ndim) if i != axis) if axis is not None else None
+    peak = np.abs(weight).max(axis=reduce, keepdims=True) if weight.size else np.zeros(1)
+    scale = np.where(peak > 0, peak / 127.0, 1.0)
+    return (np.clip(np.round(weight / scale), -127, 127) * scale).astype(weight.dtype)
+
+
+def _fake_fp16(weight: np.ndarray) -> np.ndarray:
+    """`weight` as the float16 converter stores it (clamped to its range), back in float32."""
+    limit = float(np.finfo(np.float16).max)
+    clipped: np.ndarray = np.clip(weight, -limit, limit)
+    return clipped.astype(np.float16).astype(weight.dtype)
+
+
+def _weight_axis(node: onnx.NodeProto, index: int, rank_: int) -> int | None:
+    """The output-channel axis of a MatMul/Gemm weight (per-channel int8); None elsewhere."""
+    if node.op_type == "MatMul" and index == 1 and rank_ >= 2:
+        return rank_ - 1
+    if node.op_type == "Gemm" and index == 1:
+        trans = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans else 1
+    return None
+
+
+def _emulated(
+    model: onnx.ModelProto, node_name: str, precision: str, floats: set[str]
+) -> onnx.ModelProto:
+    """A copy of the float model in which only `node_name` sees `precision`'s rounding.
+
+    fp16: its float inputs, weights and outputs pass through float16 (Cast there and back;
+    weights clamped as the converter clamps them). int8-dynamic: its weights through int8
+    (per output channel for MatMul and Gemm, as edgeopt's dynamic pass does) and the data input
+    of a MatMul/Gemm through DynamicQuantizeLinear and back, which is what MatMulInteger sees.
+    """
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = copy.graph
+    node = next(n for n in graph.node if n.name == node_name)
+    weights = {t.name: t for t in graph.initializer}
+    added: list[onnx.NodeProto] = []
+    tag = f"__emulated_{len(graph.node)}"
+    for index, name in enumerate(node.input):
+        if not name:
+            continue
+        fresh = f"{name}{tag}_{index}"
+        if name in weights and weights[name].data_type == onnx.TensorProto.FLOAT:
+            array = onnx.numpy_helper.to_array(weights[name])
+            if precision == "fp16":
+                changed = _fake_fp16(array)
+            elif array.ndim >= 2 or node.op_type in ("MatMul", "Gemm"):
+                changed = _fake_int8(array, _weight_axis(node, index, array.ndim))
+            else:
+                continue  # a bias: dynamic int8 keeps it float
+            graph.initializer.append(onnx.numpy_helper.from_array(changed, fresh))
+        elif name in floats and precision == "fp16":
+            added += [
+                onnx.helper.make_node("Cast", [name], [f"{fresh}_h"], to=onnx.TensorProto.FLOAT16),
+                onnx.helper.make_node("Cast", [f"{fresh}_h"], [fresh], to=onnx.TensorProto.FLOAT),
+            ]
+        elif name in floats and index == 0 and node.op_type in ("MatMul", "Gemm"):
+            added += [
+                onnx.helper.make_node("DynamicQuantizeLinear", [name],
+                                      [f"{fresh}_q", f"{fresh}_s", f"{fresh}_z"]),
+                onnx.helper.make_node("DequantizeLinear",
+                                      [f"{fresh}_q", f"{fresh}_s", f"{fresh}_z"], [fresh]),
+            ]  # fmt: skip
+        else:
+            continue
+        node.input[index] = fresh
+    if precision == "fp16":
+        for index, name in enumerate(node.output):
+            if name in floats:
+                raw = f"{name}{tag}_raw"
+                node.output[index] = raw
+                added += [
+                    onnx.helper.make_node("Cast", [raw], [f"{raw}_h"], to=onnx.TensorProto.FLOAT16),
+                    onnx.helper.make_node("Cast", [f"{raw}_h"], [name], to=onnx.TensorProto.FLOAT),
+                ]
+    graph.node.extend(added)  # ONNX Runtime orders the graph itself
+    return copy
+
+
+def _float_tensors(model: onnx.ModelProto) -> set[str]:
+    """Names of the top graph's float32 tensors, as far as shape inference types them."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # then only the declared types are known
+        inferred = model
+    graph = inferred.graph
+    return {
+        v.name
+        for v in (*graph.input, *graph.output, *graph.value_info)
+        if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    } | {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+
+
+def rank_emulated(
+    reference: Path, data_path: Path, precision: str, samples: int = SAMPLES
+) -> Ranking:
+    """Rank the nodes fp16 or int8-dynamic converts by what each alone costs, emulated.
+
+    One session per node on the float model with that node's rounding emulated
+    (`_emulated`); cheaper than one conversion per node, and the search that follows makes
+    and gates the real variants. For fp16, nodes kept float32 for range anyway
+    (`probe.fp16_overflow`) and operators that only move values (`MOVES`) are not ranked.
+    Cached like `rank`.
+
+    Raises:
+        DataError: the data does not fit the model.
+    """
+    cached = _stored(onnx_model.digest(reference), onnx_model.digest(data_path), precision,
+                     samples, "emulated-1")  # fmt: skip
+    if isinstance(cached, Ranking):
+        return cached
+    from edgeopt.host.compress.probe import fp16_overflow  # noqa: PLC0415
+
+    model = onnx_model.load(reference, check=False)
+    name_unnamed(model)
+    data = datasets.load(data_path, model, purpose="sensitivity")
+    feeds = list(data.batches(data.fixed_batch or 1))[:samples]
+    floats = _float_tensors(model)
+    kinds = CONVERTED[precision]
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST  # noqa: PLC0415
+
+        skip = set(fp16_overflow(model, feeds).nodes)
+        nodes = [n for n in model.graph.node
+                 if n.name not in skip and n.op_type not in MOVES
+                 and n.op_type not in DEFAULT_OP_BLOCK_LIST
+                 and any(x in floats for x in (*n.input, *n.output))]  # fmt: skip
+    else:
+        nodes = [n for n in model.graph.node if kinds is not None and n.op_type in kinds
+                 and any(x in floats for x in n.input)]  # fmt: skip
+    expected = _outputs(_session(model), feeds)
+    gains = []
+    for node in nodes:
+        sqnr = _sqnr(expected, _outputs(_session(_emulated(model, node.name, precision, floats)),
+                                        feeds))  # fmt: skip
+        gains.append(NodeGain(node.name, node.op_type, sqnr, EXACT - sqnr))
+    gains.sort(key=lambda g: -g.gain)
+    return _store(cached, Ranking(tuple(gains), len(feeds)))
 
 
 @dataclass(frozen=True)
@@ -248,32 +409,45 @@ class MixedResult:
     seconds: float
 
 
+def _ranking(request: CompressRequest, data_path: Path, log: OutputLog | None) -> Ranking:
+    """The request's precision's ranking: on its QDQ graph (static int8) or emulated."""
+    plain = replace(request, keep_float=(), keep_float_search="", output=None, validation=None)
+    reference = compress(replace(plain, precision="fp32"), log=log).artifact
+    with captured(log or OutputLog(), "sensitivity ranking"):
+        if request.precision == "int8-static":
+            full = compress(plain, log=log).artifact
+            return rank(reference, full, data_path, request.precision)
+        return rank_emulated(reference, data_path, request.precision)
+
+
+SEARCHED = ("int8-static", "int8-dynamic", "fp16")
+"""Precisions whose nodes `search` ranks (int8-static on its QDQ graph, the others emulated)."""
+
+
 def search(request: CompressRequest, count: int | str, log: OutputLog | None = None) -> MixedResult:
     """The variant that keeps the top `count` nodes of the ranking float.
 
-    With `count` "auto": the fewest that pass the request's gate (bisection over the ranking).
+    With `count` "auto": the fewest that pass the request's gate: none when the full variant
+    passes (then nothing is ranked), else a bisection over the ranking.
 
     Raises:
+        UnsupportedModel: a precision with no nodes to rank.
         DataError: no data to rank on (auto needs --validate and a gate).
         AccuracyGateFailed: no number of kept nodes meets the gate (nothing written).
     """
     start = time.monotonic()
-    if request.precision != "int8-static":
+    if request.precision not in SEARCHED:
         raise UnsupportedModel(
-            f"--keep-float N|auto ranks the nodes of int8-static models (their QDQ graph lets "
-            f"each node be measured alone); for {request.precision}, name the nodes"
+            f"--keep-float N|auto ranks the nodes of {', '.join(SEARCHED)} models; "
+            f"{request.precision} has none to keep float"
         )
     data_path = request.validation or request.calibration
     if data_path is None:
         raise DataError("--keep-float N|auto ranks nodes on data: give --validate or --calibration")
     if count == "auto" and request.validation is None:
         raise DataError("--keep-float auto needs --validate DATA.npz and a gate to meet")
-    plain = replace(request, keep_float=(), keep_float_search="", output=None, validation=None)
-    reference = compress(replace(plain, precision="fp32"), log=log).artifact
-    full = compress(plain, log=log).artifact
-    with captured(log or OutputLog(), "sensitivity ranking"):
-        ranking = rank(reference, full, Path(data_path), request.precision)
     probes = 0
+    ranking = Ranking((), 0)
 
     def make(k: int) -> CompressionReport:
         nonlocal probes
@@ -287,12 +461,19 @@ def search(request: CompressRequest, count: int | str, log: OutputLog | None = N
             report = replace(report, output=request.output)
         return MixedResult(report, ranking, ranking.top(k), probes, time.monotonic() - start)
 
+    last: Exception | None = None
+    if count == "auto":
+        try:  # the full variant may meet the gate as it is: nothing to rank then
+            return done(make(0), 0)
+        except (AccuracyGateFailed, CompressionError) as exc:
+            last = exc
+    ranking = _ranking(request, Path(data_path), log)
     if count != "auto":
         k = int(count)
         return done(make(k), k)
     made: dict[int, CompressionReport] = {}
-    last: Exception | None = None
-    lo, hi = 0, len(ranking.nodes)  # the answer lies in [lo, hi]; hi keeps every node float
+    # The answer lies in [lo, hi]; hi keeps every ranked node float.
+    lo, hi = min(1, len(ranking.nodes)), len(ranking.nodes)
     while lo < hi:
         mid = (lo + hi) // 2
         try:
@@ -300,7 +481,14 @@ def search(request: CompressRequest, count: int | str, log: OutputLog | None = N
             hi = mid
         except (AccuracyGateFailed, CompressionError) as exc:  # (a variant that cannot be made)
             last, lo = exc, mid + 1
-    if lo not in made:  # every probe failed: lo is all of them, which converts nothing
+    if lo not in made and lo > 0 and request.precision != "int8-static":
+        # Every probe failed and lo keeps every ranked node float, which still converts the
+        # nodes not ranked (static int8 ranks all it converts: that variant would be fp32).
+        try:
+            made[lo] = make(lo)
+        except (AccuracyGateFailed, CompressionError) as exc:
+            last = exc
+    if lo not in made:
         n = len(ranking.nodes)
         gate = last if isinstance(last, AccuracyGateFailed) else None
         raise AccuracyGateFailed(

@@ -1,7 +1,10 @@
 """`sweep`: every precision of a model made, checked against the gate, and timed on this host.
 
 A precision that cannot be made, changes nothing or fails the gate is a row that says why, not
-the end of the sweep. With threads, the variants made are timed on this host, interleaved, and
+the end of the sweep. With `--keep-float auto` (the request's `keep_float_search`), a precision
+that fails the gate gets a mixed row after it: the fewest nodes kept float that pass
+(`sensitivity.search`); with `--keep-float N`, every precision that can keep nodes float gets
+one with its top N. With threads, the variants made are timed on this host, interleaved, and
 compared with fp32 measured in the same run (`edgeopt compress --sweep`).
 """
 
@@ -16,6 +19,7 @@ from edgeopt.host.compress import onnxfile as onnx_model
 from edgeopt.host.compress.cache import ArtifactCache
 from edgeopt.host.compress.latency import HostLatency, measure_host
 from edgeopt.host.compress.quiet import OutputLog, captured
+from edgeopt.host.compress.sensitivity import SEARCHED, search
 from edgeopt.host.compress.validate import (
     Gate,
 )
@@ -50,6 +54,15 @@ class SweepRow:
     """Threads → latency on this host, when measured."""
     host_ratio: dict[int, float] = field(default_factory=dict)
     """Threads → latency over fp32's, measured in the same interleaved run."""
+    kept: tuple[str, ...] | None = None
+    """A mixed row: the nodes kept float (None: the precision whole)."""
+
+    @property
+    def label(self) -> str:
+        """The precision, and for a mixed row how many nodes stayed float."""
+        if self.kept is None:
+            return self.precision
+        return f"{self.precision} +{len(self.kept)} float"
 
 
 def sweep(
@@ -93,10 +106,32 @@ def sweep(
             except (AccuracyGateFailed, DataError) as exc:
                 rejected = str(exc)
         rows.append(SweepRow(precision, report, rejected, "rejected" if rejected else "ok"))
+        count = request.keep_float_search
+        if precision in SEARCHED and (count not in ("", "auto") or (count == "auto" and rejected)):
+            rows.append(_mixed_row(dataclasses.replace(attempt, gate=request.gate), count, log))
     if threads:
         with captured(log, f"sweep latency {request.model}"):
             rows = _time_rows(request, rows, threads)
     return rows
+
+
+def _mixed_row(request: CompressRequest, count: str, log: OutputLog) -> SweepRow:
+    """The precision with nodes kept float (`--keep-float N|auto`), or why there is none."""
+    try:
+        found = search(request, count, log)
+    except AccuracyGateFailed as exc:
+        return SweepRow(request.precision, None, str(exc), "rejected", kept=())
+    except EdgeoptError as exc:
+        return SweepRow(request.precision, None, str(exc), "not made", kept=())
+    report = found.report
+    rejected = None
+    if report.validation is not None:
+        try:
+            request.gate.check(report.validation, request.precision)
+        except (AccuracyGateFailed, DataError) as exc:
+            rejected = str(exc)
+    return SweepRow(request.precision, report, rejected, "rejected" if rejected else "ok",
+                    kept=found.kept)  # fmt: skip
 
 
 def _time_rows(
@@ -113,21 +148,21 @@ def _time_rows(
         else datasets.synthesize(model, dict(reference.report.input_dims))
     )
     feed = next(data.batches(data.fixed_batch or 1))
-    timed: dict[Precision, dict[int, HostLatency]] = {r.precision: {} for r in made}
+    timed: dict[int, dict[int, HostLatency]] = {id(r): {} for r in made}
     for count in threads:
         results = measure_host([r.report.artifact for r in made if r.report], feed, threads=count)
         for row, result in zip(made, results, strict=True):
-            timed[row.precision][count] = result
+            timed[id(row)][count] = result
     out = []
     for row in rows:
-        if row.precision not in timed:
+        if id(row) not in timed:
             out.append(row)
             continue
-        latency = timed[row.precision]
+        latency = timed[id(row)]
         ratio = {
-            t: latency[t].median_ms / timed["fp32"][t].median_ms
+            t: latency[t].median_ms / timed[id(reference)][t].median_ms
             for t in latency
-            if timed["fp32"][t].median_ms > 0
+            if timed[id(reference)][t].median_ms > 0
         }
         out.append(dataclasses.replace(row, host_latency=latency, host_ratio=ratio))
     return out

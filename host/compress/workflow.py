@@ -210,7 +210,9 @@ def passes_for(request: CompressRequest, dims: InputDims | None = None) -> list[
             "has no nodes to leave out"
         )
     if request.precision == "fp16":
-        steps.append(Fp16(keep_float=kept))
+        steps.append(
+            Fp16(keep_float=kept, data=request.calibration or request.validation, input_dims=dims)
+        )
     elif request.precision == "int8-dynamic":
         steps.append(DynamicInt8(per_channel=request.per_channel, input_dims=dims, keep_float=kept))
     elif request.precision == "int8-static":

@@ -71,6 +71,8 @@ class Measured:
         timings: dict[tuple[str, int], float] = {}
         for trial in row.get("trials") or ():
             plan, p50 = trial.get("plan") or {}, trial.get("p50_ms")
+            if plan.get("keep_float"):
+                continue  # a mixed variant says nothing of its precision whole
             if trial.get("passed") and isinstance(p50, (int, float)) and p50 > 0:
                 key = (str(plan.get("precision")), int(plan.get("intra_op_threads") or 0))
                 timings[key] = min(float(p50), timings.get(key, math.inf))

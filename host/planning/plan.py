@@ -31,6 +31,14 @@ class DevicePlan:
     """Why this plan, one line each ("planned: ...", "tuned: ...", "... from the command line")."""
     alternatives: tuple[str, ...] | None = None
     """The alternatives weighed, one line each; None where none were (a tuning candidate)."""
+    keep_float: tuple[str, ...] = ()
+    """Nodes the artifact keeps float (a mixed variant, `--keep-float`; tuning finds them)."""
+
+    @property
+    def label(self) -> str:
+        """The precision, and how many nodes a mixed variant keeps float."""
+        kept = f" +{len(self.keep_float)} float" if self.keep_float else ""
+        return f"{self.precision}{kept}"
 
     @property
     def precision(self) -> Precision:
@@ -66,6 +74,8 @@ class DevicePlan:
         out["reasons"] = list(self.reasons)
         if self.alternatives is not None:
             out["alternatives"] = list(self.alternatives)
+        if self.keep_float:
+            out["keep_float"] = list(self.keep_float)
         return out
 
     @classmethod
@@ -84,4 +94,5 @@ class DevicePlan:
             target_ort=str(data.get("target_ort") or ""),
             reasons=tuple(str(r) for r in data.get("reasons") or ()),
             alternatives=None if alternatives is None else tuple(str(a) for a in alternatives),
+            keep_float=tuple(str(n) for n in data.get("keep_float") or ()),
         )

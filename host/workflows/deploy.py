@@ -270,8 +270,7 @@ class Deployer:
             outcome.tuning = result.record()
             if result.best is None:
                 lost = "; ".join(
-                    f"{t.plan.precision} ({t.plan.threads} threads): {t.error}"
-                    for t in result.trials
+                    f"{t.plan.label} ({t.plan.threads} threads): {t.error}" for t in result.trials
                 )
                 outcome.error = f"tuning found no candidate that passes the gate: {lost}"
                 self._finish(run, outcome)

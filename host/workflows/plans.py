@@ -119,7 +119,8 @@ def plan_for(
     target = lowering_target(options.request.target_ort, caps)
     request = replace(options.request, output=None, target_ort=target)
     if tuned is not None:
-        request = replace(request, precision=tuned.precision)
+        request = replace(request, precision=tuned.precision,
+                          keep_float=tuned.keep_float or request.keep_float)  # fmt: skip
         lowered = (f"lowered for the board's ONNX Runtime {board}",) if target else ()
         return request, replace(tuned, target_ort=target or "", alternatives=(),
                                 reasons=(*tuned.reasons, *lowered))  # fmt: skip

@@ -7,12 +7,17 @@ the compression pipeline (cached), pushed under a scratch name (`<name>--tune`, 
 checked for accuracy on the board itself (its `Infer` outputs on the validation data against
 the host's fp32 reference, through the same gate as `compress`), and measured with the agent's
 Benchmark, within a time budget shared by the candidates. The fastest candidate that passes is
-the answer; candidates that fail to load, to run or the gate are reported, never fatal.
+the answer; candidates that fail to load, to run or the gate are reported, never fatal. A
+precision that fails the gate on the board (fp16, int8-dynamic, int8-static) brings a mixed
+candidate after the planner's: the fewest nodes kept float that pass the gate on the host
+(edgeopt.host.compress.sensitivity; its search time is not taken from the budget), checked
+and measured on the board the same way; the winning plan names its kept nodes.
 
 The answer is stored under (device fingerprint, ONNX Runtime version, model digest,
-constraints): the next tune of that model on any board of the same kind measures nothing
-(`retune` forces it). Every trial is kept with the model's traits: the planner weighs them
-when it plans other models for that kind of board (edgeopt.host.planning.experience).
+constraints, the nodes the user asked to keep float): the next tune of that model on any board
+of the same kind measures nothing (`retune` forces it). Every trial is kept with the model's
+traits: the planner weighs them when it plans other models for that kind of board
+(edgeopt.host.planning.experience).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import onnxfile as onnx_model
+from edgeopt.host.compress.sensitivity import SEARCHED, search
 from edgeopt.host.compress.validate import comparable, compare, run_model
 from edgeopt.host.config.inventory import Device
 from edgeopt.host.errors import AccuracyGateFailed, DataError, EdgeoptError
@@ -73,6 +79,8 @@ class Trial:
     seconds: float = 0.0
     rounds: int = 0
     """Benchmarks run (the p50 kept is the lowest)."""
+    gate_failed: bool = False
+    """It ran on the board and failed the accuracy gate there."""
 
     def record(self) -> dict[str, Any]:
         """The trial as the state database and the JSON output hold it."""
@@ -184,14 +192,20 @@ async def _try(ctx: _Context, index: int, trial: Trial, seconds: float) -> None:
     """Make, push, check and measure one candidate; its failure is the trial's, not ours."""
     request, plan = ctx.options.request, trial.plan
     try:
-        artifact = ctx.compress_fn(replace(request, precision=plan.precision, output=None,
-                                           validation=None, target_ort=ctx.target))  # fmt: skip
+        artifact = ctx.compress_fn(
+            replace(request, precision=plan.precision, output=None, validation=None,
+                    target_ort=ctx.target, keep_float=plan.keep_float or request.keep_float)
+        )  # fmt: skip
         label = f"c{index + 1}-{plan.precision}"
         await ctx.client.push(artifact.artifact, ctx.scratch, version=label, plan=plan.run)
         if ctx.data is not None and ctx.expected is not None:
             report = compare(ctx.expected, await _on_board(ctx, label), ctx.data.labels)
             trial.cosine, trial.accuracy_drop = report.cosine, report.accuracy_drop
-            request.gate.check(report, plan.precision)
+            try:
+                request.gate.check(report, plan.precision)
+            except AccuracyGateFailed:
+                trial.gate_failed = True
+                raise
         await _measure(ctx, index, trial, seconds)
         trial.passed = True
     except (AccuracyGateFailed, DataError) as exc:
@@ -234,6 +248,89 @@ def _validation(ctx: _Context, reference: Path) -> None:
     ctx.sample = next(ctx.data.batches(ctx.data.fixed_batch or 1))
 
 
+def _mixed(
+    ctx: _Context, trials: list[Trial], say: Callable[[str], None]
+) -> tuple[list[Trial], float]:
+    """Mixed candidates, and the seconds their searches took.
+
+    For each precision that failed the gate on the board, the fewest nodes kept float that
+    pass it on the host (`sensitivity.search`), to be checked and measured on the board like
+    the others.
+
+    None when the user named nodes to keep float (that set is the one tried), or for
+    precisions with nothing to rank.
+    """
+    request = ctx.options.request
+    if request.keep_float or request.validation is None:
+        return [], 0.0
+    start, out, seen = time.monotonic(), [], set()
+    for trial in trials:
+        plan = trial.plan
+        if not trial.gate_failed or plan.precision not in SEARCHED or plan.precision in seen:
+            continue
+        seen.add(plan.precision)
+        say(f"{plan.precision} failed the gate: searching for nodes to keep float")
+        try:
+            found = search(replace(request, precision=plan.precision, output=None,
+                                   target_ort=None, keep_float_search=""), "auto")  # fmt: skip
+        except EdgeoptError as exc:
+            trial.error += f"; keeping nodes float does not help: {exc}"
+            continue
+        if not found.kept:  # passes on the host as it is: the board's numbers differ
+            continue
+        reason = (
+            f"tuned: {plan.precision} failed the gate on the board; {len(found.kept)} of "
+            f"{len(found.ranking.nodes)} nodes kept float (the fewest that pass on the host, "
+            f"{found.probes} variants searched in {found.seconds:.0f} s)"
+        )
+        out.append(Trial(replace(plan, keep_float=found.kept, reasons=(reason,))))
+    return out, time.monotonic() - start
+
+
+async def _rounds(
+    ctx: _Context, trials: list[Trial], planned: int, start: float, say: Callable[[str], None]
+) -> None:
+    """Try every candidate, then measure those that passed a second time, within the budget.
+
+    The first `planned` candidates are the planner's; mixed ones follow them.
+    """
+    searching = 0.0  # host time spent searching mixed variants: not the board's budget
+
+    def left() -> float:
+        return ctx.options.budget_s - (time.monotonic() - start - searching)
+
+    index = 0
+    while index < len(trials):
+        trial = trials[index]
+        if left() <= 1.0:
+            trial.error = "not measured: the tuning budget was spent"
+            index += 1
+            continue
+        say(f"candidate {index + 1}/{len(trials)}: {trial.plan.label}, "
+            f"{trial.plan.threads} threads")  # fmt: skip
+        t0 = time.monotonic()
+        # Half the share of what is left: the second round below takes the rest.
+        share = max(2.0, left() / (len(trials) - index) / 2 - 1.0)
+        await _try(ctx, index, trial, share)
+        trial.seconds = time.monotonic() - t0
+        index += 1
+        if index == planned:  # the planner's candidates done: mixed ones next
+            mixed, seconds = _mixed(ctx, trials, say)
+            trials += mixed
+            searching += seconds
+    # A second round, in reverse order: a burst of load on the board during one
+    # candidate's run would otherwise decide the choice; the lower p50 of the two counts.
+    passed = [(i, t) for i, t in enumerate(trials) if t.passed][::-1]
+    remaining = left()
+    if len(passed) > 1 and remaining > 2.0 * len(passed):
+        for index, trial in passed:
+            say(f"round 2: {trial.plan.label}, {trial.plan.threads} threads")
+            t0 = time.monotonic()
+            with contextlib.suppress(EdgeoptError):  # the first round's figure stands
+                await _measure(ctx, index, trial, min(5.0, remaining / len(passed) - 1.0))
+            trial.seconds += time.monotonic() - t0
+
+
 async def tune_device(
     device: Device,
     caps: Capabilities,
@@ -250,12 +347,14 @@ async def tune_device(
     request = options.request
     source = Path(request.model)
     digest = file_digest(source) if source.is_file() else str(request.model)
-    constraints = {
+    constraints: dict[str, Any] = {
         "max_accuracy_drop": request.gate.max_accuracy_drop,
         "min_cosine": request.gate.min_cosine,
         "calibration": request.calibration is not None,
         "threads": options.threads, "provider": options.provider,
     }  # fmt: skip
+    if request.keep_float:  # (absent otherwise: the keys of earlier tunings stay valid)
+        constraints["keep_float"] = list(request.keep_float)
     key = tuning_key(caps, digest, constraints)
 
     def say(text: str) -> None:
@@ -282,30 +381,7 @@ async def tune_device(
         ctx = _Context(client, options, f"{options.name}{TUNE_SUFFIX}", target, compress_fn)
         _validation(ctx, reference)
         try:
-            for index, trial in enumerate(trials):
-                left = options.budget_s - (time.monotonic() - start)
-                if left <= 1.0:
-                    trial.error = "not measured: the tuning budget was spent"
-                    continue
-                say(f"candidate {index + 1}/{len(trials)}: {trial.plan.precision}, "
-                    f"{trial.plan.threads} threads")  # fmt: skip
-                t0 = time.monotonic()
-                # Half the share of what is left: the second round below takes the rest.
-                share = max(2.0, left / (len(trials) - index) / 2 - 1.0)
-                await _try(ctx, index, trial, share)
-                trial.seconds = time.monotonic() - t0
-            # A second round, in reverse order: a burst of load on the board during one
-            # candidate's run would otherwise decide the choice; the lower p50 of the two counts.
-            passed = [(i, t) for i, t in enumerate(trials) if t.passed][::-1]
-            left = options.budget_s - (time.monotonic() - start)
-            if len(passed) > 1 and left > 2.0 * len(passed):
-                for index, trial in passed:
-                    say(f"round 2: {trial.plan.precision}, "
-                        f"{trial.plan.threads} threads")  # fmt: skip
-                    t0 = time.monotonic()
-                    with contextlib.suppress(EdgeoptError):  # the first round's figure stands
-                        await _measure(ctx, index, trial, min(5.0, left / len(passed) - 1.0))
-                    trial.seconds += time.monotonic() - t0
+            await _rounds(ctx, trials, len(chosen), start, say)
         finally:
             with contextlib.suppress(EdgeoptError):  # nothing pushed, or the board is gone
                 await client.delete(ctx.scratch, force=True)

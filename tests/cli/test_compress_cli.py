@@ -75,6 +75,29 @@ def test_sweep_table_and_cache_commands(digits: DigitsModel) -> None:
     assert json.loads(_run("cache", "ls", "--json").output) == []
 
 
+def test_sweep_adds_a_mixed_row_where_a_precision_fails_the_gate(digits: DigitsModel) -> None:
+    common = ["compress", str(digits.onnx), "--sweep", "--validate", str(digits.validation),
+              "--calibration", str(digits.calibration)]  # fmt: skip
+    plain = json.loads(_run(*common, "--json", "--threads", "0").output)
+    static = next(r for r in plain if r["precision"] == "int8-static")
+    cosine = static["report"]["validation"]["cosine"]
+    assert cosine < 1.0 and all(r["kept_float"] is None for r in plain)
+    halfway = f"{1 - (1 - cosine) / 2:.7f}"  # the whole int8-static fails; fp16 passes
+    result = _run(*common, "--min-cosine", halfway, "--keep-float", "auto")
+    lines = result.output.splitlines()
+    mixed = [line for line in lines if re.match(r"int8-static \+\d+ float ", line)]
+    assert len(mixed) == 1 and mixed[0].rstrip().endswith("ok"), result.output
+    assert re.search(r"\d+\.\d+ ms \(\d+\.\d\dx\)", mixed[0])  # timed with the others
+    whole = next(line for line in lines if line.startswith("int8-static  "))
+    assert "rejected: " in whole
+    rows = json.loads(_run(*common, "--min-cosine", halfway, "--keep-float", "auto", "--json",
+                           "--threads", "0").output)  # fmt: skip
+    kept = [r for r in rows if r["kept_float"] is not None]
+    assert [r["precision"] for r in kept] == ["int8-static"] and kept[0]["status"] == "ok"
+    assert kept[0]["report"]["validation"]["cosine"] >= float(halfway)
+    assert len(kept[0]["kept_float"]) >= 1
+
+
 def test_not_onnx_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "model.onnx"
     bad.write_text("hello")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from edgeopt.host.compress import CompressRequest, Gate
+from edgeopt.host.compress import CompressRequest, Gate, compress
 from edgeopt.host.compress.latency import host_cpu
 from edgeopt.host.config.inventory import Device
 from edgeopt.host.planning import planner
@@ -24,6 +24,7 @@ from edgeopt.host.store.state import State
 from edgeopt.host.transport.client import AgentClient, ClientConfig
 from edgeopt.host.workflows.deploy import Deployer, DeviceResult
 from edgeopt.host.workflows.plans import DeployOptions, TuneSettings, experience, traits_of
+from edgeopt.host.workflows.tune import candidates
 from tests.cli.test_deploy import edgeopt, inventory
 from tests.conftest import RunningAgent
 from tests.mobile import LAYOUTS, images
@@ -223,3 +224,50 @@ def test_a_planned_precision_that_fails_the_gate_falls_back_to_the_next(
     listing = json.loads(edgeopt(tmp_path, inv, "models", "--device", "a", "--json").stdout)
     (model,) = listing[0]["models"]["models"]
     assert model["name"] == "convnext"
+
+
+def test_tuning_adds_a_mixed_candidate_when_int8_fails_the_gate_on_the_board(
+    agent_factory: Callable[..., RunningAgent], digits: DigitsModel, tmp_path: Path
+) -> None:
+    """The gate lies halfway between the planner's int8 candidate's cosine and 1: the whole
+    variant fails on the board, tuning searches the nodes to keep float on the host, and the
+    mixed variant is pushed, checked on the board and measured like the planner's candidates.
+    (On the tiny digits CNN the planner proposes fp32 and int8-dynamic here.)"""
+    agents = {"a": agent_factory(name="a"), "b": agent_factory(name="b")}
+    inv = inventory(tmp_path, agents)
+    request = CompressRequest(model=digits.onnx, calibration=digits.calibration,
+                              validation=digits.validation)  # fmt: skip
+    caps = asyncio.run(_capabilities(agents["a"]))
+    decision = planner.plan(planner.Board.from_capabilities("a", caps), traits_of(request),
+                            planner.Constraints(calibration=True))  # fmt: skip
+    int8 = [c.precision for c in candidates(decision, 4) if c.precision.startswith("int8")]
+    if not int8:
+        pytest.skip(f"the planner on this CPU ({host_cpu()}) proposes no int8 candidate")
+    precision = int8[0]
+    full = compress(CompressRequest(model=digits.onnx, precision=precision,
+                                    calibration=digits.calibration,
+                                    validation=digits.validation)).validation  # fmt: skip
+    assert full is not None and full.cosine < 1.0
+    halfway = 1 - (1 - full.cosine) / 2
+    code, report = tune_deploy(tmp_path, inv, digits, "--device", "a", "--min-cosine",
+                               f"{halfway:.10f}")  # fmt: skip
+    assert code == 0, report
+    (device,) = report["devices"]
+    trials = device["tuning"]["trials"]
+    whole = [t for t in trials if t["plan"]["precision"] == precision
+             and not t["plan"].get("keep_float")]  # fmt: skip
+    assert whole[0]["gate_failed"] and not whole[0]["passed"]
+    (mixed,) = [t for t in trials if t["plan"].get("keep_float")]
+    kept = mixed["plan"]["keep_float"]
+    assert mixed["plan"]["precision"] == precision and len(kept) >= 1
+    assert mixed["passed"] and mixed["cosine"] >= halfway and mixed["p50_ms"] > 0
+    assert mixed["plan"]["reasons"][0].startswith(
+        f"tuned: {precision} failed the gate on the board; {len(kept)} of "
+    )
+    if device["plan"].get("keep_float"):  # the mixed one won: the board runs that artifact
+        assert device["plan"]["keep_float"] == kept
+    # A tuning asked to keep other nodes float is a different question: measured again.
+    code, again = tune_deploy(tmp_path, inv, digits, "--device", "b", "--min-cosine",
+                              f"{halfway:.10f}", "--keep-float", kept[0])  # fmt: skip
+    assert code == 0, again
+    assert not again["devices"][0]["tuning"]["reused"]

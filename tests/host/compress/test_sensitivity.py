@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -83,12 +84,43 @@ def test_a_gate_no_node_set_can_meet_is_refused_and_writes_nothing(
     assert not out.exists()
 
 
+def test_dynamic_int8_ranks_emulated_and_keeps_the_fewest(
+    digits: DigitsModel, tmp_path: Path
+) -> None:
+    """(fp16's search: tests/host/compress/test_fp16_range.py; on the digits CNN fp16 loses
+    1e-8 of cosine, too little to rank.)"""
+    request = replace(_request(digits), precision="int8-dynamic")
+    full = compress(request).validation
+    assert full is not None and full.cosine < 1.0
+    gate = Gate(min_cosine=1 - (1 - full.cosine) / 2)
+    found = search(replace(request, gate=gate, output=tmp_path / "m.onnx"), "auto")
+    k = len(found.kept)
+    assert 1 <= k <= len(found.ranking.nodes) and found.kept == found.ranking.top(k)
+    v = found.report.validation
+    assert v is not None and gate.min_cosine is not None and v.cosine >= gate.min_cosine
+    reference = compress(replace(request, precision="fp32", validation=None)).artifact
+    names = {n.name for n in onnx.load(str(reference)).graph.node}
+    assert {n.node for n in found.ranking.nodes} <= names  # the names --keep-float takes
+    if k > 1:  # one node fewer fails the gate: the answer is the smallest
+        with pytest.raises(AccuracyGateFailed):
+            compress(replace(request, gate=gate, keep_float=found.ranking.top(k - 1)))
+
+
+def test_a_full_variant_that_meets_the_gate_keeps_nothing_and_ranks_nothing(
+    digits: DigitsModel,
+) -> None:
+    found = search(_request(digits, gate=Gate(min_cosine=0.5)), "auto")
+    assert found.kept == () and found.ranking.nodes == () and found.probes == 1
+    assert found.report.weights_after.kept_float_compute() == compress(
+        _request(digits)).weights_after.kept_float_compute()  # fmt: skip
+
+
 def test_what_the_search_refuses(digits: DigitsModel) -> None:
-    with pytest.raises(UnsupportedModel) as fp16:
-        search(replace(_request(digits), precision="fp16"), "auto")
-    assert str(fp16.value) == (
-        "--keep-float N|auto ranks the nodes of int8-static models (their QDQ graph lets each "
-        "node be measured alone); for fp16, name the nodes"
+    with pytest.raises(UnsupportedModel) as int4:
+        search(replace(_request(digits), precision="int4-weight"), "auto")
+    assert str(int4.value) == (
+        "--keep-float N|auto ranks the nodes of int8-static, int8-dynamic, fp16 models; "
+        "int4-weight has none to keep float"
     )
     with pytest.raises(DataError) as no_data:
         search(replace(_request(digits), validation=None), "auto")
