@@ -372,9 +372,11 @@ def _mixed_lines(found: sensitivity.MixedResult) -> list[str]:
     cost = {n.node: n.output_sqnr for n in r.nodes}
     kept = ", ".join(f"{name} ({cost[name]:.1f} dB alone)" for name in found.kept[:10])
     more = f" and {len(found.kept) - 10} more" if len(found.kept) > 10 else ""
+    share = r.macs_share(len(found.kept))
+    work = f" ({share:.0%} of the multiply-adds)" if share == share else ""
     lines = [
-        f"  keep float  {len(found.kept)} of {len(r.nodes)} converted nodes: {kept or 'none'}"
-        f"{more}",
+        f"  keep float  {len(found.kept)} of {len(r.nodes)} converted nodes{work}: "
+        f"{kept or 'none'}{more}",
         f"  search      {found.seconds:.0f} s, {found.probes} variants made; the full variant's "
         f"output SQNR {r.output_sqnr:.1f} dB (a node's figure: the output's SQNR with it alone "
         "converted)",
@@ -388,8 +390,9 @@ def _mixed_json(found: sensitivity.MixedResult) -> dict[str, Any]:
     return {
         "kept": list(found.kept), "probes": found.probes, "seconds": found.seconds,
         "output_sqnr": found.ranking.output_sqnr, "samples": found.ranking.samples,
-        "ranking": [{"node": n.node, "op_type": n.op_type, "output_sqnr": n.output_sqnr}
-                    for n in found.ranking.nodes],
+        "macs_share": found.ranking.macs_share(len(found.kept)),
+        "ranking": [{"node": n.node, "op_type": n.op_type, "output_sqnr": n.output_sqnr,
+                     "macs": n.macs} for n in found.ranking.nodes],
     }  # fmt: skip
 
 

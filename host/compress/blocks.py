@@ -33,7 +33,7 @@ import onnx
 
 from edgeopt.host.compress.runtime import quiet_logger
 
-__all__ = ["DEFAULT_EXTENT", "TINY_FC_MACS", "Blocks", "blocks"]
+__all__ = ["DEFAULT_EXTENT", "TINY_FC_MACS", "Blocks", "blocks", "node_macs"]
 
 DEFAULT_EXTENT = 224
 """Size assumed for a symbolic non-batch dimension when no sample shape is given."""
@@ -228,20 +228,37 @@ def blocks(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]] | None 
         if node.op_type not in _WEIGHTED or weight not in constants or len(constants[weight]) < 2:
             continue
         counts["weighted_nodes"] += 1
-        w = constants[weight]
         grouped = node.op_type == "Conv" and _attr(node, "group", 1) > 1
         counts["depthwise_convs"] += grouped
         x, y = _size(known.get(node.input[0])), _size(known.get(node.output[0]))
         if x is None or y is None:
             counts["unsized"] += 1
             continue
-        macs = _macs(node, w, x, y)
+        macs = _macs(node, constants[weight], x, y)
         counts["depthwise_macs" if grouped else "dense_macs"] += macs
         counts["boundary_values"] += x + y
         out_shape = known[node.output[0]]
         on_a_point = node.op_type == "Conv" and int(np.prod(out_shape[2:])) == 1
         counts["tiny_fcs"] += on_a_point or macs < TINY_FC_MACS
     return Blocks(**counts)
+
+
+def node_macs(
+    model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]] | None = None
+) -> dict[str, int]:
+    """Multiply-adds of each named Conv/ConvTranspose/MatMul/Gemm with a constant weight
+    (main graph; nodes shape inference could not size are left out)."""
+    known = _shapes(_fixed(model, shapes or {}))
+    constants = _constants(model.graph)
+    out = {}
+    for node in model.graph.node:
+        weight = node.input[1] if len(node.input) > 1 else ""
+        if node.op_type not in _WEIGHTED or weight not in constants or len(constants[weight]) < 2:
+            continue
+        x, y = _size(known.get(node.input[0])), _size(known.get(node.output[0]))
+        if node.name and x is not None and y is not None:
+            out[node.name] = _macs(node, constants[weight], x, y)
+    return out
 
 
 def _macs(node: onnx.NodeProto, w: tuple[int, ...], x: int, y: int) -> int:

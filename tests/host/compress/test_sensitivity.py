@@ -4,6 +4,8 @@ N|auto`), on the digits CNN trained here and on the CRNN of the public corpus.""
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from click.testing import CliRunner
 from edgeopt.host.cli import cli
 from edgeopt.host.compress import CompressRequest, Gate, compress
 from edgeopt.host.compress.cache import default_dir
-from edgeopt.host.compress.sensitivity import rank, search
+from edgeopt.host.compress.sensitivity import NodeGain, Ranking, cheapest_first, rank, search
 from edgeopt.host.errors import AccuracyGateFailed, DataError, UnsupportedModel
 from tests.corpus import CORPUS, fetch, write_data
 from tests.models import DigitsModel
@@ -60,8 +62,22 @@ def test_a_count_keeps_the_top_of_the_ranking(digits: DigitsModel) -> None:
     assert f"kept float as asked (--keep-float): 2 nodes: {', '.join(found.kept)}" in (
         found.report.notes
     )
+    # Most accuracy per multiply-add first (every weighted node of the digits CNN is sized).
     measured = [n for n in found.ranking.nodes if not np.isnan(n.output_sqnr)]
-    assert [n.output_sqnr for n in measured] == sorted(n.output_sqnr for n in measured)
+    assert all(n.macs > 0 for n in measured)
+    worth = [n.gain / n.macs for n in measured]
+    assert worth == sorted(worth, reverse=True)
+
+
+def test_cheapest_first_weighs_accuracy_against_multiply_adds() -> None:
+    ranking = Ranking((NodeGain("big", "Conv", 40.0, 160.0), NodeGain("small", "Conv", 60.0, 140.0),
+                       NodeGain("unsized", "MatMul", 30.0, 170.0),
+                       NodeGain("lost", "Conv", math.nan, math.nan)), 8)  # fmt: skip
+    ordered = cheapest_first(ranking, {"big": 1000, "small": 10, "lost": 5})
+    # small: 14 dB per MAC; big 0.16; unsized counts as the largest (1000): 0.17; lost: 0.
+    assert ordered.top(4) == ("small", "unsized", "big", "lost")
+    assert [n.macs for n in ordered.nodes] == [10, 0, 1000, 5]
+    assert ordered.macs_share(2) == 10 / 1015
 
 
 def test_the_ranking_is_cached(digits: DigitsModel) -> None:
@@ -138,7 +154,8 @@ def test_the_cli_names_what_it_kept_and_says_a_one_sample_ranking_is_thin(
         str(digits.calibration), "--validate", str(one), "--keep-float", "1",
     ], catch_exceptions=False)  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "  keep float  1 of 5 converted nodes: " in result.output
+    assert re.search(r"  keep float  1 of 5 converted nodes \(\d+% of the multiply-adds\): ",
+                     result.output)  # fmt: skip
     assert "  note        the ranking rests on 1 sample: thin; give more data" in result.output
     as_json = CliRunner().invoke(cli, [
         "compress", str(digits.onnx), "--precision", "int8-static", "--calibration",
