@@ -128,17 +128,20 @@ def resolve(model: onnx.ModelProto, names: Sequence[str], precision: str) -> lis
     return out
 
 
-def fused(prepared: onnx.ModelProto, kept: Sequence[str]) -> list[str]:
+def fused(prepared: onnx.ModelProto, kept: Sequence[str], dynamic: bool = False) -> list[str]:
     """`kept` and the names ONNX Runtime's graph optimization gave what it fused them into.
 
     The quantizer works on the optimized graph, where a MatMul and the Add after it became one
     Gemm named `<MatMul's name>/MatMulAddFusion`: excluding the MatMul's name alone would
-    leave that Gemm quantized.
+    leave that Gemm quantized. The dynamic quantizer then splits such a Gemm into
+    `<Gemm's name>_MatMul` and an Add, and quantizes the MatMul under that name (`dynamic`):
+    on ALBERT, 27 of 35 MatMuls were quantized with all 35 named to stay float.
     """
     prefixes = tuple(f"{k}/" for k in kept)
-    extra = [n.name for _, n, _ in node_paths(prepared.graph)
+    extra = [n for _, n, _ in node_paths(prepared.graph)
              if prefixes and n.name.startswith(prefixes)]  # fmt: skip
-    return [*kept, *extra]
+    split = [f"{n.name}_MatMul" for n in extra if dynamic and n.op_type == "Gemm"]
+    return [*kept, *(n.name for n in extra), *split]
 
 
 def original(name: str, names: set[str]) -> str | None:

@@ -219,7 +219,9 @@ class DynamicInt8(Pass):
         with tempfile.TemporaryDirectory() as scratch:
             prepared, notes = _preprocess(model, Path(scratch), self.input_dims)
             if kept:
-                kept = keep_float.fused(onnx.load(str(prepared), load_external_data=False), kept)
+                kept = keep_float.fused(
+                    onnx.load(str(prepared), load_external_data=False), kept, dynamic=True
+                )
             with quiet_logger():
                 quantize_dynamic(
                     prepared,

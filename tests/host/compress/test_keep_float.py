@@ -170,3 +170,8 @@ def test_a_node_the_optimizer_fuses_is_still_kept_float(tmp_path: Path) -> None:
     assert nodes.get("mm/MatMulAddFusion") == "Gemm"  # fused, and left float
     assert kept.weights_after.kept_float_compute() == {"Gemm": 1}
     assert kept.weights_after.kinds(("int8",)) == {"MatMul": 1}
+    # Dynamic int8 then splits that Gemm into `mm/MatMulAddFusion_MatMul` and an Add: it
+    # stays float too (ALBERT's 35 MatMuls all quantize this way).
+    dynamic = compress(replace(request, precision="int8-dynamic", keep_float=("mm",)))
+    assert dynamic.weights_after.kinds(("int8",)) == {"MatMul": 1}
+    assert dynamic.weights_after.kept_float_compute() == {"MatMul": 1}
