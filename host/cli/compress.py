@@ -10,6 +10,7 @@ edgeopt cache ls | edgeopt cache clear
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -373,14 +374,17 @@ def _mixed_lines(found: sensitivity.MixedResult) -> list[str]:
     kept = ", ".join(f"{name} ({cost[name]:.1f} dB alone)" for name in found.kept[:10])
     more = f" and {len(found.kept) - 10} more" if len(found.kept) > 10 else ""
     share = r.macs_share(len(found.kept))
-    work = f" ({share:.0%} of the multiply-adds)" if share == share else ""
+    work = f" ({share:.0%} of the multiply-adds)" if math.isfinite(share) else ""
     lines = [
         f"  keep float  {len(found.kept)} of {len(r.nodes)} converted nodes{work}: "
         f"{kept or 'none'}{more}",
         f"  search      {found.seconds:.0f} s, {found.probes} variants made; the full variant's "
         f"output SQNR {r.output_sqnr:.1f} dB (a node's figure: the output's SQNR with it alone "
         "converted)",
-    ]
+        *(f"  bisection   by {b.order}: "
+          + (f"{b.kept} nodes pass" if b.kept else f"none of 1..{b.searched} passes")
+          + f" ({b.probes} variants)" for b in found.bisections),
+    ]  # fmt: skip
     if r.thin:
         lines.append(f"  note        the ranking rests on {r.samples} sample: thin; give more data")
     return lines
@@ -391,6 +395,7 @@ def _mixed_json(found: sensitivity.MixedResult) -> dict[str, Any]:
         "kept": list(found.kept), "probes": found.probes, "seconds": found.seconds,
         "output_sqnr": found.ranking.output_sqnr, "samples": found.ranking.samples,
         "macs_share": found.ranking.macs_share(len(found.kept)),
+        "bisections": [asdict(b) for b in found.bisections],
         "ranking": [{"node": n.node, "op_type": n.op_type, "output_sqnr": n.output_sqnr,
                      "macs": n.macs} for n in found.ranking.nodes],
     }  # fmt: skip

@@ -246,8 +246,10 @@ def blocks(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]] | None 
 def node_macs(
     model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]] | None = None
 ) -> dict[str, int]:
-    """Multiply-adds of each named Conv/ConvTranspose/MatMul/Gemm with a constant weight
-    (main graph; nodes shape inference could not size are left out)."""
+    """Multiply-adds of each named Conv/ConvTranspose/MatMul/Gemm with a constant weight.
+
+    Main graph only; nodes shape inference could not size are left out.
+    """
     known = _shapes(_fixed(model, shapes or {}))
     constants = _constants(model.graph)
     out = {}

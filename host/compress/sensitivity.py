@@ -14,17 +14,18 @@ copies cost one session each, no quantization; the ranking is cached by the two 
 data's digests. fp16 and int8-dynamic are ranked on the float graph with each node's rounding
 emulated (`rank_emulated`).
 
-Order (`cheapest_first`): for int8, what a node gives back is weighed against what keeping it
-float costs, its multiply-adds at float speed: the search keeps the nodes with the most
-accuracy per multiply-add first, so it minimizes the compute left in float rather than the
-node count (PP-OCR's recognizer: 28 nodes holding 6 % of the multiply-adds instead of 25
-holding 69 %, and int8's speed-up kept). fp16 keeps the plain order (no speed at stake on CPUs).
-
-Search (`search`): keep the top k of that order float, for the smallest k whose variant passes
-the gate, by bisection over k (each probe is one real quantization and validation, so log2 of
-the node count of them): gains measured one node at a time do not add up exactly, and
+Search (`search`): keep the top k of the ranking float, for the smallest k whose variant
+passes the gate, by bisection over k (each probe is one real quantization and validation, so
+log2 of the node count of them): gains measured one node at a time do not add up exactly, and
 bisection keeps the probes few without assuming they do (a greedy walk would make one variant
-per node kept). A fixed count (`--keep-float N`) keeps the top N.
+per node kept). For int8 the point is speed, and keeping a node float costs its multiply-adds
+at float speed: a second bisection runs over the nodes ordered by what each gives back per
+multiply-add (`cheapest_first`), limited to prefixes lighter than the first answer, and the
+lighter answer wins. Neither order wins everywhere (benchmarks/mixed.py, vs_olive.py): on
+PP-OCR's recognizer the first took 25 of 51 nodes holding 69 % of the multiply-adds and kept
+0.3 of int8's speed-up, the second 28 nodes holding 6 % and all of it; on MiniLM the first
+keeps 6 FFN output projections float and runs at 0.59x fp32, the second 29 nodes holding 61 %
+(0.88x). A fixed count (`--keep-float N`) keeps the N most harmful.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import json
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,13 @@ from edgeopt.host.compress.workflow import (
     compress,
     write_output,
 )
-from edgeopt.host.errors import AccuracyGateFailed, CompressionError, DataError, UnsupportedModel
+from edgeopt.host.errors import (
+    AccuracyGateFailed,
+    CompressionError,
+    DataError,
+    NothingQuantized,
+    UnsupportedModel,
+)
 
 __all__ = ["SAMPLES", "MixedResult", "NodeGain", "Ranking", "rank", "search"]
 
@@ -418,20 +426,38 @@ def rank_emulated(
 
 
 @dataclass(frozen=True)
+class Bisection:
+    """One bisection over one order of the ranking."""
+
+    order: str
+    """"harm" (most harmful first) or "harm per multiply-add" (`cheapest_first`)."""
+    kept: int | None
+    """The smallest count that passed (None: none in the range searched)."""
+    probes: int
+    """Variants it made."""
+    searched: int
+    """The largest count it could try."""
+
+
+@dataclass(frozen=True)
 class MixedResult:
     """A mixed-precision variant and how it was found."""
 
     report: CompressionReport
     ranking: Ranking
+    """The order the kept nodes were taken from."""
     kept: tuple[str, ...]
     probes: int
-    """Quantizations made while searching."""
+    """Quantizations made while searching (the full variant's included)."""
     seconds: float
+    bisections: tuple[Bisection, ...] = ()
 
 
 def _ranking(request: CompressRequest, data_path: Path, log: OutputLog | None) -> Ranking:
-    """The request's precision's ranking: on its QDQ graph (static int8) or emulated; for int8,
-    cheapest to keep float first (`cheapest_first`)."""
+    """The request's precision's ranking, most harmful first.
+
+    On its QDQ graph (static int8) or emulated; for int8 with each node's multiply-adds.
+    """
     plain = replace(request, keep_float=(), keep_float_search="", output=None, validation=None)
     reference = compress(replace(plain, precision="fp32"), log=log).artifact
     with captured(log or OutputLog(), "sensitivity ranking"):
@@ -445,40 +471,41 @@ def _ranking(request: CompressRequest, data_path: Path, log: OutputLog | None) -
         model = onnx_model.load(reference, check=False)
         name_unnamed(model)
         data = datasets.load(data_path, model, purpose="sensitivity")
-        return cheapest_first(ranking, node_macs(model, datasets.dims_from(data)))
+        macs = node_macs(model, datasets.dims_from(data))
+    return replace(ranking, nodes=tuple(replace(n, macs=macs.get(n.node, 0))
+                                        for n in ranking.nodes))  # fmt: skip
 
 
-def cheapest_first(ranking: Ranking, macs: dict[str, int]) -> Ranking:
+def cheapest_first(ranking: Ranking) -> Ranking:
     """The ranking ordered by what each node gives back per multiply-add it would run in float.
 
     Keeping a node float costs its multiply-adds at float speed: the search should spend that
-    where it buys most accuracy. Measured on PP-OCR's recognizer (benchmarks/mixed.py), ordered
-    by accuracy alone the gate took 25 of 51 nodes holding 69 % of the multiply-adds and kept
-    0.3 of int8's speed-up; ordered per multiply-add, 28 nodes holding 6 %, and all of it. A node
-    whose count is unknown (a MatMul of two activations, a Gather) is taken as the largest.
+    where it buys most accuracy. A node whose count is unknown (0: a MatMul of two activations,
+    a Gather) is taken as the largest.
     """
-    if not macs:
-        return ranking
-    largest = max(macs.values())
-    nodes = [replace(n, macs=macs.get(n.node, 0)) for n in ranking.nodes]
+    largest = max((n.macs for n in ranking.nodes), default=0)
 
     def worth(n: NodeGain) -> float:
         gain = n.gain if math.isfinite(n.gain) else 0.0
         return gain / max(1, n.macs or largest)
 
-    nodes.sort(key=lambda n: -worth(n))
-    return replace(ranking, nodes=tuple(nodes))
+    return replace(ranking, nodes=tuple(sorted(ranking.nodes, key=lambda n: -worth(n))))
 
 
 SEARCHED = ("int8-static", "int8-dynamic", "fp16")
 """Precisions whose nodes `search` ranks (int8-static on its QDQ graph, the others emulated)."""
 
+_FAILED = (AccuracyGateFailed, CompressionError)
+"""What makes a probe fail: the gate, or a variant that cannot be made (nothing converted)."""
+
 
 def search(request: CompressRequest, count: int | str, log: OutputLog | None = None) -> MixedResult:
-    """The variant that keeps the top `count` nodes of the ranking float.
+    """The variant that keeps the top `count` nodes of the ranking (most harmful first) float.
 
-    With `count` "auto": the fewest that pass the request's gate: none when the full variant
-    passes (then nothing is ranked), else a bisection over the ranking.
+    With `count` "auto": the least float compute that passes the request's gate: none when
+    the full variant passes (then nothing is ranked), else a bisection over the ranking and,
+    for int8, a second over `cheapest_first` limited to prefixes with fewer multiply-adds than
+    the first's answer; the cheaper answer wins (fp16: the first, the fewest nodes).
 
     Raises:
         UnsupportedModel: a precision with no nodes to rank.
@@ -497,54 +524,95 @@ def search(request: CompressRequest, count: int | str, log: OutputLog | None = N
     if count == "auto" and request.validation is None:
         raise DataError("--keep-float auto needs --validate DATA.npz and a gate to meet")
     probes = 0
-    ranking = Ranking((), 0)
 
-    def make(k: int) -> CompressionReport:
+    def make(nodes: tuple[str, ...]) -> CompressionReport:
         nonlocal probes
         probes += 1
-        variant = replace(request, keep_float=ranking.top(k), keep_float_search="", output=None)
+        variant = replace(request, keep_float=nodes, keep_float_search="", output=None)
         return compress(variant, log=log)
 
-    def done(report: CompressionReport, k: int) -> MixedResult:
+    def done(report: CompressionReport, order: Ranking, k: int,
+             bisections: tuple[Bisection, ...] = ()) -> MixedResult:  # fmt: skip
         if request.output is not None:  # the answer only: probes write nothing
             write_output(report.artifact, request.output)
             report = replace(report, output=request.output)
-        return MixedResult(report, ranking, ranking.top(k), probes, time.monotonic() - start)
+        return MixedResult(report, order, order.top(k), probes, time.monotonic() - start,
+                           bisections)  # fmt: skip
 
     last: Exception | None = None
     if count == "auto":
         try:  # the full variant may meet the gate as it is: nothing to rank then
-            return done(make(0), 0)
-        except (AccuracyGateFailed, CompressionError) as exc:
+            return done(make(()), Ranking((), 0), 0)
+        except _FAILED as exc:
             last = exc
     ranking = _ranking(request, Path(data_path), log)
     if count != "auto":
         k = int(count)
-        return done(make(k), k)
-    made: dict[int, CompressionReport] = {}
-    # The answer lies in [lo, hi]; hi keeps every ranked node float.
-    lo, hi = min(1, len(ranking.nodes)), len(ranking.nodes)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        try:
-            made[mid] = make(mid)
-            hi = mid
-        except (AccuracyGateFailed, CompressionError) as exc:  # (a variant that cannot be made)
-            last, lo = exc, mid + 1
-    if lo not in made and lo > 0 and request.precision != "int8-static":
-        # Every probe failed and lo keeps every ranked node float, which still converts the
-        # nodes not ranked (static int8 ranks all it converts: that variant would be fp32).
-        try:
-            made[lo] = make(lo)
-        except (AccuracyGateFailed, CompressionError) as exc:
-            last = exc
-    if lo not in made:
-        n = len(ranking.nodes)
+        return done(make(ranking.top(k)), ranking, k)
+    n = len(ranking.nodes)
+    # Static int8 ranks every node it converts: all of them float is fp32, not worth a probe.
+    top = n - 1 if request.precision == "int8-static" else n
+    first, found, last = _bisect(ranking, "harm", top, make, last)
+    answers = [(ranking, found)] if found else []
+    bisections = [first]
+    cheap = cheapest_first(ranking)
+    if request.precision != "fp16" and cheap.top(n) != ranking.top(n):
+        # Only prefixes lighter in multiply-adds than the first answer can do better.
+        budget = math.inf if found is None else sum(x.macs for x in ranking.nodes[: found[0]])
+        limit = max((k for k in range(top + 1) if sum(x.macs for x in cheap.nodes[:k]) < budget),
+                    default=0)  # fmt: skip
+        second, other, last = _bisect(cheap, "harm per multiply-add", limit, make, last,
+                                      top_first=True)  # fmt: skip
+        bisections.append(second)
+        if other is not None:
+            answers.append((cheap, other))
+    if not answers:
         gate = last if isinstance(last, AccuracyGateFailed) else None
         raise AccuracyGateFailed(
             gate.metric if gate else "cosine", gate.value if gate else float("nan"),
             gate.limit if gate else float("nan"),
-            f"no set of nodes kept float meets the gate: with the {max(n - 1, 0)} most harmful "
-            f"of {n} kept float, {last}",
+            f"no set of nodes kept float meets the gate: with the {top} most harmful of {n} "
+            f"kept float, {last}",
         )  # fmt: skip
-    return done(made[lo], lo)
+    order, (k, report) = answers[-1]  # the second only exists where it is lighter
+    return done(report, order, k, tuple(bisections))
+
+
+def _bisect(
+    order: Ranking,
+    name: str,
+    top: int,
+    make: Callable[[tuple[str, ...]], CompressionReport],
+    last: Exception | None,
+    *,
+    top_first: bool = False,
+) -> tuple[Bisection, tuple[int, CompressionReport] | None, Exception | None]:
+    """The smallest k in [1, top] whose variant (the top k of `order` float) passes.
+
+    Passing is taken to grow with k (each node kept float gives back accuracy) until so many
+    are kept that nothing is converted (then the answer lies below): each probe halves the
+    range, so about log2(top) variants are made. `top_first`: try `top` first and stop there
+    when it fails (a range that likely holds no answer costs one variant).
+    """
+    made: dict[int, CompressionReport] = {}
+    lo, hi = 1, top + 1  # hi: not yet known to pass
+    probes = 0
+    if top_first and top >= 1:
+        probes += 1
+        try:
+            made[top] = make(order.top(top))
+            hi = top
+        except _FAILED as exc:
+            return Bisection(name, None, probes, top), None, exc
+    while lo < hi:
+        mid = (lo + hi) // 2
+        probes += 1
+        try:
+            made[mid] = make(order.top(mid))
+            hi = mid
+        except NothingQuantized as exc:  # so many kept float that nothing is converted
+            last, hi = exc, mid
+        except _FAILED as exc:
+            last, lo = exc, mid + 1
+    found = (lo, made[lo]) if lo in made else None
+    return Bisection(name, found[0] if found else None, probes, top), found, last
