@@ -15,7 +15,10 @@ pooling and normalization included) and YOLOv8n from the corpus (nudenet's publi
   1/2 x inter-op 1/2 x sequential/parallel x optimization basic/all = 16 settings).
 - edgeopt: what `deploy --tune` does (the planner's candidates made by the compression pipeline,
   measured on the agent, held to cosine >= 0.99 against fp32 on validation data), budget 60 s.
-Then fp32 (2 threads), Olive's result with Olive's chosen settings and edgeopt's choice are
+For MiniLM also static (QDQ) int8 whole and with `--keep-float auto` (the nodes kept float
+that pass cosine >= 0.99, edgeopt.host.compress.sensitivity; 2 threads), which pays no per-run
+activation quantization (issue 19 asks whether it beats both dynamic variants).
+Then fp32 (2 threads), Olive's result with Olive's chosen settings and edgeopt's choices are
 measured by the agent's Benchmark in interleaved rounds; ratios to fp32 are per round, the
 median over rounds is shown. Cosine is computed on the host, the same way for both tools.
 Writes its table into benchmarks/RESULTS.md between the olive markers.
@@ -52,6 +55,7 @@ from edgeopt.host.compress import CompressRequest, Gate, compress  # noqa: E402
 from edgeopt.host.compress import data as datasets  # noqa: E402
 from edgeopt.host.compress.latency import host_cpu  # noqa: E402
 from edgeopt.host.compress.onnxfile import load  # noqa: E402
+from edgeopt.host.compress.sensitivity import search  # noqa: E402
 from edgeopt.host.compress.validate import validate  # noqa: E402
 from edgeopt.host.config.inventory import Device  # noqa: E402
 from edgeopt.host.store.state import State  # noqa: E402
@@ -291,16 +295,35 @@ def main() -> int:
                 if tuned.best is None:
                     raise RuntimeError(f"edgeopt found no variant of {label} passing the gate")
                 best = tuned.best.record()
-                artifact = compress(replace(request, precision=best["precision"])).artifact
-                ours = Variant(f"edgeopt deploy --tune: {best['precision']}", artifact, best,
+                kept = tuple(best.get("keep_float") or ())
+                artifact = compress(replace(request, precision=best["precision"],
+                                            keep_float=kept)).artifact  # fmt: skip
+                ours = Variant(f"edgeopt deploy --tune: {tuned.best.label}", artifact, best,
                                op_summary(artifact))  # fmt: skip
                 fp32 = Variant("fp32 as given", source, plan_dict(2), op_summary(source))
                 variants = [fp32, olive, ours]
+                static: list[Variant] = []
+                searched = ""
+                if key == "all-minilm-l6-v2":
+                    whole = compress(replace(request, precision="int8-static", gate=Gate()))
+                    found = search(replace(request, precision="int8-static"), "auto")
+                    mixed = found.report.artifact
+                    searched = (f"{found.seconds:.0f} s search, {len(found.kept)} of "
+                                f"{len(found.ranking.nodes)} nodes kept float "
+                                f"({found.ranking.macs_share(len(found.kept)):.0%} of the "
+                                "multiply-adds)")  # fmt: skip
+                    static = [
+                        Variant("edgeopt int8-static whole", whole.artifact, plan_dict(2),
+                                op_summary(whole.artifact)),
+                        Variant("edgeopt int8-static --keep-float auto", mixed, plan_dict(2),
+                                op_summary(mixed)),
+                    ]  # fmt: skip
+                    variants += static
                 for v in variants:
                     v.cosine = validate(source, v.path, data).cosine
                     v.ratios, v.p50s = [], []
                 for r in range(args.rounds):
-                    order = variants[r % 3 :] + variants[: r % 3]
+                    order = variants[r % len(variants) :] + variants[: r % len(variants)]
                     p50 = {v.label: asyncio.run(bench(agent, v, feed)) for v in order}
                     for v in variants:
                         v.p50s.append(p50[v.label])  # type: ignore[union-attr]
@@ -313,6 +336,7 @@ def main() -> int:
                         olive.label: f"{olive_make:.0f} s auto-opt + {olive_tune:.0f} s tuning "
                                      f"(16 settings; {raw['seconds']:.0f} s inside Olive)",
                         ours.label: f"{tuned.seconds:.0f} s, {measured} candidates measured",
+                        **({static[0].label: "-", static[1].label: searched} if static else {}),
                     }[v.label]  # fmt: skip
                     rows.append(
                         f"| {label} | {v.label} | {v.made} | {settings(v.plan)} | "
@@ -327,6 +351,23 @@ def main() -> int:
                              + " / ".join(w[:120] for w in raw["warnings"]))  # fmt: skip
                 o_ratio = statistics.median(olive.ratios or [0])
                 e_ratio = statistics.median(ours.ratios or [0])
+                if static:
+                    w_ratio = statistics.median(static[0].ratios or [0])
+                    m_ratio = statistics.median(static[1].ratios or [0])
+                    beats = m_ratio < min(o_ratio, e_ratio) and (static[1].cosine or 0) >= 0.99
+                    why = "" if beats else (
+                        f"; measured reason: static int8 whole (cosine {static[0].cosine:.4f}) "
+                        f"runs at {w_ratio:.2f}x fp32 against the tuned choice's {e_ratio:.2f}x, "
+                        "and every node kept float only adds to it"
+                        if w_ratio >= min(o_ratio, e_ratio) else ""
+                    )  # fmt: skip
+                    goals.append(
+                        f"MiniLM static QDQ with nodes kept float (issue 19): cosine "
+                        f"{static[1].cosine:.4f} at {m_ratio:.2f}x fp32, below both Olive's "
+                        f"{o_ratio:.2f}x and edgeopt's tuned {ours.label.split(': ')[-1]} "
+                        f"{e_ratio:.2f}x: "
+                        f"{'met' if beats else 'not met'}{why}"
+                    )  # fmt: skip
                 if key == "all-minilm-l6-v2":
                     met = (ours.cosine or 0) >= 0.99 and e_ratio <= o_ratio
                     goals.append(f"MiniLM: edgeopt cosine {ours.cosine:.4f} (>= 0.99) at "
@@ -356,7 +397,7 @@ def main() -> int:
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "Goals (issue 8):",
+        "Goals (issues 8 and 19):",
         *[f"- {g}" for g in goals],
         *notes,
     ])  # fmt: skip
