@@ -102,7 +102,10 @@ def test_corpus_model(
     before, after = report.weights_before, report.weights_after
     assert report.validation is not None and np.isfinite(report.validation.max_abs_error)
     if precision == "fp16":
-        assert after.share("float16") > 0.9
+        # Weights of nodes kept float32 for range stay float32, and the report says so
+        # (magika: its last dense layer, 25 % of its weights; it gave inf on every sample).
+        ranged = [n for n in report.notes if n.startswith("kept float32 where values pass")]
+        assert after.share("float16") > (0.5 if ranged else 0.9)
     elif precision == "int4-weight":
         ratio = after.bytes_ratio(before, frozenset({"MatMul"}))
         assert ratio is not None and ratio <= 0.30, after.summary()
