@@ -19,6 +19,7 @@ from edgeopt.agent.manifest import check_digest
 from edgeopt.agent.refusal import Refusal
 from edgeopt.agent.runner import Runner
 from edgeopt.agent.store import ModelStore
+from edgeopt.proto import paired
 from edgeopt.proto.plan import RunPlan
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEAVY_IDLE_SECONDS",
+    "MAX_BLOCK_RUNS",
     "MAX_BENCH_QUEUE",
     "MAX_PROFILE_RUNS",
     "MAX_REPEATS",
@@ -41,6 +43,8 @@ HEAVY_IDLE_SECONDS = 30.0
 MAX_WARMUP = 10_000
 MAX_REPEATS = 10_000_000
 MAX_PROFILE_RUNS = 10_000
+MAX_BLOCK_RUNS = 1000
+"""Runs per block of a paired comparison at most."""
 
 
 def number(request: dict[str, Any], key: str, low: float, high: float) -> float:
@@ -85,6 +89,10 @@ class Measurements:
             raise Refusal(
                 "INVALID_ARGUMENT", f"min_repeats {low:g} is more than max_repeats {high:g}"
             )
+        if request.get("versus") is not None:
+            number(request, "min_repeats", 0, paired.MAX_PAIRS)
+            number(request, "max_repeats", 0, paired.MAX_PAIRS)
+            number(request, "block_runs", 0, MAX_BLOCK_RUNS)
         number(request, "target_ci", 0, 1)
         seconds = number(request, "max_seconds", 0, self.bounds.max_benchmark_seconds)
         timeout = (seconds or 10.0) + self.bounds.request_timeout
@@ -114,22 +122,14 @@ class Measurements:
     ) -> dict[str, Any]:
         """A benchmark or profile: the model resolved, then run alone in the heavy runner."""
         inputs_path = calls.inputs_path(self.store, request.get("inputs_sha256") or "")
-        if request.get("sha256"):
-            sha256 = request["sha256"]
-            check_digest(sha256)  # before it names a file: a digest is never a path
-            if not self.store.blob(sha256).is_file():
-                raise Refusal("NOT_FOUND", f"no artifact {sha256} in this agent's store")
-            what, plan = sha256[:12], RunPlan()
-        else:
-            entry = self.store.entry(request.get("name", ""))
-            version = self.store.version(request["name"], request.get("version") or entry.active)
-            sha256, what, plan = (
-                version.sha256,
-                f"{request['name']} {version.version}",
-                version.plan,
-            )
-        if request.get("plan") is not None:  # the request's own plan wins
-            plan = request["plan"]
+        sha256, what, plan = self._resolve(request)
+        extra: dict[str, Any] = {}
+        versus = request.get("versus")
+        if versus is not None:  # a paired comparison: B resolved as A is
+            sha256_b, what_b, plan_b = self._resolve(versus)
+            what = f"{what} against {what_b}"
+            extra = {"path_b": str(self.store.blob(sha256_b)), "plan_b": plan_b,
+                     "sha256_b": sha256_b}  # fmt: skip
         with self._queue_lock:
             if self._waiting >= MAX_BENCH_QUEUE:
                 raise Refusal(
@@ -158,6 +158,7 @@ class Measurements:
                         "inputs": calls.wrapped(request.get("inputs")),
                         "inputs_path": inputs_path,
                         "max_bytes": self.bounds.max_infer_bytes,
+                        **extra,
                     },
                     timeout or self.bounds.request_timeout,
                     progress,
@@ -169,7 +170,29 @@ class Measurements:
             self._idle.daemon = True
             self._idle.start()
             self._bench_lock.release()
+        if extra:
+            answer["versus"] = {**answer["versus"], "sha256": extra["sha256_b"],
+                                "plan": extra["plan_b"]}  # fmt: skip
         return {**answer, "sha256": sha256, "plan": plan}
+
+    def _resolve(self, ref: dict[str, Any]) -> tuple[str, str, RunPlan]:
+        """A model reference (a stored name and version, or a digest): digest, words, plan.
+
+        The reference's own plan, when it has one, wins over the version's.
+        """
+        if ref.get("sha256"):
+            sha256 = ref["sha256"]
+            check_digest(sha256)  # before it names a file: a digest is never a path
+            if not self.store.blob(sha256).is_file():
+                raise Refusal("NOT_FOUND", f"no artifact {sha256} in this agent's store")
+            what, plan = sha256[:12], RunPlan()
+        else:
+            entry = self.store.entry(ref.get("name", ""))
+            version = self.store.version(ref["name"], ref.get("version") or entry.active)
+            sha256, what, plan = version.sha256, f"{ref['name']} {version.version}", version.plan
+        if ref.get("plan") is not None:
+            plan = ref["plan"]
+        return sha256, what, plan
 
     def close(self) -> None:
         """Stop the runner; a busy one is killed rather than waited for."""

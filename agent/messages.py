@@ -104,7 +104,16 @@ def nbytes(data: Any) -> int:
 def benchmark_result(answer: dict[str, Any]) -> agent_pb2.BenchmarkResult:
     """The runner's benchmark answer as a BenchmarkResult message."""
     c = answer["conditions"]
+    versus = answer.get("versus")
     return agent_pb2.BenchmarkResult(
+        block_ms=answer.get("block_ms", []),
+        versus=agent_pb2.PairedBlocks(
+            sha256=versus["sha256"], plan=versus["plan"].to_message(),
+            latency=agent_pb2.LatencyStats(**versus["latency"]),
+            block_runs=versus["block_runs"], a_ms=versus["a_ms"], b_ms=versus["b_ms"],
+            b_first=versus["b_first"], ratio=versus["ratio"], ratio_low=versus["ratio_low"],
+            ratio_high=versus["ratio_high"],
+        ) if versus else None,
         sha256=answer["sha256"],
         plan=answer["plan"].to_message(),
         latency=agent_pb2.LatencyStats(**answer["latency"]),

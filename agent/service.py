@@ -244,6 +244,14 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 "max_repeats": request.max_repeats, "target_ci": request.target_ci,
                 "max_seconds": request.max_seconds,
             }  # fmt: skip
+            if request.HasField("versus"):
+                v = request.versus
+                params.update(
+                    versus={"name": v.name, "version": v.version, "sha256": v.sha256,
+                            "plan": messages.checked_plan(v.plan) if v.HasField("plan")
+                            else None},
+                    block_runs=request.block_runs, seed=request.seed,
+                )  # fmt: skip
         except Refusal as exc:
             _refused(context, exc)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeopt.agent.runner.compare import compare
 from edgeopt.agent.runner.feeds import (
     join_outputs,
     request_feeds,
@@ -27,7 +28,16 @@ from edgeopt.agent.runner.feeds import (
     to_tuples,
 )
 from edgeopt.agent.runner.framing import OUTPUT_LIMIT, TensorTuple, receive, send
-from edgeopt.agent.runner.measure import CpuClock, conditions, median_ci, rss_bytes, timed_runs
+from edgeopt.agent.runner.measure import (
+    CpuClock,
+    block_medians,
+    conditions,
+    conditions_record,
+    latency_stats,
+    median_ci,
+    rss_bytes,
+    timed_runs,
+)
 from edgeopt.agent.runner.session import RequestError, first_line, load_session
 from edgeopt.proto.plan import RunPlan
 
@@ -135,8 +145,8 @@ class Child:
         self, request: dict[str, Any], emit: Callable[[dict[str, Any]], None]
     ) -> dict[str, Any]:
         """Measure a model; see agent.proto, Benchmark. Emits progress twice a second."""
-        import numpy as np  # noqa: PLC0415
-        import onnxruntime as ort  # noqa: PLC0415
+        if request.get("path_b"):
+            return compare(request, emit)
 
         plan = request.get("plan") or RunPlan()
         warmup = int(request.get("warmup") or 5)
@@ -162,32 +172,18 @@ class Child:
             raise RequestError("INVALID_ARGUMENT", f"inference failed: {first_line(exc)}") from exc
         peak = max(peak, rss_bytes())
         after = conditions()
-        array = np.asarray(samples)
-        low, high, median = median_ci(samples)
+        median = median_ci(samples)[2]
         first = next(iter(feeds.values()), None)
         batch = first.shape[0] if first is not None and first.ndim else 1
         return {
             "ok": True,
-            "latency": {
-                "samples": len(samples), "min_ms": float(array.min()), "p50_ms": median,
-                "p90_ms": float(np.percentile(array, 90)),
-                "p99_ms": float(np.percentile(array, 99)),
-                "mean_ms": float(array.mean()), "std_ms": float(array.std(ddof=1))
-                if len(samples) > 1 else 0.0,
-                "ci_low_ms": low, "ci_high_ms": high,
-            },
+            "latency": latency_stats(samples),
             "throughput": batch * 1000.0 / median if median else 0.0,
             "session_load_ms": load_ms, "first_inference_ms": first_ms,
             "peak_rss_bytes": peak, "stop_reason": reason,
             "input_shapes": {k: list(v.shape) for k, v in feeds.items()},
-            "conditions": {
-                "onnxruntime_version": ort.__version__, "cpu_governor": before["governor"],
-                "temperatures_before": before["temperatures"],
-                "temperatures_after": after["temperatures"],
-                "load_average": before["load_average"], "usable_cores": before["usable_cores"],
-                "other_cpu_load": others,
-                "throttled_before": before["throttled"], "throttled_after": after["throttled"],
-            },
+            "block_ms": block_medians(samples),
+            "conditions": conditions_record(before, after, others),
         }  # fmt: skip
 
     def profile(self, request: dict[str, Any]) -> dict[str, Any]:

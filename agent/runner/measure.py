@@ -14,7 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CpuClock", "conditions", "median_ci", "rss_bytes", "timed_runs"]
+__all__ = [
+    "CpuClock",
+    "block_medians",
+    "conditions",
+    "conditions_record",
+    "latency_stats",
+    "median_ci",
+    "rss_bytes",
+    "timed_runs",
+]
 
 
 def rss_bytes(pid: int | str = "self") -> int:
@@ -79,6 +88,56 @@ def median_ci(samples: list[float]) -> tuple[float, float, float]:
     low = max(0, math.floor(n / 2 - half) - 1)
     high = min(n - 1, math.ceil(n / 2 + half) - 1)
     return ordered[low], ordered[high], median
+
+
+def latency_stats(samples: list[float]) -> dict[str, Any]:
+    """agent.proto's LatencyStats of timed runs (ms)."""
+    import numpy as np  # noqa: PLC0415
+
+    array = np.asarray(samples)
+    low, high, median = median_ci(samples)
+    return {
+        "samples": len(samples), "min_ms": float(array.min()), "p50_ms": median,
+        "p90_ms": float(np.percentile(array, 90)), "p99_ms": float(np.percentile(array, 99)),
+        "mean_ms": float(array.mean()),
+        "std_ms": float(array.std(ddof=1)) if len(samples) > 1 else 0.0,
+        "ci_low_ms": low, "ci_high_ms": high,
+    }  # fmt: skip
+
+
+def block_medians(samples: list[float]) -> list[float]:
+    """The medians of consecutive blocks of about `paired.BLOCK_SECONDS` of timed runs.
+
+    What a later two-run comparison reads. A partial last block is dropped; blocks are shorter
+    where that would leave fewer than 16 (a run stopped early by its interval target), down to
+    one run each.
+    """
+    import statistics  # noqa: PLC0415
+
+    from edgeopt.proto import paired  # noqa: PLC0415
+
+    if not samples:
+        return []
+    size = min(paired.block_runs(statistics.median(samples), smallest=1),
+               max(1, len(samples) // 16))  # fmt: skip
+    return [statistics.median(samples[i:i + size])
+            for i in range(0, len(samples) - size + 1, size)]  # fmt: skip
+
+
+def conditions_record(
+    before: dict[str, Any], after: dict[str, Any], others: float
+) -> dict[str, Any]:
+    """agent.proto's Conditions of a run, from `conditions()` before and after it."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    return {
+        "onnxruntime_version": ort.__version__, "cpu_governor": before["governor"],
+        "temperatures_before": before["temperatures"],
+        "temperatures_after": after["temperatures"],
+        "load_average": before["load_average"], "usable_cores": before["usable_cores"],
+        "other_cpu_load": others,
+        "throttled_before": before["throttled"], "throttled_after": after["throttled"],
+    }  # fmt: skip
 
 
 def conditions() -> dict[str, Any]:

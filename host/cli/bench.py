@@ -7,6 +7,7 @@ The commands, each a thin layer over `edgeopt.host.workflows.bench`, `history` a
     edgeopt bench model.onnx --fleet --json --csv out.csv --plot fleet.png --html report.html
     edgeopt bench history --device pi4 --model model.onnx  runs over time, changes called
     edgeopt bench compare RUN_A RUN_B                      what got faster or slower
+    edgeopt bench compare-models A.onnx B.onnx --device pi4  B against A, interleaved on the board
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ from edgeopt.host.cli.compress import build_request, compression_options
 from edgeopt.host.cli.output import echo_json
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress.latency import host_cpu
+from edgeopt.host.errors import InvalidRequest
 from edgeopt.host.report import history
 from edgeopt.host.report.table import table
 from edgeopt.host.store.state import State
 from edgeopt.host.transport.client import file_digest
 from edgeopt.host.workflows import bench
+from edgeopt.host.workflows import compare as paired_compare
 from edgeopt.host.workflows.plans import DeployOptions, traits_of
 
-__all__ = ["bench_cmd", "compare_cmd", "history_cmd", "run_cmd"]
+__all__ = ["bench_cmd", "compare_cmd", "compare_models_cmd", "history_cmd", "run_cmd"]
 
 
 class _BenchGroup(click.Group):
@@ -264,6 +267,7 @@ def history_cmd(  # noqa: PLR0917  (click passes each option by name)
     if as_json:
         echo_json([
             {"case": r["id"], "run": r["run"], "taken": r["taken"], "device": r["device"],
+             "model": r["model"], "model_digest": r["model_digest"],
              "variant": r["precision"], "threads": r["threads"], "provider": r["provider"],
              "p50_ms": r["result"]["latency"]["p50_ms"], "ci_low_ms":
              r["result"]["latency"]["ci_low_ms"], "ci_high_ms":
@@ -280,10 +284,16 @@ def history_cmd(  # noqa: PLR0917  (click passes each option by name)
         when = datetime.datetime.fromtimestamp(r["taken"], datetime.UTC)
         half = (lat["ci_high_ms"] - lat["ci_low_ms"]) / 2
         out.append([when.strftime("%Y-%m-%d %H:%M"), r["run"] or str(r["id"]), r["device"],
-                    r["precision"], str(r["threads"]), f"{lat['p50_ms']:.3g} ms",
+                    _model(r), r["precision"], str(r["threads"]), f"{lat['p50_ms']:.3g} ms",
                     f"±{half / lat['p50_ms']:.1%}", ",".join(r["flags"]), words])  # fmt: skip
-    click.echo(table(["WHEN", "RUN", "DEVICE", "VARIANT", "THREADS", "P50", "CI95", "FLAGS",
-                      "CHANGE"], out))  # fmt: skip
+    click.echo(table(["WHEN", "RUN", "DEVICE", "MODEL", "VARIANT", "THREADS", "P50", "CI95",
+                      "FLAGS", "CHANGE"], out))  # fmt: skip
+
+
+def _model(row: dict[str, Any]) -> str:
+    """A row's model in a table: its file name and the start of its digest."""
+    digest = row.get("model_digest") or ""
+    return f"{Path(row['model']).name} {digest[:8]}".strip()
 
 
 @bench_cmd.command("compare")
@@ -298,7 +308,9 @@ def compare_cmd(
 ) -> None:
     """What got faster or slower from RUN_A to RUN_B, beyond the noise.
 
-    Exit status 1 when anything got slower (for CI gates).
+    Cases are matched by device, model, variant, threads and provider. Exit status (for CI
+    gates): 1 when anything got slower, else 2 when some case was too noisy to call, else 0.
+    Two runs are two sessions: `bench compare-models` measures both sides interleaved in one.
     """
     session: Session = ctx.obj
     with State(session.state) as state:
@@ -314,14 +326,92 @@ def compare_cmd(
     changes, alone = history.compare(rows[run_a], rows[run_b], threshold, earlier)
     if as_json:
         echo_json({
-            "changes": [{"case": history.name(c.key), "verdict": c.verdict, "ratio": c.ratio,
-                         "words": c.words} for c in changes],
+            "changes": [{"case": history.name(c.key), "model": c.after["model"],
+                         "verdict": c.verdict, "ratio": c.ratio, "words": c.words}
+                        for c in changes],
             "unmatched": alone,
         })  # fmt: skip
     else:
-        click.echo(table(["CASE", "VERDICT", "CHANGE"],
-                         [[history.name(c.key), c.verdict, c.words] for c in changes]))  # fmt: skip
+        click.echo(table(["CASE", "MODEL", "VERDICT", "CHANGE"],
+                         [[history.name(c.key), _model(c.after), c.verdict, c.words]
+                          for c in changes]))  # fmt: skip
         for line in alone:
             click.echo(line)
     if any(c.verdict == "slower" for c in changes):
         ctx.exit(1)
+    if any(c.verdict == "undecided" for c in changes):
+        ctx.exit(2)
+
+
+class _Undecided(click.ClickException):
+    """An error that decides nothing: exit status 2 (1 would say "slower" to a CI gate)."""
+
+    exit_code = 2
+
+
+@bench_cmd.command("compare-models")
+@click.argument("model_a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model_b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@device_options
+@click.option("--threads", type=int, default=0, help="intra-op threads of both (default: ONNX "
+              "Runtime's on the board)")  # fmt: skip
+@click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False),
+              help=".npz whose first sample both are fed (default: made up)")  # fmt: skip
+@click.option("--threshold", type=click.FloatRange(0.001, 1), default=0.02, show_default=True,
+              help="smallest change of B/A called a change")  # fmt: skip
+@click.option("--max-seconds", type=click.FloatRange(0.1, 3600), default=60.0,
+              show_default=True, help="measuring budget per board (it stops sooner once the "
+              "ratio's interval is within half the threshold)")  # fmt: skip
+@click.option("--block-runs", type=click.IntRange(0, 1000), default=0,
+              help="runs per block (default: about 50 ms of the slower model)")  # fmt: skip
+@click.option("--seed", type=int, default=0, help="the block order's random seed (0: fresh)")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@click.pass_context
+def compare_models_cmd(  # noqa: PLR0917  (click passes each option by name)
+    ctx: click.Context,
+    /,
+    model_a: Path,
+    model_b: Path,
+    selectors: tuple[str, ...],
+    whole_fleet: bool,
+    threads: int,
+    inputs: Path | None,
+    threshold: float,
+    max_seconds: float,
+    block_runs: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Is MODEL_B faster or slower than MODEL_A on each board? Measured interleaved.
+
+    Both run on the board in alternating blocks in one session, the order of each pair of
+    blocks random, so slow spells hit both. Each board gives the ratio B/A with its 95 %
+    interval and the smallest change the run could have seen. Exit status: 1 when B is
+    slower beyond --threshold on any board, 2 when a board could not decide (too noisy within
+    --max-seconds, or it stopped answering), 0 otherwise.
+    """
+    session: Session = ctx.obj
+    devices, _ = selection(session, selectors, whole_fleet)
+    options = paired_compare.CompareOptions(
+        a=model_a, b=model_b, threads=threads, inputs=inputs, max_seconds=max_seconds,
+        threshold=threshold, block_runs=block_runs, seed=seed,
+    )  # fmt: skip
+    try:
+        paired_compare.check_inputs(model_a, model_b)
+    except InvalidRequest as exc:  # exit status 2: no decision (1 would say "slower")
+        raise _Undecided(str(exc)) from None
+    with State(session.state) as state:
+        run, answers = paired_compare.compare_models(devices, options, state,
+                                                     config=session.client)  # fmt: skip
+    if as_json:
+        echo_json({"run": run, "a": str(model_a), "b": str(model_b),
+                   "devices": [a.record() for a in answers]})  # fmt: skip
+    else:
+        click.echo(f"run {run}: B = {model_b.name} against A = {model_a.name}")
+        click.echo(table(["DEVICE", "VERDICT", "B/A", "95 % INTERVAL", "DETECTABLE", "DETAIL"], [
+            [a.device, a.verdict, f"{a.found.ratio:.4f}" if a.found else "-",
+             f"{a.found.low:.4f}-{a.found.high:.4f}" if a.found else "-",
+             f"{a.found.detectable:.2%}" if a.found else "-", a.words]
+            for a in answers
+        ]))  # fmt: skip
+    ctx.exit(paired_compare.exit_status(answers))

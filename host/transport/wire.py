@@ -118,12 +118,22 @@ class BenchmarkCall(_Run):
     max_repeats: int = 0
     target_ci: float = 0.0
     max_seconds: float = 0.0
+    versus: tuple[str, RunPlan | None] | None = None
+    """A paired comparison: B's artifact (by digest, pushed aside) and plan, measured against
+    this one in alternating blocks (min/max_repeats then count block pairs, target_ci is the
+    ratio's interval)."""
+    block_runs: int = 0
+    seed: int = 0
 
     def message(self) -> agent_pb2.BenchmarkRequest:
         """The call as agent.proto's request."""
+        versus = None
+        if self.versus is not None:
+            versus = agent_pb2.ModelRef(sha256=self.versus[0], plan=plan_message(self.versus[1]))
         return agent_pb2.BenchmarkRequest(
             **self._fields(), min_repeats=self.min_repeats, max_repeats=self.max_repeats,
-            target_ci=self.target_ci, max_seconds=self.max_seconds,
+            target_ci=self.target_ci, max_seconds=self.max_seconds, versus=versus,
+            block_runs=self.block_runs, seed=self.seed,
         )  # fmt: skip
 
 

@@ -264,7 +264,7 @@ class InputShape(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class BenchmarkRequest(_message.Message):
-    __slots__ = ("name", "version", "sha256", "plan", "inputs", "input_shapes", "warmup", "min_repeats", "max_repeats", "target_ci", "max_seconds", "inputs_sha256")
+    __slots__ = ("name", "version", "sha256", "plan", "inputs", "input_shapes", "warmup", "min_repeats", "max_repeats", "target_ci", "max_seconds", "inputs_sha256", "versus", "block_runs", "seed")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -277,6 +277,9 @@ class BenchmarkRequest(_message.Message):
     TARGET_CI_FIELD_NUMBER: _ClassVar[int]
     MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    VERSUS_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_RUNS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     sha256: str
@@ -289,7 +292,22 @@ class BenchmarkRequest(_message.Message):
     target_ci: float
     max_seconds: float
     inputs_sha256: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., warmup: _Optional[int] = ..., min_repeats: _Optional[int] = ..., max_repeats: _Optional[int] = ..., target_ci: _Optional[float] = ..., max_seconds: _Optional[float] = ..., inputs_sha256: _Optional[str] = ...) -> None: ...
+    versus: ModelRef
+    block_runs: int
+    seed: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., warmup: _Optional[int] = ..., min_repeats: _Optional[int] = ..., max_repeats: _Optional[int] = ..., target_ci: _Optional[float] = ..., max_seconds: _Optional[float] = ..., inputs_sha256: _Optional[str] = ..., versus: _Optional[_Union[ModelRef, _Mapping]] = ..., block_runs: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class ModelRef(_message.Message):
+    __slots__ = ("name", "version", "sha256", "plan")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    sha256: str
+    plan: Plan
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ...) -> None: ...
 
 class LatencyStats(_message.Message):
     __slots__ = ("samples", "min_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "ci_low_ms", "ci_high_ms")
@@ -336,19 +354,23 @@ class Conditions(_message.Message):
     def __init__(self, onnxruntime_version: _Optional[str] = ..., cpu_governor: _Optional[str] = ..., temperatures_before: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., temperatures_after: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., load_average: _Optional[float] = ..., usable_cores: _Optional[int] = ..., other_cpu_load: _Optional[float] = ..., throttled_before: _Optional[int] = ..., throttled_after: _Optional[int] = ...) -> None: ...
 
 class BenchmarkProgress(_message.Message):
-    __slots__ = ("repeats", "elapsed_s", "p50_ms", "ci_relative")
+    __slots__ = ("repeats", "elapsed_s", "p50_ms", "ci_relative", "pairs", "ratio")
     REPEATS_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
     P50_MS_FIELD_NUMBER: _ClassVar[int]
     CI_RELATIVE_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    RATIO_FIELD_NUMBER: _ClassVar[int]
     repeats: int
     elapsed_s: float
     p50_ms: float
     ci_relative: float
-    def __init__(self, repeats: _Optional[int] = ..., elapsed_s: _Optional[float] = ..., p50_ms: _Optional[float] = ..., ci_relative: _Optional[float] = ...) -> None: ...
+    pairs: int
+    ratio: float
+    def __init__(self, repeats: _Optional[int] = ..., elapsed_s: _Optional[float] = ..., p50_ms: _Optional[float] = ..., ci_relative: _Optional[float] = ..., pairs: _Optional[int] = ..., ratio: _Optional[float] = ...) -> None: ...
 
 class BenchmarkResult(_message.Message):
-    __slots__ = ("sha256", "plan", "latency", "throughput", "session_load_ms", "first_inference_ms", "peak_rss_bytes", "conditions", "stop_reason", "input_shapes")
+    __slots__ = ("sha256", "plan", "latency", "throughput", "session_load_ms", "first_inference_ms", "peak_rss_bytes", "conditions", "stop_reason", "input_shapes", "block_ms", "versus")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
@@ -359,6 +381,8 @@ class BenchmarkResult(_message.Message):
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_MS_FIELD_NUMBER: _ClassVar[int]
+    VERSUS_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     plan: Plan
     latency: LatencyStats
@@ -369,7 +393,33 @@ class BenchmarkResult(_message.Message):
     conditions: Conditions
     stop_reason: str
     input_shapes: _containers.RepeatedCompositeFieldContainer[InputShape]
-    def __init__(self, sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., throughput: _Optional[float] = ..., session_load_ms: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., conditions: _Optional[_Union[Conditions, _Mapping]] = ..., stop_reason: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ...) -> None: ...
+    block_ms: _containers.RepeatedScalarFieldContainer[float]
+    versus: PairedBlocks
+    def __init__(self, sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., throughput: _Optional[float] = ..., session_load_ms: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., conditions: _Optional[_Union[Conditions, _Mapping]] = ..., stop_reason: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., block_ms: _Optional[_Iterable[float]] = ..., versus: _Optional[_Union[PairedBlocks, _Mapping]] = ...) -> None: ...
+
+class PairedBlocks(_message.Message):
+    __slots__ = ("sha256", "plan", "latency", "block_runs", "a_ms", "b_ms", "b_first", "ratio", "ratio_low", "ratio_high")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_RUNS_FIELD_NUMBER: _ClassVar[int]
+    A_MS_FIELD_NUMBER: _ClassVar[int]
+    B_MS_FIELD_NUMBER: _ClassVar[int]
+    B_FIRST_FIELD_NUMBER: _ClassVar[int]
+    RATIO_FIELD_NUMBER: _ClassVar[int]
+    RATIO_LOW_FIELD_NUMBER: _ClassVar[int]
+    RATIO_HIGH_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    plan: Plan
+    latency: LatencyStats
+    block_runs: int
+    a_ms: _containers.RepeatedScalarFieldContainer[float]
+    b_ms: _containers.RepeatedScalarFieldContainer[float]
+    b_first: _containers.RepeatedScalarFieldContainer[bool]
+    ratio: float
+    ratio_low: float
+    ratio_high: float
+    def __init__(self, sha256: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., block_runs: _Optional[int] = ..., a_ms: _Optional[_Iterable[float]] = ..., b_ms: _Optional[_Iterable[float]] = ..., b_first: _Optional[_Iterable[bool]] = ..., ratio: _Optional[float] = ..., ratio_low: _Optional[float] = ..., ratio_high: _Optional[float] = ...) -> None: ...
 
 class BenchmarkEvent(_message.Message):
     __slots__ = ("progress", "result")

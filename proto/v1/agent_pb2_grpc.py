@@ -185,7 +185,8 @@ class AgentServicer(object):
         first inference, warm-up (discarded), then timed runs until the 95 % confidence interval of
         the median is within target_ci of it or the time budget is spent. Progress messages while
         it runs, then one result. Benchmarks run one at a time per agent: later callers wait in
-        a bounded queue, and beyond its bound get RESOURCE_EXHAUSTED at once.
+        a bounded queue, and beyond its bound get RESOURCE_EXHAUSTED at once. With `versus`, a
+        paired comparison: both models loaded in one runner, measured in alternating blocks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

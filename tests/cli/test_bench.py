@@ -243,7 +243,10 @@ def test_history_and_compare_call_a_real_slowdown_and_nothing_else(
     (change,) = json.loads(compared.stdout)["changes"]
     assert change["case"] == "pi fp32 2T CPU" and change["verdict"] == "slower"
     assert change["ratio"] > 1.15
-    assert change["words"].endswith("; the 95 % intervals do not overlap")
+    # Judged by the runs' stored blocks (each run's timed runs in consecutive blocks).
+    assert "95 % interval" in change["words"] and change["words"].endswith(
+        ", beyond the 5% threshold"
+    )
     same = edgeopt(tmp_path, inv, "bench", "compare", runs[0], runs[0], "--json")
     assert same.exit_code == 0
     assert json.loads(same.stdout)["changes"][0]["verdict"] == "no change"
@@ -300,3 +303,36 @@ def test_a_noisy_history_raises_the_threshold() -> None:
     # compare takes the runs of the same case measured before the first run as history.
     changes, _ = history.compare([earlier[-1]], [_row(11.5, 0.1, 9)], history=earlier)
     assert changes[0].verdict == "no change"
+
+
+def test_another_model_is_never_the_previous_run() -> None:
+    # The bug the paired-comparison issue quoted: an EfficientNet run, then a MobileNetV2 run on
+    # the same board and settings, shown as "faster: -63.7%". The model's digest tells them apart.
+    effnet = {**_row(28.5, 0.2, 1), "model_digest": "e" * 64}
+    mobilenet = {**_row(10.3, 0.2, 2), "model_digest": "m" * 64}
+    assert [words for _, words in history.timeline([effnet, mobilenet])] == ["first run"] * 2
+    changes, alone = history.compare([effnet], [mobilenet])
+    assert not changes and len(alone) == 2
+
+
+def _blocked(blocks: list[float], id_: int) -> dict[str, object]:
+    row = _row(float(np.median(blocks)), 0.01, id_)
+    row["result"]["block_ms"] = blocks  # type: ignore[index]
+    return row
+
+
+def test_runs_with_blocks_are_judged_by_their_blocks() -> None:
+    rng = np.random.default_rng(5)
+    quiet = list(10 * rng.lognormal(0, 0.01, 40))
+    slower = list(10.8 * rng.lognormal(0, 0.01, 40))
+    verdict, words = history.judge(_blocked(quiet, 1), _blocked(slower, 2))
+    assert verdict == "slower" and ", beyond the 5% threshold" in words
+    assert "95 % interval" in words and "from 40 and 40 blocks" in words
+    same = list(10 * rng.lognormal(0, 0.01, 40))
+    assert history.judge(_blocked(quiet, 1), _blocked(same, 2))[0] == "no change"
+    # Blocks swinging by 20 %: the old rule's tight medians would call the 6 % a change.
+    swings = [8.0, 12.0, 9.0, 11.0, 10.0, 10.5, 9.5, 11.5]
+    noisy = [_blocked(swings, 1), _blocked([1.06 * v for v in swings[::-1]], 2)]
+    verdict, words = history.judge(noisy[0], noisy[1])
+    assert verdict == "undecided" and words.startswith("undecided: ")
+    assert "too noisy for the 5% threshold" in words and "could show a change of" in words
