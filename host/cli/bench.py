@@ -124,6 +124,9 @@ class _LiveCases:
               help="pause between two cases on one board")  # fmt: skip
 @click.option("--deadline", "run_deadline", type=float, metavar="SECONDS",
               help="wall-time limit of the whole run; unfinished cases are marked")  # fmt: skip
+@click.option("--interleave", is_flag=True,
+              help="measure each variant against the first of --variants (same threads and "
+              "provider) in alternating blocks on the board: speed-ups from the pairs")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
               help="write one row per case")  # fmt: skip
@@ -149,6 +152,7 @@ def run_cmd(  # noqa: PLR0917  (click passes each option by name)
     warmup: int,
     cooldown: float,
     run_deadline: float | None,
+    interleave: bool,
     as_json: bool,
     csv_path: Path | None,
     plot_path: Path | None,
@@ -171,6 +175,7 @@ def run_cmd(  # noqa: PLR0917  (click passes each option by name)
     devices, chosen = selection(session, selectors, whole_fleet)
     planned = (ctx.get_parameter_source("precision") == click.core.ParameterSource.DEFAULT
                and not variants)  # fmt: skip
+    _check_interleave(interleave, variants)
     shapes: dict[str, tuple[int, ...]] = {}
     if request.input_shape is not None and Path(model).suffix == ".onnx":
         specs = datasets.input_specs(onnx.load(model, load_external_data=False))
@@ -184,7 +189,7 @@ def run_cmd(  # noqa: PLR0917  (click passes each option by name)
         ),
         inputs=inputs, input_shapes=shapes, max_seconds=max_seconds, target_ci=target_ci,
         warmup=warmup, variants=variants, threads=threads, providers=providers,
-        cooldown_s=cooldown, deadline_s=run_deadline, selection=chosen,
+        cooldown_s=cooldown, deadline_s=run_deadline, selection=chosen, interleave=interleave,
     )  # fmt: skip
     live = None if as_json or not sys.stderr.isatty() else _LiveCases([d.name for d in devices])
     with State(session.state) as state:
@@ -207,16 +212,37 @@ def run_cmd(  # noqa: PLR0917  (click passes each option by name)
         report.write_html(rows, html_path, f"edgeopt bench: {Path(model).name}", meta)
     if as_json:
         results = {str(c.case_id): c.result for c in run.cases if c.result}
-        records = [{**r, "case": row["case"]} for r, row in zip(report.to_records(rows), rows,
-                                                                 strict=True)]  # fmt: skip
+        records = [{**r, "case": row["case"], "paired": row["paired"]}
+                   for r, row in zip(report.to_records(rows), rows, strict=True)]  # fmt: skip
         echo_json({"run": run.id, "status": run.status, "cases": records, "results": results})
     else:
         click.echo(f"run {run.id} ({run.status})")
         click.echo(report.terminal_table(rows))
-        for line in _conditions(run):
+        for line in [*_interleaved(rows), *_conditions(run)]:
             click.echo(line)
     if any(c.status in ("failed", "not run") for c in run.cases):
         ctx.exit(1)
+
+
+def _check_interleave(interleave: bool, variants: tuple[str, ...]) -> None:
+    if interleave and len(variants) < 2:
+        raise click.UsageError("--interleave measures variants against the first: name two or "
+                               "more with --variants")  # fmt: skip
+
+
+def _interleaved(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per case measured against its baseline in alternating blocks."""
+    out = []
+    for r in rows:
+        p = r.get("paired")
+        if p:
+            out.append(
+                f"{r['device']} {r['variant']} {r['threads']}T: interleaved with the first "
+                f"variant: {1 / p['ratio']:.3f}x its speed (95 % {1 / p['high']:.3f}-"
+                f"{1 / p['low']:.3f}x, {p['pairs']} block pairs; could detect "
+                f"{p['detectable']:.1%})"
+            )
+    return out
 
 
 def _conditions(run: bench.BenchRun) -> list[str]:
@@ -343,12 +369,6 @@ def compare_cmd(
         ctx.exit(2)
 
 
-class _Undecided(click.ClickException):
-    """An error that decides nothing: exit status 2 (1 would say "slower" to a CI gate)."""
-
-    exit_code = 2
-
-
 @bench_cmd.command("compare-models")
 @click.argument("model_a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("model_b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -399,7 +419,8 @@ def compare_models_cmd(  # noqa: PLR0917  (click passes each option by name)
     try:
         paired_compare.check_inputs(model_a, model_b)
     except InvalidRequest as exc:  # exit status 2: no decision (1 would say "slower")
-        raise _Undecided(str(exc)) from None
+        click.echo(f"Error: {exc}", err=True)
+        ctx.exit(2)
     with State(session.state) as state:
         run, answers = paired_compare.compare_models(devices, options, state,
                                                      config=session.client)  # fmt: skip

@@ -39,6 +39,7 @@ from edgeopt.host.transport.wire import BenchmarkCall, BenchmarkProgress, as_rec
 from edgeopt.host.workflows.artifacts import Artifacts
 from edgeopt.host.workflows.plans import DeployOptions, plan_for
 from edgeopt.host.workflows.samples import explain_made_up, first_sample
+from edgeopt.proto import paired
 from edgeopt.proto.capabilities import Capabilities, local_providers
 from edgeopt.proto.plan import PRECISIONS
 
@@ -92,6 +93,10 @@ class BenchOptions:
     """Wall-time limit of the whole run; what is unfinished then is marked "not run"."""
     selection: str = ""
     """How the devices were chosen, for the run's record."""
+    interleave: bool = False
+    """Measure each case against the first case of its threads and provider (the first of
+    `variants`) in one paired Benchmark (alternating blocks, edgeopt.proto.paired): its
+    speed-up then comes from the pairs, with an interval."""
 
 
 @dataclass
@@ -198,6 +203,59 @@ async def _measure(
     return as_record(reply)
 
 
+async def _measure_paired(
+    client: AgentClient,
+    base: tuple[CompressionReport, DevicePlan],
+    made: CompressionReport,
+    plan: DevicePlan,
+    options: BenchOptions,
+) -> dict[str, Any]:
+    """The case (B) against its baseline (A) in one paired Benchmark; B's side as its result.
+
+    B's result holds its latency over all its timed runs, its block medians and `paired`: the
+    ratio B / A the host recomputed from the blocks, with its interval and the smallest change
+    the run could have shown.
+    """
+    a = (await client.push(base[0].artifact, "")).sha256
+    b = (await client.push(made.artifact, "")).sha256
+    request_ = options.deploy.request
+    feed = first_sample(options.inputs or request_.validation or request_.calibration,
+                        made.artifact)  # fmt: skip
+    reply = await client.benchmark(BenchmarkCall(
+        sha256=a, plan=base[1].run, inputs=feed or {}, input_shapes=options.input_shapes,
+        warmup=options.warmup, target_ci=options.target_ci, max_seconds=options.max_seconds,
+        versus=(b, plan.run),
+    ))  # fmt: skip
+    whole = as_record(reply)
+    v = whole.pop("versus")
+    try:
+        found = paired.estimate(v["a_ms"], v["b_ms"])
+    except ValueError as exc:  # a board's numbers are checked, not believed
+        raise InvalidRequest(f"the board's blocks are unusable: {exc}") from exc
+    latency = v["latency"]
+    return {**whole, "sha256": v["sha256"], "plan": v["plan"], "latency": latency,
+            "block_ms": v["b_ms"], "throughput": 1000.0 / latency["p50_ms"] if
+            latency["p50_ms"] else 0.0,
+            "paired": {"against": a, **found.to_dict(), "block_runs": v["block_runs"]}}  # fmt: skip
+
+
+async def _made(case: CaseResult, artifacts: Artifacts) -> tuple[CompressionReport, DevicePlan]:
+    """A measured case's artifact (from the cache) and plan."""
+    assert case.plan is not None and case.request is not None  # measured: planned and made
+    return await artifacts.get(case.request), case.plan
+
+
+def _baseline(case: CaseResult, cases: Sequence[CaseResult]) -> CaseResult | None:
+    """The case an interleaved case is measured against (None: measured alone).
+
+    The first case of its threads and provider, when that is another case and was measured.
+    """
+    for c in cases:
+        if (c.threads, c.provider) == (case.threads, case.provider):
+            return None if c is case or c.status != "ok" else c
+    return None
+
+
 def _cases(
     options: BenchOptions, caps: Capabilities, device: Device, state: State
 ) -> list[CaseResult]:
@@ -269,9 +327,14 @@ async def _device(
             case.accuracy = _accuracy(made)
             if progress is not None:
                 progress(device.name, f"{case.variant}, {case.threads} threads: measuring")
+            base = _baseline(case, cases) if options.interleave else None
             try:
-                case.result = await _measure(client, device.name, made, case.plan, options,
-                                             progress=progress)  # fmt: skip
+                case.result = await (
+                    _measure_paired(client, await _made(base, artifacts), made, case.plan,
+                                    options) if base is not None
+                    else _measure(client, device.name, made, case.plan, options,
+                                  progress=progress)
+                )  # fmt: skip
             except (AgentUnavailable, AgentTimeout) as exc:
                 case.status, case.error = "failed", str(exc)
                 lost = "the device stopped answering during the run"
@@ -396,10 +459,19 @@ def speedups(cases: Sequence[CaseResult]) -> dict[int, float]:
         for c in cases
         if c.status == "ok" and c.variant == "fp32" and c.result
     }
+    against = {
+        (c.device, c.threads, c.provider): (c.result or {}).get("sha256")
+        for c in cases
+        if c.status == "ok" and c.variant == "fp32"
+    }
     out = {}
     for i, c in enumerate(cases):
-        base = fp32.get((c.device, c.threads, c.provider))
-        if c.status == "ok" and c.result and base and c.result["latency"]["p50_ms"]:
+        key = (c.device, c.threads, c.provider)
+        base = fp32.get(key)
+        pair = (c.result or {}).get("paired")
+        if c.status == "ok" and pair and pair["against"] == against.get(key):
+            out[i] = 1 / pair["ratio"]  # measured interleaved with that fp32: the pairs' ratio
+        elif c.status == "ok" and c.result and base and c.result["latency"]["p50_ms"]:
             out[i] = base / c.result["latency"]["p50_ms"]
     return out
 
@@ -420,6 +492,7 @@ def report_rows(run: BenchRun) -> list[dict[str, Any]]:
             "samples": int(lat.get("samples", 0)) if ok else 0,
             "throughput": float((c.result or {}).get("throughput", 0.0)) if ok else None,
             "size_bytes": c.size_bytes, "speedup": ups.get(i), "accuracy": c.accuracy,
+            "paired": (c.result or {}).get("paired") if ok else None,
             "flags": list(c.flags), "case": c.case_id,
         })  # fmt: skip
     return rows

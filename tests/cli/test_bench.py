@@ -336,3 +336,34 @@ def test_runs_with_blocks_are_judged_by_their_blocks() -> None:
     verdict, words = history.judge(noisy[0], noisy[1])
     assert verdict == "undecided" and words.startswith("undecided: ")
     assert "too noisy for the 5% threshold" in words and "could show a change of" in words
+
+
+def test_interleaved_variants_take_their_speed_up_from_the_pairs(
+    agent_factory: Callable[..., RunningAgent], digits: DigitsModel, tmp_path: Path
+) -> None:
+    inv = inventory(tmp_path, {"a": agent_factory(name="a")})
+    result = edgeopt(
+        tmp_path, inv, "bench", str(digits.onnx), "--device", "a", "--variants",
+        "fp32,int8-static", "--threads", "1", "--calibration", str(digits.calibration),
+        "--max-seconds", "1", "--interleave", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    fp32, int8 = (next(c for c in out["cases"] if c["variant"] == v)
+                  for v in ("fp32", "int8-static"))  # fmt: skip
+    assert fp32["paired"] is None  # the baseline: measured alone
+    pair = int8["paired"]
+    assert pair["against"] == out["results"][str(fp32["case"])]["sha256"]
+    assert pair["pairs"] >= 6 and pair["low"] <= pair["ratio"] <= pair["high"]
+    assert int8["speedup"] == pytest.approx(1 / pair["ratio"])
+    assert out["results"][str(int8["case"])]["block_ms"]  # B's blocks, for the history
+    text = edgeopt(
+        tmp_path, inv, "bench", str(digits.onnx), "--device", "a", "--variants",
+        "fp32,int8-static", "--threads", "1", "--calibration", str(digits.calibration),
+        "--max-seconds", "1", "--interleave",
+    )  # fmt: skip
+    assert "a int8-static 1T: interleaved with the first variant: " in text.output
+    lone = edgeopt(tmp_path, inv, "bench", str(digits.onnx), "--device", "a", "--variants",
+                   "fp32", "--interleave")  # fmt: skip
+    assert lone.exit_code == 2
+    assert "--interleave measures variants against the first" in lone.output
