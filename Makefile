@@ -129,6 +129,7 @@ bench: venv system-packages
 	$(PY) benchmarks/mixed.py
 	$(PY) benchmarks/vs_olive.py
 	$(PY) benchmarks/fleet.py
+	$(PY) benchmarks/paired.py
 	$(PY) benchmarks/ssh.py
 	$(PY) benchmarks/arm_lab.py
 	$(PY) benchmarks/hardening.py

@@ -41,7 +41,9 @@ def _default_threads() -> int:
     return usable if usable < (os.cpu_count() or usable) else 0
 
 
-def _session(path: str, plan: RunPlan, profile_prefix: str | None = None) -> Any:
+def _session(
+    path: str, plan: RunPlan, profile_prefix: str | None = None, *, spinning: bool = True
+) -> Any:
     import onnxruntime as ort  # noqa: PLC0415
 
     from edgeopt.agent import modelcheck, plancheck  # noqa: PLC0415
@@ -60,6 +62,8 @@ def _session(path: str, plan: RunPlan, profile_prefix: str | None = None) -> Any
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
     options.intra_op_num_threads = plan.intra_op_threads or _default_threads()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = plan.inter_op_threads
     level = plan.graph_optimization_level
     if level not in LEVELS:
@@ -81,11 +85,17 @@ def _session(path: str, plan: RunPlan, profile_prefix: str | None = None) -> Any
     return ort.InferenceSession(path, options, providers=providers)
 
 
-def load_session(path: str, plan: RunPlan, profile_prefix: str | None = None) -> tuple[Any, float]:
-    """A session with the plan's options, and how long loading took (ms)."""
+def load_session(
+    path: str, plan: RunPlan, profile_prefix: str | None = None, *, spinning: bool = True
+) -> tuple[Any, float]:
+    """A session with the plan's options, and how long loading took (ms).
+
+    `spinning` False: the intra-op threads sleep as soon as a run ends instead of spinning
+    for more work (for two sessions that take turns: see compare.py).
+    """
     start = time.perf_counter()
     try:
-        session = _session(path, plan, profile_prefix)
+        session = _session(path, plan, profile_prefix, spinning=spinning)
     except RequestError:
         raise
     except Exception as exc:

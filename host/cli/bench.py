@@ -381,7 +381,7 @@ def compare_cmd(
               help="smallest change of B/A called a change")  # fmt: skip
 @click.option("--max-seconds", type=click.FloatRange(0.1, 3600), default=60.0,
               show_default=True, help="measuring budget per board (it stops sooner once the "
-              "ratio's interval is within half the threshold)")  # fmt: skip
+              "ratio's interval is within a quarter of the threshold)")  # fmt: skip
 @click.option("--block-runs", type=click.IntRange(0, 1000), default=0,
               help="runs per block (default: about 50 ms of the slower model)")  # fmt: skip
 @click.option("--seed", type=int, default=0, help="the block order's random seed (0: fresh)")
