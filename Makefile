@@ -26,9 +26,11 @@ MYPY38 := $(VENV)/mypy-1.14
 # missing ones are installed from the project's own files; otherwise they are named and the
 # tests that need them skip, saying why. No service is started: the tests run their own servers.
 # The ARM lab (tests/arm_lab.py) builds an arm64 Debian root with debootstrap and runs it through
-# qemu-user-static, which binfmt-support registers with the kernel.
+# qemu-user-static, which binfmt-support registers with the kernel. Pull mode's tests run the CNCF
+# distribution registry (docker-registry) with htpasswd logins (apache2-utils makes the bcrypt
+# entries); the metrics tests a Prometheus server.
 DEB_PACKAGES := openssh-server postgresql chromium python3-venv \
-	qemu-user-static debootstrap binfmt-support zstd
+	qemu-user-static debootstrap binfmt-support zstd docker-registry apache2-utils prometheus
 
 venv: $(STAMP)
 

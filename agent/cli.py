@@ -3,6 +3,8 @@
     edgeopt-agent serve --listen 127.0.0.1:50051 --store DIR [--token-file F] [--ready-file F]
                         [--max-store-bytes N] [--upload-expiry 24h]
                         [--tls-cert F --tls-key F [--client-ca F]] [--insecure]
+    edgeopt-agent serve --pull oci://HOST:PORT/REPO --device-name NAME [--pull-interval 30s]
+                        [--registry-credentials F] [--registry-ca F] [--listen ...]
     edgeopt-agent capabilities [--json] [--procfs DIR] [--sysfs DIR] [--rootfs DIR]
 
 Beyond loopback the agent wants authentication (a token, or client certificates) and TLS, unless
@@ -32,6 +34,7 @@ from edgeopt.proto.capabilities import format_summary, to_dict
 __all__ = ["default_store", "main"]
 
 if TYPE_CHECKING:  # grpc is imported only when serving
+    from edgeopt.agent.pull import PullConfig
     from edgeopt.agent.tls import TlsFiles
 
 
@@ -86,8 +89,34 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the edgeopt.v1.Agent gRPC service")
     serve.add_argument(
         "--listen",
-        default="127.0.0.1:50051",
-        help="HOST:PORT to listen on; port 0 picks a free one (default: %(default)s)",
+        default=None,
+        help="HOST:PORT to listen on; port 0 picks a free one (default: 127.0.0.1:50051, and "
+        "none with --pull)",
+    )
+    serve.add_argument(
+        "--pull",
+        metavar="oci://HOST:PORT/REPO",
+        help="pull mode: poll this OCI registry repository for the device's desired state, "
+        "pull and activate what it names, push status back (oci+http:// without TLS)",
+    )
+    serve.add_argument("--device-name", help="this board's name in the registry (with --pull)")
+    serve.add_argument(
+        "--pull-interval",
+        type=_duration,
+        default=30.0,
+        help="seconds between polls, ± 20 %% jitter (default: 30s)",
+    )
+    serve.add_argument(
+        "--registry-credentials",
+        type=Path,
+        metavar="FILE",
+        help='registry login: a docker config.json or {"username", "password"} JSON',
+    )
+    serve.add_argument(
+        "--registry-ca",
+        type=Path,
+        metavar="FILE",
+        help="CA (PEM) the registry's TLS is checked with",
     )
     serve.add_argument("--store", type=Path, default=None, help="model store directory")
     serve.add_argument("--token-file", type=Path, help="file whose first line is the bearer token")
@@ -225,7 +254,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
-        host, port = parse_listen(args.listen)
+        pull = _pull_config(args)
+        host, port = parse_listen(args.listen or "127.0.0.1:50051")
         token = auth.read_token_file(str(args.token_file)) if args.token_file else None
         tls = _tls_files(args)
         check_exposure(host, token, args.insecure, tls)
@@ -257,6 +287,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_workers=max(1, args.max_concurrent_rpcs),
         token_file=args.token_file,
         tls=tls,
+        listening=pull is None or args.listen is not None,
+        pull=pull,
     )
     try:
         serve(config)
@@ -264,6 +296,37 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"edgeopt-agent: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _pull_config(args: argparse.Namespace) -> PullConfig | None:
+    """The pull options, checked; None without --pull.
+
+    Raises:
+        ValueError: a malformed registry, a missing device name, unreadable credentials.
+    """
+    from edgeopt.agent.pull import PullConfig  # noqa: PLC0415
+    from edgeopt.proto.fleetstate import check_device  # noqa: PLC0415
+    from edgeopt.proto.oci import Credentials, RegistryRef  # noqa: PLC0415
+
+    if args.pull is None:
+        for name in ("device_name", "registry_credentials", "registry_ca"):
+            if getattr(args, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} goes with --pull oci://...")
+        return None
+    ref = RegistryRef.parse(args.pull)
+    if not args.device_name:
+        raise ValueError("--pull needs --device-name NAME: the tags desired-NAME and status-NAME")
+    device = check_device(args.device_name)
+    credentials = None
+    if args.registry_credentials is not None:
+        credentials = Credentials.from_file(args.registry_credentials, ref.registry)
+        if credentials is None:
+            raise ValueError(f"--registry-credentials has nothing for {ref.registry}")
+    if args.registry_ca is not None and not args.registry_ca.is_file():
+        raise ValueError(f"--registry-ca {args.registry_ca}: no such file")
+    longest = max(900.0, args.pull_interval)
+    return PullConfig(ref, device, interval=args.pull_interval, credentials=credentials,
+                      ca_file=args.registry_ca, max_backoff=longest)  # fmt: skip
 
 
 def _tls_files(args: argparse.Namespace) -> TlsFiles | None:

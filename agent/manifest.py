@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.agent.refusal import disk_full, invalid, is_disk_full
+from edgeopt.proto.fleetstate import NAME_PATTERN, VERSION_PATTERN
 from edgeopt.proto.plan import RunPlan
 
 __all__ = [
@@ -34,8 +35,6 @@ __all__ = [
     "write_manifest",
 ]
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 MANIFEST_FORMAT = 1
 

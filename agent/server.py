@@ -21,9 +21,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -31,9 +33,12 @@ from grpc_reflection.v1alpha import reflection
 
 from edgeopt.agent.interceptors import SERVICE_NAME, DecodeGuard, TokenAuthInterceptor
 from edgeopt.agent.models import Bounds
+from edgeopt.agent.pull import PullConfig, Puller
 from edgeopt.agent.service import AgentService
 from edgeopt.agent.store import Limits
 from edgeopt.agent.tls import ServerTls, TlsFiles, TokenHolder, reload_all
+from edgeopt.boardfacts.capabilities import Sources, agent_version, collect
+from edgeopt.proto.capabilities import to_dict
 from edgeopt.proto.v1 import agent_pb2_grpc
 
 __all__ = [
@@ -80,6 +85,10 @@ class ServerConfig:
     """The file `token` came from, read again on SIGHUP (token rotation)."""
     tls: TlsFiles | None = None
     """Certificate and key to serve TLS with (and a client CA for mutual TLS); None: plaintext."""
+    listening: bool = True
+    """Serve gRPC on host:port; False in pull mode without --listen (the board opens no port)."""
+    pull: PullConfig | None = None
+    """Poll a registry for this device's desired state (pull mode); None: push only."""
 
 
 class ConfigurationRefused(ValueError):
@@ -246,6 +255,29 @@ def load_secrets(config: ServerConfig) -> tuple[TokenHolder | None, ServerTls | 
     return token, ServerTls(config.tls) if config.tls is not None else None
 
 
+def _capabilities_every(service: AgentService, seconds: float) -> Callable[[], dict[str, Any]]:
+    """The board's capabilities as a dict, read again at most every `seconds`."""
+    cache: list[Any] = [0.0, {}]
+
+    def read() -> dict[str, Any]:
+        if not cache[1] or time.monotonic() - cache[0] > seconds:
+            caps = collect(Sources.live_system(), service.models.store.root, service.runtime())
+            cache[:] = [time.monotonic(), to_dict(caps)]
+        return cache[1]  # type: ignore[no-any-return]
+
+    return read
+
+
+def _start_pull(pull: PullConfig, service: AgentService, stop: threading.Event) -> threading.Thread:
+    """The pull loop in a thread of its own (it stops with the agent)."""
+    puller = Puller(service.models, pull, _capabilities_every(service, pull.heartbeat),
+                    agent_version())  # fmt: skip
+    print(f"edgeopt-agent pulling {pull.registry} as {pull.device}", flush=True)
+    thread = threading.Thread(target=puller.run, args=(stop,), name="pull", daemon=True)
+    thread.start()
+    return thread
+
+
 def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
     """Run the agent until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly.
 
@@ -257,7 +289,11 @@ def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
     config.store.mkdir(parents=True, exist_ok=True, mode=0o700)
     tame_malloc()
     token, tls = load_secrets(config)
-    server, port, health_servicer, service = build_server(config, (token, tls))
+    if config.listening:
+        server, port, health_servicer, service = build_server(config, (token, tls))
+    else:
+        service = AgentService(config.store, config.limits, config.bounds)
+        threading.Thread(target=service.runtime, name="ort-probe", daemon=True).start()
     for removed in service.models.store.recover():
         log.warning("store recovery removed %s", removed)
     # The active models load again in the background: the agent serves at once, and a call
@@ -268,11 +304,14 @@ def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         signal.signal(signal.SIGHUP, lambda *_: _reloaded(token, tls))
-    server.start()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    shown = f"[{config.host}]:{port}" if ":" in config.host else f"{config.host}:{port}"
-    print(f"edgeopt-agent listening on {shown}", flush=True)
+    shown = "pull"
+    if config.listening:
+        server.start()
+        for name in ("", SERVICE_NAME):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        shown = f"[{config.host}]:{port}" if ":" in config.host else f"{config.host}:{port}"
+        print(f"edgeopt-agent listening on {shown}", flush=True)
+    pulling = _start_pull(config.pull, service, stop) if config.pull is not None else None
     if config.ready_file is not None:
         _write_atomically(config.ready_file, f"{shown}\n")
     # Wait in short slices: SIGTERM may be delivered to one of grpc's threads, and Python runs
@@ -281,8 +320,24 @@ def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
     while not stop.wait(0.2):
         pass
     log.info("shutting down")
-    health_servicer.enter_graceful_shutdown()
-    stopped = server.stop(config.grace)
+    stopped = threading.Event()
+    if config.listening:
+        health_servicer.enter_graceful_shutdown()
+        stopped = server.stop(config.grace)
+    else:
+        stopped.set()
+    _shut_down(config, service, stopped, pulling)
+
+
+def _shut_down(
+    config: ServerConfig,
+    service: AgentService,
+    stopped: threading.Event,
+    pulling: threading.Thread | None,
+) -> None:
+    """Let the calls (and the pull loop) end within the grace, then stop the runners."""
+    if pulling is not None:
+        pulling.join(config.grace)
     deadline = time.monotonic() + config.grace
     while not stopped.wait(0.1):
         if time.monotonic() >= deadline:

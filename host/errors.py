@@ -19,6 +19,7 @@
     │   ├── TargetError                    the target ONNX Runtime cannot load the result
     │   └── OutputError (OSError)          the artifact cannot be written (read-only, full)
     ├── AccuracyGateFailed                 a variant lost more accuracy than allowed
+    ├── RegistryFailed                     an OCI registry refused, failed, or was not reached
     └── AgentError                         an agent answered with a gRPC error, or did not answer
         ├── AgentUnavailable (ConnectionError)   UNAVAILABLE: not listening, unreachable, restarting
         ├── AgentTimeout (TimeoutError)          DEADLINE_EXCEEDED
@@ -62,6 +63,7 @@ __all__ = [
     "OutputError",
     "PlanError",
     "ProfileError",
+    "RegistryFailed",
     "ResourceExhausted",
     "SshError",
     "StateError",
@@ -192,6 +194,17 @@ class AccuracyGateFailed(EdgeoptError):
         self.value = value
         self.limit = limit
         super().__init__(message)
+
+
+class RegistryFailed(EdgeoptError):
+    """An OCI registry (pull mode) refused, failed or did not answer; or its address is wrong.
+
+    `status` is the HTTP status (0 when there was no answer).
+    """
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class AgentError(EdgeoptError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import pg, pki, sshd
+from tests import pg, pki, registry, sshd
 from tests.pg import Postgres
 
 BOARDS = Path(__file__).parent / "boardfacts" / "data" / "boards"
@@ -48,12 +48,14 @@ def start_agent(
     prefix: tuple[str, ...] = (),
     python: str = sys.executable,
     env: dict[str, str] | None = None,
+    listen: bool = True,
 ) -> RunningAgent:
     """Start `python -m edgeopt.agent serve` and wait for its ready file.
 
     token: "" makes a fresh random token, None runs without one. prefix: a command the agent
     runs under, such as ("taskset", "-c", "0") for a board that gives the agent one CPU.
     python and env: another interpreter (a board's old runtimes) and what its environment adds.
+    listen: False leaves --listen out (pull mode with no port: the address is then "pull").
     """
     tmp.mkdir(parents=True, exist_ok=True)
     token_file = None
@@ -65,7 +67,8 @@ def start_agent(
     ready = tmp / "ready"
     log = tmp / "agent.log"
     store = tmp / "store"
-    cmd = [*prefix, python, "-m", "edgeopt.agent", "serve", "--listen", "127.0.0.1:0"]
+    cmd = [*prefix, python, "-m", "edgeopt.agent", "serve"]
+    cmd += ["--listen", "127.0.0.1:0"] if listen else []
     cmd += ["--store", str(store), "--ready-file", str(ready), *args]
     if token_file is not None:
         cmd += ["--token-file", str(token_file)]
@@ -192,3 +195,14 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.Sshd]
         pytest.skip(reason)
     with sshd.Sshd(tmp_path_factory.mktemp("sshd")) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def oci_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[registry.OciRegistry]:
+    """Debian's docker-registry on loopback: plain HTTP, htpasswd login (tests/registry.py)."""
+    reason = registry.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    running = registry.OciRegistry(tmp_path_factory.mktemp("registry")).start()
+    yield running
+    running.stop()

@@ -265,6 +265,10 @@ class Runner:
                 except subprocess.TimeoutExpired:
                     self._process.kill()
                     self._process.wait()
+            if self._process is not None:  # its pipes go with it (an agent stops many runners)
+                for pipe in (self._process.stdin, self._process.stdout):
+                    if pipe is not None:
+                        pipe.close()
             self._process = None
         finally:
             self._lock.release()

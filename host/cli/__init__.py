@@ -31,6 +31,7 @@ from edgeopt.host.cli.deploy import COMMANDS as DEPLOY_COMMANDS
 from edgeopt.host.cli.devices import devices, profiles_cmd
 from edgeopt.host.cli.plan import plan_cmd
 from edgeopt.host.cli.profile import profile_cmd
+from edgeopt.host.cli.publish import publish_cmd
 from edgeopt.host.cli.serving import COMMANDS as SERVING_COMMANDS
 from edgeopt.host.cli.ssh import ssh_cmd
 from edgeopt.host.cli.tls import tls_cmd
@@ -87,6 +88,7 @@ for command in (
     cache_cmd,
     *DEPLOY_COMMANDS,
     *SERVING_COMMANDS,
+    publish_cmd,
     bench_cmd,
     plan_cmd,
     ssh_cmd,

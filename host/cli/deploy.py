@@ -227,9 +227,69 @@ def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
 @click.command("deployments")
 @click.option("--limit", type=int, default=20, show_default=True, help="how many, newest first")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
-@click.pass_obj
-def deployments_cmd(session: Session, limit: int, as_json: bool) -> None:
-    """Deployment history from the host's state database."""
+@click.option(
+    "--registry",
+    envvar="EDGEOPT_REGISTRY",
+    metavar="oci://HOST:PORT/REPO",
+    help="show the pull-mode boards' desired vs reported state from this registry",
+)
+@click.option(
+    "--registry-credentials",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="EDGEOPT_REGISTRY_CREDENTIALS",
+    help="the registry login (docker config.json)",
+)
+@click.option(
+    "--registry-ca",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CA (PEM) for the registry's TLS",
+)
+@click.option("--watch", is_flag=True, help="with --registry: refresh until all converged")
+@click.option("--every", type=float, default=2.0, show_default=True, help="seconds per refresh")
+@click.option(
+    "--timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="with --watch: give up after this many seconds",
+)
+@click.pass_context
+def deployments_cmd(  # noqa: PLR0917  (click passes each option by name)
+    ctx: click.Context,
+    /,
+    limit: int,
+    as_json: bool,
+    registry: str | None,
+    registry_credentials: Path | None,
+    registry_ca: Path | None,
+    watch: bool,
+    every: float,
+    timeout: float,
+) -> None:
+    """Deployment history from the host's state database.
+
+    With --registry: where each pull-mode board stands (desired vs reported, converged or
+    not, errors); --watch refreshes until every board converged (exit 0) or --timeout (exit 1).
+    """
+    session: Session = ctx.obj
+    if registry is not None:
+        from edgeopt.host.cli import publish  # noqa: PLC0415  (it imports this module)
+
+        fleet, views = publish.read_views(session, (), False, registry, registry_credentials,
+                                          registry_ca)  # fmt: skip
+        names = [v.device for v in views]
+        if watch and not as_json:
+            views = publish.watch(lambda: [fleet.view(n) for n in names], every, timeout)
+        elif as_json:
+            echo_json([publish.view_json(v) for v in views])
+        else:
+            click.echo(publish.registry_table(views))
+        fleet.close()
+        if not all(v.state == "converged" for v in views):
+            ctx.exit(1)
+        return
+    if watch:
+        raise click.UsageError("--watch follows boards in a registry: give --registry")
     with State(session.state) as state:
         history = state.deployments(limit)
     if as_json:

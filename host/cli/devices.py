@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import click
 
 from edgeopt.host.cli.common import Session, gib
 from edgeopt.host.cli.output import echo_json
+from edgeopt.host.cli.publish import read_views, registry_options, registry_table, view_json
 from edgeopt.host.config import device_profiles as profiles
 from edgeopt.host.errors import ProfileError
 from edgeopt.host.report.table import table
@@ -72,18 +74,41 @@ def _report_json(report: fleet.DeviceReport) -> dict[str, Any]:
 @click.option(
     "--parallel", type=int, default=32, show_default=True, help="devices contacted at once"
 )
+@registry_options
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
 @click.pass_context
-def devices(
-    ctx: click.Context, selectors: tuple[str, ...], whole_fleet: bool, parallel: int, as_json: bool
+def devices(  # noqa: PLR0917  (click passes each option by name)
+    ctx: click.Context,
+    /,
+    selectors: tuple[str, ...],
+    whole_fleet: bool,
+    parallel: int,
+    registry: str | None,
+    registry_credentials: Path | None,
+    registry_ca: Path | None,
+    as_json: bool,
 ) -> None:
     """List devices and what their agents report; unreachable ones are shown as such.
 
-    Exit status 1 when any selected device did not answer.
+    With --registry: the boards in pull mode, from their statuses in the registry (desired and
+    reported versions, converged or not, errors, when each was last heard of); no board is
+    dialed. Exit status 1 when any selected device did not answer (or, with --registry, has
+    not converged).
     """
     if ctx.invoked_subcommand is not None:
         return
     session: Session = ctx.obj
+    if registry is not None:
+        pulling, views = read_views(session, selectors, whole_fleet, registry,
+                                    registry_credentials, registry_ca)  # fmt: skip
+        pulling.close()
+        if as_json:
+            echo_json([view_json(v) for v in views])
+        else:
+            click.echo(registry_table(views))
+        if not all(v.state == "converged" for v in views):
+            ctx.exit(1)
+        return
     chosen = session.reach(session.inventory().select(selectors, fleet=whole_fleet))
     reports = fleet.probe(chosen, session.client, parallel)
     if as_json:

@@ -17,6 +17,7 @@ import click
 
 from edgeopt.host.cli.common import Session, device_options, mib, selection
 from edgeopt.host.cli.output import echo_json
+from edgeopt.host.cli.publish import read_views, registry_options, registry_rollback
 from edgeopt.host.compress.data import read_npz
 from edgeopt.host.config.inventory import Device
 from edgeopt.host.report import outputs as outputs_report
@@ -149,13 +150,31 @@ def infer_cmd(  # noqa: PLR0917  (click passes each option by name)
 @click.command("rollback")
 @click.argument("name")
 @device_options
+@registry_options
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
 @click.pass_context
-def rollback_cmd(
-    ctx: click.Context, name: str, selectors: tuple[str, ...], whole_fleet: bool, as_json: bool
+def rollback_cmd(  # noqa: PLR0917  (click passes each option by name)
+    ctx: click.Context,
+    /,
+    name: str,
+    selectors: tuple[str, ...],
+    whole_fleet: bool,
+    registry: str | None,
+    registry_credentials: Path | None,
+    registry_ca: Path | None,
+    as_json: bool,
 ) -> None:
-    """Make the previously active version of NAME active again on each device."""
+    """Make the previously active version of NAME active again on each device.
+
+    With --registry (boards in pull mode), each device's desired state is pointed back to the
+    artifact it named before; the boards follow at their next poll.
+    """
     session: Session = ctx.obj
+    if registry is not None:
+        fleet, views = read_views(session, selectors, whole_fleet, registry,
+                                  registry_credentials, registry_ca)  # fmt: skip
+        registry_rollback(ctx, name, [v.device for v in views], fleet, as_json)
+        return
     devices, _ = selection(session, selectors, whole_fleet)
     answers = _each(devices, session, lambda c: c.rollback(name, timeout=60.0))
     rows = [

@@ -20,12 +20,19 @@ from typing import Any, Literal
 
 from edgeopt.host.config import tomlfile
 from edgeopt.host.errors import ProfileError
-from edgeopt.proto.capabilities import ARCHITECTURES, ISA_FEATURES, Capabilities
+from edgeopt.proto.capabilities import (
+    ARCHITECTURES,
+    ISA_FEATURES,
+    Capabilities,
+    CpuCluster,
+    OnnxRuntimeInfo,
+)
 
 __all__ = [
     "ENV_VAR",
     "ClusterSpec",
     "DeviceProfile",
+    "as_capabilities",
     "Finding",
     "builtin_dir",
     "check",
@@ -305,3 +312,26 @@ def check(profile: DeviceProfile, caps: Capabilities) -> list[Finding]:
             )
         )
     return findings
+
+
+def as_capabilities(profile: DeviceProfile) -> Capabilities:
+    """What a board of this profile would report, as far as the profile says.
+
+    For planning a board that cannot be asked (pull mode, before its first status). Memory is
+    the smallest the board is sold with; the ONNX Runtime version is unknown.
+    """
+    cpus = 0
+    clusters = []
+    for spec in profile.clusters:
+        ids = tuple(range(cpus, cpus + spec.cores))
+        cpus += spec.cores
+        top = max(spec.max_freq_mhz) if spec.max_freq_mhz else None
+        clusters.append(CpuCluster(core_name=spec.core, cpus=ids, max_freq_mhz=top))
+    memory = min(profile.memory_gib) << 30 if profile.memory_gib else None
+    return Capabilities(
+        arch=profile.arch, physical_cores=cpus or None, logical_cores=cpus or None,
+        usable_cores=cpus or None, clusters=tuple(clusters),
+        isa_features=tuple(profile.isa_features), memory_total_bytes=memory,
+        memory_available_bytes=memory, board_model=profile.description,
+        onnxruntime=OnnxRuntimeInfo(execution_providers=tuple(profile.expected_providers)),
+    )  # fmt: skip

@@ -5,6 +5,9 @@
     profile = "pi4"
     tags = ["shelf"]
     token_file = "tokens/pi4-kitchen"     # relative to this file; ~ expands
+    [devices.field-7]                     # behind NAT: it pulls (edgeopt publish)
+    registry = "oci://registry.lan:5000/edgeopt/fleet"
+    profile = "pi5"
     [groups]
     lab = ["pi4-kitchen", "rk-01"]
 
@@ -98,6 +101,8 @@ class Device:
     """SSH target ([user@]host[:port] or a ~/.ssh/config alias): the host reaches the agent
     through an SSH tunnel to `address`, which is then as seen from the board (default
     127.0.0.1:50051, so the agent never listens on the network)."""
+    registry: str | None = None
+    """`oci://HOST:PORT/REPO` for a board in pull mode (it polls its desired state there)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Keys this version does not interpret."""
     tls: TlsSettings | None = None
@@ -291,11 +296,16 @@ def parse(data: Mapping[str, Any], path: Path) -> Inventory:
             return tomlfile.expect(_t, key, kind, path=path, where=_w, error=err, **kw)
 
         ssh_target = get("ssh", str)
-        # Reached through an SSH tunnel, the agent listens on the board's loopback only.
-        address = get("address", str, required=ssh_target is None) or DEFAULT_TUNNEL_REMOTE
-        _check_address(path, f"{where}.address", address)
+        registry = get("registry", str)
+        # Reached through an SSH tunnel, the agent listens on the board's loopback only; a
+        # board in pull mode (`registry`) may listen nowhere.
+        address = get("address", str, required=ssh_target is None and registry is None)
+        address = address or ("" if registry and not ssh_target else DEFAULT_TUNNEL_REMOTE)
+        if address:
+            _check_address(path, f"{where}.address", address)
         token_file = get("token_file", str)
-        known = {"address", "profile", "tags", "token_file", "ssh", "tls", "tls_pin", *TLS_KEYS}
+        known = {"address", "profile", "tags", "token_file", "ssh", "tls", "tls_pin", "registry",
+                 *TLS_KEYS}  # fmt: skip
         devices[name] = Device(
             name=name,
             address=address,
@@ -307,6 +317,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Inventory:
                 else None
             ),
             ssh=ssh_target,
+            registry=registry,
             extra={k: v for k, v in table.items() if k not in known},
             tls=_tls_settings(table, fleet_tls, path, where),
         )

@@ -66,6 +66,23 @@ class DeploymentStore:
                 )
             )  # fmt: skip
 
+    def last_capabilities(self, device: str) -> dict[str, Any] | None:
+        """The newest snapshot of what `device` reported, or None when it never reported."""
+        with self.database.begin() as c:
+            row = c.execute(
+                sa.select(snapshots_table.c.report)
+                .where(snapshots_table.c.device == device)
+                .order_by(snapshots_table.c.taken.desc(), snapshots_table.c.id.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        try:
+            report = json.loads(row[0])
+        except ValueError:
+            return None
+        return report if isinstance(report, dict) else None
+
     def start_deployment(
         self, model: str, model_digest: str, name: str, selection: str, options: dict[str, Any]
     ) -> int:

@@ -46,7 +46,7 @@ from edgeopt.host.workflows.tune import TuneOptions, TuneResult, tune_device
 from edgeopt.proto.capabilities import Capabilities, to_dict
 from edgeopt.proto.plan import RunPlan
 
-__all__ = ["DeployReport", "Deployer", "DeviceResult", "Progress"]
+__all__ = ["DeployReport", "Deployer", "DeviceResult", "Progress", "Rollout", "sent_plan"]
 
 T = TypeVar("T")
 
@@ -115,13 +115,13 @@ class _Quiet:
         pass
 
 
-def _sent(plan: DevicePlan, artifact: CompressionReport) -> RunPlan:
+def sent_plan(plan: DevicePlan, artifact: CompressionReport) -> RunPlan:
     """The plan as pushed and activated: the agent keeps the source and the lowering with it."""
     return plan.sent(source=str(artifact.input), target_ort=plan.target_ort)
 
 
 @dataclass
-class _Run:
+class Rollout:
     """The state of one deployment while it runs."""
 
     deployment: int
@@ -167,14 +167,14 @@ class Deployer:
              "provider": options.provider, "canary": options.canary,
              "parallel": options.parallel},
         )  # fmt: skip
-        run = _Run(deployment, {d.name: DeviceResult(d.name) for d in self.devices})
+        run = Rollout(deployment, {d.name: DeviceResult(d.name) for d in self.devices})
         try:
             return await self._run(run)
         except BaseException:
             self.state.finish_deployment(deployment, "failed")
             raise
 
-    async def _run(self, run: _Run) -> DeployReport:
+    async def _run(self, run: Rollout) -> DeployReport:
         options, deployment = self.options, run.deployment
         ready = await self._ask(run)
         if options.tune is not None:
@@ -202,7 +202,7 @@ class Deployer:
         self.state.finish_deployment(deployment, outcome)
         return DeployReport(deployment, ordered, run.compressions, run.artifacts, outcome)
 
-    async def _ask(self, run: _Run) -> list[tuple[Device, Capabilities]]:
+    async def _ask(self, run: Rollout) -> list[tuple[Device, Capabilities]]:
         """Capabilities of every device, concurrently; the silent ones fail at once."""
         for device in self.devices:
             self.progress.phase(device.name, "connect")
@@ -224,7 +224,7 @@ class Deployer:
         return ready
 
     async def _tune_all(
-        self, run: _Run, ready: list[tuple[Device, Capabilities]]
+        self, run: Rollout, ready: list[tuple[Device, Capabilities]]
     ) -> list[tuple[Device, Capabilities]]:
         """Tune each board (concurrently, each on its own); a board with no winner fails."""
         settings, options = self.options.tune, self.options
@@ -280,7 +280,7 @@ class Deployer:
         return kept
 
     async def _compress_all(
-        self, run: _Run, ready: list[tuple[Device, Capabilities]]
+        self, run: Rollout, ready: list[tuple[Device, Capabilities]]
     ) -> list[Device]:
         """One compression per distinct request; returns the devices that have an artifact."""
         artifacts = Artifacts(self._compress)
@@ -338,7 +338,7 @@ class Deployer:
         run.artifacts, run.compressions = artifacts.reports(), artifacts.compressions
         return runnable
 
-    def _finish(self, run: _Run, result: DeviceResult) -> None:
+    def _finish(self, run: Rollout, result: DeviceResult) -> None:
         self.state.record_device(
             run.deployment,
             DeviceRecord(
@@ -361,7 +361,7 @@ class Deployer:
                           parallel=max(1, len(pairs)))  # fmt: skip
         return [o.value for o in done]
 
-    async def _roll_out(self, run: _Run, devices: list[Device]) -> None:
+    async def _roll_out(self, run: Rollout, devices: list[Device]) -> None:
         async def one(device: Device) -> None:
             key, plan = run.plans[device.name]
             result = run.results[device.name]
@@ -389,7 +389,7 @@ class Deployer:
             start = time.monotonic()
             pushed = await client.push(
                 artifact.artifact, options.name, version=options.version,
-                plan=_sent(plan, artifact),
+                plan=sent_plan(plan, artifact),
                 progress=lambda done, total: self.progress.sent(device.name, done, total),
             )  # fmt: skip
             result.phases["push"] = time.monotonic() - start
@@ -406,7 +406,7 @@ class Deployer:
             # the plan it was pushed with otherwise.
             try:
                 activated = await client.activate(
-                    options.name, pushed.version, plan=_sent(plan, artifact),
+                    options.name, pushed.version, plan=sent_plan(plan, artifact),
                     smoke_inputs=smoke, timeout=max(60.0, self.config.deadline),
                 )  # fmt: skip
             except InvalidRequest as exc:
@@ -419,7 +419,7 @@ class Deployer:
             result.phases["activate"] = time.monotonic() - start
             result.previous_version = activated.previous_version
 
-    async def _undo(self, run: _Run, canaries: list[Device]) -> None:
+    async def _undo(self, run: Rollout, canaries: list[Device]) -> None:
         """Roll back the canaries that did activate."""
         for device in canaries:
             result = run.results[device.name]

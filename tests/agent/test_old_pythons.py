@@ -13,6 +13,7 @@ import contextlib
 import glob
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,9 +22,13 @@ import pytest
 from packaging.utils import parse_wheel_filename
 
 from edgeopt.host.transport.client import AgentClient, to_tensors
+from edgeopt.host.transport.registry import registry_for
+from edgeopt.proto import fleetstate as fs
+from edgeopt.proto.plan import RunPlan
 from edgeopt.proto.v1 import agent_pb2
 from tests.conftest import start_agent
 from tests.models import DigitsModel
+from tests.registry import OciRegistry
 
 pytestmark = pytest.mark.slow
 
@@ -176,3 +181,34 @@ def test_runners_started_while_grpc_is_busy_never_abort(
         agent.stop()
     assert not [o for o in outcomes if "SIGABRT" in o or "crashed" in o], outcomes
     assert "Epoll1Poller" not in (agent.store / "runner.log").read_text()
+
+
+@pytest.mark.parametrize("version", ["3.8", "3.9"])
+def test_the_agent_pulls_on_an_old_python(
+    version: str, old_python: Callable[[str], Path], digits: DigitsModel, tmp_path: Path,
+    oci_registry: OciRegistry,
+) -> None:  # fmt: skip
+    """Pull mode is stdlib HTTP only: the same convergence on the boards' Pythons."""
+    fleet = registry_for(oci_registry.url, oci_registry.credentials_file(tmp_path / "host.json"))
+    device = f"py{version.replace('.', '')}"
+    published = fleet.publish_artifact(Path(digits.onnx), RunPlan(precision="fp32"), "digits",
+                                       "v1")  # fmt: skip
+    fleet.set_desired(device, [fs.DesiredModel("digits", "v1", published.artifact, "fp32")])
+    creds = oci_registry.credentials_file(tmp_path / "agent.json")
+    agent = start_agent(
+        tmp_path / "agent", "--pull", oci_registry.url, "--device-name", device,
+        "--pull-interval", "0.2s", "--registry-credentials", str(creds),
+        python=str(old_python(version)), token=None, listen=False,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        view = fleet.view(device)
+        while view.state != "converged" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            view = fleet.view(device)
+    finally:
+        agent.stop()
+        fleet.close()
+    assert view.state == "converged", view
+    assert view.status is not None
+    assert view.status.capabilities["python_version"].startswith(f"{version}.")
