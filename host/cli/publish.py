@@ -163,7 +163,10 @@ def publish_cmd(  # noqa: PLR0917  (click passes each option by name)
         publisher = Publisher(devices, options, state, fleet,
                               PublishOptions(profile, wait, canary_wait),
                               progress=LineProgress())  # fmt: skip
-        report = publisher.run(" ".join(selectors) or "--fleet")
+        try:
+            report = publisher.run(" ".join(selectors) or "--fleet")
+        finally:
+            fleet.close()
     rows = [[r.device, r.outcome, r.plan.precision if r.plan else "", r.version,
              r.previous_version, str(r.bytes_sent), r.error] for r in report.results]  # fmt: skip
     if as_json:
@@ -171,15 +174,17 @@ def publish_cmd(  # noqa: PLR0917  (click passes each option by name)
             "deployment": report.deployment, "outcome": report.outcome,
             "registry": str(fleet), "compressions": report.compressions,
             "artifacts": len(report.artifacts), "bytes_uploaded": publisher.bytes_uploaded,
-            "devices": [dict(zip(["device", "outcome", "precision", "version", "previous",
-                                  "bytes_sent", "error"], r, strict=True)) for r in rows],
+            "devices": [{"device": r.device, "outcome": r.outcome,
+                         "precision": r.plan.precision if r.plan else "", "version": r.version,
+                         "previous": r.previous_version, "bytes_sent": r.bytes_sent,
+                         "phases": {k: round(v, 3) for k, v in r.phases.items()},
+                         "error": r.error} for r in report.results],
         })  # fmt: skip
     else:
         click.echo(table(["DEVICE", "OUTCOME", "PRECISION", "VERSION", "WAS", "SENT", "ERROR"],
                          rows))  # fmt: skip
         click.echo(f"deployment {report.deployment}: {report.outcome}; {publisher.bytes_uploaded} "
                    f"bytes uploaded to {fleet}")  # fmt: skip
-    fleet.close()
     if not report.ok:
         ctx.exit(1)
 
@@ -253,9 +258,11 @@ def registry_rollback(
     for device in devices:
         try:
             back = rollback_desired(fleet, device, name)
+            assert back is not None  # without first_removes it names a version or raises
             rows.append([device, back.previous_version, back.version, ""])
         except EdgeoptError as exc:
             rows.append([device, "", "", str(exc)])
+    fleet.close()
     if as_json:
         echo_json([dict(zip(["device", "from", "to", "error"], r, strict=True)) for r in rows])
     else:

@@ -173,13 +173,14 @@ class FleetRegistry:
         *,
         keep_others: bool = True,
         keep_previous: bool = False,
+        remove: Iterable[str] = (),
     ) -> tuple[fs.Desired, str]:
         """Write a device's desired state: `models` replace those of the same name.
 
         With `keep_others` the models the current state names and `models` does not stay.
         A model whose artifact changes remembers the one it replaces (`previous`, for a
         rollback) unless `keep_previous` (the caller set it). The generation counts up from
-        the current one. Returns the state and its digest.
+        the current one. `remove` names models to take out. Returns the state and its digest.
         """
         current, _ = self.desired(device)
         before = {m.name: m for m in (current.models if current else ())}
@@ -191,8 +192,9 @@ class FleetRegistry:
             elif not keep_previous and old is not None:
                 m = replace(m, previous=old.previous, previous_version=old.previous_version)
             chosen[m.name] = m
+        dropped = set(remove)
         kept = [m for m in (current.models if current and keep_others else ())
-                if m.name not in chosen]  # fmt: skip
+                if m.name not in chosen and m.name not in dropped]  # fmt: skip
         desired = fs.Desired(
             device=device, generation=(current.generation if current else 0) + 1,
             models=tuple(sorted([*kept, *chosen.values()], key=lambda m: m.name)),

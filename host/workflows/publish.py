@@ -203,7 +203,7 @@ class Publisher(Deployer):
                 continue
             try:
                 await asyncio.to_thread(rollback_desired, self.registry, device.name,
-                                        self.options.name)  # fmt: skip
+                                        self.options.name, first_removes=True)  # fmt: skip
                 result.outcome = "rolled back"
                 result.error = result.error or "rolled back: another canary failed"
             except EdgeoptError as exc:
@@ -256,11 +256,15 @@ def wait_converged(
     return settled
 
 
-def rollback_desired(registry: FleetRegistry, device: str, name: str) -> fs.DesiredModel:
+def rollback_desired(
+    registry: FleetRegistry, device: str, name: str, *, first_removes: bool = False
+) -> fs.DesiredModel | None:
     """Point `name` on `device` back to the artifact its desired state named before.
 
     The desired state remembers the one it replaced (`previous`), so a rollback needs no host
-    database; rolling back twice returns to where it started.
+    database; rolling back twice returns to where it started. With `first_removes`, a model
+    with nothing before it (a canary's first publish) is taken out of the desired state
+    (returns None): the board keeps what it has, and a new desired state asks nothing of it.
 
     Raises:
         RegistryFailed: the device's desired state names no such model, or nothing before it.
@@ -269,6 +273,9 @@ def rollback_desired(registry: FleetRegistry, device: str, name: str) -> fs.Desi
     now = next((m for m in (current.models if current else ()) if m.name == name), None)
     if now is None:
         raise RegistryFailed(f"{device}'s desired state names no model {name!r}")
+    if not now.previous and first_removes:
+        registry.set_desired(device, [], remove=[name])
+        return None
     if not now.previous:
         raise RegistryFailed(
             f"{device}'s desired state has no version of {name} before {now.version} to go back "

@@ -133,6 +133,7 @@ def test_pull_converges_then_follows_a_new_version_and_a_rollback(
     from edgeopt.host.workflows.publish import rollback_desired
 
     back = rollback_desired(fleet, "conv", "digits")
+    assert back is not None
     assert (back.version, back.artifact) == ("v1", one.artifact)
     assert settled(fleet, "conv").state == "converged"
     assert active(agent)[0] == "v1"
@@ -341,3 +342,46 @@ def test_the_digest_from_the_head_pins_what_is_applied(
     finally:
         puller.registry.close()
         store.close()
+
+
+@pytest.fixture(scope="module")
+def tls_registry(fleet_pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OciRegistry]:
+    """The registry serving TLS with a certificate the fleet CA signed (127.0.0.1)."""
+    from tests import registry
+
+    if registry.unavailable_reason():
+        pytest.skip(registry.unavailable_reason())
+    running = OciRegistry(tmp_path_factory.mktemp("tls-registry"), cert=fleet_pki.server_cert,
+                          key=fleet_pki.server_key, ca=fleet_pki.ca).start()  # fmt: skip
+    yield running
+    running.stop()
+
+
+def test_pull_over_tls_checks_the_registry_against_its_ca(
+    tls_registry: OciRegistry, fleet_pki, models: dict[str, Path], tmp_path: Path
+) -> None:
+    creds = tls_registry.credentials_file(tmp_path / "creds.json")
+    fleet = registry_for(tls_registry.url, creds, fleet_pki.ca)
+    assert tls_registry.url.startswith("oci://")
+    publish(fleet, "tls", models["v1"], "v1")
+    trusting = start_agent(
+        tmp_path / "trusting", "--pull", tls_registry.url, "--device-name", "tls",
+        "--pull-interval", "0.2s", "--registry-credentials", str(creds),
+        "--registry-ca", str(fleet_pki.ca), token=None, listen=False,
+    )  # fmt: skip
+    stranger = start_agent(
+        tmp_path / "stranger", "--pull", tls_registry.url, "--device-name", "tls-noca",
+        "--pull-interval", "0.2s", "--registry-credentials", str(creds),
+        token=None, listen=False,
+    )  # fmt: skip
+    try:
+        assert settled(fleet, "tls").state == "converged"
+        deadline = time.monotonic() + 20
+        while not (stranger.store / STATUS_FILE).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        error = local_status(stranger)["error"]
+        assert "TLS with 127.0.0.1" in error and "CERTIFICATE_VERIFY_FAILED" in error
+    finally:
+        trusting.stop()
+        stranger.stop()
+        fleet.close()
