@@ -132,6 +132,7 @@ bench: venv system-packages
 	$(PY) benchmarks/vs_olive.py
 	$(PY) benchmarks/fleet.py
 	$(PY) benchmarks/paired.py
+	$(PY) benchmarks/pull.py
 	$(PY) benchmarks/ssh.py
 	$(PY) benchmarks/arm_lab.py
 	$(PY) benchmarks/hardening.py

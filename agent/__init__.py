@@ -9,6 +9,7 @@ runs on Python 3.8 and newer.
 Its map, callers above what they call:
 
     cli ─> server ─> interceptors            (token auth, request parsing)
+             ├─> pull ─> models, plancheck    (pull mode: poll a registry, download, activate)
              └─> service ─> messages          (protobuf ⇄ checked plans, tensors, answers)
                     │          └─> plancheck
                     └─> models ─> measuring   (Benchmark, Profile: a runner of their own)

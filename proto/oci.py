@@ -182,7 +182,9 @@ class Credentials:
             raise ValueError(f"registry credentials {path}: want an object for {registry}")
         if isinstance(entry.get("auth"), str):
             try:
-                user, sep, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
+                user, sep, password = (
+                    base64.b64decode(entry["auth"], validate=True).decode("utf-8").partition(":")
+                )
             except (ValueError, UnicodeDecodeError):
                 raise ValueError(f"registry credentials {path}: `auth` is not base64") from None
             if not sep:

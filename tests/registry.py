@@ -54,6 +54,8 @@ class OciRegistry:
     user: str = "fleet"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     repository: str = "edgeopt/fleet"
+    host: str = "127.0.0.1"
+    """The address it listens on (a bridge's, for agents in network namespaces)."""
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -72,7 +74,7 @@ class OciRegistry:
             "log: {level: warn, accesslog: {disabled: true}}\n"
             f"storage: {{filesystem: {{rootdirectory: {self.folder / 'data'}}}, "
             "delete: {enabled: true}}\n"
-            f"http: {{addr: 127.0.0.1:{self.port}{tls}}}\n"
+            f"http: {{addr: {self.host}:{self.port}{tls}}}\n"
             f"auth: {{htpasswd: {{realm: edgeopt, path: {htpasswd}}}}}\n"
         )
         with (self.folder / "registry.log").open("ab") as log:  # the child keeps its copy
@@ -93,10 +95,10 @@ class OciRegistry:
         conn: http.client.HTTPConnection
         if self.cert:
             context = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
-            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=2,
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=2,
                                                context=context)  # fmt: skip
         else:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
         try:
             conn.request("GET", path)
             return conn.getresponse().status
@@ -109,7 +111,7 @@ class OciRegistry:
     def url(self) -> str:
         """The repository as `--pull` and `--registry` take it."""
         scheme = "oci" if self.cert else "oci+http"
-        return f"{scheme}://127.0.0.1:{self.port}/{self.repository}"
+        return f"{scheme}://{self.host}:{self.port}/{self.repository}"
 
     def credentials_file(
         self, path: Path, password: str | None = None, port: int | None = None
@@ -120,7 +122,7 @@ class OciRegistry:
         """
         pair = f"{self.user}:{password if password is not None else self.password}"
         auth = base64.b64encode(pair.encode()).decode()
-        where = f"127.0.0.1:{port or self.port}"
+        where = f"{self.host}:{port or self.port}"
         path.write_text(json.dumps({"auths": {where: {"auth": auth}}}))
         path.chmod(0o600)
         return path

@@ -349,8 +349,9 @@ def tls_registry(fleet_pki, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """The registry serving TLS with a certificate the fleet CA signed (127.0.0.1)."""
     from tests import registry
 
-    if registry.unavailable_reason():
-        pytest.skip(registry.unavailable_reason())
+    reason = registry.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
     running = OciRegistry(tmp_path_factory.mktemp("tls-registry"), cert=fleet_pki.server_cert,
                           key=fleet_pki.server_key, ca=fleet_pki.ca).start()  # fmt: skip
     yield running
