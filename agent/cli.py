@@ -6,6 +6,7 @@
     edgeopt-agent serve --pull oci://HOST:PORT/REPO --device-name NAME [--pull-interval 30s]
                         [--registry-credentials F] [--registry-ca F] [--listen ...]
     edgeopt-agent capabilities [--json] [--procfs DIR] [--sysfs DIR] [--rootfs DIR]
+    edgeopt-agent path NAME [--store DIR] [--plan] [--resolve]
 
 Beyond loopback the agent wants authentication (a token, or client certificates) and TLS, unless
 `--insecure`. SIGHUP re-reads the token file and the TLS files (rotation without a restart).
@@ -35,6 +36,7 @@ __all__ = ["default_store", "main"]
 
 if TYPE_CHECKING:  # grpc is imported only when serving
     from edgeopt.agent.pull import PullConfig
+    from edgeopt.agent.server import LocalSocket
     from edgeopt.agent.tls import TlsFiles
 
 
@@ -181,6 +183,36 @@ def _parser() -> argparse.ArgumentParser:
         default=32,
         help="calls in progress at once; more are refused with RESOURCE_EXHAUSTED (default: 32)",
     )
+    serve.add_argument(
+        "--local-socket",
+        type=Path,
+        metavar="PATH",
+        help="also serve on this Unix socket, for the board's own applications: no token, "
+        "its file mode and group decide who may connect",
+    )
+    serve.add_argument(
+        "--local-socket-group",
+        metavar="GROUP",
+        help="the group whose members may use --local-socket (default: the agent's own)",
+    )
+    serve.add_argument(
+        "--local-socket-mode",
+        default="660",
+        help="the socket's file mode, in octal (default: 660: owner and group)",
+    )
+    serve.add_argument(
+        "--on-activate",
+        metavar="CMD",
+        help="shell command run after every switch of a model, with EDGEOPT_MODEL_NAME, "
+        "_VERSION, _PATH, _PLAN, _LINK, _SHA256 and EDGEOPT_PREVIOUS_VERSION set; a failure is "
+        "logged and shown by `models`, never undoes the switch",
+    )
+    serve.add_argument(
+        "--on-activate-timeout",
+        type=_duration,
+        default=30.0,
+        help="the hook's time limit (default: 30s)",
+    )
     serve.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
 
     caps = sub.add_parser("capabilities", help="print what this board (or a captured tree) is")
@@ -191,6 +223,18 @@ def _parser() -> argparse.ArgumentParser:
     caps.add_argument("--store", type=Path, default=None, help="report free space here")
     caps.add_argument(
         "--no-runtime", action="store_true", help="skip measuring ONNX Runtime (faster)"
+    )
+    path = sub.add_parser(
+        "path", help="print where the board's applications find NAME's active model"
+    )
+    path.add_argument("name", help="the model's name")
+    path.add_argument("--store", type=Path, default=None, help="model store directory")
+    path.add_argument("--plan", action="store_true", help="print the plan.json beside it")
+    path.add_argument(
+        "--resolve",
+        action="store_true",
+        help="print the active version's own folder (stable while it stays active or is the "
+        "one before): read the model and its plan from there to get one version's pair",
     )
     cap = sub.add_parser(
         "capture", help="copy the /proc, /sys and /etc files the probes read into DIR"
@@ -255,6 +299,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
         pull = _pull_config(args)
+        local = _local_socket(args)
         host, port = parse_listen(args.listen or "127.0.0.1:50051")
         token = auth.read_token_file(str(args.token_file)) if args.token_file else None
         tls = _tls_files(args)
@@ -289,6 +334,9 @@ def _serve(args: argparse.Namespace) -> int:
         tls=tls,
         listening=pull is None or args.listen is not None,
         pull=pull,
+        on_activate=args.on_activate,
+        on_activate_timeout=args.on_activate_timeout,
+        local_socket=local,
     )
     try:
         serve(config)
@@ -296,6 +344,42 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"edgeopt-agent: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _local_socket(args: argparse.Namespace) -> LocalSocket | None:
+    """The --local-socket options, checked; None without it.
+
+    Raises:
+        ValueError: an unknown group, a mode that is not octal or lets others in.
+    """
+    import grp  # noqa: PLC0415
+
+    from edgeopt.agent.server import LocalSocket  # noqa: PLC0415
+
+    if args.local_socket is None:
+        if args.local_socket_group is not None:
+            raise ValueError("--local-socket-group goes with --local-socket PATH")
+        return None
+    try:
+        mode = int(args.local_socket_mode, 8)
+    except ValueError:
+        raise ValueError(f"--local-socket-mode wants octal, like 660; got "
+                         f"{args.local_socket_mode!r}") from None  # fmt: skip
+    if mode & ~0o770 or not mode & 0o600 == 0o600:
+        raise ValueError(
+            f"--local-socket-mode {args.local_socket_mode}: give the owner rw and no one but the "
+            "group more (660 or 600): others would reach the agent without a token"
+        )
+    group = None
+    if args.local_socket_group is not None:
+        name = args.local_socket_group
+        try:
+            group = int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+        except KeyError:
+            raise ValueError(f"--local-socket-group: no group {name!r} on this board") from None
+    if not args.local_socket.parent.is_dir():
+        raise ValueError(f"--local-socket {args.local_socket}: its folder does not exist")
+    return LocalSocket(args.local_socket, group, mode)
 
 
 def _pull_config(args: argparse.Namespace) -> PullConfig | None:
@@ -346,11 +430,30 @@ def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
     return TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
 
 
+def _path(args: argparse.Namespace) -> int:
+    from edgeopt.agent.active import model_path  # noqa: PLC0415
+    from edgeopt.agent.manifest import NAME_PATTERN  # noqa: PLC0415
+
+    if not NAME_PATTERN.fullmatch(args.name):
+        print(f"edgeopt-agent: {args.name!r} is not a model name", file=sys.stderr)
+        return 2
+    store = args.store or default_store()
+    stable = model_path(store, args.name)
+    if not stable.parent.is_symlink():
+        print(f"edgeopt-agent: {args.name} has no active version in {store}", file=sys.stderr)
+        return 1
+    found = Path(os.path.realpath(stable.parent)) / stable.name if args.resolve else stable
+    print(found.with_name("plan.json") if args.plan else found)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "path":
+        return _path(args)
     if args.command == "capture":
         return _capture(args)
     return _capabilities(args)

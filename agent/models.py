@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeopt.agent import active
 from edgeopt.agent.calls import answered, inputs_path, runner_refusals, wrapped
+from edgeopt.agent.hooks import ActivationHook, Switch
 from edgeopt.agent.manifest import Version, check_name, check_version
 from edgeopt.agent.measuring import Measurements
 from edgeopt.agent.refusal import Refusal
@@ -97,9 +99,15 @@ class Models:
     """The agent's models: one store, one runner."""
 
     def __init__(
-        self, root: Path, limits: Limits | None = None, bounds: Bounds | None = None
+        self,
+        root: Path,
+        limits: Limits | None = None,
+        bounds: Bounds | None = None,
+        hook: ActivationHook | None = None,
     ) -> None:
         self.store = ModelStore(root, limits)
+        self.hook = hook
+        """Told of every switch (--on-activate), after it is made."""
         self.bounds = bounds or Bounds()
         self.runner = Runner(log=root / "runner.log")
         self.measurements = Measurements(self.store, self.bounds, root / "runner.log")
@@ -256,8 +264,20 @@ class Models:
             self._loaded[name] = loaded
             if old is not None and old.version != target.version:
                 self._unload(f"{name}@{old.version}")
+            self._tell(name, previous)
             return Activation(name, target.version, target.sha256, previous, load_ms, smoke_ms,
                               loaded)  # fmt: skip
+
+    def _tell(self, name: str, previous: str) -> None:
+        """Run the --on-activate hook for the switch just made (it runs in its own thread)."""
+        if self.hook is None:
+            return
+        record = self.store.version(name, self.store.entry(name).active)
+        folder = active.folder_of(self.store.root, name, record)
+        self.hook.fire(Switch(
+            name, record.version, record.sha256, previous, str(folder / "model.onnx"),
+            str(folder / "plan.json"), str(active.model_path(self.store.root, name)),
+        ))  # fmt: skip
 
     def rollback(self, name: str) -> Activation:
         """Activate the version that was active before the current one."""
@@ -456,8 +476,10 @@ class Models:
         return rss_bytes(), rss_bytes(pid) if pid else 0
 
     def close(self) -> None:
-        """Stop the runners; a busy one is killed rather than waited for."""
+        """Stop the runners (a busy one is killed rather than waited for) and the hook."""
         self._closing.set()
+        if self.hook is not None:
+            self.hook.close()
         self.measurements.close()
         self.runner.kill() if self.runner.busy else self.runner.stop()
 

@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -31,6 +32,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from edgeopt.agent.hooks import ActivationHook
 from edgeopt.agent.interceptors import SERVICE_NAME, DecodeGuard, TokenAuthInterceptor
 from edgeopt.agent.models import Bounds
 from edgeopt.agent.pull import PullConfig, Puller
@@ -43,7 +45,9 @@ from edgeopt.proto.v1 import agent_pb2_grpc
 
 __all__ = [
     "ConfigurationRefused",
+    "LocalSocket",
     "ServerConfig",
+    "build_local_server",
     "build_server",
     "check_exposure",
     "is_loopback",
@@ -89,6 +93,22 @@ class ServerConfig:
     """Serve gRPC on host:port; False in pull mode without --listen (the board opens no port)."""
     pull: PullConfig | None = None
     """Poll a registry for this device's desired state (pull mode); None: push only."""
+    on_activate: str | None = None
+    """A shell command run after every switch (hooks.py); None: none."""
+    on_activate_timeout: float = 30.0
+    """Seconds the hook may run before it is killed."""
+    local_socket: LocalSocket | None = None
+    """Serve the Agent service on a Unix socket too, guarded by its file mode (no token)."""
+
+
+@dataclass(frozen=True)
+class LocalSocket:
+    """`--local-socket PATH [--local-socket-group G] [--local-socket-mode 660]`."""
+
+    path: Path
+    group: int | None = None
+    """The gid that may connect (with mode 0660); None: the agent's own group."""
+    mode: int = 0o660
 
 
 class ConfigurationRefused(ValueError):
@@ -159,6 +179,61 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _grpc_server(config: ServerConfig, interceptors: list[grpc.ServerInterceptor]) -> grpc.Server:
+    """A gRPC server with the agent's limits (messages, windows, calls in progress)."""
+    limit = config.bounds.max_message_bytes
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+        interceptors=interceptors,
+        options=[
+            ("grpc.so_reuseport", 0),
+            # gRPC's flow control window otherwise grows per stream with its BDP probe, and
+            # 64 callers with 5 MiB bodies (wrong tokens, or over the limit) took the agent
+            # from 43 to 157 MiB, kept afterwards; a fixed 1 MiB window per stream keeps that
+            # at +5 MiB and still allows ~20 MB/s per stream at 50 ms of round trip.
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", 1 << 20),
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
+        # Beyond this many calls in progress gRPC answers RESOURCE_EXHAUSTED at once.
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+
+
+def build_local_server(config: ServerConfig, service: AgentService) -> grpc.Server:
+    """The same Agent service on a Unix domain socket, without a token (started by the caller).
+
+    Who may connect is the socket file's mode and group: it is created under a umask that
+    leaves it reachable by nobody but root, then given `local_socket_mode` and its group, so
+    no one outside the group can connect even for a moment. A stale socket from an earlier run
+    is replaced; any other file at the path is refused.
+
+    Raises:
+        OSError: the path holds something else, or the socket cannot be bound or given its
+            group.
+    """
+    local = config.local_socket
+    assert local is not None
+    path = local.path
+    if path.is_symlink() or (path.exists() and not stat.S_ISSOCK(path.lstat().st_mode)):
+        raise OSError(f"--local-socket {path}: something else is there; not replaced")
+    path.unlink(missing_ok=True)
+    server = _grpc_server(config, [DecodeGuard()])
+    agent_pb2_grpc.add_AgentServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    old = os.umask(0o177)
+    try:
+        server.add_insecure_port(f"unix:{path}")
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {path}: {exc}") from exc
+    finally:
+        os.umask(old)
+    if local.group is not None:
+        os.chown(path, -1, local.group)
+    os.chmod(path, local.mode)
+    return server
+
+
 def build_server(
     config: ServerConfig,
     secrets: tuple[TokenHolder | None, ServerTls | None] | None = None,
@@ -181,25 +256,8 @@ def build_server(
     # Auth first: a refused call never reaches the parsing (nor its body the agent's memory).
     interceptors: list[grpc.ServerInterceptor] = [TokenAuthInterceptor(token)] if token else []
     interceptors.append(DecodeGuard())
-    limit = config.bounds.max_message_bytes
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
-        interceptors=interceptors,
-        options=[
-            ("grpc.so_reuseport", 0),
-            # gRPC's flow control window otherwise grows per stream with its BDP probe, and
-            # 64 callers with 5 MiB bodies (wrong tokens, or over the limit) took the agent
-            # from 43 to 157 MiB, kept afterwards; a fixed 1 MiB window per stream keeps that
-            # at +5 MiB and still allows ~20 MB/s per stream at 50 ms of round trip.
-            ("grpc.http2.bdp_probe", 0),
-            ("grpc.http2.lookahead_bytes", 1 << 20),
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-        ],
-        # Beyond this many calls in progress gRPC answers RESOURCE_EXHAUSTED at once.
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-    )
-    service = AgentService(config.store, config.limits, config.bounds)
+    server = _grpc_server(config, interceptors)
+    service = AgentService(config.store, config.limits, config.bounds, _hook(config))
     # The generated gRPC module has no annotations (grpcio-tools writes none for it).
     agent_pb2_grpc.add_AgentServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer()
@@ -255,6 +313,28 @@ def load_secrets(config: ServerConfig) -> tuple[TokenHolder | None, ServerTls | 
     return token, ServerTls(config.tls) if config.tls is not None else None
 
 
+def _start_local(config: ServerConfig, service: AgentService) -> grpc.Server | None:
+    if config.local_socket is None:
+        return None
+    local = build_local_server(config, service)
+    local.start()
+    print(f"edgeopt-agent listening on unix:{config.local_socket.path}", flush=True)
+    return local
+
+
+def _stop_local(config: ServerConfig, local: grpc.Server | None) -> None:
+    if local is None or config.local_socket is None:
+        return
+    local.stop(config.grace).wait(config.grace)
+    config.local_socket.path.unlink(missing_ok=True)
+
+
+def _hook(config: ServerConfig) -> ActivationHook | None:
+    if config.on_activate is None:
+        return None
+    return ActivationHook(config.on_activate, config.on_activate_timeout)
+
+
 def _capabilities_every(service: AgentService, seconds: float) -> Callable[[], dict[str, Any]]:
     """The board's capabilities as a dict, read again at most every `seconds`."""
     cache: list[Any] = [0.0, {}]
@@ -292,10 +372,11 @@ def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
     if config.listening:
         server, port, health_servicer, service = build_server(config, (token, tls))
     else:
-        service = AgentService(config.store, config.limits, config.bounds)
+        service = AgentService(config.store, config.limits, config.bounds, _hook(config))
         threading.Thread(target=service.runtime, name="ort-probe", daemon=True).start()
     for removed in service.models.store.recover():
         log.warning("store recovery removed %s", removed)
+    service.models.store.sync_active()
     # The active models load again in the background: the agent serves at once, and a call
     # that needs a model before it is back loads it on demand.
     threading.Thread(target=service.models.restore, name="restore", daemon=True).start()
@@ -311,6 +392,7 @@ def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         shown = f"[{config.host}]:{port}" if ":" in config.host else f"{config.host}:{port}"
         print(f"edgeopt-agent listening on {shown}", flush=True)
+    local = _start_local(config, service)
     pulling = _start_pull(config.pull, service, stop) if config.pull is not None else None
     if config.ready_file is not None:
         _write_atomically(config.ready_file, f"{shown}\n")
@@ -326,6 +408,7 @@ def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
         stopped = server.stop(config.grace)
     else:
         stopped.set()
+    _stop_local(config, local)
     _shut_down(config, service, stopped, pulling)
 
 

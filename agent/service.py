@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import grpc
 
 from edgeopt.agent import messages
+from edgeopt.agent.hooks import ActivationHook, HookRun
 from edgeopt.agent.manifest import check_digest
 from edgeopt.agent.models import Activation, Bounds, Models, chunks_of
 from edgeopt.agent.refusal import Refusal
@@ -55,16 +56,27 @@ def _refused(context: grpc.ServicerContext, exc: Refusal) -> NoReturn:
     raise AssertionError("unreachable")  # abort raises
 
 
+def _hook_run(run: HookRun | None) -> agent_pb2.HookRun | None:
+    if run is None:
+        return None
+    return agent_pb2.HookRun(version=run.version, ok=run.ok, error=run.error,
+                             seconds=run.seconds, finished_unix=run.finished)  # fmt: skip
+
+
 class AgentService(agent_pb2_grpc.AgentServicer):
     """The `edgeopt.v1.Agent` service."""
 
     def __init__(
-        self, store: Path, limits: Limits | None = None, bounds: Bounds | None = None
+        self,
+        store: Path,
+        limits: Limits | None = None,
+        bounds: Bounds | None = None,
+        hook: ActivationHook | None = None,
     ) -> None:
         self._store = store
         self._runtime: OnnxRuntimeInfo | None = None
         self._runtime_lock = threading.Lock()
-        self.models = Models(store, limits, bounds)
+        self.models = Models(store, limits, bounds, hook)
         self.bounds = self.models.bounds
         self._inflight = 0
         self._inflight_lock = threading.Lock()
@@ -197,9 +209,11 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     ) -> agent_pb2.ModelList:
         """Every stored name with its versions and the active one's memory (never waits)."""
         loaded = self.models.loaded()
+        hooked = self.models.hook.runs if self.models.hook is not None else {}
         infos = []
         for name, entry in sorted(self.models.store.entries().items()):
             held = loaded.get(name)
+            run = hooked.get(name)
             infos.append(
                 agent_pb2.ModelInfo(
                     name=name,
@@ -219,6 +233,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     memory_bytes=held.memory_bytes if held else 0,
                     inputs=messages.signatures(held.inputs) if held else [],
                     outputs=messages.signatures(held.outputs) if held else [],
+                    hook=_hook_run(run),
                 )
             )
         agent_rss, runner_rss = self.models.memory()

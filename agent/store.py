@@ -3,6 +3,8 @@
 Layout under the store directory:
 
     blobs/<sha256>            whole artifacts, named by their digest, read-only
+    active/NAME               the active version's model.onnx and plan.json, for the board's
+                              own applications (active.py)
     uploads/<sha256>.part     bytes of an upload in progress or interrupted (resumable)
     manifest.json             names -> versions -> digest, size, plan; the active version and
                               the activation history of each name
@@ -46,6 +48,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeopt.agent import active
 from edgeopt.agent.manifest import (
     Entry,
     Version,
@@ -421,7 +424,10 @@ class ModelStore:
         return record
 
     def set_active(self, name: str, version: str, *, rollback: bool = False) -> str:
-        """Make `version` active; returns the previously active version ("" for none)."""
+        """Make `version` active; returns the previously active version ("" for none).
+
+        Then `active/NAME` points at it (active.py), for the board's applications.
+        """
         with self._mutating():
             entry = self._entries[name]
             previous = entry.active
@@ -431,7 +437,16 @@ class ModelStore:
             elif previous and previous != version:
                 entry.history.append(previous)
             entry.active = version
+            record = entry.find(version)
+        if record is not None:
+            active.link(self.root, name, record)
         return previous
+
+    def sync_active(self) -> None:
+        """Make `active/` match the manifest (at start-up, after a crash mid-switch)."""
+        with self._lock:
+            current = {n: e.find(e.active) for n, e in self._entries.items() if e.active}
+        active.sync(self.root, {n: v for n, v in current.items() if v is not None})
 
     def set_plan(self, name: str, version: str, plan: RunPlan) -> None:
         """Record the plan a version runs with."""
@@ -473,6 +488,7 @@ class ModelStore:
                 live.active = ""
             if not live.versions:
                 del self._entries[name]
+        active.unlink(self.root, name, () if name not in self._entries else tuple(gone))
         with self._lock:
             still = {v.sha256 for e in self._entries.values() for v in e.versions}
             freed = 0

@@ -68,11 +68,16 @@ def models_cmd(
                 continue
             for m in listing.models:
                 active = next((v for v in m.versions if v.active), None)
+                hook = ""
+                if m.HasField("hook"):
+                    hook = (
+                        f"hook for {m.hook.version} failed: {m.hook.error}" if not m.hook.ok else ""
+                    )
                 rows.append([
                     device.name, m.name, m.active_version or "-",
                     ",".join(v.version for v in m.versions),
                     active.sha256[:12] if active else "", mib(active.size) if active else "",
-                    mib(m.memory_bytes) if m.loaded else "not loaded", "",
+                    mib(m.memory_bytes) if m.loaded else "not loaded", hook[:120],
                 ])  # fmt: skip
             if not listing.models:
                 rows.append([device.name, "(none)", "", "", "", "", "", ""])

@@ -162,7 +162,7 @@ class ModelVersion(_message.Message):
     def __init__(self, version: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., created_unix: _Optional[float] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., active: bool = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "active_version", "versions", "loaded", "memory_bytes", "inputs", "outputs")
+    __slots__ = ("name", "active_version", "versions", "loaded", "memory_bytes", "inputs", "outputs", "hook", "infer")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,8 @@ class ModelInfo(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    HOOK_FIELD_NUMBER: _ClassVar[int]
+    INFER_FIELD_NUMBER: _ClassVar[int]
     name: str
     active_version: str
     versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
@@ -177,7 +179,37 @@ class ModelInfo(_message.Message):
     memory_bytes: int
     inputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
     outputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
-    def __init__(self, name: _Optional[str] = ..., active_version: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., loaded: bool = ..., memory_bytes: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ...) -> None: ...
+    hook: HookRun
+    infer: InferStats
+    def __init__(self, name: _Optional[str] = ..., active_version: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., loaded: bool = ..., memory_bytes: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., hook: _Optional[_Union[HookRun, _Mapping]] = ..., infer: _Optional[_Union[InferStats, _Mapping]] = ...) -> None: ...
+
+class HookRun(_message.Message):
+    __slots__ = ("version", "ok", "error", "seconds", "finished_unix")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    ok: bool
+    error: str
+    seconds: float
+    finished_unix: float
+    def __init__(self, version: _Optional[str] = ..., ok: bool = ..., error: _Optional[str] = ..., seconds: _Optional[float] = ..., finished_unix: _Optional[float] = ...) -> None: ...
+
+class InferStats(_message.Message):
+    __slots__ = ("requests", "errors", "bounds_ms", "counts", "sum_ms")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_MS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SUM_MS_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    errors: int
+    bounds_ms: _containers.RepeatedScalarFieldContainer[float]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    sum_ms: float
+    def __init__(self, requests: _Optional[int] = ..., errors: _Optional[int] = ..., bounds_ms: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ..., sum_ms: _Optional[float] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
