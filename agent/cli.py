@@ -201,6 +201,18 @@ def _parser() -> argparse.ArgumentParser:
         help="the socket's file mode, in octal (default: 660: owner and group)",
     )
     serve.add_argument(
+        "--metrics",
+        metavar="ADDRESS",
+        help="serve Prometheus metrics at http://ADDRESS/metrics: PORT (on loopback) or "
+        "HOST:PORT (off by default)",
+    )
+    serve.add_argument(
+        "--sysfs",
+        type=Path,
+        metavar="DIR",
+        help="read temperatures and throttle flags from this /sys (node_exporter's --path.sysfs)",
+    )
+    serve.add_argument(
         "--on-activate",
         metavar="CMD",
         help="shell command run after every switch of a model, with EDGEOPT_MODEL_NAME, "
@@ -288,6 +300,7 @@ def _serve(args: argparse.Namespace) -> int:
     # boards'), aborted it now and then ("epoll_wait error: Bad file descriptor", SIGABRT:
     # 7 in 30 runner starts under load on 3.9; 0 in 30 with this).
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+    from edgeopt.agent.metrics import parse_address  # noqa: PLC0415
     from edgeopt.agent.server import (  # noqa: PLC0415  (grpc only when serving)
         ServerConfig,
         check_exposure,
@@ -300,6 +313,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         pull = _pull_config(args)
         local = _local_socket(args)
+        metrics = parse_address(args.metrics) if args.metrics is not None else None
         host, port = parse_listen(args.listen or "127.0.0.1:50051")
         token = auth.read_token_file(str(args.token_file)) if args.token_file else None
         tls = _tls_files(args)
@@ -337,6 +351,8 @@ def _serve(args: argparse.Namespace) -> int:
         on_activate=args.on_activate,
         on_activate_timeout=args.on_activate_timeout,
         local_socket=local,
+        metrics=metrics,
+        sysfs=args.sysfs,
     )
     try:
         serve(config)

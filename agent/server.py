@@ -34,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from edgeopt.agent.hooks import ActivationHook
 from edgeopt.agent.interceptors import SERVICE_NAME, DecodeGuard, TokenAuthInterceptor
+from edgeopt.agent.metrics import serve_metrics
 from edgeopt.agent.models import Bounds
 from edgeopt.agent.pull import PullConfig, Puller
 from edgeopt.agent.service import AgentService
@@ -99,6 +100,10 @@ class ServerConfig:
     """Seconds the hook may run before it is killed."""
     local_socket: LocalSocket | None = None
     """Serve the Agent service on a Unix socket too, guarded by its file mode (no token)."""
+    metrics: tuple[str, int] | None = None
+    """Serve Prometheus metrics on (host, port) (metrics.py); None: off."""
+    sysfs: Path | None = None
+    """Read the board's temperatures and throttle flags from this /sys (a captured one)."""
 
 
 @dataclass(frozen=True)
@@ -393,6 +398,12 @@ def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
         shown = f"[{config.host}]:{port}" if ":" in config.host else f"{config.host}:{port}"
         print(f"edgeopt-agent listening on {shown}", flush=True)
     local = _start_local(config, service)
+    if config.metrics is not None:
+        sources = Sources(sysfs=config.sysfs) if config.sysfs is not None else Sources()
+        _, bound = serve_metrics(config.metrics, service.models, service.counts, sources)
+        host = config.metrics[0]
+        shown_metrics = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+        print(f"edgeopt-agent metrics on http://{shown_metrics}/metrics", flush=True)
     pulling = _start_pull(config.pull, service, stop) if config.pull is not None else None
     if config.ready_file is not None:
         _write_atomically(config.ready_file, f"{shown}\n")

@@ -20,7 +20,8 @@ import grpc
 
 from edgeopt.agent import messages
 from edgeopt.agent.hooks import ActivationHook, HookRun
-from edgeopt.agent.manifest import check_digest
+from edgeopt.agent.manifest import NAME_PATTERN, VERSION_PATTERN, check_digest
+from edgeopt.agent.metrics import BOUNDS_MS, InferCounts, Tally
 from edgeopt.agent.models import Activation, Bounds, Models, chunks_of
 from edgeopt.agent.refusal import Refusal
 from edgeopt.agent.store import Limits
@@ -56,6 +57,13 @@ def _refused(context: grpc.ServicerContext, exc: Refusal) -> NoReturn:
     raise AssertionError("unreachable")  # abort raises
 
 
+def _infer_stats(tally: Tally) -> agent_pb2.InferStats:
+    return agent_pb2.InferStats(
+        requests=tally.requests, errors=sum(tally.errors.values()), bounds_ms=list(BOUNDS_MS),
+        counts=tally.cumulative(), sum_ms=tally.sum_ms,
+    )  # fmt: skip
+
+
 def _hook_run(run: HookRun | None) -> agent_pb2.HookRun | None:
     if run is None:
         return None
@@ -77,6 +85,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self._runtime: OnnxRuntimeInfo | None = None
         self._runtime_lock = threading.Lock()
         self.models = Models(store, limits, bounds, hook)
+        self.counts = InferCounts()
+        """Inference served per model and version (ListModels, --metrics)."""
         self.bounds = self.models.bounds
         self._inflight = 0
         self._inflight_lock = threading.Lock()
@@ -234,6 +244,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     inputs=messages.signatures(held.inputs) if held else [],
                     outputs=messages.signatures(held.outputs) if held else [],
                     hook=_hook_run(run),
+                    infer=_infer_stats(self.counts.of_model(name)),
                 )
             )
         agent_rss, runner_rss = self.models.memory()
@@ -336,7 +347,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     "call InferStream (edgeopt's host does)",
                 )
         except Refusal as exc:
+            self._failed(request.name, request.version, exc.code)
             _refused(context, exc)
+        self.counts.served(request.name, answer["version"], answer["latency_ms"])
         return agent_pb2.InferResult(
             version=answer["version"],
             outputs=[
@@ -367,7 +380,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 stream = self.models.infer_stream(request.name, request.version, inputs, cancel)
                 answer = next(stream)
         except Refusal as exc:
+            if first is not None and first.WhichOneof("part") == "request":
+                self._failed(first.request.name, first.request.version, exc.code)
             _refused(context, exc)
+        self.counts.served(request.name, answer["version"], answer["latency_ms"])
         try:
             yield agent_pb2.InferPart(
                 result=agent_pb2.InferResult(
@@ -382,6 +398,16 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             _refused(context, exc)
         finally:
             stream.close()  # a client that left mid-answer: the runner is stopped
+
+    def _failed(self, name: str, version: str, code: str) -> None:
+        """Count a refused inference, under the version it asked for (else the active one)."""
+        if not NAME_PATTERN.fullmatch(name):
+            name = "(invalid)"  # a label must not grow with whatever a caller sends
+        entry = self.models.store.entries().get(name) if not version else None
+        label = version if VERSION_PATTERN.fullmatch(version) else (
+            entry.active if entry is not None else ""
+        )  # fmt: skip
+        self.counts.failed(name, label, code)
 
     def _model_run(
         self, request: agent_pb2.BenchmarkRequest | agent_pb2.ProfileRequest

@@ -190,6 +190,11 @@ class ModelStore:
             raise Refusal("NOT_FOUND", f"{name} has no version {version!r} (it has {labels})")
         return found
 
+    def uploads_in_flight(self) -> int:
+        """Uploads being received now (pushes and pulls)."""
+        with self._lock:
+            return len(self._reserved)
+
     def used_bytes(self) -> int:
         """Bytes of blobs and partial uploads."""
         total = 0
