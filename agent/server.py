@@ -318,6 +318,17 @@ def load_secrets(config: ServerConfig) -> tuple[TokenHolder | None, ServerTls | 
     return token, ServerTls(config.tls) if config.tls is not None else None
 
 
+def _start_metrics(config: ServerConfig, service: AgentService) -> None:
+    if config.sysfs is not None:
+        service.sources = Sources(sysfs=config.sysfs)
+    if config.metrics is None:
+        return
+    _, bound = serve_metrics(config.metrics, service.models, service.counts, service.sources)
+    host = config.metrics[0]
+    shown = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+    print(f"edgeopt-agent metrics on http://{shown}/metrics", flush=True)
+
+
 def _start_local(config: ServerConfig, service: AgentService) -> grpc.Server | None:
     if config.local_socket is None:
         return None
@@ -398,12 +409,7 @@ def serve(config: ServerConfig, stop: threading.Event | None = None) -> None:
         shown = f"[{config.host}]:{port}" if ":" in config.host else f"{config.host}:{port}"
         print(f"edgeopt-agent listening on {shown}", flush=True)
     local = _start_local(config, service)
-    if config.metrics is not None:
-        sources = Sources(sysfs=config.sysfs) if config.sysfs is not None else Sources()
-        _, bound = serve_metrics(config.metrics, service.models, service.counts, sources)
-        host = config.metrics[0]
-        shown_metrics = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
-        print(f"edgeopt-agent metrics on http://{shown_metrics}/metrics", flush=True)
+    _start_metrics(config, service)
     pulling = _start_pull(config.pull, service, stop) if config.pull is not None else None
     if config.ready_file is not None:
         _write_atomically(config.ready_file, f"{shown}\n")

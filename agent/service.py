@@ -25,7 +25,8 @@ from edgeopt.agent.metrics import BOUNDS_MS, InferCounts, Tally
 from edgeopt.agent.models import Activation, Bounds, Models, chunks_of
 from edgeopt.agent.refusal import Refusal
 from edgeopt.agent.store import Limits
-from edgeopt.boardfacts.capabilities import Sources, collect
+from edgeopt.boardfacts import thermal
+from edgeopt.boardfacts.capabilities import Sources, collect, thermal_zones, throttle_flags
 from edgeopt.boardfacts.runtime import probe_in_subprocess
 from edgeopt.proto import tensors as wire
 from edgeopt.proto.capabilities import OnnxRuntimeInfo, to_message
@@ -87,6 +88,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self.models = Models(store, limits, bounds, hook)
         self.counts = InferCounts()
         """Inference served per model and version (ListModels, --metrics)."""
+        self.sources = Sources.live_system()
+        """Where the board's temperatures and throttle flags are read (--sysfs)."""
         self.bounds = self.models.bounds
         self._inflight = 0
         self._inflight_lock = threading.Lock()
@@ -249,9 +252,13 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             )
         agent_rss, runner_rss = self.models.memory()
         quota = self.models.store.limits.max_store_bytes
+        flags = throttle_flags(self.sources) or 0
         result = agent_pb2.ModelList(
             models=infos, store_bytes=self.models.store.used_bytes(),
             agent_rss_bytes=agent_rss, runner_rss_bytes=runner_rss,
+            temperatures=[agent_pb2.Temperature(zone=t.zone, type=t.type, celsius=t.celsius)
+                          for t in thermal.temperatures(thermal_zones(self.sources))],
+            throttled=[name for bit, name in thermal.THROTTLE_NOW.items() if flags & (1 << bit)],
         )  # fmt: skip
         if quota is not None:
             result.quota_bytes = quota

@@ -35,6 +35,7 @@ from edgeopt.host.cli.publish import publish_cmd
 from edgeopt.host.cli.serving import COMMANDS as SERVING_COMMANDS
 from edgeopt.host.cli.ssh import ssh_cmd
 from edgeopt.host.cli.tls import tls_cmd
+from edgeopt.host.cli.top import top_cmd
 from edgeopt.host.config import device_profiles as profiles
 from edgeopt.host.config import inventory
 from edgeopt.host.store import state
@@ -89,6 +90,7 @@ for command in (
     *DEPLOY_COMMANDS,
     *SERVING_COMMANDS,
     publish_cmd,
+    top_cmd,
     bench_cmd,
     plan_cmd,
     ssh_cmd,

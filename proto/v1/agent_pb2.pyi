@@ -216,18 +216,22 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelList(_message.Message):
-    __slots__ = ("models", "store_bytes", "quota_bytes", "agent_rss_bytes", "runner_rss_bytes")
+    __slots__ = ("models", "store_bytes", "quota_bytes", "agent_rss_bytes", "runner_rss_bytes", "temperatures", "throttled")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     STORE_BYTES_FIELD_NUMBER: _ClassVar[int]
     QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
     AGENT_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     RUNNER_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURES_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     store_bytes: int
     quota_bytes: int
     agent_rss_bytes: int
     runner_rss_bytes: int
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., store_bytes: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., agent_rss_bytes: _Optional[int] = ..., runner_rss_bytes: _Optional[int] = ...) -> None: ...
+    temperatures: _containers.RepeatedCompositeFieldContainer[Temperature]
+    throttled: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., store_bytes: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., agent_rss_bytes: _Optional[int] = ..., runner_rss_bytes: _Optional[int] = ..., temperatures: _Optional[_Iterable[_Union[Temperature, _Mapping]]] = ..., throttled: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
     __slots__ = ("name",)
