@@ -133,6 +133,7 @@ bench: venv system-packages
 	$(PY) benchmarks/fleet.py
 	$(PY) benchmarks/paired.py
 	$(PY) benchmarks/pull.py
+	$(PY) benchmarks/board_apps.py
 	$(PY) benchmarks/ssh.py
 	$(PY) benchmarks/arm_lab.py
 	$(PY) benchmarks/hardening.py

@@ -244,6 +244,14 @@ def deploy_cmd(  # noqa: PLR0917  (click passes each option by name)
     type=click.Path(path_type=Path, dir_okay=False),
     help="CA (PEM) for the registry's TLS",
 )
+@click.option(
+    "--device",
+    "-d",
+    "selectors",
+    multiple=True,
+    metavar="X",
+    help="with --registry: these devices only (default: every one it knows)",
+)
 @click.option("--watch", is_flag=True, help="with --registry: refresh until all converged")
 @click.option("--every", type=float, default=2.0, show_default=True, help="seconds per refresh")
 @click.option(
@@ -262,6 +270,7 @@ def deployments_cmd(  # noqa: PLR0917  (click passes each option by name)
     registry: str | None,
     registry_credentials: Path | None,
     registry_ca: Path | None,
+    selectors: tuple[str, ...],
     watch: bool,
     every: float,
     timeout: float,
@@ -269,14 +278,15 @@ def deployments_cmd(  # noqa: PLR0917  (click passes each option by name)
     """Deployment history from the host's state database.
 
     With --registry: where each pull-mode board stands (desired vs reported, converged or
-    not, errors); --watch refreshes until every board converged (exit 0) or --timeout (exit 1).
+    not, errors); --watch refreshes until every board converged (exit 0), or one failed or
+    --timeout passed (exit 1).
     """
     session: Session = ctx.obj
     if registry is not None:
         from edgeopt.host.cli import publish  # noqa: PLC0415  (it imports this module)
 
-        fleet, views = publish.read_views(session, (), False, registry, registry_credentials,
-                                          registry_ca)  # fmt: skip
+        fleet, views = publish.read_views(session, selectors, False, registry,
+                                          registry_credentials, registry_ca)  # fmt: skip
         names = [v.device for v in views]
         if watch and not as_json:
             views = publish.watch(lambda: [fleet.view(n) for n in names], every, timeout)
@@ -288,8 +298,8 @@ def deployments_cmd(  # noqa: PLR0917  (click passes each option by name)
         if not all(v.state == "converged" for v in views):
             ctx.exit(1)
         return
-    if watch:
-        raise click.UsageError("--watch follows boards in a registry: give --registry")
+    if watch or selectors:
+        raise click.UsageError("--watch and --device follow boards in a registry: give --registry")
     with State(session.state) as state:
         history = state.deployments(limit)
     if as_json:

@@ -274,7 +274,11 @@ def registry_rollback(
 def watch(
     fleet_views: Callable[[], list[DeviceView]], every: float, until: float
 ) -> list[DeviceView]:
-    """Print the table every `every` seconds until all converged or `until` seconds passed."""
+    """Print the table every `every` seconds until every board settled or `until` passed.
+
+    Settled: converged, or failed (it applied the desired state and refused some of it, which
+    no wait changes).
+    """
     start = time.monotonic()
     while True:
         views = fleet_views()
@@ -282,6 +286,7 @@ def watch(
         if sys.stdout.isatty():
             click.echo("\x1b[2J\x1b[H", nl=False)
         click.echo(f"{time.strftime('%H:%M:%S')}\n{text}")
-        if all(v.state == "converged" for v in views) or time.monotonic() - start >= until:
+        settled = all(v.state in ("converged", "failed") for v in views)
+        if settled or time.monotonic() - start >= until:
             return views
         time.sleep(every)

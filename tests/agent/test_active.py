@@ -93,10 +93,15 @@ def _push_both(agent: RunningAgent, versions: dict[str, Path]) -> None:
 
 
 def _activate(agent: RunningAgent, labels: list[str]) -> None:
+    """Activate each label in turn ("rollback": roll back instead)."""
+
     async def go() -> None:
         async with AgentClient(agent.address, token=agent.token) as client:
             for label in labels:
-                await client.activate("digits", label)
+                if label == "rollback":
+                    await client.rollback("digits")
+                else:
+                    await client.activate("digits", label)
 
     asyncio.run(go())
 
@@ -139,7 +144,7 @@ def test_applications_load_the_active_model_through_50_switches(
                             str(time.time() + 20), str(app_log)],
                            stderr=subprocess.PIPE, text=True)  # fmt: skip
     switches = ["v2", "v1"] * 25
-    _activate(agent, switches)
+    _activate(agent, ["v2", "rollback"] * 25)  # a deploy, then a rollback, 25 times
     _, errors = app.communicate(timeout=120)
     result = json.loads(app_log.read_text())
     assert result["failures"] == 0, errors

@@ -127,6 +127,7 @@ def test_publish_once_per_plan_then_boards_converge_and_roll_back(
     assert back.exit_code == 0, back.output
     assert "v2" in back.output and "v1" in back.output
     watched = edgeopt(tmp_path, inv, s["creds"], "deployments", "--registry", s["url"],
+                      "--device", names[0], "--device", names[1],
                       "--watch", "--every", "0.2", "--timeout", "60")  # fmt: skip
     assert watched.exit_code == 0, watched.output
     view = s["fleet"].view(names[0])
