@@ -38,7 +38,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -51,6 +50,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgeopt.host.transport.ssh.bootstrap import Inspection, build_wheel, download_wheels
 from tests import netns
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PI4 = REPO / "tests" / "boardfacts" / "data" / "boards" / "pi4"
@@ -422,8 +422,8 @@ class Lab:
         install_s = time.monotonic() - began
         netns = self._network(log)
         host = f"10.77.{self.subnet}.2" if netns else "127.0.0.1"
-        listen = f"{host}:{PORT}" if netns else f"{host}:{_free_port()}"
-        ssh_port = 22 if netns else _free_port()
+        listen = f"{host}:{PORT}" if netns else f"{host}:{free_port()}"
+        ssh_port = 22 if netns else free_port()
         ssh_target, ssh_key, known = self._ssh(host, ssh_port)
         pid, started_s = self._launch(listen, netns, token, f"{host}:{ssh_port}")
         inventory = self.run_dir / "edgeopt.toml"
@@ -640,12 +640,6 @@ def _alive(pid: int) -> bool:
         return True
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().split(") ")[-1][:1] != "Z"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _serving(address: str, token: str) -> bool:

@@ -15,7 +15,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+
+from tests.ports import free_port
 
 VERSIONS = Path("/usr/lib/postgresql")
 SERVER_USER = "postgres"
@@ -52,12 +53,6 @@ def unavailable_reason() -> str | None:
         except KeyError:
             return f"running as root and there is no `{SERVER_USER}` user to run PostgreSQL as"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -124,7 +119,7 @@ class Postgres:
         password_file.unlink()
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories={self.folder} -c fsync=off"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -19,6 +18,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.ports import free_port
 
 PROMETHEUS = "prometheus"
 
@@ -28,12 +29,6 @@ def unavailable_reason() -> str | None:
     if shutil.which(PROMETHEUS) is None:
         return "Debian's prometheus is not installed (make installs it as root)"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -47,7 +42,7 @@ class Prometheus:
 
     def __enter__(self) -> Prometheus:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         listed = ", ".join(f'"{t}"' for t in self.targets)
         (self.folder / "prom.yml").write_text(
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"

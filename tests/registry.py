@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.ports import free_port
+
 REGISTRY = "docker-registry"
 
 
@@ -35,12 +37,6 @@ def unavailable_reason() -> str | None:
     if shutil.which("htpasswd") is None:
         return "htpasswd is not installed (Debian's apache2-utils; make installs it as root)"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -67,7 +63,7 @@ class OciRegistry:
             check=True, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
         htpasswd.write_text(entry + "\n")
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         tls = f", tls: {{certificate: {self.cert}, key: {self.key}}}" if self.cert else ""
         (self.folder / "config.yml").write_text(
             "version: 0.1\n"

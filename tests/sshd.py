@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.ports import free_port
+
 SSHD = Path("/usr/sbin/sshd")
 
 
@@ -28,12 +30,6 @@ def unavailable_reason() -> str | None:
     if shutil.which("ssh-keygen") is None:
         return "ssh-keygen is not installed"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -66,7 +62,7 @@ class Sshd:
         keys = self.folder / "authorized_keys"
         keys.mkdir(exist_ok=True)
         shutil.copyfile(self.folder / "client_ed25519.pub", keys / self.user)
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         config = self.folder / "sshd_config"
         config.write_text(
             f"ListenAddress {self.listen}\nPort {self.port}\n"
