@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from edgeopt.agent.manifest import Version, fsync_dir
 __all__ = ["ACTIVE", "folder_of", "link", "model_path", "sync", "unlink"]
 
 ACTIVE = "active"
+_LEFTOVER = re.compile(r"\.tmp[0-9]+$")
+"""What a switch names its folder or link while it builds them (a pid at the end)."""
 log = logging.getLogger("edgeopt.agent")
 
 
@@ -93,7 +96,7 @@ def _link(root: Path, name: str, version: Version) -> Path:
 def _previous(base: Path, name: str, current: str) -> str:
     """The newest other folder of `name`: kept one switch longer for readers mid-open."""
     others = [p for p in base.glob(f".{name}@*") if p.is_dir() and p.name != current
-              and ".tmp" not in p.name]  # fmt: skip
+              and not _LEFTOVER.search(p.name)]  # fmt: skip
     return max(others, key=lambda p: p.stat().st_mtime).name if others else ""
 
 
@@ -130,6 +133,15 @@ def sync(root: Path, active: dict[str, Version]) -> None:
     Links for the active versions, nothing for names that have none.
     """
     base = root / ACTIVE
+    if base.is_dir():  # what a switch killed midway left: a half-built folder, a new link
+        for stray in base.iterdir():
+            if not _LEFTOVER.search(stray.name):
+                continue
+            if stray.is_dir() and not stray.is_symlink():
+                shutil.rmtree(stray, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    stray.unlink()
     for name, version in active.items():
         link(root, name, version)
     if base.is_dir():

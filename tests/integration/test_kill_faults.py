@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -42,7 +43,7 @@ from tests.proxy import CuttingProxy
 MiB = 1 << 20
 KILLS = int(os.environ.get("EDGEOPT_FAULT_KILLS", "20"))
 SEED = int(os.environ.get("EDGEOPT_FAULT_SEED", "16"))
-TOP_LEVEL = {"manifest.json", "blobs", "uploads", "runner.log"}
+TOP_LEVEL = {"manifest.json", "blobs", "uploads", "runner.log", "active"}
 """What the store's folder may hold after recovery."""
 
 
@@ -170,6 +171,34 @@ def check_store(store: Path, models: dict[str, Model]) -> list[str]:
     for path in store.iterdir():
         if path.name not in TOP_LEVEL:
             problems.append(f"stray file {path.name}")
+    return problems + check_active(store, raw["models"])
+
+
+def check_active(store: Path, entries: dict[str, dict[str, Any]]) -> list[str]:
+    """What is wrong with active/ (the board applications' view) against the manifest."""
+    problems = []
+    base = store / "active"
+    for name, entry in entries.items():
+        link = base / name
+        if not entry["active"]:
+            if link.exists() or link.is_symlink():
+                problems.append(f"active/{name} exists but {name} has no active version")
+            continue
+        sha = next(v["sha256"] for v in entry["versions"] if v["version"] == entry["active"])
+        try:
+            model = (link / "model.onnx").read_bytes()
+            plan = json.loads((link / "plan.json").read_text())
+        except (OSError, ValueError) as exc:
+            problems.append(f"active/{name} is unreadable: {exc}")
+            continue
+        if hashlib.sha256(model).hexdigest() != sha or plan["version"] != entry["active"]:
+            problems.append(f"active/{name} is not {entry['active']}")
+    if base.is_dir():
+        for path in base.iterdir():
+            if re.search(r"\.tmp[0-9]+$", path.name) or (
+                path.is_symlink() and path.name not in entries
+            ):
+                problems.append(f"stray active/{path.name}")
     return problems
 
 
