@@ -86,7 +86,7 @@ def _shapes(shapes: Mapping[str, Sequence[int]]) -> list[agent_pb2.InputShape]:
 
 
 @dataclass(frozen=True)
-class Rollout:
+class _Run:
     """What a Benchmark and a Profile share: which artifact, run how, on what inputs.
 
     The artifact is (name, version) of the store, or `sha256` of one pushed aside. Inputs are
@@ -111,8 +111,8 @@ class Rollout:
 
 
 @dataclass(frozen=True)
-class BenchmarkCall(Rollout):
-    """One Benchmark: `Rollout`'s artifact and inputs, repeated until the interval or time says."""
+class BenchmarkCall(_Run):
+    """One Benchmark: `_Run`'s artifact and inputs, repeated until the interval or time says."""
 
     min_repeats: int = 0
     max_repeats: int = 0
@@ -138,7 +138,7 @@ class BenchmarkCall(Rollout):
 
 
 @dataclass(frozen=True)
-class ProfileCall(Rollout):
+class ProfileCall(_Run):
     """One Profile: per-operator timing of `runs` runs after `warmup` (agent defaults at 0)."""
 
     runs: int = 0
