@@ -93,18 +93,17 @@ class InferCounts:
                 for k, t in self._tallies.items()
             }
 
-    def of_model(self, model: str) -> Tally:
-        """Every version of `model` together (what ListModels reports)."""
-        total = Tally()
+    def by_model(self) -> dict[str, Tally]:
+        """Every version of each model together (what ListModels reports), in one pass."""
+        out: dict[str, Tally] = {}
         for (name, _), t in self.snapshot().items():
-            if name != model:
-                continue
+            total = out.setdefault(name, Tally())
             total.requests += t.requests
             for code, n in t.errors.items():
                 total.errors[code] = total.errors.get(code, 0) + n
             total.buckets = [a + b for a, b in zip(total.buckets, t.buckets)]
             total.sum_ms += t.sum_ms
-        return total
+        return out
 
 
 def parse_address(text: str) -> tuple[str, int]:

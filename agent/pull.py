@@ -115,8 +115,6 @@ class Puller:
         self.timings: dict[str, float] = {}
         self._last_status: tuple[bytes, float] = (b"", 0.0)
         self.polls = 0
-        self.changed = threading.Event()
-        """Set after each poll that applied something (tests and figures wait on it)."""
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -201,7 +199,6 @@ class Puller:
             outcome.models[wanted.name] = self._one(wanted, outcome)
         self.timings["apply_s"] = round(time.monotonic() - start, 3)
         self.outcome, self.generation = outcome, desired.generation
-        self.changed.set()
         if outcome.transient:  # `applied` stays as it was: the next poll tries again
             raise RegistryError(0, outcome.transient)
         self.applied = digest

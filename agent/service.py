@@ -223,6 +223,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         """Every stored name with its versions and the active one's memory (never waits)."""
         loaded = self.models.loaded()
         hooked = self.models.hook.runs if self.models.hook is not None else {}
+        served = self.counts.by_model()
         infos = []
         for name, entry in sorted(self.models.store.entries().items()):
             held = loaded.get(name)
@@ -247,7 +248,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     inputs=messages.signatures(held.inputs) if held else [],
                     outputs=messages.signatures(held.outputs) if held else [],
                     hook=_hook_run(run),
-                    infer=_infer_stats(self.counts.of_model(name)),
+                    infer=_infer_stats(served.get(name) or Tally()),
                 )
             )
         agent_rss, runner_rss = self.models.memory()

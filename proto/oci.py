@@ -257,16 +257,16 @@ class Registry:
             self._conn.close()
             self._conn = None
 
+    def _open(self, tls: bool, host: str, port: int | None) -> http.client.HTTPConnection:
+        """A new connection (not yet connected), TLS checked with the registry's CA."""
+        if tls:
+            context = self._context or ssl.create_default_context()
+            return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
+        return http.client.HTTPConnection(host, port, timeout=self.timeout)
+
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            if self._context is not None:
-                self._conn = http.client.HTTPSConnection(
-                    self.ref.host, self.ref.port, timeout=self.timeout, context=self._context
-                )
-            else:
-                self._conn = http.client.HTTPConnection(
-                    self.ref.host, self.ref.port, timeout=self.timeout
-                )
+            self._conn = self._open(self.ref.tls, self.ref.host, self.ref.port)
         return self._conn
 
     def _send(
@@ -384,14 +384,7 @@ class Registry:
         query = urllib.parse.urlencode(
             {"service": params.get("service", ""), "scope": params.get("scope", scope)}
         )
-        conn: http.client.HTTPConnection
-        if realm.scheme == "https":
-            conn = http.client.HTTPSConnection(
-                realm.hostname or "", realm.port, timeout=self.timeout, context=self._context
-            )
-        else:
-            conn = http.client.HTTPConnection(realm.hostname or "", realm.port,
-                                              timeout=self.timeout)  # fmt: skip
+        conn = self._open(realm.scheme == "https", realm.hostname or "", realm.port)
         try:
             self.requests += 1
             conn.request("GET", f"{realm.path or '/'}?{query}",
@@ -617,14 +610,7 @@ class Registry:
         if target.scheme != "https" and (self.ref.tls or target.scheme != "http"):
             raise RegistryError(502, f"the registry redirects to {location[:80]!r}; not followed")
         self._close_outside(outside)
-        conn: http.client.HTTPConnection
-        if target.scheme == "https":
-            context = self._context or ssl.create_default_context()
-            conn = http.client.HTTPSConnection(target.hostname or "", target.port,
-                                               timeout=self.timeout, context=context)  # fmt: skip
-        else:
-            conn = http.client.HTTPConnection(target.hostname or "", target.port,
-                                              timeout=self.timeout)  # fmt: skip
+        conn = self._open(target.scheme == "https", target.hostname or "", target.port)
         try:
             self.requests += 1
             conn.request("GET", path, headers={"User-Agent": self.user_agent, **headers})

@@ -148,8 +148,8 @@ def publish_cmd(  # noqa: PLR0917  (click passes each option by name)
     if not devices:
         raise click.UsageError(f"the selection {' '.join(selectors) or '--fleet'} has no devices")
     profile = None
+    known = session.profiles()
     if profile_name is not None:
-        known = session.profiles()
         if profile_name not in known:
             raise click.UsageError(f"no device profile {profile_name!r}; see `edgeopt profiles`")
         profile = known[profile_name]
@@ -161,7 +161,7 @@ def publish_cmd(  # noqa: PLR0917  (click passes each option by name)
     )  # fmt: skip
     with State(session.state) as state:
         publisher = Publisher(devices, options, state, fleet,
-                              PublishOptions(profile, wait, canary_wait),
+                              PublishOptions(profile, known, wait, canary_wait),
                               progress=LineProgress())  # fmt: skip
         try:
             report = publisher.run(" ".join(selectors) or "--fleet")

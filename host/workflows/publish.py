@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.config.device_profiles import DeviceProfile, as_capabilities
@@ -46,6 +46,8 @@ class PublishOptions:
 
     profile: DeviceProfile | None = None
     """Plan every board as this profile (boards that never reported)."""
+    profiles: Mapping[str, DeviceProfile] = field(default_factory=dict)
+    """The known profiles, for a board whose inventory entry names one."""
     wait: float = 0.0
     """Seconds to wait for every board to converge (0: only the canaries are waited for)."""
     canary_wait: float = 600.0
@@ -110,9 +112,7 @@ class Publisher(Deployer):
             except (TypeError, ValueError, KeyError):
                 pass
         if device.profile is not None:
-            from edgeopt.host.config.device_profiles import load_all  # noqa: PLC0415
-
-            profile = load_all().get(device.profile)
+            profile = self.publish.profiles.get(device.profile)
             if profile is not None:
                 return as_capabilities(profile), f"inventory profile {profile.name}"
         return None, (
