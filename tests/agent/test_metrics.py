@@ -55,6 +55,8 @@ def test_prometheus_scrapes_inference_rollbacks_and_the_board(
                 await client.infer("digits", {"image": x})
             with pytest.raises(InvalidRequest):
                 await client.infer("digits", {"not-an-input": x})
+            with pytest.raises(InvalidRequest):  # a name no label should ever carry
+                await client.infer('../"x\n' * 40, {"image": x})
             await client.rollback("digits")
             for _ in range(3):
                 await client.infer("digits", {"image": x})
@@ -62,6 +64,8 @@ def test_prometheus_scrapes_inference_rollbacks_and_the_board(
     asyncio.run(work())
     text = urllib.request.urlopen(f"http://127.0.0.1:{free_port}/metrics", timeout=10).read()
     assert b'edgeopt_inference_requests_total{model="digits",version="v2"} 6.0' in text
+    invalid = b'{code="INVALID_ARGUMENT",model="(invalid)",version=""} 1.0'
+    assert b"edgeopt_inference_errors_total" + invalid in text  # the name never became a label
 
     with prom.Prometheus(tmp_path / "prometheus", [f"127.0.0.1:{free_port}"]) as server:
         up = server.wait_for('up{job="edgeopt"}', 1.0)
@@ -69,10 +73,11 @@ def test_prometheus_scrapes_inference_rollbacks_and_the_board(
         ask = 'edgeopt_inference_requests_total{model="digits",version="%s"}'
         assert server.wait_for(ask % "v2", 6.0) == 6.0
         assert server.value(ask % "v1") == 3.0
-        errors = server.query("edgeopt_inference_errors_total")
+        errors = server.query('edgeopt_inference_errors_total{model="digits"}')
         assert [(e["metric"]["version"], e["metric"]["code"], e["value"][1]) for e in errors] == [
             ("v2", "INVALID_ARGUMENT", "1")
         ]
+        assert server.value('edgeopt_inference_errors_total{model="(invalid)"}') == 1.0
         answered = 'edgeopt_inference_latency_seconds_count{version="v1"}'
         assert server.value(answered) == 3.0
         p50 = server.value('histogram_quantile(0.5, edgeopt_inference_latency_seconds_bucket'
