@@ -38,7 +38,11 @@ from edgeopt.host.compress.normalize import with_input_dims
 from edgeopt.host.compress.passes import Pass
 from edgeopt.host.compress.runtime import quiet_logger
 from edgeopt.host.compress.target import drop_unused_opsets
-from edgeopt.host.compress.tidy import share_identical_constants, unshare_weight_dequantize
+from edgeopt.host.compress.tidy import (
+    float_readers,
+    share_identical_constants,
+    unshare_weight_dequantize,
+)
 from edgeopt.host.errors import CompressionError, DataError, UnsupportedModel
 
 __all__ = [
@@ -88,6 +92,23 @@ def _tidy(path: Path) -> None:
     share_identical_constants(model)
     unshare_weight_dequantize(model)
     onnx_model.save(model, path)
+
+
+def _float_readers(prepared: Path, path: Path, kinds: frozenset[str], left: set[str]) -> None:
+    """Nodes left float in the QDQ model at `path` read float values (`tidy.float_readers`).
+
+    Converted: nodes of `kinds` not in `left` that read a DequantizeLinear.
+    """
+    model = onnx.load(str(path))
+    producer = {out: n.op_type for n in model.graph.node for out in n.output}
+    converted = frozenset(
+        n.name for n in model.graph.node
+        if n.op_type in kinds and n.name not in left
+        and any(producer.get(i) == "DequantizeLinear" for i in n.input)
+    )  # fmt: skip
+    source = onnx.load(str(prepared))
+    if float_readers(model, converted, {t.name: t for t in source.graph.initializer}):
+        onnx_model.save(model, path)
 
 
 def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
@@ -378,6 +399,7 @@ class StaticInt8(Pass):
                     )
             except (ValueError, RuntimeError) as exc:
                 raise CompressionError(f"static int8 calibration failed: {exc}") from exc
+            _float_readers(prepared, dst, frozenset(self.op_types), {*excluded, *kept})
         _tidy(dst)
         if self.recurrent:
             notes += _recurrent_dynamic(dst, kept)

@@ -9,6 +9,8 @@
   weights, such as ALBERT's layers) is given one copy per reader. ONNX Runtime does the same
   when it loads a QDQ model, and 1.16 does it wrongly for per-axis DequantizeLinear ("axis 1
   is not in valid range [-1,0]" at run time, seen here); the copies share the weight.
+- `float_readers`: nodes left float, and the model's outputs, read float tensors rather than
+  the int8 round trip the QDQ quantizer points every reader at.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import onnx
 from edgeopt.host.compress.onnxfile import graphs
 
 __all__ = [
+    "INT8_MOVES",
     "MIN_SHARED_BYTES",
+    "float_readers",
     "rename_inputs",
     "share_identical_constants",
     "unshare_weight_dequantize",
@@ -139,3 +143,140 @@ def unshare_weight_dequantize(model: onnx.ModelProto) -> int:
         del graph.node[:]
         graph.node.extend(nodes)
     return copies
+
+
+INT8_MOVES = frozenset({
+    "Gather", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split",
+    "Concat", "MaxPool", "Resize", "Identity", "DepthToSpace", "SpaceToDepth", "Pad",
+})  # fmt: skip
+"""Operators ONNX Runtime runs on int8 values when a DequantizeLinear feeds them and a
+QuantizeLinear follows: their outputs' round trips are how they stay 8-bit."""
+
+
+def float_readers(
+    model: onnx.ModelProto,
+    quantized: frozenset[str],
+    float_weights: dict[str, onnx.TensorProto],
+) -> int:
+    """Let the nodes left float read float tensors, not a quantize/dequantize round trip.
+
+    ONNX Runtime's QDQ quantizer puts one QuantizeLinear/DequantizeLinear pair on a tensor and
+    points every reader at it, the float ones too: a transformer's residual Add read its
+    LayerNorm's output through int8 because the attention's MatMuls read it, and so did every
+    node kept float (`nodes_to_exclude`) whose input another node quantized; a shared weight
+    (ALBERT's layers) reached a kept-float reader dequantized, at run time. That noise bought
+    no speed: the float reader only adds a DequantizeLinear to run. Here a reader that is not
+    one of `quantized` (the names of the nodes the quantizer converted) and whose output does
+    not go on into a QuantizeLinear reads the tensor before quantization, or for a weight its
+    float value from `float_weights` (the model before quantization), under a name of its own.
+    Round trips nobody reads any more go. Outputs of int8 moves (`INT8_MOVES`, a Gather of a
+    quantized embedding table) keep theirs. Returns the inputs rewired.
+    """
+    graph = model.graph
+    producer = {out: n for n in graph.node for out in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            readers[name].append(node)
+    initializers = {t.name for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+
+    def int8(node: onnx.NodeProto) -> bool:
+        """Whether `node` takes its inputs in 8 bits: converted, or a move between Q/DQ."""
+        if node.name in quantized:
+            return True
+        after = [r for out in node.output for r in readers.get(out, [])]
+        return (
+            bool(after)
+            and all(r.op_type == "QuantizeLinear" for r in after)
+            and not (set(node.output) & outputs)
+        )
+
+    added: dict[str, str] = {}
+
+    def float_value(dq: onnx.NodeProto) -> str | None:
+        """The float value `dq`'s float readers should read instead (None: leave them be)."""
+        source = dq.input[0]
+        if source in initializers:  # a weight: its float value, if the model had one
+            suffix = "_quantized"
+            weight = source[: -len(suffix)] if source.endswith(suffix) else None
+            if weight is None or weight not in float_weights:
+                return None
+            if weight not in added:
+                fresh = onnx.TensorProto()
+                fresh.CopyFrom(float_weights[weight])
+                fresh.name = f"{weight}_float"
+                graph.initializer.append(fresh)
+                added[weight] = fresh.name
+            return added[weight]
+        q = producer.get(source)
+        if q is None or q.op_type != "QuantizeLinear":
+            return None
+        origin = producer.get(q.input[0])
+        if (
+            origin is not None
+            and origin.op_type in INT8_MOVES
+            and any(
+                (p := producer.get(i)) is not None and p.op_type == "DequantizeLinear"
+                for i in origin.input
+            )
+        ):
+            return None  # an int8 move's output: its round trip keeps it 8-bit
+        return str(q.input[0])
+
+    rewired = 0
+    for dq in list(graph.node):
+        if dq.op_type != "DequantizeLinear":
+            continue
+        if dq.output[0] in outputs:
+            continue  # below, once every reader is settled
+        floats = [r for r in readers.get(dq.output[0], []) if not int8(r)]
+        value = float_value(dq) if floats else None
+        if value is None:
+            continue
+        for reader in floats:
+            reader.input[:] = [value if x == dq.output[0] else x for x in reader.input]
+            rewired += 1
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] in outputs]:
+        rewired += _float_output(graph, dq, producer)
+    _drop_dead_qdq(graph, outputs)
+    return rewired
+
+
+def _float_output(
+    graph: onnx.GraphProto, dq: onnx.NodeProto, producer: dict[str, onnx.NodeProto]
+) -> int:
+    """Let the node that computes a graph output write it, not a round trip after it.
+
+    The quantizer quantizes a converted node's output for the next node's int8 kernel, the
+    model's own outputs too: a classifier's logits came out on 256 levels. Returns 1 when
+    the output is written directly.
+    """
+    q = producer.get(dq.input[0])
+    if q is None or q.op_type != "QuantizeLinear":
+        return 0
+    origin = producer.get(q.input[0])
+    if origin is None or origin.op_type in INT8_MOVES:
+        return 0  # an int8 move (or a graph input) hands on its round trip
+    value, name = q.input[0], dq.output[0]
+    dq.output[0] = f"{name}_int8_round_trip"  # nobody reads it: dropped with its Q
+    for node in graph.node:
+        node.output[:] = [name if x == value else x for x in node.output]
+        node.input[:] = [name if x == value else x for x in node.input]
+    return 1
+
+
+def _drop_dead_qdq(graph: onnx.GraphProto, outputs: set[str]) -> None:
+    """Remove QuantizeLinear/DequantizeLinear nodes nobody reads.
+
+    Their scales stay: ONNX Runtime drops unread initializers at load, and removing them here
+    made 1.32 fail to load ALBERT ("Attempt to replace the existing tensor").
+    """
+    while True:
+        read = {name for n in graph.node for name in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in read for o in n.output)]  # fmt: skip
+        if not dead:
+            return
+        for node in dead:
+            graph.node.remove(node)

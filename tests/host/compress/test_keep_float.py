@@ -175,3 +175,73 @@ def test_a_node_the_optimizer_fuses_is_still_kept_float(tmp_path: Path) -> None:
     dynamic = compress(replace(request, precision="int8-dynamic", keep_float=("mm",)))
     assert dynamic.weights_after.kinds(("int8",)) == {"MatMul": 1}
     assert dynamic.weights_after.kept_float_compute() == {"MatMul": 1}
+
+
+def _residual_block(tmp_path: Path) -> tuple[Path, Path]:
+    """A post-LN block: LayerNorm's output feeds two MatMuls and the residual Add; a third
+    MatMul shares the first one's weight (as ALBERT's layers share theirs)."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
+             for n, s in (("g", (16,)), ("b", (16,)), ("w1", (16, 16)), ("w2", (16, 16)),
+                          ("w3", (16, 4)))]  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("LayerNormalization", ["x", "g", "b"], ["ln"], name="norm", axis=-1),
+         helper.make_node("MatMul", ["ln", "w1"], ["a"], name="q"),
+         helper.make_node("MatMul", ["ln", "w2"], ["c"], name="k"),
+         helper.make_node("Add", ["a", "ln"], ["r"], name="residual"),
+         helper.make_node("Add", ["r", "c"], ["s"], name="join"),
+         helper.make_node("MatMul", ["s", "w3"], ["y"], name="head"),
+         helper.make_node("MatMul", ["x", "w1"], ["z"], name="shared")], "block",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 16])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, 4]),
+         helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [1, 8, 16])],
+        initializer=inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "block.onnx"
+    onnx.save(model, str(path))
+    data = tmp_path / "x.npz"
+    np.savez(data, x=(rng.normal(size=(16, 8, 16)) * 3).astype(np.float32))
+    return path, data
+
+
+def _producers(path: Path, node: str) -> list[str]:
+    graph = onnx.load(str(path)).graph
+    made = {out: n.op_type for n in graph.node for out in n.output}
+    made.update({t.name: "initializer" for t in graph.initializer})
+    made.update({i.name: "input" for i in graph.input})
+    target = next(n for n in graph.node if n.name == node)
+    return [made[name] for name in target.input]
+
+
+def test_float_readers_of_a_quantized_tensor_read_it_before_quantization(tmp_path: Path) -> None:
+    """ONNX Runtime's QDQ quantizer points every reader of a quantized tensor at its
+    DequantizeLinear: the residual Add (float) read the LayerNorm's output through int8, and
+    so did a node kept float whose input another node quantized. Here they read the float
+    tensor, a kept-float node sharing a quantized weight reads that weight in float, and the
+    model's outputs are written by the nodes that compute them."""
+    path, data = _residual_block(tmp_path)
+    request = CompressRequest(model=path, precision="int8-static", calibration=data)
+    full = compress(request)
+    assert _producers(full.artifact, "q")[0] == "DequantizeLinear"  # converted: reads int8
+    assert _producers(full.artifact, "residual") == ["MatMul", "LayerNormalization"]
+    # The model's own output comes from the node that computes it, not rounded to 256 levels.
+    writers = {o: n.name for n in onnx.load(str(full.artifact)).graph.node for o in n.output}
+    assert writers["y"] == "head"
+    kept = compress(replace(request, keep_float=("k", "shared")))
+    assert _producers(kept.artifact, "q") == ["DequantizeLinear", "DequantizeLinear"]
+    assert _producers(kept.artifact, "k") == ["LayerNormalization", "initializer"]
+    assert _producers(kept.artifact, "shared") == ["input", "initializer"]
+    weights = {t.name: t for t in onnx.load(str(kept.artifact)).graph.initializer}
+    shared = next(n for n in onnx.load(str(kept.artifact)).graph.node if n.name == "shared")
+    assert weights[shared.input[1]].data_type == onnx.TensorProto.FLOAT
+    # So the kept-float node's output is the float model's, to float rounding.
+    import onnxruntime as ort
+
+    x = np.load(data)["x"][:1]
+    want = ort.InferenceSession(str(path)).run(["z"], {"x": x})[0]
+    got = ort.InferenceSession(str(kept.artifact)).run(["z"], {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -6,7 +6,7 @@ The model is exported once per session from a factory reference, the way a user 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,17 +66,21 @@ def test_dynamic_int8_keeps_cosine(minilm: MiniLM) -> None:
     assert report.after.size_bytes <= 0.3 * report.before.size_bytes
 
 
-def test_static_minmax_is_rejected_at_cosine_099(minilm: MiniLM, tmp_path: Path) -> None:
+def test_static_minmax_passes_099_and_is_rejected_at_0999(minilm: MiniLM, tmp_path: Path) -> None:
+    """Whole static int8 met cosine 0.99 only once the float readers of quantized tensors (the
+    residual Adds after each LayerNorm) read them before quantization (quantize.py); below
+    that it was about 0.94. A gate it cannot meet is refused, by how much, with no file."""
+    request = CompressRequest(model=minilm.onnx, precision="int8-static",
+                              calibration=minilm.calibration, validation=minilm.validation,
+                              gate=Gate(min_cosine=0.99))  # fmt: skip
+    passed = compress(request)
+    assert passed.validation is not None and passed.validation.cosine >= 0.99
     out = tmp_path / "static.onnx"
     with pytest.raises(AccuracyGateFailed) as info:
-        compress(
-            CompressRequest(model=minilm.onnx, precision="int8-static",
-                            calibration=minilm.calibration, validation=minilm.validation,
-                            gate=Gate(min_cosine=0.99), output=out)
-        )  # fmt: skip
+        compress(replace(request, gate=Gate(min_cosine=0.999), output=out))
     err = info.value
-    assert err.metric == "cosine" and 0.8 < err.value < 0.99
-    assert f"short by {0.99 - err.value:.4f}" in str(err)
+    assert err.metric == "cosine" and 0.99 <= err.value < 0.999
+    assert f"short by {0.999 - err.value:.4f}" in str(err)
     assert not out.exists()
 
 
