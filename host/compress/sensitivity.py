@@ -23,9 +23,10 @@ at float speed: a second bisection runs over the nodes ordered by what each give
 multiply-add (`cheapest_first`), limited to prefixes lighter than the first answer, and the
 lighter answer wins. Neither order wins everywhere (benchmarks/mixed.py, vs_olive.py): on
 PP-OCR's recognizer the first took 25 of 51 nodes holding 69 % of the multiply-adds and kept
-0.3 of int8's speed-up, the second 28 nodes holding 6 % and all of it; on MiniLM the first
-keeps 6 FFN output projections float and runs at 0.59x fp32, the second 29 nodes holding 61 %
-(0.88x). A fixed count (`--keep-float N`) keeps the N most harmful.
+0.3 of int8's speed-up, the second 28 nodes holding 6 % and all of it; on MiniLM (before
+its residual Adds read float, quantize.py) the first kept 6 FFN output projections float and
+ran at 0.59x fp32, the second 29 nodes holding 61 % (0.88x). A fixed count (`--keep-float N`)
+keeps the N most harmful.
 """
 
 from __future__ import annotations
