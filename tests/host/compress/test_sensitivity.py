@@ -191,3 +191,36 @@ def test_the_crnn_passes_the_gate_with_its_first_convolution_float(tmp_path: Pat
     v = found.report.validation
     assert v is not None and v.cosine >= 0.99
     assert len(found.kept) <= 3 < len(found.ranking.nodes)
+
+
+def test_a_model_that_outputs_labels_is_ranked_on_the_scores_it_picks_them_from(
+    digits: DigitsModel, tmp_path: Path
+) -> None:
+    """The digits CNN with an ArgMax after its logits, outputting labels only (as the corpus's
+    ALBERT does): one node's rounding flips few labels or none, so the ranking measures the
+    logits the ArgMax reads (`with_scores`), and every node gets a cost of its own."""
+    from edgeopt.host.compress.sensitivity import EXACT, with_scores
+
+    model = onnx.load(str(compress(CompressRequest(model=digits.onnx, precision="fp32")).artifact))
+    logits = model.graph.output[0].name
+    batch = model.graph.output[0].type.tensor_type.shape.dim[0]
+    model.graph.node.append(onnx.helper.make_node("ArgMax", [logits], ["label"], axis=1,
+                                                  keepdims=0))  # fmt: skip
+    del model.graph.output[:]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(
+        "label", onnx.TensorProto.INT64, [batch.dim_value or batch.dim_param]))  # fmt: skip
+    labelled = tmp_path / "labels.onnx"
+    onnx.save(model, str(labelled))
+    assert [o.name for o in with_scores(model).graph.output] == ["label", logits]
+    assert with_scores(onnx.load(str(digits.onnx))).graph.output[0].name == logits  # as it was
+    request = CompressRequest(
+        model=labelled, precision="int8-static", calibration=digits.calibration,
+        validation=digits.validation,
+    )  # fmt: skip
+    reference = compress(replace(request, precision="fp32")).artifact
+    ranking = rank(reference, compress(request).artifact, digits.validation, "int8-static")
+    measured = [n for n in ranking.nodes if not math.isnan(n.gain)]
+    assert len(measured) == 5  # 3 Conv, 2 Gemm
+    assert all(0 < n.gain < EXACT for n in measured)
+    assert len({round(n.gain, 6) for n in measured}) == len(measured)
+    assert 0 < ranking.output_sqnr < EXACT
