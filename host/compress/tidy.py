@@ -171,7 +171,8 @@ def float_readers(
     not go on into a QuantizeLinear reads the tensor before quantization, or for a weight its
     float value from `float_weights` (the model before quantization), under a name of its own.
     Round trips nobody reads any more go. Outputs of int8 moves (`INT8_MOVES`, a Gather of a
-    quantized embedding table) keep theirs. Returns the inputs rewired.
+    quantized embedding table) and of convolutions (`CONVOLUTIONS`, whose int8 kernel needs
+    its output's round trip to itself) keep theirs. Returns the inputs rewired.
     """
     graph = model.graph
     producer = {out: n for n in graph.node for out in n.output}
