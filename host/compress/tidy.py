@@ -154,10 +154,18 @@ INT8_MOVES = frozenset({
 QuantizeLinear follows: their outputs' round trips are how they stay 8-bit."""
 
 
+CONVOLUTIONS = frozenset({"Conv", "ConvTranspose"})
+"""Converted operators whose int8 kernel (QLinearConv) writes int8: ONNX Runtime fuses one
+only when a QuantizeLinear is its output's sole reader, else it runs in float, dequantizing
+its weights every run (PP-OCR's detector ran 1.28x fp32 instead of 0.87x; the CRNN's SiLU,
+whose Sigmoid read the convolution's output in float, 1.19x instead of 0.93x)."""
+
+
 def float_readers(
     model: onnx.ModelProto,
     quantized: frozenset[str],
     float_weights: dict[str, onnx.TensorProto],
+    keep: frozenset[str] = frozenset(),
 ) -> int:
     """Let the nodes left float read float tensors, not a quantize/dequantize round trip.
 
@@ -171,8 +179,9 @@ def float_readers(
     not go on into a QuantizeLinear reads the tensor before quantization, or for a weight its
     float value from `float_weights` (the model before quantization), under a name of its own.
     Round trips nobody reads any more go. Outputs of int8 moves (`INT8_MOVES`, a Gather of a
-    quantized embedding table) and of convolutions (`CONVOLUTIONS`, whose int8 kernel needs
-    its output's round trip to itself) keep theirs. Returns the inputs rewired.
+    quantized embedding table), of convolutions (their int8 kernel needs its output's round
+    trip to itself) and of the converted nodes named in `keep` keep theirs. Returns the
+    inputs rewired.
     """
     graph = model.graph
     producer = {out: n for n in graph.node for out in n.output}
@@ -224,8 +233,8 @@ def float_readers(
             )
         ):
             return None  # an int8 move's output: its round trip keeps it 8-bit
-        if _needs_int8_output(origin, producer, quantized):
-            return None  # a convolution's output: QLinearConv fuses only a lone QuantizeLinear
+        if _needs_int8_output(origin, producer, quantized, keep):
+            return None  # e.g. a convolution's: QLinearConv fuses only a lone QuantizeLinear
         return str(q.input[0])
 
     rewired = 0
@@ -242,36 +251,33 @@ def float_readers(
             reader.input[:] = [value if x == dq.output[0] else x for x in reader.input]
             rewired += 1
     for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] in outputs]:
-        rewired += _float_output(graph, dq, producer, quantized)
+        rewired += _float_output(graph, dq, producer, quantized, keep)
     _drop_dead_qdq(graph, outputs)
     return rewired
-
-
-CONVOLUTIONS = frozenset({"Conv", "ConvTranspose"})
-"""Converted operators whose int8 kernel (QLinearConv) writes int8: ONNX Runtime fuses one
-only when a QuantizeLinear is its output's sole reader, else it runs in float, dequantizing
-its weights every run (PP-OCR's detector ran 1.28x fp32 instead of 0.87x; the CRNN's SiLU,
-whose Sigmoid read the convolution's output in float, 1.19x instead of 0.93x)."""
 
 
 def _needs_int8_output(
     origin: onnx.NodeProto | None,
     producer: dict[str, onnx.NodeProto],
     quantized: frozenset[str],
+    keep: frozenset[str],
 ) -> bool:
-    """Whether a round trip after `origin` is what makes a convolution run in int8.
+    """Whether the round trip after `origin` lets a converted convolution, or `keep`, run int8.
 
-    It is when `origin` is a converted convolution, or an activation reading one directly
-    (ONNX Runtime fuses Conv → Relu → QuantizeLinear into one QLinearConv).
+    It is when `origin` is one, or an activation reading one directly (ONNX Runtime fuses
+    Conv → Relu → QuantizeLinear into one QLinearConv).
     """
     if origin is None:
         return False
-    if origin.op_type in CONVOLUTIONS and origin.name in quantized:
-        return True
-    return any(
-        (p := producer.get(i)) is not None and p.op_type in CONVOLUTIONS and p.name in quantized
-        for i in origin.input
-    )
+
+    def needs(node: onnx.NodeProto | None) -> bool:
+        return (
+            node is not None
+            and node.name in quantized
+            and (node.op_type in CONVOLUTIONS or node.name in keep)
+        )
+
+    return needs(origin) or any(needs(producer.get(i)) for i in origin.input)
 
 
 def _float_output(
@@ -279,6 +285,7 @@ def _float_output(
     dq: onnx.NodeProto,
     producer: dict[str, onnx.NodeProto],
     quantized: frozenset[str],
+    keep: frozenset[str],
 ) -> int:
     """Let the node that computes a graph output write it, not a round trip after it.
 
@@ -292,7 +299,7 @@ def _float_output(
     origin = producer.get(q.input[0])
     if origin is None or origin.op_type in INT8_MOVES:
         return 0  # an int8 move (or a graph input) hands on its round trip
-    if _needs_int8_output(origin, producer, quantized):
+    if _needs_int8_output(origin, producer, quantized, keep):
         return 0
     value, name = q.input[0], dq.output[0]
     dq.output[0] = f"{name}_int8_round_trip"  # nobody reads it: dropped with its Q
