@@ -142,6 +142,17 @@ def test_static_int8_keeps_a_named_lstm_float(tmp_path: Path) -> None:
     assert kept.weights_after.kinds(("int8",)).get("LSTM") == 1  # the other one
 
 
+def _saved(graph: onnx.GraphProto, tmp_path: Path, x: np.ndarray) -> tuple[Path, Path]:
+    """`graph` saved as an opset-17 model, and `x` (samples first) as its input data."""
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / f"{graph.name}.onnx"
+    onnx.save(model, str(path))
+    data = tmp_path / "x.npz"
+    np.savez(data, x=x.astype(np.float32))
+    return path, data
+
+
 def test_a_node_the_optimizer_fuses_is_still_kept_float(tmp_path: Path) -> None:
     """ONNX Runtime's basic optimization, before quantizing, turns a MatMul and its Add into
     one Gemm named `<MatMul>/MatMulAddFusion`: keeping the MatMul float keeps that Gemm float."""
@@ -157,12 +168,7 @@ def test_a_node_the_optimizer_fuses_is_still_kept_float(tmp_path: Path) -> None:
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 32])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8])], initializer=inits,
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "fusable.onnx"
-    onnx.save(model, str(path))
-    data = tmp_path / "x.npz"
-    np.savez(data, x=rng.normal(size=(16, 32)).astype(np.float32))
+    path, data = _saved(graph, tmp_path, rng.normal(size=(16, 32)))
     request = CompressRequest(model=path, precision="int8-static", calibration=data)
     assert compress(request).weights_after.kept_float_compute() == {}
     kept = compress(replace(request, keep_float=("mm",)))
@@ -199,13 +205,7 @@ def _residual_block(tmp_path: Path) -> tuple[Path, Path]:
          helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [1, 8, 16])],
         initializer=inits,
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "block.onnx"
-    onnx.save(model, str(path))
-    data = tmp_path / "x.npz"
-    np.savez(data, x=(rng.normal(size=(16, 8, 16)) * 3).astype(np.float32))
-    return path, data
+    return _saved(graph, tmp_path, rng.normal(size=(16, 8, 16)) * 3)
 
 
 def _producers(path: Path, node: str) -> list[str]:
