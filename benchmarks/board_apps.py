@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import datetime
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -45,12 +44,7 @@ from edgeopt.host.workflows import top  # noqa: E402
 from edgeopt.proto import paired  # noqa: E402
 from tests.conftest import RunningAgent, start_agent  # noqa: E402
 from tests.models import train_digits_cnn  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import datetime
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -43,12 +42,7 @@ from tests import sshd  # noqa: E402
 from tests.conftest import RunningAgent, start_agent  # noqa: E402
 from tests.corpus import CORPUS, fetch, make_inputs  # noqa: E402
 from tests.models import train_digits_cnn  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port  # noqa: E402
 
 
 def bootstrap_times(server: sshd.Sshd, tmp: Path) -> list[str]:

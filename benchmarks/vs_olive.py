@@ -55,6 +55,7 @@ from edgeopt.host.compress import CompressRequest, Gate, compress  # noqa: E402
 from edgeopt.host.compress import data as datasets  # noqa: E402
 from edgeopt.host.compress.latency import host_cpu  # noqa: E402
 from edgeopt.host.compress.onnxfile import load  # noqa: E402
+from edgeopt.host.compress.runtime import optimized_graph  # noqa: E402
 from edgeopt.host.compress.sensitivity import search  # noqa: E402
 from edgeopt.host.compress.validate import validate  # noqa: E402
 from edgeopt.host.config.inventory import Device  # noqa: E402
@@ -144,15 +145,7 @@ def op_summary(path: Path) -> str:
 
 def run_ops(path: Path) -> Counter[str]:
     """The operators ONNX Runtime runs for a model here, after its graph optimization."""
-    import onnxruntime as ort  # noqa: PLC0415
-
-    with tempfile.TemporaryDirectory() as folder:
-        options = ort.SessionOptions()
-        options.optimized_model_filepath = str(Path(folder) / "optimized.onnx")
-        options.log_severity_level = 3
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        model = onnx.load(options.optimized_model_filepath, load_external_data=False)
-    return Counter(n.op_type for n in model.graph.node)
+    return Counter(n.op_type for n in optimized_graph(onnx.load(str(path))).node)
 
 
 def olive_tuning_config(model: Path, out: Path, feed: dict[str, np.ndarray]) -> dict[str, Any]:

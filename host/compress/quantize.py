@@ -36,7 +36,7 @@ from edgeopt.host.compress import keep_float, probe
 from edgeopt.host.compress import onnxfile as onnx_model
 from edgeopt.host.compress.normalize import with_input_dims
 from edgeopt.host.compress.passes import Pass
-from edgeopt.host.compress.runtime import quiet_logger
+from edgeopt.host.compress.runtime import optimized_graph, quiet_logger
 from edgeopt.host.compress.target import drop_unused_opsets
 from edgeopt.host.compress.tidy import (
     float_readers,
@@ -138,16 +138,7 @@ UNFUSED = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "FusedMatMul"})
 
 def unfused(model: onnx.ModelProto) -> set[str]:
     """Nodes ONNX Runtime runs in float on a dequantized weight, after its optimization here."""
-    import onnxruntime as ort  # noqa: PLC0415
-
-    with tempfile.TemporaryDirectory() as scratch:
-        options = ort.SessionOptions()
-        options.optimized_model_filepath = str(Path(scratch) / "optimized.onnx")
-        options.log_severity_level = 3
-        with quiet_logger():
-            ort.InferenceSession(model.SerializeToString(), options,
-                                 providers=["CPUExecutionProvider"])  # fmt: skip
-        graph = onnx.load(options.optimized_model_filepath).graph
+    graph = optimized_graph(model)
     weights = {t.name for t in graph.initializer}
     dequantized = {n.output[0] for n in graph.node
                    if n.op_type == "DequantizeLinear" and n.input[0] in weights}  # fmt: skip

@@ -6,11 +6,11 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from edgeopt.host.errors import UnsupportedModel
 
-__all__ = ["quiet_logger", "require_loadable", "session_options"]
+__all__ = ["optimized_graph", "quiet_logger", "require_loadable", "session_options"]
 
 OptimizationLevel = Literal["basic", "extended", "layout"]
 
@@ -59,3 +59,24 @@ def quiet_logger(name: str = "") -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def optimized_graph(model: Any) -> Any:
+    """The graph ONNX Runtime runs for `model` (a ModelProto) here, after all its optimization.
+
+    What it fused shows there: an int8 node runs as QLinearConv or MatMulIntegerToFloat, or
+    stays a float node reading dequantized weights.
+    """
+    import tempfile  # noqa: PLC0415
+
+    import onnx  # noqa: PLC0415
+    import onnxruntime as ort  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as scratch:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(Path(scratch) / "optimized.onnx")
+        options.log_severity_level = 3
+        with quiet_logger():
+            ort.InferenceSession(model.SerializeToString(), options,
+                                 providers=["CPUExecutionProvider"])  # fmt: skip
+        return onnx.load(options.optimized_model_filepath).graph

@@ -25,14 +25,9 @@ from edgeopt.host.transport.ssh import bootstrap
 from edgeopt.host.transport.ssh import connection as ssh
 from tests import sshd
 from tests.models import DigitsModel
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def edgeopt(tmp_path: Path, home: Path, *args: str) -> Result:
