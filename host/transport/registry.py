@@ -15,6 +15,7 @@ Synchronous (http.client); the workflows run it in worker threads.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -24,7 +25,14 @@ from typing import Any, TypeVar
 from edgeopt.host.errors import RegistryFailed
 from edgeopt.proto import fleetstate as fs
 from edgeopt.proto.capabilities import Capabilities, from_dict
-from edgeopt.proto.oci import Credentials, Registry, RegistryError, RegistryRef, sha256_digest
+from edgeopt.proto.oci import (
+    Credentials,
+    Registry,
+    RegistryError,
+    RegistryRef,
+    backoff,
+    sha256_digest,
+)
 from edgeopt.proto.plan import RunPlan
 
 __all__ = ["DeviceView", "FleetRegistry", "Published", "registry_for"]
@@ -115,7 +123,7 @@ class FleetRegistry:
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return fn(*args)
+            return _retried(fn, *args)
         except RegistryError as exc:
             raise RegistryFailed(f"{what}: {exc}", status=exc.status) from None
 
@@ -213,10 +221,10 @@ class FleetRegistry:
         """A device's last status, checked; (None, why) when absent or malformed."""
         tag = fs.status_tag(device)
         try:
-            manifest, _ = self.registry.get_manifest(tag, fs.MAX_MANIFEST_FOR_DOCUMENTS)
+            manifest, _ = _retried(self.registry.get_manifest, tag, fs.MAX_MANIFEST_FOR_DOCUMENTS)
             config, _, _ = fs.parse_document_manifest(manifest, fs.STATUS_TYPE, fs.STATUS_TYPE)
             status = fs.Status.from_bytes(
-                self.registry.get_blob(config.digest, fs.MAX_DOCUMENT_BYTES)
+                _retried(self.registry.get_blob, config.digest, fs.MAX_DOCUMENT_BYTES)
             )
         except RegistryError as exc:
             if exc.status == 404:
@@ -243,3 +251,25 @@ class FleetRegistry:
     def close(self) -> None:
         """Close the connection to the registry."""
         self.registry.close()
+
+
+TRIES = 3
+"""Tries of one registry request that failed in a way worth trying again (no answer, 5xx,
+429): docker-registry's filesystem storage answered 500 to a GET of a tag a board was
+rewriting at that moment (seen in CI)."""
+
+
+def _retried(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)`, tried again after a short, jittered wait while its error is retryable.
+
+    Every request edgeopt makes to a registry may be repeated: reads, uploads of blobs named
+    by their digest, and tag writes that put the same manifest again.
+    """
+    for attempt in range(1, TRIES + 1):
+        try:
+            return fn(*args)
+        except RegistryError as exc:
+            if not exc.retryable or attempt == TRIES:
+                raise
+            time.sleep(min(2.0, max(exc.retry_after, backoff(attempt, 0.2, 2.0, random.random))))
+    raise AssertionError("unreachable")
