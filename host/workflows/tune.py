@@ -37,7 +37,7 @@ from edgeopt.host.compress import CompressionReport, CompressRequest, compress
 from edgeopt.host.compress import data as datasets
 from edgeopt.host.compress import onnxfile as onnx_model
 from edgeopt.host.compress.sensitivity import SEARCHED, search
-from edgeopt.host.compress.validate import comparable, compare, run_model
+from edgeopt.host.compress.validate import comparable, compare, run_model, stacked
 from edgeopt.host.config.inventory import Device
 from edgeopt.host.errors import AccuracyGateFailed, DataError, EdgeoptError
 from edgeopt.host.planning import planner
@@ -185,7 +185,7 @@ async def _on_board(ctx: _Context, label: str) -> np.ndarray:
     for feed in ctx.data.batches(size):
         result, _ = await ctx.client.infer(ctx.scratch, feed, label, timeout=120.0)
         outputs.append(comparable(list(result.values())))
-    return np.concatenate(outputs).astype(np.float64)
+    return stacked(outputs)
 
 
 async def _try(ctx: _Context, index: int, trial: Trial, seconds: float) -> None:

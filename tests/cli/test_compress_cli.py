@@ -40,6 +40,31 @@ def test_compress_writes_and_reports(digits: DigitsModel, tmp_path: Path) -> Non
     assert data["after"]["size_bytes"] < data["before"]["size_bytes"]
 
 
+def test_a_labels_model_is_reported_and_gated_by_label_agreement(
+    digits: DigitsModel, tmp_path: Path
+) -> None:
+    """The digits CNN outputting only its ArgMax labels: the report and the gate say label
+    agreement, not cosine, and a gate it misses writes nothing."""
+    import onnx
+
+    from tests.models import labels_only
+
+    labelled = labels_only(onnx.load(str(digits.onnx)), tmp_path / "labels.onnx")
+    common = ("compress", str(labelled), "--precision", "int8-static", "--calibration",
+              str(digits.calibration), "--validate", str(digits.validation))  # fmt: skip
+    result = _run(*common)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"\n  vs fp32     label agreement [01]\.\d{4}, max \|err\| ", result.output)
+    assert "top-1" not in result.output and "cosine" not in result.output
+    out = tmp_path / "x.onnx"
+    missed = _run(*common, "--min-cosine", "1.01", "-o", str(out))
+    assert missed.exit_code == 1
+    assert "Error: int8-static fails the gate: label agreement (labels have no cosine: " in (
+        missed.output
+    )
+    assert not out.exists()
+
+
 def test_gate_failure_exit_status_and_message(digits: DigitsModel, tmp_path: Path) -> None:
     out = tmp_path / "x.onnx"
     result = _run("compress", str(digits.onnx), "--precision", "int8-dynamic",

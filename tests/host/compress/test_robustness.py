@@ -34,6 +34,63 @@ def test_identical_zero_outputs_agree() -> None:
     assert compare(np.zeros((3, 4)), np.zeros((3, 4)), None).cosine == 1.0
 
 
+def test_labels_are_compared_by_agreement_not_by_a_cosine_of_their_ids() -> None:
+    """Label ids are names: one label changed of three costs a third, whether the new id is
+    next to the old one or far from it (a cosine of the ids said 0.99999 for 7 -> 8 among
+    large ids and 0.05 for 7 -> 3000 among small ones)."""
+    reference = np.array([[5, 7, 3000], [1, 2, 3]])
+    near = compare(reference, np.array([[5, 8, 3000], [1, 2, 3]]), None)
+    far = compare(reference, np.array([[5, 7, 3000], [1, 3000, 3]]), None)
+    for report in (near, far):
+        assert report.similarity == "label agreement"
+        assert report.cosine == report.top1_agreement == pytest.approx(5 / 6)
+        assert report.accuracy_drop == pytest.approx(1 / 6)
+    with pytest.raises(AccuracyGateFailed) as caught:
+        Gate(min_cosine=0.9).check(near, "int8-static")
+    assert caught.value.metric == "label_agreement"
+    assert str(caught.value) == (
+        "int8-static fails the gate: label agreement (labels have no cosine: --min-cosine holds "
+        "the share equal) 0.8333 is below the required 0.9000 (short by 0.0667)"
+    )
+    with pytest.raises(AccuracyGateFailed) as caught:
+        Gate(max_accuracy_drop=0.1).check(far, "int8-static")
+    assert caught.value.metric == "label_disagreement"
+
+
+def test_a_model_that_outputs_labels_is_gated_on_how_many_it_keeps(
+    digits: DigitsModel, tmp_path: Path
+) -> None:
+    """The digits CNN outputting only the ArgMax of its logits: the report's similarity is the
+    share of validation labels the variant gives as fp32 does, and its accuracies are against
+    the data's labels."""
+    import onnxruntime as ort
+
+    from edgeopt.host.compress import data as datasets
+    from tests.models import labels_only
+
+    fp32 = compress(CompressRequest(model=digits.onnx, precision="fp32")).artifact
+    labelled = labels_only(onnx.load(str(fp32)), tmp_path / "labels.onnx")
+    request = CompressRequest(
+        model=labelled,
+        precision="int8-static",
+        calibration=digits.calibration,
+        validation=digits.validation,
+    )
+    report = compress(request).validation
+    assert report is not None and report.similarity == "label agreement"
+    data = datasets.load(digits.validation, onnx.load(str(labelled)), purpose="test")
+    feed = next(data.batches(len(data)))
+    ours = ort.InferenceSession(str(labelled)).run(None, feed)[0]
+    variant = compress(request).artifact
+    theirs = ort.InferenceSession(str(variant)).run(None, feed)[0]
+    assert report.samples == len(data)
+    assert report.cosine == pytest.approx(float((ours == theirs).mean()))
+    assert data.labels is not None
+    assert report.reference_accuracy == pytest.approx(float((ours == data.labels).mean()))
+    assert report.accuracy == pytest.approx(float((theirs == data.labels).mean()))
+    assert report.reference_accuracy is not None and report.reference_accuracy > 0.9
+
+
 def test_macs_count_linear_layers_right(digits: DigitsModel) -> None:
     # conv 9,216 + 294,912 + 294,912, linear 32,768 + 1,280 (Gemm with transB=1)
     report = compress(CompressRequest(model=digits.onnx, precision="fp32"))

@@ -21,7 +21,7 @@ from edgeopt.host.compress.cache import default_dir
 from edgeopt.host.compress.sensitivity import NodeGain, Ranking, cheapest_first, rank, search
 from edgeopt.host.errors import AccuracyGateFailed, DataError, UnsupportedModel
 from tests.corpus import CORPUS, fetch, write_data
-from tests.models import DigitsModel
+from tests.models import DigitsModel, labels_only
 
 
 def _request(digits: DigitsModel, **kw: Any) -> CompressRequest:
@@ -203,14 +203,7 @@ def test_a_model_that_outputs_labels_is_ranked_on_the_scores_it_picks_them_from(
 
     model = onnx.load(str(compress(CompressRequest(model=digits.onnx, precision="fp32")).artifact))
     logits = model.graph.output[0].name
-    batch = model.graph.output[0].type.tensor_type.shape.dim[0]
-    model.graph.node.append(onnx.helper.make_node("ArgMax", [logits], ["label"], axis=1,
-                                                  keepdims=0))  # fmt: skip
-    del model.graph.output[:]
-    model.graph.output.append(onnx.helper.make_tensor_value_info(
-        "label", onnx.TensorProto.INT64, [batch.dim_value or batch.dim_param]))  # fmt: skip
-    labelled = tmp_path / "labels.onnx"
-    onnx.save(model, str(labelled))
+    labelled = labels_only(model, tmp_path / "labels.onnx")
     assert [o.name for o in with_scores(model).graph.output] == ["label", logits]
     assert with_scores(onnx.load(str(digits.onnx))).graph.output[0].name == logits  # as it was
     request = CompressRequest(
