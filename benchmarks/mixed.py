@@ -1,7 +1,7 @@
 """Mixed precision: the corpus models where a full precision fails cosine >= 0.99, made to pass
 by keeping the fewest nodes float (`compress --keep-float auto`), and what that costs in speed.
 
-    python benchmarks/mixed.py [--rounds 40]      (or `make bench`)
+    python benchmarks/mixed.py [--rounds 80]      (or `make bench`)
 
 For each (model, precision) of `CASES`: the full variant's cosine on the validation samples
 (for fp16: ONNX Runtime's converter alone, without edgeopt's range rule), the search
@@ -73,7 +73,7 @@ def _cos(value: float) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=80)
     parser.add_argument("--cases", default=",".join(f"{k}:{p}" for k, p in CASES))
     args = parser.parse_args()
     rows = []
