@@ -47,6 +47,7 @@ from edgeopt.host.compress.onnxfile import load  # noqa: E402
 from edgeopt.host.config.inventory import Device  # noqa: E402
 from edgeopt.host.errors import EdgeoptError  # noqa: E402
 from edgeopt.host.planning import planner  # noqa: E402
+from edgeopt.host.planning.plan import DevicePlan  # noqa: E402
 from edgeopt.host.store.state import State  # noqa: E402
 from edgeopt.host.transport.client import AgentClient, ClientConfig, to_tensors  # noqa: E402
 from edgeopt.host.workflows.plans import experience, traits_of  # noqa: E402
@@ -61,14 +62,20 @@ PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4-weight")
 THREADS = (1, 2)
 
 
+async def _push(agent: RunningAgent, paths: set[Path]) -> dict[Path, str]:
+    """Each distinct artifact pushed once: its path → its digest on the agent."""
+    async with AgentClient(agent.address, token=agent.token) as client:
+        return {path: (await client.push(path, "")).sha256 for path in paths}
+
+
 async def _round(
-    agent: RunningAgent, variants: dict[tuple[str, int], Path], feed: dict[str, Any]
+    agent: RunningAgent, variants: dict[tuple[str, int], str], feed: dict[str, Any]
 ) -> dict[tuple[str, int], float]:
-    """One round: every variant measured once (about a second each) with the agent's Benchmark."""
+    """One round: every variant (by digest) measured once, about a second, with the agent's
+    Benchmark."""
     out = {}
     async with AgentClient(agent.address, token=agent.token) as client:
-        for (label, threads), path in variants.items():
-            sha = (await client.push(path, "")).sha256
+        for (label, threads), sha in variants.items():
             result = await client.benchmark(
                 agent_pb2.BenchmarkRequest(
                     sha256=sha, inputs=to_tensors(feed), max_seconds=1, target_ci=0.02,
@@ -85,7 +92,9 @@ def measure(
 ) -> dict[tuple[str, int], float]:  # fmt: skip
     """(label, threads) → the median p50 over `rounds` interleaved rounds (a burst of load on
     this shared machine lands on one round of one variant, not on one variant's only figure)."""
-    seen = [asyncio.run(_round(agent, variants, feed)) for _ in range(rounds)]
+    digests = asyncio.run(_push(agent, set(variants.values())))
+    shas = {key: digests[path] for key, path in variants.items()}
+    seen = [asyncio.run(_round(agent, shas, feed)) for _ in range(rounds)]
     return {key: float(np.median([r[key] for r in seen])) for key in variants}
 
 
@@ -111,7 +120,7 @@ def variants(request: CompressRequest) -> dict[tuple[str, int], Path | str]:
     return table
 
 
-def mixed(request: CompressRequest, plan: Any) -> dict[tuple[str, int], Path | str]:
+def mixed(request: CompressRequest, plan: DevicePlan) -> dict[tuple[str, int], Path | str]:
     """The tuned plan when it keeps nodes float (a variant the sweep does not hold), made the
     same way, under its label ("int8-static +11 float")."""
     made = compress(replace(request, precision=plan.precision, keep_float=plan.keep_float))
